@@ -1,0 +1,66 @@
+//! Backends: where the current CPU, the clock and the drain wake-up come
+//! from.
+//!
+//! Every backend is a unit type implementing [`Backend`]: the same small,
+//! crate-wide surface, chosen once as the runtime's type parameter. The
+//! runtime calls nothing else of its environment.
+//!
+//! | backend | file | CPUs are | clock | kick |
+//! | --- | --- | --- | --- | --- |
+//! | [`Host`] (feature `std`) | `backend/host.rs` | threads bound to an index | `CLOCK_MONOTONIC` | none yet (drain threads come with the workqueue) |
+
+#[cfg(feature = "std")]
+mod host;
+
+#[cfg(feature = "std")]
+pub use host::{CpuBinding, Host};
+
+/// The environment a [`Runtime`](crate::Runtime) runs in.
+///
+/// Every function here is called from top halves and must itself be
+/// top-half safe: no lock, no allocation, no blocking, async-signal-safe on
+/// Unix.
+///
+/// # Examples
+///
+/// A single-CPU backend without a clock (the time budget is then off and
+/// only the restart budget bounds a drain):
+///
+/// ```
+/// use bottomhalf::{Backend, Config, Runtime, Vector};
+///
+/// struct OneCpu;
+/// impl Backend for OneCpu {
+///     fn current_cpu() -> usize { 0 }
+///     fn now_ns() -> u64 { 0 }
+/// }
+///
+/// static RT: Runtime<OneCpu, 1> = Runtime::new(Config::DEFAULT);
+/// const NET: Vector = Vector::new(3);
+/// RT.register(NET, "NET", |_cpu| {}).unwrap();
+/// RT.raise(NET);
+/// assert!(RT.drain().is_complete());
+/// ```
+pub trait Backend: 'static {
+    /// The index of the CPU the caller runs on, below the runtime's `N`.
+    ///
+    /// An index out of range makes the runtime panic with a message (see
+    /// [`PerCpu::get`](crate::PerCpu::get)); backends check indices when
+    /// they hand them out.
+    fn current_cpu() -> usize;
+
+    /// A monotonic clock in nanoseconds, used for the drain's time budget
+    /// and the longest-handler statistic. A backend without a clock returns
+    /// `0` always, which turns the time budget off.
+    fn now_ns() -> u64;
+
+    /// Called when CPU `cpu` has bottom-half work that no drain is going to
+    /// pick up by itself: its pending mask went from empty to non-empty, or
+    /// a drain ran out of budget with work left. A backend pends its drain
+    /// interrupt or wakes its drain thread here. The default does nothing:
+    /// the caller drains explicitly.
+    #[inline(always)]
+    fn kick(cpu: usize) {
+        let _ = cpu;
+    }
+}

@@ -1,0 +1,787 @@
+//! Mailboxes: bounded rings that carry what a top half captured to the
+//! bottom half.
+//!
+//! Design rules: storage is inline and fixed (`static`-friendly, `const`
+//! constructors); `push` never blocks and never allocates; a full mailbox
+//! hands the item back and counts the drop, so nothing is lost silently;
+//! each mailbox tracks its high-water mark so a capacity can be sized from
+//! a real run.
+//!
+//! - [`Mailbox`]: one producer, one consumer, on `heapless::spsc`. The two
+//!   ends are handles ([`Mailbox::split`]), so the single-producer rule is
+//!   the type system's, not a comment's.
+//! - [`MpscMailbox`]: any number of producers (nested interrupts, signal
+//!   handlers on several threads), one consumer. Its ring is this crate's
+//!   own and has a loom model.
+//!
+//! A typical bottom half pairs a mailbox with a tasklet: the top half
+//! pushes, then schedules; the tasklet pops until empty.
+//!
+//! ```
+//! use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+//! static RX: MpscMailbox<u8, 16> = MpscMailbox::new();
+//! static SUM: AtomicU32 = AtomicU32::new(0);
+//! static RX_BH: Tasklet = Tasklet::new(&RT, || {
+//!     let mut rx = RX.consumer().expect("only this tasklet consumes");
+//!     while let Some(byte) = rx.pop() {
+//!         SUM.fetch_add(u32::from(byte), Ordering::Relaxed);
+//!     }
+//! });
+//!
+//! // Top half (an interrupt or signal handler): capture, push, schedule.
+//! fn uart_irq(byte: u8) {
+//!     let _ = RX.push(byte); // a drop is counted in RX.dropped()
+//!     RX_BH.schedule();
+//! }
+//!
+//! uart_irq(1);
+//! uart_irq(2);
+//! let _ = RT.drain();
+//! assert_eq!(SUM.load(Ordering::Relaxed), 3);
+//! ```
+
+use core::fmt;
+use core::mem::MaybeUninit;
+
+use heapless::spsc;
+
+use crate::sync::{
+    array_of, loom_const_fn, ordering, AtomicBool, AtomicU32, AtomicUsize, Ordering, UnsafeCell,
+};
+
+/// Why a mailbox refused to hand out an endpoint.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Mailbox, MailboxError};
+/// let mb: Mailbox<u8, 4> = Mailbox::new();
+/// let _ends = mb.split().unwrap();
+/// assert_eq!(mb.split().unwrap_err(), MailboxError::AlreadySplit);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxError {
+    /// [`Mailbox::split`] was already called: a single-producer mailbox has
+    /// one producer and one consumer, for good.
+    AlreadySplit,
+    /// Another [`MpscConsumer`] of this mailbox is alive.
+    ConsumerTaken,
+}
+
+impl fmt::Display for MailboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MailboxError::AlreadySplit => {
+                "mailbox already split: it has exactly one producer and one consumer"
+            }
+            MailboxError::ConsumerTaken => "mailbox already has a live consumer",
+        })
+    }
+}
+
+/// A single-producer, single-consumer mailbox of capacity `N - 1`, on
+/// `heapless::spsc::Queue<T, N>`.
+///
+/// The capacity is `N - 1` because that is the heapless ring's (one slot
+/// tells full from empty). `N` must be at least 2; a power of two makes the
+/// index arithmetic a mask.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::Mailbox;
+///
+/// static SAMPLES: Mailbox<u16, 8> = Mailbox::new();
+///
+/// let (mut tx, mut rx) = SAMPLES.split().unwrap();
+/// for s in 0..10 {
+///     let _ = tx.push(s); // the 8th..10th are handed back and counted
+/// }
+/// assert_eq!(SAMPLES.dropped(), 3);
+/// assert_eq!(SAMPLES.high_water(), 7);
+/// assert_eq!(rx.pop(), Some(0));
+/// ```
+pub struct Mailbox<T, const N: usize> {
+    /// The ring. Made `&mut` exactly once, by the `split` that wins
+    /// `split_done`; afterwards only the two handles touch it, through the
+    /// shared references heapless gives them.
+    queue: core::cell::UnsafeCell<spsc::Queue<T, N>>,
+    /// Set by the first `split`.
+    split_done: AtomicBool,
+    /// Items handed back by a full ring. Written by the producer only.
+    dropped: AtomicU32,
+    /// Most items ever queued at once. Written by the producer only.
+    high_water: AtomicU32,
+}
+
+// SAFETY: the ring is reached only through the handles `split` creates
+// once: the producer handle moves `T`s in, the consumer handle moves them
+// out, each on its own thread at most, so `T: Send` suffices; the counters
+// are atomics.
+unsafe impl<T: Send, const N: usize> Sync for Mailbox<T, N> {}
+
+impl<T, const N: usize> Mailbox<T, N> {
+    /// The number of items it holds when full: `N - 1`.
+    pub const CAPACITY: usize = N - 1;
+
+    loom_const_fn! {
+        /// An empty mailbox.
+        ///
+        /// Top-half safe: yes. Allocates: no. Blocks: no.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use bottomhalf::Mailbox;
+        /// static MB: Mailbox<[u8; 4], 32> = Mailbox::new();
+        /// assert_eq!(Mailbox::<[u8; 4], 32>::CAPACITY, 31);
+        /// ```
+        pub fn new() -> Mailbox<T, N> {
+            Mailbox {
+                queue: core::cell::UnsafeCell::new(spsc::Queue::new()),
+                split_done: AtomicBool::new(false),
+                dropped: AtomicU32::new(0),
+                high_water: AtomicU32::new(0),
+            }
+        }
+    }
+
+    /// The producer and consumer ends, once.
+    ///
+    /// Top-half safe: yes (but it belongs in set-up). Allocates: no.
+    /// Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// [`MailboxError::AlreadySplit`] on every call after the first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u32, 4> = Mailbox::new();
+    /// let (mut tx, mut rx) = mb.split().unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || tx.push(7).unwrap());
+    /// });
+    /// assert_eq!(rx.pop(), Some(7));
+    /// ```
+    pub fn split(&self) -> Result<(Producer<'_, T, N>, Consumer<'_, T, N>), MailboxError> {
+        if self.split_done.swap(true, Ordering::AcqRel) {
+            return Err(MailboxError::AlreadySplit);
+        }
+        // SAFETY: winning the swap makes this the only `&mut` ever made to
+        // the queue, and no handle exists yet; heapless turns it into two
+        // shared views at once, so the `&mut` ends here.
+        let (tx, rx) = unsafe { (*self.queue.get()).split() };
+        Ok((Producer { tx, mailbox: self }, Consumer { rx }))
+    }
+
+    /// Items handed back because the mailbox was full.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 2> = Mailbox::new();
+    /// let (mut tx, _rx) = mb.split().unwrap();
+    /// tx.push(1).unwrap();
+    /// assert_eq!(tx.push(2), Err(2));
+    /// assert_eq!(mb.dropped(), 1);
+    /// ```
+    pub fn dropped(&self) -> u32 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The most items the mailbox has held at once.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 8> = Mailbox::new();
+    /// let (mut tx, mut rx) = mb.split().unwrap();
+    /// tx.push(1).unwrap();
+    /// tx.push(2).unwrap();
+    /// rx.pop();
+    /// tx.push(3).unwrap();
+    /// assert_eq!(mb.high_water(), 2);
+    /// ```
+    pub fn high_water(&self) -> u32 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+}
+
+impl<T, const N: usize> Default for Mailbox<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, const N: usize> fmt::Debug for Mailbox<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("capacity", &Self::CAPACITY)
+            .field("dropped", &self.dropped())
+            .field("high_water", &self.high_water())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The producing end of a [`Mailbox`]; move it into the one top half that
+/// pushes (for example an interrupt handler's `static mut` local under
+/// `cortex-m-rt`, or a signal backend's handler state).
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::Mailbox;
+/// let mb: Mailbox<u8, 4> = Mailbox::new();
+/// let (mut tx, _rx) = mb.split().unwrap();
+/// assert!(tx.push(1).is_ok());
+/// ```
+pub struct Producer<'a, T, const N: usize> {
+    tx: spsc::Producer<'a, T>,
+    mailbox: &'a Mailbox<T, N>,
+}
+
+impl<T, const N: usize> Producer<'_, T, N> {
+    /// Queues `item`, or hands it back if the mailbox is full (the drop is
+    /// counted in [`Mailbox::dropped`]).
+    ///
+    /// Top-half safe: yes (wait-free: a few loads, one store). Allocates:
+    /// no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// `Err(item)` when full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<&str, 2> = Mailbox::new();
+    /// let (mut tx, _rx) = mb.split().unwrap();
+    /// assert_eq!(tx.push("a"), Ok(()));
+    /// assert_eq!(tx.push("b"), Err("b"));
+    /// ```
+    #[inline]
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        match self.tx.enqueue(item) {
+            Ok(()) => {
+                // The producer is the only writer of both counters, so a
+                // load and a store do (no RMW on the fast path).
+                let len = self.tx.len() as u32;
+                if len > self.mailbox.high_water.load(Ordering::Relaxed) {
+                    self.mailbox.high_water.store(len, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(item) => {
+                let d = self.mailbox.dropped.load(Ordering::Relaxed);
+                self.mailbox
+                    .dropped
+                    .store(d.wrapping_add(1), Ordering::Relaxed);
+                Err(item)
+            }
+        }
+    }
+
+    /// `true` if a `push` now would succeed.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 2> = Mailbox::new();
+    /// let (mut tx, _rx) = mb.split().unwrap();
+    /// assert!(tx.ready());
+    /// tx.push(0).unwrap();
+    /// assert!(!tx.ready());
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.tx.ready()
+    }
+}
+
+impl<T, const N: usize> fmt::Debug for Producer<'_, T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+/// The consuming end of a [`Mailbox`], for the bottom half.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::Mailbox;
+/// let mb: Mailbox<u8, 4> = Mailbox::new();
+/// let (mut tx, mut rx) = mb.split().unwrap();
+/// tx.push(9).unwrap();
+/// assert_eq!(rx.pop(), Some(9));
+/// assert_eq!(rx.pop(), None);
+/// ```
+pub struct Consumer<'a, T, const N: usize> {
+    rx: spsc::Consumer<'a, T>,
+}
+
+impl<T, const N: usize> Consumer<'_, T, N> {
+    /// The oldest item, or `None` if empty.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 4> = Mailbox::new();
+    /// let (_tx, mut rx) = mb.split().unwrap();
+    /// assert_eq!(rx.pop(), None);
+    /// ```
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        self.rx.dequeue()
+    }
+
+    /// Items queued now.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 4> = Mailbox::new();
+    /// let (mut tx, rx) = mb.split().unwrap();
+    /// tx.push(1).unwrap();
+    /// assert_eq!(rx.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// `true` if nothing is queued.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 4> = Mailbox::new();
+    /// let (_tx, rx) = mb.split().unwrap();
+    /// assert!(rx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+impl<T, const N: usize> Iterator for Consumer<'_, T, N> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.pop()
+    }
+}
+
+impl<T, const N: usize> fmt::Debug for Consumer<'_, T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// One slot of the MPSC ring.
+struct Slot<T> {
+    /// `ticket + 1` once the item of `ticket` is written (Release by the
+    /// producer that drew `ticket`); anything else means "not ready".
+    /// Initially the slot's index, which never equals `ticket + 1` for a
+    /// ticket that maps to it (needs `N` a power of two, see
+    /// `MpscMailbox`).
+    ready: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A multi-producer, single-consumer mailbox of capacity `N`.
+///
+/// # Progress
+///
+/// `push` is lock-free and never waits for another context: it reserves
+/// room with a CAS on a free-slot count (retried only when another `push`
+/// or `pop` *completed* that step in between), draws a ticket with one
+/// `fetch_add`, writes its slot and publishes it. A producer preempted
+/// anywhere in `push` (by a nested interrupt, a signal, the scheduler)
+/// blocks no other producer, and `push` fails only when `N` items are
+/// really queued or reserved — never because a producer or the consumer is
+/// stuck half-way (the flaw that got `heapless::mpmc` deprecated). On one
+/// CPU whose producers are interrupt handlers, each retry is caused by a
+/// handler that preempted this one and finished, so retries are bounded by
+/// the nesting depth.
+///
+/// `pop` is FIFO by ticket: while the producer of the oldest ticket is
+/// preempted before publishing, `pop` returns `None` even if newer items
+/// are ready; they follow once it finishes.
+///
+/// `N` must be a power of two (checked at compile time).
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::MpscMailbox;
+///
+/// static EVENTS: MpscMailbox<u32, 64> = MpscMailbox::new();
+///
+/// std::thread::scope(|s| {
+///     for t in 0..4 {
+///         s.spawn(move || {
+///             for i in 0..10 {
+///                 EVENTS.push(t * 100 + i).unwrap();
+///             }
+///         });
+///     }
+/// });
+/// let mut rx = EVENTS.consumer().unwrap();
+/// assert_eq!(rx.by_ref().count(), 40);
+/// assert_eq!(EVENTS.dropped(), 0);
+/// ```
+pub struct MpscMailbox<T, const N: usize> {
+    slots: [Slot<T>; N],
+    /// Slots neither holding an item nor reserved by a producer. `push`
+    /// takes one (CAS, Acquire), `pop` returns one (Release) after moving
+    /// the item out.
+    free: AtomicUsize,
+    /// Next ticket; ticket `t` uses slot `t % N`. Drawn by `push`.
+    tail: AtomicUsize,
+    /// Next ticket to pop. Read and written only by the live consumer.
+    head: UnsafeCell<usize>,
+    /// A consumer handle is alive.
+    consumer_taken: AtomicBool,
+    /// `push` calls refused because the mailbox was full.
+    dropped: AtomicU32,
+    /// Most items queued or reserved at once.
+    high_water: AtomicU32,
+}
+
+// SAFETY: producers move `T`s in from any thread and the one consumer moves
+// them out (so `T: Send`); slots are handed over by the `free` count and
+// each slot's `ready` word, `head` belongs to the one live consumer (guarded
+// by `consumer_taken`), the rest are atomics.
+unsafe impl<T: Send, const N: usize> Sync for MpscMailbox<T, N> {}
+
+impl<T, const N: usize> MpscMailbox<T, N> {
+    const CHECK: () = assert!(
+        N.is_power_of_two(),
+        "MpscMailbox capacity must be a power of two"
+    );
+
+    /// The number of items it holds when full: `N`.
+    pub const CAPACITY: usize = N;
+
+    loom_const_fn! {
+        /// An empty mailbox.
+        ///
+        /// Top-half safe: yes. Allocates: no. Blocks: no.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use bottomhalf::MpscMailbox;
+        /// static MB: MpscMailbox<u64, 128> = MpscMailbox::new();
+        /// assert_eq!(MB.len(), 0);
+        /// ```
+        pub fn new() -> MpscMailbox<T, N> {
+            let () = Self::CHECK;
+            let mut slots: [Slot<T>; N] = array_of![Slot {
+                ready: AtomicUsize::new(0),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            }; N];
+            let mut i = 0;
+            while i < N {
+                slots[i].ready = AtomicUsize::new(i);
+                i += 1;
+            }
+            MpscMailbox {
+                slots,
+                free: AtomicUsize::new(N),
+                tail: AtomicUsize::new(0),
+                head: UnsafeCell::new(0),
+                consumer_taken: AtomicBool::new(false),
+                dropped: AtomicU32::new(0),
+                high_water: AtomicU32::new(0),
+            }
+        }
+    }
+
+    /// Queues `item`, or hands it back if `N` items are queued or being
+    /// queued (the drop is counted in [`dropped`](MpscMailbox::dropped)).
+    ///
+    /// Top-half safe: yes (lock-free; see "Progress"). Allocates: no.
+    /// Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// `Err(item)` when full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 2> = MpscMailbox::new();
+    /// assert_eq!(mb.push(1), Ok(()));
+    /// assert_eq!(mb.push(2), Ok(()));
+    /// assert_eq!(mb.push(3), Err(3));
+    /// assert_eq!(mb.dropped(), 1);
+    /// ```
+    #[inline]
+    pub fn push(&self, item: T) -> Result<(), T> {
+        let mut free = self.free.load(Ordering::Relaxed);
+        loop {
+            if free == 0 {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(item);
+            }
+            // Acquire: pairs with the Release `fetch_add` in `pop`, so the
+            // slot this reservation lets us reuse has been emptied.
+            match self.free.compare_exchange_weak(
+                free,
+                free - 1,
+                ordering!("mpsc_reserve_relaxed", Acquire, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => free = now,
+            }
+        }
+        let used = (N - (free - 1)) as u32;
+        if used > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(used, Ordering::Relaxed);
+        }
+        // At most N tickets are outstanding (reserved and not yet popped),
+        // so ticket `t`'s slot was last used by ticket `t - N`, which has
+        // been popped.
+        let ticket = self.tail.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[ticket % N];
+        // SAFETY: the reservation above and the ticket make this producer
+        // the only one to touch this slot until it publishes `ready`; the
+        // consumer reads it only after seeing `ready == ticket + 1`.
+        slot.value.with_mut(|p| unsafe { (*p).write(item) });
+        // Release: publishes the write to the consumer's Acquire load.
+        slot.ready.store(
+            ticket.wrapping_add(1),
+            ordering!("mpsc_publish_relaxed", Release, Relaxed),
+        );
+        Ok(())
+    }
+
+    /// The consumer handle, while no other is alive.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// [`MailboxError::ConsumerTaken`] while another handle is alive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{MailboxError, MpscMailbox};
+    /// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+    /// let rx = mb.consumer().unwrap();
+    /// assert_eq!(mb.consumer().unwrap_err(), MailboxError::ConsumerTaken);
+    /// drop(rx);
+    /// assert!(mb.consumer().is_ok());
+    /// ```
+    pub fn consumer(&self) -> Result<MpscConsumer<'_, T, N>, MailboxError> {
+        // Acquire: pairs with the Release in `MpscConsumer::drop`, so this
+        // handle sees the previous one's `head`.
+        if self.consumer_taken.swap(true, Ordering::Acquire) {
+            return Err(MailboxError::ConsumerTaken);
+        }
+        Ok(MpscConsumer { mailbox: self })
+    }
+
+    /// Items queued or being queued now.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+    /// mb.push(1).unwrap();
+    /// assert_eq!(mb.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        N - self.free.load(Ordering::Relaxed)
+    }
+
+    /// `true` if nothing is queued or being queued.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+    /// assert!(mb.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pushes refused because the mailbox was full.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 1> = MpscMailbox::new();
+    /// mb.push(1).unwrap();
+    /// let _ = mb.push(2);
+    /// assert_eq!(mb.dropped(), 1);
+    /// ```
+    pub fn dropped(&self) -> u32 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The most items queued or being queued at once.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+    /// mb.push(1).unwrap();
+    /// mb.push(2).unwrap();
+    /// assert_eq!(mb.high_water(), 2);
+    /// ```
+    pub fn high_water(&self) -> u32 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+}
+
+impl<T, const N: usize> Default for MpscMailbox<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, const N: usize> Drop for MpscMailbox<T, N> {
+    fn drop(&mut self) {
+        // `&mut self`: no producer or consumer is active. Drop the items
+        // that were published and never popped.
+        let mut rx = MpscConsumer { mailbox: self };
+        while rx.pop().is_some() {}
+        core::mem::forget(rx);
+    }
+}
+
+impl<T, const N: usize> fmt::Debug for MpscMailbox<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpscMailbox")
+            .field("capacity", &N)
+            .field("len", &self.len())
+            .field("dropped", &self.dropped())
+            .field("high_water", &self.high_water())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consuming end of an [`MpscMailbox`]; dropping it lets another be
+/// taken.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::MpscMailbox;
+/// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+/// mb.push(5).unwrap();
+/// let mut rx = mb.consumer().unwrap();
+/// assert_eq!(rx.pop(), Some(5));
+/// ```
+pub struct MpscConsumer<'a, T, const N: usize> {
+    mailbox: &'a MpscMailbox<T, N>,
+}
+
+impl<T, const N: usize> MpscConsumer<'_, T, N> {
+    /// The oldest published item, or `None` if there is none (or the
+    /// producer of the oldest ticket has not finished; see "Progress" on
+    /// [`MpscMailbox`]).
+    ///
+    /// Top-half safe: yes (wait-free). Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 4> = MpscMailbox::new();
+    /// let mut rx = mb.consumer().unwrap();
+    /// assert_eq!(rx.pop(), None);
+    /// mb.push(1).unwrap();
+    /// assert_eq!(rx.pop(), Some(1));
+    /// ```
+    pub fn pop(&mut self) -> Option<T> {
+        let mb = self.mailbox;
+        // SAFETY: `head` belongs to the one live consumer (this handle, by
+        // `consumer_taken`); the handle is `&mut self`, so no other access
+        // overlaps.
+        let head = mb.head.with(|p| unsafe { *p });
+        let slot = &mb.slots[head % N];
+        // Acquire: pairs with the Release store of `ready` in `push`.
+        if slot
+            .ready
+            .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed))
+            != head.wrapping_add(1)
+        {
+            return None;
+        }
+        // SAFETY: `ready == head + 1` means the producer of ticket `head`
+        // wrote this slot and will not touch it again; no producer reuses
+        // it before we return its `free` credit below.
+        let item = slot.value.with(|p| unsafe { (*p).assume_init_read() });
+        // SAFETY: as for the read of `head`.
+        mb.head.with_mut(|p| unsafe { *p = head.wrapping_add(1) });
+        // Release: pairs with the Acquire reservation in `push`; the slot is
+        // empty before a producer may reuse it.
+        mb.free
+            .fetch_add(1, ordering!("mpsc_release_relaxed", Release, Relaxed));
+        Some(item)
+    }
+}
+
+impl<T, const N: usize> Iterator for MpscConsumer<'_, T, N> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.pop()
+    }
+}
+
+impl<T, const N: usize> Drop for MpscConsumer<'_, T, N> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire swap in `consumer`.
+        self.mailbox.consumer_taken.store(false, Ordering::Release);
+    }
+}
+
+impl<T, const N: usize> fmt::Debug for MpscConsumer<'_, T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpscConsumer").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,220 @@
+//! `PerCpu<T, N>`: one cache-padded slot per CPU.
+//!
+//! Design rules: a slot is written mostly by its own CPU, so slots never
+//! share a cache line (`CachePadded`); the CPU count is a type parameter, so
+//! an index is checked against it on every access and an index out of range
+//! is a panic with a message, never an out-of-bounds access. Which CPU is
+//! "current" is not this type's business: the backend says
+//! ([`Backend::current_cpu`](crate::Backend::current_cpu)).
+
+use core::fmt;
+
+use crossbeam_utils::CachePadded;
+
+/// A CPU index that is not below the number of CPUs the runtime was built
+/// for.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{CpuOutOfRange, PerCpu};
+/// use core::sync::atomic::AtomicU32;
+///
+/// let counters: PerCpu<AtomicU32, 2> = PerCpu::from_fn(|_| AtomicU32::new(0));
+/// assert_eq!(counters.try_get(2).unwrap_err(), CpuOutOfRange { cpu: 2, cpus: 2 });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOutOfRange {
+    /// The index that was asked for.
+    pub cpu: usize,
+    /// The number of CPUs (`N`).
+    pub cpus: usize,
+}
+
+impl fmt::Display for CpuOutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CPU index {} out of range: the runtime was built for {} CPU(s)",
+            self.cpu, self.cpus
+        )
+    }
+}
+
+/// One cache-padded `T` per CPU, `N` CPUs.
+///
+/// # Examples
+///
+/// A per-CPU event counter in `static` storage:
+///
+/// ```
+/// use bottomhalf::PerCpu;
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use crossbeam_utils::CachePadded;
+///
+/// static EVENTS: PerCpu<AtomicU32, 4> =
+///     PerCpu::new([const { CachePadded::new(AtomicU32::new(0)) }; 4]);
+///
+/// EVENTS.get(1).fetch_add(1, Ordering::Relaxed);
+/// let total: u32 = EVENTS.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+/// assert_eq!(total, 1);
+/// ```
+pub struct PerCpu<T, const N: usize> {
+    /// Slot `c` belongs to CPU `c`. Who writes a slot, and how, is the
+    /// business of `T`.
+    slots: [CachePadded<T>; N],
+}
+
+impl<T, const N: usize> PerCpu<T, N> {
+    const CHECK: () = assert!(N > 0, "PerCpu needs at least one CPU");
+
+    /// Builds the slots from an array, usable in a `static` initializer.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// use crossbeam_utils::CachePadded;
+    /// static IDS: PerCpu<u8, 2> = PerCpu::new([CachePadded::new(10), CachePadded::new(11)]);
+    /// assert_eq!(*IDS.get(1), 11);
+    /// ```
+    pub const fn new(slots: [CachePadded<T>; N]) -> Self {
+        let () = Self::CHECK;
+        Self { slots }
+    }
+
+    /// Builds slot `c` with `f(c)`.
+    ///
+    /// Top-half safe: no (runs arbitrary code). Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// let ids: PerCpu<usize, 3> = PerCpu::from_fn(|cpu| cpu * 10);
+    /// assert_eq!(*ids.get(2), 20);
+    /// ```
+    pub fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
+        let () = Self::CHECK;
+        Self {
+            slots: core::array::from_fn(|cpu| CachePadded::new(f(cpu))),
+        }
+    }
+
+    /// The number of CPUs, `N`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// let p: PerCpu<u8, 3> = PerCpu::from_fn(|_| 0);
+    /// assert_eq!(p.cpus(), 3);
+    /// ```
+    pub const fn cpus(&self) -> usize {
+        N
+    }
+
+    /// The slot of CPU `cpu`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`, with a message naming both numbers. A backend that
+    /// hands out CPU indices checks them at set-up (see
+    /// [`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread)),
+    /// so this is a bug in the caller, caught before any memory is touched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// let p: PerCpu<u8, 2> = PerCpu::from_fn(|c| c as u8);
+    /// assert_eq!(*p.get(1), 1);
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn get(&self, cpu: usize) -> &T {
+        match self.slots.get(cpu) {
+            Some(slot) => slot,
+            None => panic!("{}", CpuOutOfRange { cpu, cpus: N }),
+        }
+    }
+
+    /// The slot of CPU `cpu`, or an error if `cpu >= N`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// let p: PerCpu<u8, 2> = PerCpu::from_fn(|c| c as u8);
+    /// assert!(p.try_get(1).is_ok());
+    /// assert!(p.try_get(2).is_err());
+    /// ```
+    #[inline]
+    pub fn try_get(&self, cpu: usize) -> Result<&T, CpuOutOfRange> {
+        self.slots
+            .get(cpu)
+            .map(|slot| &**slot)
+            .ok_or(CpuOutOfRange { cpu, cpus: N })
+    }
+
+    /// The slots in CPU order.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::PerCpu;
+    /// let p: PerCpu<usize, 3> = PerCpu::from_fn(|c| c);
+    /// assert_eq!(p.iter().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    /// ```
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
+        self.slots.iter().map(|slot| &**slot)
+    }
+}
+
+impl<T: fmt::Debug, const N: usize> fmt::Debug for PerCpu<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn slots_do_not_share_cache_lines() {
+        let p: PerCpu<u8, 4> = PerCpu::from_fn(|c| c as u8);
+        let a = p.get(0) as *const u8 as usize;
+        let b = p.get(1) as *const u8 as usize;
+        assert!(b - a >= 64, "slots {a:#x} and {b:#x} share a cache line");
+    }
+
+    #[test]
+    fn out_of_range_is_an_error() {
+        let p: PerCpu<u8, 2> = PerCpu::from_fn(|_| 0);
+        let e = p.try_get(7).unwrap_err();
+        assert_eq!(e, CpuOutOfRange { cpu: 7, cpus: 2 });
+        assert_eq!(
+            e.to_string(),
+            "CPU index 7 out of range: the runtime was built for 2 CPU(s)"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "CPU index 2 out of range")]
+    fn get_out_of_range_panics_with_message() {
+        let p: PerCpu<u8, 2> = PerCpu::from_fn(|_| 0);
+        let _ = p.get(2);
+    }
+}

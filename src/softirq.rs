@@ -1,0 +1,808 @@
+//! Softirq vectors: per-CPU pending masks, `raise`, and the budgeted drain.
+//!
+//! Design rules (after `kernel/softirq.c`):
+//!
+//! - All pending state is CPU-local. `raise` sets one bit in the current
+//!   CPU's mask with one atomic RMW and returns; it never calls a handler.
+//! - The drain of CPU `c` swaps `c`'s mask to zero and runs the handlers of
+//!   the bits it took, lowest index first. Bits raised meanwhile are left
+//!   for the next pass: the drain restarts while the mask is non-empty, at
+//!   most [`Config::max_restart`] times and within [`Config::time_budget_ns`]
+//!   of the backend's clock; what is left is reported
+//!   ([`DrainOutcome::Remaining`]) and handed to the backend
+//!   ([`Backend::kick`]), so a storm of raises cannot starve the code the
+//!   drain interrupted.
+//! - One drain per CPU at a time: a drain that finds another one running on
+//!   its CPU (a nested interrupt exit, a second thread bound to the same
+//!   CPU) returns [`DrainOutcome::Busy`]; the running drain will see the
+//!   work.
+//! - The same vector may run on two CPUs at once. A handler that needs
+//!   serialization serializes itself (or is a tasklet).
+//! - Vector 0 ([`Vector::HI_TASKLET`]) and vector 6 ([`Vector::TASKLET`])
+//!   drain the hi-priority and normal tasklet lists, as in Linux.
+//!
+//! # Atomic orderings
+//!
+//! `raise`'s `fetch_or` is `SeqCst`; its release half pairs with the
+//! acquire half of the drain's `swap`, so whatever a top half wrote before
+//! `raise` is visible to the handler. The hand-off of the per-CPU
+//! `draining` flag is a store-buffering pattern (a drain clears the flag
+//! then re-reads the mask; a raiser sets the mask then tries the flag), so
+//! those four accesses are `SeqCst`: with anything weaker both sides could
+//! miss each other and strand a raise until the next one.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::backend::Backend;
+use crate::percpu::PerCpu;
+use crate::stats::{CpuStats, Stats};
+use crate::sync::AtomicU32;
+use crate::sync::{array_of, loom_const_fn, ordering, AtomicBool, AtomicU8, Ordering, UnsafeCell};
+use crate::tasklet::{Priority, Tasklet, TaskletList, TaskletRuntime};
+
+/// The number of softirq vectors a runtime has.
+pub const MAX_VECTORS: usize = 32;
+
+/// A softirq vector number, below [`MAX_VECTORS`].
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::Vector;
+///
+/// const NET_RX: Vector = Vector::new(3);
+/// assert_eq!(NET_RX.index(), 3);
+/// assert!(Vector::try_new(32).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vector(u8);
+
+impl Vector {
+    /// Drains hi-priority tasklets; runs before every other vector.
+    pub const HI_TASKLET: Vector = Vector(0);
+    /// Drains normal tasklets (Linux's `TASKLET_SOFTIRQ`).
+    pub const TASKLET: Vector = Vector(6);
+
+    /// Vector `index`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `index >= 32`; in a `const` item that is a compile-time error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Vector;
+    /// const TIMER: Vector = Vector::new(1);
+    /// assert_eq!(TIMER.index(), 1);
+    /// ```
+    pub const fn new(index: usize) -> Vector {
+        match Vector::try_new(index) {
+            Ok(v) => v,
+            Err(_) => {
+                panic!("softirq vector index out of range: a runtime has 32 vectors (0..=31)")
+            }
+        }
+    }
+
+    /// Vector `index`, or an error if `index >= 32`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Vector, VectorOutOfRange};
+    /// assert_eq!(Vector::try_new(40), Err(VectorOutOfRange { index: 40 }));
+    /// ```
+    pub const fn try_new(index: usize) -> Result<Vector, VectorOutOfRange> {
+        if index < MAX_VECTORS {
+            Ok(Vector(index as u8))
+        } else {
+            Err(VectorOutOfRange { index })
+        }
+    }
+
+    /// The vector's index, `0..32`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Vector::TASKLET.index(), 6);
+    /// ```
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    const fn bit(self) -> u32 {
+        1 << self.0
+    }
+
+    const fn is_tasklet_vector(self) -> bool {
+        self.0 == Self::HI_TASKLET.0 || self.0 == Self::TASKLET.0
+    }
+}
+
+/// A vector index of 32 or more.
+///
+/// # Examples
+///
+/// ```
+/// let e = bottomhalf::Vector::try_new(32).unwrap_err();
+/// assert_eq!(e.to_string(), "softirq vector 32 out of range (0..=31)");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorOutOfRange {
+    /// The index that was asked for.
+    pub index: usize,
+}
+
+impl fmt::Display for VectorOutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "softirq vector {} out of range (0..=31)", self.index)
+    }
+}
+
+/// Why [`Runtime::register`] refused a handler.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, RegisterError, Runtime, Vector};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// assert_eq!(
+///     RT.register(Vector::TASKLET, "mine", |_| {}),
+///     Err(RegisterError::Reserved(Vector::TASKLET))
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The vector drains tasklets ([`Vector::HI_TASKLET`], [`Vector::TASKLET`]).
+    Reserved(Vector),
+    /// A handler is already registered for the vector.
+    AlreadyRegistered(Vector),
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegisterError::Reserved(v) => {
+                write!(f, "softirq vector {} is reserved for tasklets", v.index())
+            }
+            RegisterError::AlreadyRegistered(v) => {
+                write!(f, "softirq vector {} already has a handler", v.index())
+            }
+        }
+    }
+}
+
+/// A softirq handler. It gets the index of the CPU it runs on.
+///
+/// It runs in the bottom half: interrupts (or signals) enabled, on the CPU
+/// whose pending bit it was, possibly at the same time as the same handler
+/// on another CPU.
+pub type Handler = fn(cpu: usize);
+
+/// The drain's limits.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::Config;
+/// const CFG: Config = Config::DEFAULT.max_restart(4).time_budget_ns(500_000);
+/// assert_eq!(CFG.restarts(), 4);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    max_restart: u32,
+    time_budget_ns: u64,
+}
+
+impl Config {
+    /// Linux's limits: 10 restarts, 2 ms.
+    pub const DEFAULT: Config = Config {
+        max_restart: 10,
+        time_budget_ns: 2_000_000,
+    };
+
+    /// At most `n` restarts after the first pass of a drain (Linux's
+    /// `MAX_SOFTIRQ_RESTART`). `0` makes every drain a single pass.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Config::DEFAULT.max_restart(0).restarts(), 0);
+    /// ```
+    pub const fn max_restart(self, n: u32) -> Config {
+        Config {
+            max_restart: n,
+            ..self
+        }
+    }
+
+    /// A drain stops restarting once `ns` nanoseconds of the backend's clock
+    /// have passed since it started (Linux's `MAX_SOFTIRQ_TIME`). `0` turns
+    /// the time budget off; so does a backend without a clock.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Config::DEFAULT.time_budget_ns(0).budget_ns(), 0);
+    /// ```
+    pub const fn time_budget_ns(self, ns: u64) -> Config {
+        Config {
+            time_budget_ns: ns,
+            ..self
+        }
+    }
+
+    /// The restart budget.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Config::DEFAULT.restarts(), 10);
+    /// ```
+    pub const fn restarts(&self) -> u32 {
+        self.max_restart
+    }
+
+    /// The time budget in nanoseconds (`0`: none).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Config::DEFAULT.budget_ns(), 2_000_000);
+    /// ```
+    pub const fn budget_ns(&self) -> u64 {
+        self.time_budget_ns
+    }
+}
+
+/// What a drain left behind.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, DrainOutcome, Host, Runtime};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// assert_eq!(RT.drain(), DrainOutcome::Complete);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a drain that ran out of budget leaves work for someone else to run"]
+pub enum DrainOutcome {
+    /// The CPU's pending mask was empty when the drain ended.
+    Complete,
+    /// The budget ran out with work still pending; the backend was kicked
+    /// ([`Backend::kick`]) so a drain thread or a re-pended interrupt runs
+    /// the rest.
+    Remaining,
+    /// Another drain was running on this CPU (a nested interrupt exit, or a
+    /// second thread bound to the same CPU); it sees the pending work.
+    Busy,
+}
+
+impl DrainOutcome {
+    /// `true` for [`DrainOutcome::Complete`].
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(bottomhalf::DrainOutcome::Complete.is_complete());
+    /// ```
+    pub const fn is_complete(self) -> bool {
+        matches!(self, DrainOutcome::Complete)
+    }
+}
+
+/// Registration state of a vector slot.
+const SLOT_EMPTY: u8 = 0;
+const SLOT_WRITING: u8 = 1;
+const SLOT_READY: u8 = 2;
+
+/// One vector's handler.
+///
+/// `state` goes EMPTY → WRITING (the one `register` that wins the CAS) →
+/// READY (Release, after `name` and `handler` are written). Nothing else
+/// writes `name` or `handler`; readers load `state` with Acquire and read
+/// them only when it is READY.
+struct VectorSlot {
+    state: AtomicU8,
+    name: UnsafeCell<&'static str>,
+    handler: UnsafeCell<Option<Handler>>,
+}
+
+impl VectorSlot {
+    loom_const_fn! {
+        fn new() -> VectorSlot {
+            VectorSlot {
+                state: AtomicU8::new(SLOT_EMPTY),
+                name: UnsafeCell::new(""),
+                handler: UnsafeCell::new(None),
+            }
+        }
+    }
+
+    /// The name and handler, if registered.
+    fn get(&self) -> Option<(&'static str, Option<Handler>)> {
+        // Acquire: pairs with the Release store of READY in `register`.
+        if self.state.load(Ordering::Acquire) != SLOT_READY {
+            return None;
+        }
+        // SAFETY: READY was stored (Release) after the only writes to
+        // `name` and `handler`, and we loaded it with Acquire; nobody writes
+        // them after READY, so these are shared reads of initialised data.
+        let name = self.name.with(|p| unsafe { *p });
+        // SAFETY: as above.
+        let handler = self.handler.with(|p| unsafe { *p });
+        Some((name, handler))
+    }
+}
+
+/// Per-CPU softirq state.
+pub(crate) struct CpuState {
+    /// Bit `v`: vector `v` was raised on this CPU and no drain has taken it
+    /// yet. Set by `raise` (any context on this CPU); cleared only by the
+    /// drain's `swap(0)`.
+    pending: AtomicU32,
+    /// A drain of this CPU is running. Set by the drain that wins the swap;
+    /// cleared by the same drain when it ends.
+    draining: AtomicBool,
+    /// The tasklet lists, indexed by [`Priority`].
+    pub(crate) tasklets: [TaskletList; 2],
+    /// Counters, see [`Stats`].
+    pub(crate) stats: CpuStats,
+}
+
+impl CpuState {
+    loom_const_fn! {
+        fn new() -> CpuState {
+            CpuState {
+                pending: AtomicU32::new(0),
+                draining: AtomicBool::new(false),
+                tasklets: [TaskletList::new(), TaskletList::new()],
+                stats: CpuStats::new(),
+            }
+        }
+    }
+}
+
+/// A softirq runtime: `N` CPUs, 32 vectors, two tasklet lists per CPU.
+///
+/// `B` says where the current CPU, the clock and the drain wake-up come
+/// from ([`Host`](crate::Host) for threads standing in for CPUs). Build it
+/// in a `static`; register handlers at set-up; raise from top halves;
+/// drain from the bottom half of each CPU.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime, Vector};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+/// static RX: AtomicU32 = AtomicU32::new(0);
+/// const NET_RX: Vector = Vector::new(3);
+///
+/// RT.register(NET_RX, "NET_RX", |_cpu| {
+///     RX.fetch_add(1, Ordering::Relaxed);
+/// })
+/// .unwrap();
+///
+/// // Top half: record and leave.
+/// RT.raise(NET_RX);
+/// RT.raise(NET_RX); // coalesced with the first
+///
+/// // Bottom half.
+/// assert!(RT.drain().is_complete());
+/// assert_eq!(RX.load(Ordering::Relaxed), 1);
+/// assert_eq!(RT.stats().coalesced(0, NET_RX), 1);
+/// ```
+pub struct Runtime<B: Backend, const N: usize> {
+    cpus: PerCpu<CpuState, N>,
+    vectors: [VectorSlot; MAX_VECTORS],
+    config: Config,
+    _backend: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, const N: usize> Runtime<B, N> {
+    loom_const_fn! {
+        /// An empty runtime with the given limits; vectors 0 and 6 drain
+        /// tasklets.
+        ///
+        /// Top-half safe: yes. Allocates: no. Blocks: no.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use bottomhalf::{Config, Host, Runtime};
+        /// static RT: Runtime<Host, 4> = Runtime::new(Config::DEFAULT.max_restart(3));
+        /// assert_eq!(RT.cpus(), 4);
+        /// ```
+        pub fn new(config: Config) -> Runtime<B, N> {
+            let mut vectors: [VectorSlot; MAX_VECTORS] = array_of![VectorSlot::new(); MAX_VECTORS];
+            vectors[Vector::HI_TASKLET.index()] = VectorSlot {
+                state: AtomicU8::new(SLOT_READY),
+                name: UnsafeCell::new("HI"),
+                handler: UnsafeCell::new(None),
+            };
+            vectors[Vector::TASKLET.index()] = VectorSlot {
+                state: AtomicU8::new(SLOT_READY),
+                name: UnsafeCell::new("TASKLET"),
+                handler: UnsafeCell::new(None),
+            };
+            Runtime {
+                cpus: PerCpu::new(array_of![crossbeam_utils::CachePadded::new(CpuState::new()); N]),
+                vectors,
+                config,
+                _backend: PhantomData,
+            }
+        }
+    }
+
+    /// The number of CPUs, `N`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.cpus(), 2);
+    /// ```
+    pub const fn cpus(&self) -> usize {
+        N
+    }
+
+    /// The limits the runtime was built with.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.config(), Config::DEFAULT);
+    /// ```
+    pub const fn config(&self) -> Config {
+        self.config
+    }
+
+    /// Registers `handler` for vector `v`, named `name` in the statistics.
+    ///
+    /// Top-half safe: yes (lock-free; but registration belongs in set-up).
+    /// Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::Reserved`] for the tasklet vectors 0 and 6;
+    /// [`RegisterError::AlreadyRegistered`] if `v` has a handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, RegisterError, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// const BLOCK: Vector = Vector::new(4);
+    /// RT.register(BLOCK, "BLOCK", |_| {}).unwrap();
+    /// assert_eq!(
+    ///     RT.register(BLOCK, "BLOCK", |_| {}),
+    ///     Err(RegisterError::AlreadyRegistered(BLOCK))
+    /// );
+    /// ```
+    pub fn register(
+        &self,
+        v: Vector,
+        name: &'static str,
+        handler: Handler,
+    ) -> Result<(), RegisterError> {
+        if v.is_tasklet_vector() {
+            return Err(RegisterError::Reserved(v));
+        }
+        let slot = &self.vectors[v.index()];
+        // Acquire/Relaxed: the winner is the only writer of the cells below;
+        // readers synchronise through the Release store of READY.
+        if slot
+            .state
+            .compare_exchange(
+                SLOT_EMPTY,
+                SLOT_WRITING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(RegisterError::AlreadyRegistered(v));
+        }
+        // SAFETY: winning EMPTY → WRITING makes this call the only writer,
+        // and readers touch the cells only after seeing READY, which is
+        // stored below; so no access overlaps these writes.
+        slot.name.with_mut(|p| unsafe { *p = name });
+        // SAFETY: as above.
+        slot.handler.with_mut(|p| unsafe { *p = Some(handler) });
+        // Release: pairs with the Acquire load in `VectorSlot::get`.
+        slot.state.store(SLOT_READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// The name vector `v` was registered under (`"HI"` and `"TASKLET"`
+    /// for the tasklet vectors), or `None`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.vector_name(Vector::HI_TASKLET), Some("HI"));
+    /// assert_eq!(RT.vector_name(Vector::new(9)), None);
+    /// ```
+    pub fn vector_name(&self, v: Vector) -> Option<&'static str> {
+        self.vectors[v.index()].get().map(|(name, _)| name)
+    }
+
+    /// Marks vector `v` pending on the current CPU.
+    ///
+    /// One atomic `fetch_or` on the CPU's pending mask; if the bit was
+    /// already set, one more `fetch_add` counts the coalesced raise. If the
+    /// mask was empty, the backend is kicked ([`Backend::kick`]). Raising a
+    /// vector without a handler is counted at the drain
+    /// ([`Stats::unhandled`]) and otherwise ignored.
+    ///
+    /// Top-half safe: yes (wait-free). Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If the backend reports a CPU index `>= N` (a backend bug; see
+    /// [`PerCpu::get`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.raise(Vector::new(2));
+    /// assert_eq!(RT.pending(0), 1 << 2);
+    /// ```
+    #[inline]
+    pub fn raise(&self, v: Vector) {
+        let cpu = B::current_cpu();
+        let st = self.cpus.get(cpu);
+        let bit = v.bit();
+        // SeqCst: its release half pairs with the drain's Acquire `swap`
+        // (data written before `raise` is visible to the handler); its
+        // sequential consistency pairs with the `draining` hand-off in
+        // `drain` (module docs, "Atomic orderings").
+        let old = st
+            .pending
+            .fetch_or(bit, ordering!("raise_relaxed", SeqCst, Relaxed));
+        if old & bit != 0 {
+            st.stats.vector(v).coalesced.fetch_add(1, Ordering::Relaxed);
+        } else if old == 0 {
+            B::kick(cpu);
+        }
+    }
+
+    /// Marks `v` pending on `cpu` from inside that CPU's drain, without a
+    /// kick: the drain's restart loop sees it.
+    pub(crate) fn pend_in_drain(&self, cpu: usize, v: Vector) {
+        self.cpus
+            .get(cpu)
+            .pending
+            .fetch_or(v.bit(), Ordering::SeqCst);
+    }
+
+    /// The pending mask of CPU `cpu` (bit `v` = vector `v`).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.pending(0), 0);
+    /// ```
+    pub fn pending(&self, cpu: usize) -> u32 {
+        self.cpus.get(cpu).pending.load(Ordering::Acquire)
+    }
+
+    /// Runs the current CPU's pending vectors until none is left or the
+    /// budget runs out.
+    ///
+    /// Each pass swaps the mask to zero and runs the handlers of the bits
+    /// it took, lowest index first (so hi-priority tasklets first). A bit
+    /// raised during a pass runs in the next pass, never in the current one
+    /// and never twice for one raise. After `max_restart` restarts, or once
+    /// the time budget is spent, the drain stops, counts a budget
+    /// exhaustion, kicks the backend and returns
+    /// [`DrainOutcome::Remaining`].
+    ///
+    /// Top-half safe: no (runs handlers). Allocates: no (handlers may).
+    /// Blocks: no (handlers must not either, in a softirq context).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, DrainOutcome, Host, Runtime, Vector};
+    ///
+    /// // A handler that re-raises itself forever exhausts the budget.
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT.max_restart(3));
+    /// const POLL: Vector = Vector::new(5);
+    /// RT.register(POLL, "POLL", |_| RT.raise(POLL)).unwrap();
+    /// RT.raise(POLL);
+    /// assert_eq!(RT.drain(), DrainOutcome::Remaining);
+    /// assert_eq!(RT.stats().runs(0, POLL), 4); // first pass + 3 restarts
+    /// assert_eq!(RT.stats().budget_exhausted(0), 1);
+    /// ```
+    pub fn drain(&self) -> DrainOutcome {
+        let cpu = B::current_cpu();
+        let st = self.cpus.get(cpu);
+        // SeqCst: the store-buffering hand-off with `raise` (module docs).
+        if st
+            .draining
+            .swap(true, ordering!("drain_flag_relaxed", SeqCst, Relaxed))
+        {
+            return DrainOutcome::Busy;
+        }
+        let start = B::now_ns();
+        let mut restarts = 0u32;
+        loop {
+            // Acquire: pairs with the SeqCst (release) `fetch_or` in `raise`.
+            let pending = st
+                .pending
+                .swap(0, ordering!("drain_swap_relaxed", AcqRel, Relaxed));
+            self.run_pass(cpu, st, pending);
+
+            if st.pending.load(Ordering::SeqCst) != 0 {
+                if restarts >= self.config.max_restart || self.out_of_time(start) {
+                    st.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                    // Release: the next drain of this CPU sees this one's
+                    // effects.
+                    st.draining.store(false, Ordering::SeqCst);
+                    B::kick(cpu);
+                    return DrainOutcome::Remaining;
+                }
+                restarts += 1;
+                st.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+
+            // Release the CPU, then look again: a raise between the check
+            // above and this store may have found the CPU busy and left its
+            // work to us.
+            st.draining
+                .store(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
+            if st
+                .pending
+                .load(ordering!("drain_flag_relaxed", SeqCst, Relaxed))
+                == 0
+            {
+                return DrainOutcome::Complete;
+            }
+            if st.draining.swap(true, Ordering::SeqCst) {
+                // Another drain took the CPU over; it sees the work.
+                return DrainOutcome::Busy;
+            }
+        }
+    }
+
+    fn out_of_time(&self, start: u64) -> bool {
+        let budget = self.config.time_budget_ns;
+        budget != 0 && B::now_ns().wrapping_sub(start) >= budget
+    }
+
+    /// Runs the handlers of `pending`, lowest bit first.
+    fn run_pass(&self, cpu: usize, st: &CpuState, pending: u32) {
+        let mut bits = pending;
+        while bits != 0 {
+            let v = Vector(bits.trailing_zeros() as u8);
+            bits &= bits - 1;
+            let counters = st.stats.vector(v);
+            let handler = match v {
+                Vector::HI_TASKLET => None,
+                Vector::TASKLET => None,
+                _ => match self.vectors[v.index()].get() {
+                    Some((_, Some(h))) => Some(h),
+                    _ => {
+                        counters.unhandled.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
+            };
+            let t0 = B::now_ns();
+            match handler {
+                Some(h) => h(cpu),
+                None if v == Vector::HI_TASKLET => self.run_tasklets(cpu, st, Priority::Hi),
+                None => self.run_tasklets(cpu, st, Priority::Normal),
+            }
+            let took = B::now_ns().wrapping_sub(t0);
+            counters.runs.fetch_add(1, Ordering::Relaxed);
+            counters
+                .max_ns
+                .fetch_max(took.min(u32::MAX as u64) as u32, Ordering::Relaxed);
+        }
+    }
+
+    fn run_tasklets(&self, cpu: usize, st: &CpuState, prio: Priority) {
+        let list = &st.tasklets[prio as usize];
+        if list.run(|t| self.requeue(cpu, t)) {
+            self.pend_in_drain(cpu, prio.vector());
+        }
+    }
+
+    /// A tasklet found running on another CPU goes back on this CPU's list
+    /// for the next pass (Linux does the same).
+    fn requeue(&self, cpu: usize, t: &'static Tasklet) {
+        self.cpus.get(cpu).tasklets[t.priority() as usize].push(t);
+    }
+
+    /// Statistics of every CPU and vector; `Display` prints them as a
+    /// table.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// RT.register(Vector::new(3), "NET_RX", |_| {}).unwrap();
+    /// RT.raise(Vector::new(3));
+    /// let _ = RT.drain();
+    /// let table = RT.stats().to_string();
+    /// assert!(table.contains("NET_RX"));
+    /// assert!(table.contains("CPU1"));
+    /// ```
+    pub fn stats(&self) -> Stats<'_, B, N> {
+        Stats::new(self)
+    }
+
+    pub(crate) fn cpu_state(&self, cpu: usize) -> &CpuState {
+        self.cpus.get(cpu)
+    }
+}
+
+impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
+    fn enqueue(&self, t: &'static Tasklet) {
+        let cpu = B::current_cpu();
+        self.cpus.get(cpu).tasklets[t.priority() as usize].push(t);
+        self.raise(t.priority().vector());
+    }
+}
+
+impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cpus", &N)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every field is shared through atomics or through `VectorSlot`'s
+// cells, whose writes are published by the READY state (see `VectorSlot`);
+// `B` is only a type-level choice of functions (PhantomData<fn() -> B>).
+unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}

@@ -1,0 +1,309 @@
+//! Per-CPU, per-vector counters and their `/proc/softirqs`-style table.
+//!
+//! Counters are `u32` and wrap, like Linux's `/proc/softirqs`. `coalesced`
+//! is written by `raise` (any context on the CPU, so with `fetch_add`); the
+//! others by the CPU's drain. Reads are `Relaxed` snapshots: a table taken
+//! while the runtime is busy is a little torn, never wrong per counter.
+
+use core::fmt;
+
+use crate::backend::Backend;
+use crate::softirq::{Runtime, Vector, MAX_VECTORS};
+use crate::sync::{array_of, loom_const_fn, AtomicU32, Ordering};
+
+/// One vector on one CPU.
+pub(crate) struct VectorStats {
+    /// Handler runs (one per drain pass that found the bit).
+    pub(crate) runs: AtomicU32,
+    /// Raises that found the bit already set.
+    pub(crate) coalesced: AtomicU32,
+    /// Raises of a vector with no handler, dropped at the drain.
+    pub(crate) unhandled: AtomicU32,
+    /// Longest single handler run, in nanoseconds of the backend's clock.
+    pub(crate) max_ns: AtomicU32,
+}
+
+impl VectorStats {
+    loom_const_fn! {
+        fn new() -> VectorStats {
+            VectorStats {
+                runs: AtomicU32::new(0),
+                coalesced: AtomicU32::new(0),
+                unhandled: AtomicU32::new(0),
+                max_ns: AtomicU32::new(0),
+            }
+        }
+    }
+}
+
+/// One CPU's counters.
+pub(crate) struct CpuStats {
+    vectors: [VectorStats; MAX_VECTORS],
+    /// Drain passes after the first, summed over drains.
+    pub(crate) restarts: AtomicU32,
+    /// Drains that stopped with work left (restart or time budget spent).
+    pub(crate) budget_exhausted: AtomicU32,
+}
+
+impl CpuStats {
+    loom_const_fn! {
+        pub(crate) fn new() -> CpuStats {
+            CpuStats {
+                vectors: array_of![VectorStats::new(); MAX_VECTORS],
+                restarts: AtomicU32::new(0),
+                budget_exhausted: AtomicU32::new(0),
+            }
+        }
+    }
+
+    pub(crate) fn vector(&self, v: Vector) -> &VectorStats {
+        &self.vectors[v.index()]
+    }
+}
+
+/// A view of a runtime's counters; `Display` prints them like
+/// `/proc/softirqs`: one row per vector, one column per CPU, then the
+/// per-CPU drain counters.
+///
+/// `raised` is derived, not counted, so that `raise` stays one atomic RMW
+/// when it sets a bit: every raise either set the bit (and was then run,
+/// dropped as unhandled, or is still pending) or was coalesced.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime, Vector};
+/// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+/// const RCU: Vector = Vector::new(9);
+/// RT.register(RCU, "RCU", |_| {}).unwrap();
+/// RT.raise(RCU);
+/// RT.raise(RCU);
+/// RT.raise(Vector::new(12)); // no handler
+/// let _ = RT.drain();
+/// let s = RT.stats();
+/// assert_eq!((s.raised(0, RCU), s.runs(0, RCU), s.coalesced(0, RCU)), (2, 1, 1));
+/// assert_eq!(s.unhandled(0, Vector::new(12)), 1);
+/// println!("{s}");
+/// ```
+pub struct Stats<'a, B: Backend, const N: usize> {
+    rt: &'a Runtime<B, N>,
+}
+
+impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
+    pub(crate) fn new(rt: &'a Runtime<B, N>) -> Self {
+        Stats { rt }
+    }
+
+    fn cpu(&self, cpu: usize) -> &'a CpuStats {
+        &self.rt.cpu_state(cpu).stats
+    }
+
+    /// Handler runs of `v` on `cpu`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.stats().runs(0, Vector::TASKLET), 0);
+    /// ```
+    pub fn runs(&self, cpu: usize, v: Vector) -> u32 {
+        self.cpu(cpu).vector(v).runs.load(Ordering::Relaxed)
+    }
+
+    /// Raises of `v` on `cpu` that found it already pending.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.raise(Vector::new(1));
+    /// RT.raise(Vector::new(1));
+    /// assert_eq!(RT.stats().coalesced(0, Vector::new(1)), 1);
+    /// # let _ = RT.drain();
+    /// ```
+    pub fn coalesced(&self, cpu: usize, v: Vector) -> u32 {
+        self.cpu(cpu).vector(v).coalesced.load(Ordering::Relaxed)
+    }
+
+    /// Raises of `v` on `cpu` dropped at the drain because `v` had no
+    /// handler.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.raise(Vector::new(20));
+    /// let _ = RT.drain();
+    /// assert_eq!(RT.stats().unhandled(0, Vector::new(20)), 1);
+    /// ```
+    pub fn unhandled(&self, cpu: usize, v: Vector) -> u32 {
+        self.cpu(cpu).vector(v).unhandled.load(Ordering::Relaxed)
+    }
+
+    /// Raises of `v` on `cpu`: runs + coalesced + unhandled + 1 if it is
+    /// pending now.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.raise(Vector::new(2));
+    /// assert_eq!(RT.stats().raised(0, Vector::new(2)), 1);
+    /// # let _ = RT.drain();
+    /// ```
+    pub fn raised(&self, cpu: usize, v: Vector) -> u32 {
+        let pending = u32::from(self.rt.pending(cpu) & (1 << v.index()) != 0);
+        self.runs(cpu, v)
+            .wrapping_add(self.coalesced(cpu, v))
+            .wrapping_add(self.unhandled(cpu, v))
+            .wrapping_add(pending)
+    }
+
+    /// The longest single run of `v`'s handler on `cpu`, in nanoseconds of
+    /// the backend's clock (saturating at `u32::MAX`).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.register(Vector::new(3), "SLOW", |_| std::thread::sleep(std::time::Duration::from_millis(1))).unwrap();
+    /// RT.raise(Vector::new(3));
+    /// let _ = RT.drain();
+    /// assert!(RT.stats().max_handler_ns(0, Vector::new(3)) >= 1_000_000);
+    /// ```
+    pub fn max_handler_ns(&self, cpu: usize, v: Vector) -> u32 {
+        self.cpu(cpu).vector(v).max_ns.load(Ordering::Relaxed)
+    }
+
+    /// Drain passes after the first on `cpu`, summed over drains.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.stats().restarts(0), 0);
+    /// ```
+    pub fn restarts(&self, cpu: usize) -> u32 {
+        self.cpu(cpu).restarts.load(Ordering::Relaxed)
+    }
+
+    /// Drains on `cpu` that ran out of budget with work left.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.stats().budget_exhausted(0), 0);
+    /// ```
+    pub fn budget_exhausted(&self, cpu: usize) -> u32 {
+        self.cpu(cpu).budget_exhausted.load(Ordering::Relaxed)
+    }
+
+    fn row(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        label: &str,
+        value: impl Fn(usize) -> u32,
+    ) -> fmt::Result {
+        write!(f, "{label:>20}:")?;
+        for cpu in 0..N {
+            write!(f, " {:>10}", value(cpu))?;
+        }
+        writeln!(f)
+    }
+
+    fn section(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        title: &str,
+        value: impl Fn(usize, Vector) -> u32,
+    ) -> fmt::Result {
+        writeln!(f, "{title}")?;
+        for v in (0..MAX_VECTORS).map(Vector::new) {
+            let active = (0..N).any(|cpu| value(cpu, v) != 0);
+            if let Some(name) = self.rt.vector_name(v) {
+                self.row(f, name, |cpu| value(cpu, v))?;
+            } else if active {
+                let mut label = heapless::String::<12>::new();
+                let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));
+                self.row(f, &label, |cpu| value(cpu, v))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>21}", "")?;
+        for cpu in 0..N {
+            let mut label = heapless::String::<12>::new();
+            let _ = fmt::write(&mut label, format_args!("CPU{cpu}"));
+            write!(f, " {label:>10}")?;
+        }
+        writeln!(f)?;
+        self.section(f, "runs", |c, v| self.runs(c, v))?;
+        self.section(f, "raised", |c, v| self.raised(c, v))?;
+        self.section(f, "coalesced", |c, v| self.coalesced(c, v))?;
+        self.section(f, "dropped (no handler)", |c, v| self.unhandled(c, v))?;
+        self.section(f, "longest run (ns)", |c, v| self.max_handler_ns(c, v))?;
+        writeln!(f, "drain")?;
+        self.row(f, "restarts", |c| self.restarts(c))?;
+        self.row(f, "budget exhausted", |c| self.budget_exhausted(c))
+    }
+}
+
+impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,123 @@
+//! The only place atomics, `UnsafeCell`, spin hints and thread yields come
+//! from.
+//!
+//! The choice is made once, here:
+//!
+//! | build | atomics | `UnsafeCell` |
+//! | --- | --- | --- |
+//! | `--cfg loom` | `loom::sync::atomic` | `loom::cell::UnsafeCell` |
+//! | target with compare-and-swap | `core::sync::atomic` | wrapper over `core::cell::UnsafeCell` |
+//! | target without it (thumbv6m) | `portable_atomic` (its `critical-section` feature) | wrapper over `core::cell::UnsafeCell` |
+//!
+//! Code that imports `core::sync::atomic` directly is invisible to loom;
+//! nothing else in the crate does. The non-loom [`UnsafeCell`] offers loom's
+//! closure API (`with`, `with_mut`), so one body of code compiles both ways.
+//!
+//! loom's types have no `const` constructors, so the crate's `const fn`
+//! constructors are plain `fn`s under `--cfg loom` ([`loom_const_fn!`]).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
+
+#[cfg(all(not(loom), target_has_atomic = "32"))]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
+
+#[cfg(all(not(loom), not(target_has_atomic = "32")))]
+pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
+
+pub(crate) use core::sync::atomic::Ordering;
+
+/// A hint inside a bounded wait loop (bottom half only; never in a top half).
+///
+/// Under loom this yields to the model's scheduler, which is what loom needs
+/// to explore a wait loop without diverging.
+#[inline]
+pub(crate) fn spin_wait() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(all(not(loom), feature = "std"))]
+    std::thread::yield_now();
+    #[cfg(all(not(loom), not(feature = "std")))]
+    core::hint::spin_loop();
+}
+
+/// `core::cell::UnsafeCell` with loom's closure API.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T: ?Sized>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: ?Sized> UnsafeCell<T> {
+    /// Runs `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a unique raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Declares a constructor that is `const fn` normally and a plain `fn` under
+/// `--cfg loom`, whose types have no `const` constructors.
+macro_rules! loom_const_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$($lt:lifetime),*>)? ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$attr])*
+        $vis const fn $name $(<$($lt),*>)? ($($arg: $ty),*) -> $ret $body
+
+        #[cfg(loom)]
+        $(#[$attr])*
+        $vis fn $name $(<$($lt),*>)? ($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use loom_const_fn;
+
+/// Selects an ordering that a loom mutant weakens.
+///
+/// `mutant!("name", Strong, Weak)` is `Strong` normally and `Weak` when the
+/// crate is built with `--cfg bh_mutant="name"`. Each use names the ordering
+/// pair it belongs to; `loom-tests/mutants.txt` lists the mutants and the
+/// model that must catch each one.
+macro_rules! ordering {
+    ($name:literal, $strong:ident, $weak:ident) => {{
+        #[cfg(not(bh_mutant = $name))]
+        {
+            $crate::sync::Ordering::$strong
+        }
+        #[cfg(bh_mutant = $name)]
+        {
+            $crate::sync::Ordering::$weak
+        }
+    }};
+}
+pub(crate) use ordering;
+
+/// `[expr; N]` for a non-`Copy` `expr`: an inline `const` block normally, an
+/// `array::from_fn` under loom (whose constructors are not `const`).
+macro_rules! array_of {
+    ($expr:expr; $n:expr) => {{
+        #[cfg(not(loom))]
+        {
+            [const { $expr }; $n]
+        }
+        #[cfg(loom)]
+        {
+            core::array::from_fn(|_| $expr)
+        }
+    }};
+}
+pub(crate) use array_of;

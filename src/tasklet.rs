@@ -1,0 +1,749 @@
+//! Tasklets: statically allocated, coalescing, serialized bottom halves.
+//!
+//! Design rules (after Linux's `tasklet_struct`): a tasklet is a `static`
+//! that links itself into a per-CPU list when scheduled, so scheduling never
+//! allocates; the list is a lock-free LIFO (push: one CAS; drain: one swap
+//! that takes the whole list, reversed into schedule order); one atomic
+//! state word serializes everything else. The drain reads a tasklet's
+//! `next` link before it changes the tasklet's state, because the state
+//! change hands the link to whoever schedules it next. Tasklets re-queued
+//! during a drain (found running on another CPU) run in the next pass.
+
+use core::fmt;
+use core::ptr;
+
+use crate::softirq::Vector;
+use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, Ordering};
+
+/// Which list a tasklet goes on; hi-priority tasklets drain first.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Priority, Vector};
+/// assert_eq!(Priority::Hi.vector(), Vector::HI_TASKLET);
+/// assert_eq!(Priority::Normal.vector(), Vector::TASKLET);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Drained by [`Vector::HI_TASKLET`] (Linux's `tasklet_hi_schedule`).
+    Hi = 0,
+    /// Drained by [`Vector::TASKLET`].
+    Normal = 1,
+}
+
+impl Priority {
+    /// The softirq vector that drains this list.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(bottomhalf::Priority::Hi.vector().index(), 0);
+    /// ```
+    pub const fn vector(self) -> Vector {
+        match self {
+            Priority::Hi => Vector::HI_TASKLET,
+            Priority::Normal => Vector::TASKLET,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<B: crate::Backend, const N: usize> Sealed for crate::Runtime<B, N> {}
+}
+
+/// The runtime a tasklet is bound to, seen through a trait object so that
+/// `Tasklet` needs no type parameters. Implemented by
+/// [`Runtime`](crate::Runtime) only.
+pub trait TaskletRuntime: sealed::Sealed + Sync {
+    /// Links `t` into the current CPU's list for its priority and raises
+    /// the list's vector. The caller owns `t`'s link (it set SCHED, or
+    /// cleared PARKED).
+    #[doc(hidden)]
+    fn enqueue(&self, t: &'static Tasklet);
+}
+
+/// Pending: on a list (or being drained, or parked) and not yet started.
+const SCHED: u32 = 1 << 0;
+/// The callback is running.
+const RUN: u32 = 1 << 1;
+/// Pending while disabled: taken off every list until `enable`.
+const PARKED: u32 = 1 << 2;
+/// Killed: never runs again; `schedule` is refused.
+const KILLED: u32 = 1 << 3;
+/// The disable count lives in the upper half.
+const DISABLE_SHIFT: u32 = 16;
+const DISABLE_ONE: u32 = 1 << DISABLE_SHIFT;
+const DISABLE_MAX: u32 = u32::MAX >> DISABLE_SHIFT;
+
+/// `schedule` on a killed tasklet.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime, Tasklet, TaskletKilled};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// static T: Tasklet = Tasklet::new(&RT, || {});
+/// T.kill();
+/// assert_eq!(T.try_schedule(), Err(TaskletKilled));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskletKilled;
+
+impl fmt::Display for TaskletKilled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tasklet was killed; it cannot be scheduled again")
+    }
+}
+
+/// A deferred function that never runs on two CPUs at once.
+///
+/// # State
+///
+/// One `AtomicU32`: flag bits `SCHED`, `RUN`, `PARKED`, `KILLED` and a
+/// 16-bit disable count. Transitions (each a single atomic RMW):
+///
+/// ```text
+///                 (1) schedule                (3) drain: start
+///     ┌────────┐ ─────────────▶ ┌─────────┐ ────────────────▶ ┌─────────┐
+///     │  IDLE  │                │  SCHED  │                   │   RUN   │
+///     └────────┘ ◀───────────── └─────────┘ ◀──────────┐      └─────────┘
+///         ▲        (6) drain:     │  ▲   │    (2) schedule│        │ │
+///         │        killed, drop   │  │   │    while RUN   └────────┘ │
+///         │                  (4)  │  │(5)│   (RUN|SCHED; runs again) │
+///         │       drain: disabled ▼  │   │                           │
+///         │               ┌──────────┐   │ (7) drain: RUN on         │
+///         │               │  PARKED  │   │ another CPU → requeue      │
+///         │               └──────────┘   ▼ (state unchanged)          │
+///         └──────────────────────────────────────────────────────────┘
+///                              (8) callback returned: clear RUN
+/// ```
+///
+/// 1. [`schedule`](Tasklet::schedule): `fetch_or(SCHED)`; the caller that
+///    turned SCHED on links the tasklet into its CPU's list and raises the
+///    list's vector. If SCHED was already on, the schedule is coalesced
+///    (returns `false`, counted): the pending run covers it.
+/// 2. `schedule` while RUN: SCHED turns on and the tasklet is linked again;
+///    it runs exactly once more, after the current run (3 waits for RUN).
+/// 3. Drain, tasklet enabled and not running: CAS `SCHED → RUN` (SCHED off
+///    before the callback, so a schedule during the callback is case 2).
+/// 4. Drain, tasklet disabled: CAS sets `PARKED`; the tasklet leaves every
+///    list. [`enable`](Tasklet::enable) (5) clears PARKED when the count
+///    reaches zero and links it on the enabling CPU.
+/// 6. Drain, tasklet killed: CAS clears SCHED; it does not run.
+/// 7. Drain, RUN set (running on another CPU): linked back on this CPU's
+///    list for the next pass, state unchanged.
+/// 8. Callback returned: the drain increments the run counter, then
+///    `fetch_and(!RUN)`.
+///
+/// [`disable_nosync`](Tasklet::disable_nosync) and
+/// [`enable`](Tasklet::enable) move the count; [`kill`](Tasklet::kill)
+/// sets KILLED (and clears `SCHED|PARKED` of a parked tasklet, which is on
+/// no list). [`disable`](Tasklet::disable) and [`kill`](Tasklet::kill) then
+/// wait for RUN to clear.
+///
+/// # What the runtime touches after the callback returns
+///
+/// Exactly two words of the tasklet: `runs` (`fetch_add`) and then `state`
+/// (`fetch_and(!RUN)`). After that store the drain never reads the tasklet
+/// again in that pass.
+///
+/// # Examples
+///
+/// An interrupt handler schedules; the drain runs the tasklet once for both
+/// schedules:
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime, Tasklet};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// static RUNS: AtomicU32 = AtomicU32::new(0);
+/// static RX_DONE: Tasklet = Tasklet::new(&RT, || {
+///     RUNS.fetch_add(1, Ordering::Relaxed);
+/// });
+///
+/// fn uart_irq() {
+///     RX_DONE.schedule();
+/// }
+///
+/// uart_irq();
+/// uart_irq(); // coalesced
+/// let _ = RT.drain();
+/// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+/// assert_eq!(RX_DONE.coalesced(), 1);
+/// ```
+pub struct Tasklet {
+    /// Flags and disable count; see the type's docs.
+    state: AtomicU32,
+    /// Link in a per-CPU list. Written only by the owner of the tasklet's
+    /// list membership: the `schedule` that turned SCHED on, the `enable`
+    /// that cleared PARKED, or the drain that took the list and re-queues
+    /// it. Read by the drain that took the list (Acquire swap of the head).
+    next: AtomicPtr<Tasklet>,
+    func: fn(),
+    runtime: &'static dyn TaskletRuntime,
+    priority: Priority,
+    /// Completed runs. Written by the drain that ran it.
+    runs: AtomicU32,
+    /// Coalesced schedules. Written by `schedule` (any context).
+    coalesced: AtomicU32,
+}
+
+impl Tasklet {
+    loom_const_fn! {
+        /// A normal-priority tasklet running `func`, bound to `runtime`.
+        ///
+        /// Top-half safe: yes. Allocates: no. Blocks: no.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+        /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        /// static T: Tasklet = Tasklet::new(&RT, || println!("bottom half"));
+        /// assert!(T.schedule());
+        /// # let _ = RT.drain();
+        /// ```
+        pub fn new(runtime: &'static dyn TaskletRuntime, func: fn()) -> Tasklet {
+            Tasklet::with_priority(runtime, func, Priority::Normal)
+        }
+    }
+
+    loom_const_fn! {
+        /// A hi-priority tasklet (drained before normal ones).
+        ///
+        /// Top-half safe: yes. Allocates: no. Blocks: no.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use bottomhalf::{Config, Host, Priority, Runtime, Tasklet};
+        /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        /// static T: Tasklet = Tasklet::new_hi(&RT, || {});
+        /// assert_eq!(T.priority(), Priority::Hi);
+        /// ```
+        pub fn new_hi(runtime: &'static dyn TaskletRuntime, func: fn()) -> Tasklet {
+            Tasklet::with_priority(runtime, func, Priority::Hi)
+        }
+    }
+
+    loom_const_fn! {
+        fn with_priority(
+            runtime: &'static dyn TaskletRuntime,
+            func: fn(),
+            priority: Priority,
+        ) -> Tasklet {
+            Tasklet {
+                state: AtomicU32::new(0),
+                next: AtomicPtr::new(ptr::null_mut()),
+                func,
+                runtime,
+                priority,
+                runs: AtomicU32::new(0),
+                coalesced: AtomicU32::new(0),
+            }
+        }
+    }
+
+    /// The list the tasklet is scheduled on.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Priority, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// assert_eq!(T.priority(), Priority::Normal);
+    /// ```
+    pub const fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Schedules the tasklet on the current CPU: `true` if this call queued
+    /// it, `false` if it was already pending (coalesced; counted) or killed.
+    ///
+    /// A schedule that returns before the tasklet's run starts is covered by
+    /// that run; one that lands while it runs makes it run exactly once
+    /// more, afterwards.
+    ///
+    /// Top-half safe: yes (one `fetch_or` when coalesced; plus one CAS push
+    /// and one `fetch_or` raise when it queues). Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// assert!(T.schedule());
+    /// assert!(!T.schedule());
+    /// let _ = RT.drain();
+    /// assert!(T.schedule());
+    /// # let _ = RT.drain();
+    /// ```
+    #[inline]
+    pub fn schedule(&'static self) -> bool {
+        self.try_schedule().unwrap_or(false)
+    }
+
+    /// [`schedule`](Tasklet::schedule), telling a killed tasklet apart.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskletKilled`] after [`kill`](Tasklet::kill).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// assert_eq!(T.try_schedule(), Ok(true));
+    /// assert_eq!(T.try_schedule(), Ok(false));
+    /// # let _ = RT.drain();
+    /// ```
+    #[inline]
+    pub fn try_schedule(&'static self) -> Result<bool, TaskletKilled> {
+        // Release: pairs with the drain's Acquire CAS (transition 3), so
+        // what the caller wrote before scheduling is visible to the run that
+        // covers this schedule, even when coalesced (an RMW continues the
+        // release sequence).
+        let old = self.state.fetch_or(
+            SCHED,
+            ordering!("tasklet_schedule_relaxed", AcqRel, Relaxed),
+        );
+        if old & KILLED != 0 {
+            if old & SCHED == 0 {
+                // We turned SCHED on for a tasklet that is on no list; undo.
+                self.state.fetch_and(!SCHED, Ordering::Relaxed);
+            }
+            return Err(TaskletKilled);
+        }
+        if old & SCHED != 0 {
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.runtime.enqueue(self);
+        Ok(true)
+    }
+
+    /// Disables the tasklet without waiting: a pending run is held (parked)
+    /// until the matching [`enable`](Tasklet::enable); a run in progress on
+    /// another CPU finishes. Calls nest.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// After 65535 nested disables (a missing `enable`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.disable_nosync();
+    /// T.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!(T.runs(), 0);
+    /// T.enable();
+    /// let _ = RT.drain();
+    /// assert_eq!(T.runs(), 1);
+    /// ```
+    pub fn disable_nosync(&self) {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            assert!(
+                s >> DISABLE_SHIFT < DISABLE_MAX,
+                "tasklet disabled 65535 times without enable"
+            );
+            // Acquire: a run that starts after this sees the count (paired
+            // with the drain's CAS reading it).
+            match self.state.compare_exchange_weak(
+                s,
+                s + DISABLE_ONE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Disables the tasklet and waits until a run in progress (on any CPU)
+    /// has finished. When it returns, the callback is not running and will
+    /// not start until [`enable`](Tasklet::enable).
+    ///
+    /// Calling it from the tasklet's own callback waits forever, as in
+    /// Linux.
+    ///
+    /// Top-half safe: no. Allocates: no. Blocks: yes (yields until the
+    /// running callback returns).
+    ///
+    /// # Panics
+    ///
+    /// As [`disable_nosync`](Tasklet::disable_nosync).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.disable();
+    /// assert!(T.is_disabled());
+    /// T.enable();
+    /// ```
+    pub fn disable(&self) {
+        self.disable_nosync();
+        self.wait_not_running();
+    }
+
+    /// Undoes one `disable`. When the count reaches zero, a run that was
+    /// held while disabled is queued on the current CPU.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If the tasklet is not disabled (an `enable` without `disable`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.disable_nosync();
+    /// T.disable_nosync();
+    /// T.enable();
+    /// assert!(T.is_disabled());
+    /// T.enable();
+    /// assert!(!T.is_disabled());
+    /// ```
+    pub fn enable(&'static self) {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            assert!(
+                s >> DISABLE_SHIFT != 0,
+                "Tasklet::enable without a matching disable"
+            );
+            let mut new = s - DISABLE_ONE;
+            let unpark = new >> DISABLE_SHIFT == 0 && s & PARKED != 0;
+            if unpark {
+                new &= !PARKED;
+            }
+            // Release: pairs with the drain's Acquire CAS; AcqRel because
+            // an unparking enable takes over the link (transition 5).
+            match self.state.compare_exchange_weak(
+                s,
+                new,
+                ordering!("tasklet_enable_relaxed", AcqRel, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if unpark {
+                        self.runtime.enqueue(self);
+                    }
+                    return;
+                }
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Kills the tasklet: a pending run is discarded, a run in progress is
+    /// waited for, and it never runs again (`schedule` returns `false`,
+    /// [`try_schedule`](Tasklet::try_schedule) an error).
+    ///
+    /// Linux's `tasklet_kill` instead waits for a pending run to happen;
+    /// here the drain that would run it may never come (a stopped drain
+    /// thread), so kill discards it rather than risk waiting forever. If the
+    /// tasklet is still linked on a CPU's list, that CPU's next drain
+    /// unlinks it without running it. Calling `kill` from the tasklet's own
+    /// callback waits forever, as in Linux.
+    ///
+    /// Top-half safe: no. Allocates: no. Blocks: yes (yields until a
+    /// running callback returns).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || panic!("killed tasklets do not run"));
+    /// T.schedule();
+    /// T.kill();
+    /// assert!(!T.schedule());
+    /// assert!(RT.drain().is_complete());
+    /// assert_eq!(T.runs(), 0);
+    /// ```
+    pub fn kill(&self) {
+        // AcqRel: pairs with the drain's Acquire CAS, which then sees KILLED
+        // (transition 6) unless it started the run before, which we wait
+        // for below.
+        let mut s = self.state.fetch_or(KILLED, Ordering::AcqRel) | KILLED;
+        // A parked tasklet is on no list, so nobody else will clear its
+        // SCHED: do it here.
+        while s & PARKED != 0 {
+            match self.state.compare_exchange_weak(
+                s,
+                s & !(PARKED | SCHED),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        self.wait_not_running();
+    }
+
+    fn wait_not_running(&self) {
+        // Acquire: pairs with the Release `fetch_and(!RUN)` after the
+        // callback, so its effects are visible when we return.
+        while self.state.load(Ordering::Acquire) & RUN != 0 {
+            spin_wait();
+        }
+    }
+
+    /// `true` while the disable count is non-zero.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// assert!(!T.is_disabled());
+    /// ```
+    pub fn is_disabled(&self) -> bool {
+        self.state.load(Ordering::Relaxed) >> DISABLE_SHIFT != 0
+    }
+
+    /// `true` if scheduled and not yet started (including held while
+    /// disabled).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.schedule();
+    /// assert!(T.is_scheduled());
+    /// let _ = RT.drain();
+    /// assert!(!T.is_scheduled());
+    /// ```
+    pub fn is_scheduled(&self) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        s & SCHED != 0 && s & KILLED == 0
+    }
+
+    /// `true` after [`kill`](Tasklet::kill).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.kill();
+    /// assert!(T.is_killed());
+    /// ```
+    pub fn is_killed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & KILLED != 0
+    }
+
+    /// Completed runs.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!(T.runs(), 1);
+    /// ```
+    pub fn runs(&self) -> u32 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Schedules that found the tasklet already pending.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.schedule();
+    /// T.schedule();
+    /// assert_eq!(T.coalesced(), 1);
+    /// # let _ = RT.drain();
+    /// ```
+    pub fn coalesced(&self) -> u32 {
+        self.coalesced.load(Ordering::Relaxed)
+    }
+
+    /// Transitions 3, 4, 6 or 7 for a tasklet the drain took off a list.
+    fn start(&self) -> Start {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(s & SCHED != 0 && s & PARKED == 0, "state {s:#x}");
+            let (new, start) = if s & KILLED != 0 {
+                (s & !SCHED, Start::Dropped)
+            } else if s & RUN != 0 {
+                return Start::Elsewhere;
+            } else if s >> DISABLE_SHIFT != 0 {
+                (s | PARKED, Start::Parked)
+            } else {
+                ((s & !SCHED) | RUN, Start::Run)
+            };
+            // Acquire: pairs with the Release of `schedule`/`enable` and of
+            // the previous run's `fetch_and(!RUN)`.
+            match self.state.compare_exchange_weak(
+                s,
+                new,
+                ordering!("tasklet_start_relaxed", Acquire, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return start,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Transition 8.
+    fn finish(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        // Release: pairs with the Acquire in the next `start` (on any CPU)
+        // and in `disable`/`kill`'s wait.
+        self.state
+            .fetch_and(!RUN, ordering!("tasklet_finish_relaxed", Release, Relaxed));
+    }
+}
+
+impl fmt::Debug for Tasklet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tasklet")
+            .field(
+                "state",
+                &format_args!("{:#x}", self.state.load(Ordering::Relaxed)),
+            )
+            .field("priority", &self.priority)
+            .field("runs", &self.runs())
+            .field("coalesced", &self.coalesced())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Start {
+    Run,
+    Parked,
+    Dropped,
+    Elsewhere,
+}
+
+/// A per-CPU list of scheduled tasklets: a lock-free LIFO of `'static`
+/// tasklets linked through their `next` fields.
+pub(crate) struct TaskletList {
+    /// Most recently pushed tasklet, or null. Pushed with a CAS by any
+    /// context; taken whole with a swap by the drain. No node is ever
+    /// popped singly, so there is no ABA problem.
+    head: AtomicPtr<Tasklet>,
+}
+
+impl TaskletList {
+    loom_const_fn! {
+        pub(crate) fn new() -> TaskletList {
+            TaskletList {
+                head: AtomicPtr::new(ptr::null_mut()),
+            }
+        }
+    }
+
+    /// Links `t`. The caller owns `t`'s link (see `Tasklet::next`).
+    pub(crate) fn push(&self, t: &'static Tasklet) {
+        let node = ptr::from_ref(t).cast_mut();
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            t.next.store(head, Ordering::Relaxed);
+            // Release: publishes `t.next` to the drain's Acquire swap.
+            match self.head.compare_exchange_weak(
+                head,
+                node,
+                ordering!("tasklet_push_relaxed", Release, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Takes every tasklet off the list and runs it (transitions 3–8), in
+    /// schedule order. `requeue` gets the tasklets found running on another
+    /// CPU (transition 7); returns `true` if there were any.
+    pub(crate) fn run(&self, mut requeue: impl FnMut(&'static Tasklet)) -> bool {
+        // Acquire: pairs with the Release CAS in `push`.
+        let mut lifo = self.head.swap(
+            ptr::null_mut(),
+            ordering!("tasklet_take_relaxed", Acquire, Relaxed),
+        );
+        // Reverse into schedule order. Every node is ours: SCHED is on and
+        // nobody else links it until `start` changes its state.
+        let mut fifo: *mut Tasklet = ptr::null_mut();
+        while !lifo.is_null() {
+            // SAFETY: non-null nodes come from `push`, which only links
+            // `&'static Tasklet`s, so the pointer is valid forever and only
+            // shared references are made from it.
+            let t = unsafe { &*lifo };
+            lifo = t.next.load(Ordering::Relaxed);
+            t.next.store(fifo, Ordering::Relaxed);
+            fifo = ptr::from_ref(t).cast_mut();
+        }
+        let mut requeued = false;
+        while !fifo.is_null() {
+            // SAFETY: as above.
+            let t: &'static Tasklet = unsafe { &*fifo };
+            // Read the link first: once `start` changes the state, a
+            // schedule on another CPU may link the tasklet elsewhere.
+            fifo = t.next.load(Ordering::Relaxed);
+            match t.start() {
+                Start::Run => {
+                    (t.func)();
+                    t.finish();
+                }
+                Start::Elsewhere => {
+                    requeue(t);
+                    requeued = true;
+                }
+                Start::Parked | Start::Dropped => {}
+            }
+        }
+        requeued
+    }
+}
