@@ -181,8 +181,12 @@ install_quietly() {
         return 0
     fi
     echo "setup: '$*' failed; its last lines:"
-    tail -n 15 "$SETUP_LOG" | sed 's/^/    | /'
+    log_excerpt "$SETUP_LOG"
     return 1
+}
+
+log_excerpt() { # LOG — its last lines, without backtrace frames
+    grep -vE '^ +([0-9]+:|at )' "$1" | tail -n 12 | sed 's/^/    | /'
 }
 
 missing() { # NAME REASON CONSEQUENCE — exactly one line per missing prerequisite
@@ -276,7 +280,7 @@ setup_miri() {
     # Builds miri's sysroot once; later runs find it and return at once.
     if ! quietly "$SETUP_LOG" 900 cargo +nightly miri setup; then
         echo "setup: 'cargo +nightly miri setup' failed; its last lines:"
-        tail -n 15 "$SETUP_LOG" | sed 's/^/    | /'
+        log_excerpt "$SETUP_LOG"
         missing miri "cargo +nightly miri setup failed" "$consequence"
         return
     fi
