@@ -149,7 +149,11 @@ fn main() {
     let dropped = u64::from(RX.dropped());
     println!("bottomhalf demo: {CPUS} CPUs (threads), {elapsed:.2?}\n");
     println!("{}", RT.stats());
-    println!("RX tasklet: {} runs, {} coalesced schedules", RX_TASKLET.runs(), RX_TASKLET.coalesced());
+    println!(
+        "RX tasklet: {} runs, {} coalesced schedules",
+        RX_TASKLET.runs(),
+        RX_TASKLET.coalesced()
+    );
     println!("TIMER handler runs: {}", TIMER_RUNS.load(Ordering::Relaxed));
     println!(
         "events: sent {sent}, delivered {delivered}, dropped (mailbox full) {dropped}, mailbox high-water {}/{}",
@@ -225,7 +229,11 @@ impl Histogram {
     }
 
     fn percentile(&self, p: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;

@@ -106,3 +106,8 @@ pub use softirq::{
 };
 pub use stats::Stats;
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -788,8 +788,21 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
     fn enqueue(&self, t: &'static Tasklet) {
         let cpu = B::current_cpu();
-        self.cpus.get(cpu).tasklets[t.priority() as usize].push(t);
-        self.raise(t.priority().vector());
+        let st = self.cpus.get(cpu);
+        st.tasklets[t.priority() as usize].push(t);
+        // Always raise, as Linux does: skipping it when the list was
+        // already non-empty would make this tasklet wait for whoever made
+        // the list non-empty to reach its own raise, which a preempted
+        // context may not do for a while. Tasklet coalescing is counted per
+        // tasklet, so this raise does not count vector coalescing.
+        // SeqCst: as in `raise`.
+        let old = st.pending.fetch_or(
+            t.priority().vector().bit(),
+            ordering!("raise_relaxed", SeqCst, Relaxed),
+        );
+        if old == 0 {
+            B::kick(cpu);
+        }
     }
 }
 

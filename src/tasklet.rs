@@ -60,22 +60,25 @@ mod sealed {
 /// [`Runtime`](crate::Runtime) only.
 pub trait TaskletRuntime: sealed::Sealed + Sync {
     /// Links `t` into the current CPU's list for its priority and raises
-    /// the list's vector. The caller owns `t`'s link (it set SCHED, or
+    /// the list's vector. The caller owns `t`'s link (it moved the count from 0, or
     /// cleared PARKED).
     #[doc(hidden)]
     fn enqueue(&self, t: &'static Tasklet);
 }
 
-/// Pending: on a list (or being drained, or parked) and not yet started.
-const SCHED: u32 = 1 << 0;
+/// Pending schedules not yet covered by a run (bits 0..=19): non-zero
+/// means pending. The schedule that moves it from 0 links the tasklet; the
+/// others are coalesced. Saturates at `COUNT_MAX`.
+const COUNT_MASK: u32 = (1 << 20) - 1;
+const COUNT_MAX: u32 = COUNT_MASK;
 /// The callback is running.
-const RUN: u32 = 1 << 1;
+const RUN: u32 = 1 << 20;
 /// Pending while disabled: taken off every list until `enable`.
-const PARKED: u32 = 1 << 2;
+const PARKED: u32 = 1 << 21;
 /// Killed: never runs again; `schedule` is refused.
-const KILLED: u32 = 1 << 3;
-/// The disable count lives in the upper half.
-const DISABLE_SHIFT: u32 = 16;
+const KILLED: u32 = 1 << 22;
+/// The disable count lives in the top 9 bits.
+const DISABLE_SHIFT: u32 = 23;
 const DISABLE_ONE: u32 = 1 << DISABLE_SHIFT;
 const DISABLE_MAX: u32 = u32::MAX >> DISABLE_SHIFT;
 
@@ -103,8 +106,9 @@ impl fmt::Display for TaskletKilled {
 ///
 /// # State
 ///
-/// One `AtomicU32`: flag bits `SCHED`, `RUN`, `PARKED`, `KILLED` and a
-/// 16-bit disable count. Transitions (each a single atomic RMW):
+/// One `AtomicU32`: a 20-bit count of pending schedules (`SCHED` below
+/// means "count > 0"), flag bits `RUN`, `PARKED`, `KILLED`, and a 9-bit
+/// disable count. Transitions (each a single atomic RMW):
 ///
 /// ```text
 ///                 (1) schedule                (3) drain: start
@@ -122,39 +126,42 @@ impl fmt::Display for TaskletKilled {
 ///                              (8) callback returned: clear RUN
 /// ```
 ///
-/// 1. [`schedule`](Tasklet::schedule): `fetch_or(SCHED)`; the caller that
-///    turned SCHED on links the tasklet into its CPU's list and raises the
-///    list's vector. If SCHED was already on, the schedule is coalesced
-///    (returns `false`, counted): the pending run covers it.
-/// 2. `schedule` while RUN: SCHED turns on and the tasklet is linked again;
-///    it runs exactly once more, after the current run (3 waits for RUN).
-/// 3. Drain, tasklet enabled and not running: CAS `SCHED → RUN` (SCHED off
-///    before the callback, so a schedule during the callback is case 2).
+/// 1. [`schedule`](Tasklet::schedule): one CAS adds 1 to the count; the
+///    caller that moved it from 0 links the tasklet into its CPU's list
+///    and raises the list's vector. Otherwise the schedule is coalesced
+///    (returns `false`): the pending run covers it.
+/// 2. `schedule` while RUN: the count leaves 0 and the tasklet is linked
+///    again; it runs exactly once more, after the current run (3 waits for
+///    RUN).
+/// 3. Drain, tasklet enabled and not running: CAS `count → 0, RUN on`
+///    (the count is cleared before the callback, so a schedule during the
+///    callback is case 2); `count - 1` schedules were coalesced into this
+///    run and are added to [`coalesced`](Tasklet::coalesced).
 /// 4. Drain, tasklet disabled: CAS sets `PARKED`; the tasklet leaves every
 ///    list. [`enable`](Tasklet::enable) (5) clears PARKED when the count
 ///    reaches zero and links it on the enabling CPU.
-/// 6. Drain, tasklet killed: CAS clears SCHED; it does not run.
+/// 6. Drain, tasklet killed: CAS clears the count; it does not run.
 /// 7. Drain, RUN set (running on another CPU): linked back on this CPU's
 ///    list for the next pass, state unchanged.
 /// 8. Callback returned: the drain increments the run counter, then
 ///    `fetch_and(!RUN)`.
 ///
 /// [`disable_nosync`](Tasklet::disable_nosync) and
-/// [`enable`](Tasklet::enable) move the count; [`kill`](Tasklet::kill)
-/// sets KILLED (and clears `SCHED|PARKED` of a parked tasklet, which is on
-/// no list). [`disable`](Tasklet::disable) and [`kill`](Tasklet::kill) then
-/// wait for RUN to clear.
+/// [`enable`](Tasklet::enable) move the disable count;
+/// [`kill`](Tasklet::kill) sets KILLED (and clears the count and PARKED of
+/// a parked tasklet, which is on no list). [`disable`](Tasklet::disable)
+/// and [`kill`](Tasklet::kill) then wait for RUN to clear.
 ///
 /// # What the runtime touches after the callback returns
 ///
-/// Exactly two words of the tasklet: `runs` (`fetch_add`) and then `state`
-/// (`fetch_and(!RUN)`). After that store the drain never reads the tasklet
-/// again in that pass.
+/// Exactly three words of the tasklet: `coalesced` (`fetch_add`, when the
+/// run starts), `runs` (`fetch_add`), then `state` (`fetch_and(!RUN)`).
+/// After that store the drain never reads the tasklet again in that pass.
 ///
 /// # Examples
 ///
-/// An interrupt handler schedules; the drain runs the tasklet once for both
-/// schedules:
+/// An interrupt handler schedules twice; the drain runs the tasklet once,
+/// covering both:
 ///
 /// ```
 /// use bottomhalf::{Config, Host, Runtime, Tasklet};
@@ -180,7 +187,7 @@ pub struct Tasklet {
     /// Flags and disable count; see the type's docs.
     state: AtomicU32,
     /// Link in a per-CPU list. Written only by the owner of the tasklet's
-    /// list membership: the `schedule` that turned SCHED on, the `enable`
+    /// list membership: the `schedule` that moved the count from 0, the `enable`
     /// that cleared PARKED, or the drain that took the list and re-queues
     /// it. Read by the drain that took the list (Acquire swap of the head).
     next: AtomicPtr<Tasklet>,
@@ -189,7 +196,9 @@ pub struct Tasklet {
     priority: Priority,
     /// Completed runs. Written by the drain that ran it.
     runs: AtomicU32,
-    /// Coalesced schedules. Written by `schedule` (any context).
+    /// Schedules coalesced into a run that has started. Written by the
+    /// drain that started it (from the state's count), so `schedule` needs
+    /// no second RMW.
     coalesced: AtomicU32,
 }
 
@@ -272,8 +281,9 @@ impl Tasklet {
     /// that run; one that lands while it runs makes it run exactly once
     /// more, afterwards.
     ///
-    /// Top-half safe: yes (one `fetch_or` when coalesced; plus one CAS push
-    /// and one `fetch_or` raise when it queues). Allocates: no. Blocks: no.
+    /// Top-half safe: yes (one CAS when coalesced; plus one CAS push and one
+    /// `fetch_or` raise when it queues).
+    /// Allocates: no. Blocks: no.
     ///
     /// # Examples
     ///
@@ -312,27 +322,32 @@ impl Tasklet {
     /// ```
     #[inline]
     pub fn try_schedule(&'static self) -> Result<bool, TaskletKilled> {
-        // Release: pairs with the drain's Acquire CAS (transition 3), so
-        // what the caller wrote before scheduling is visible to the run that
-        // covers this schedule, even when coalesced (an RMW continues the
-        // release sequence).
-        let old = self.state.fetch_or(
-            SCHED,
-            ordering!("tasklet_schedule_relaxed", AcqRel, Relaxed),
-        );
-        if old & KILLED != 0 {
-            if old & SCHED == 0 {
-                // We turned SCHED on for a tasklet that is on no list; undo.
-                self.state.fetch_and(!SCHED, Ordering::Relaxed);
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & KILLED != 0 {
+                return Err(TaskletKilled);
             }
-            return Err(TaskletKilled);
+            let count = s & COUNT_MASK;
+            // At the saturation point the CAS writes the same value: it
+            // still orders this schedule before the run that covers it.
+            let new = if count == COUNT_MAX { s } else { s + 1 };
+            // Release: pairs with the drain's Acquire CAS (transition 3), so
+            // what the caller wrote before scheduling is visible to the run
+            // that covers this schedule, even when coalesced.
+            match self.state.compare_exchange_weak(
+                s,
+                new,
+                ordering!("tasklet_schedule_relaxed", AcqRel, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if count == 0 => {
+                    self.runtime.enqueue(self);
+                    return Ok(true);
+                }
+                Ok(_) => return Ok(false),
+                Err(now) => s = now,
+            }
         }
-        if old & SCHED != 0 {
-            self.coalesced.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
-        }
-        self.runtime.enqueue(self);
-        Ok(true)
     }
 
     /// Disables the tasklet without waiting: a pending run is held (parked)
@@ -343,7 +358,7 @@ impl Tasklet {
     ///
     /// # Panics
     ///
-    /// After 65535 nested disables (a missing `enable`).
+    /// After 511 nested disables (a missing `enable`).
     ///
     /// # Examples
     ///
@@ -364,7 +379,7 @@ impl Tasklet {
         loop {
             assert!(
                 s >> DISABLE_SHIFT < DISABLE_MAX,
-                "tasklet disabled 65535 times without enable"
+                "tasklet disabled 511 times without enable"
             );
             // Acquire: a run that starts after this sees the count (paired
             // with the drain's CAS reading it).
@@ -494,11 +509,11 @@ impl Tasklet {
         // for below.
         let mut s = self.state.fetch_or(KILLED, Ordering::AcqRel) | KILLED;
         // A parked tasklet is on no list, so nobody else will clear its
-        // SCHED: do it here.
+        // count: do it here.
         while s & PARKED != 0 {
             match self.state.compare_exchange_weak(
                 s,
-                s & !(PARKED | SCHED),
+                s & !(PARKED | COUNT_MASK),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -551,7 +566,7 @@ impl Tasklet {
     /// ```
     pub fn is_scheduled(&self) -> bool {
         let s = self.state.load(Ordering::Relaxed);
-        s & SCHED != 0 && s & KILLED == 0
+        s & COUNT_MASK != 0 && s & KILLED == 0
     }
 
     /// `true` after [`kill`](Tasklet::kill).
@@ -589,7 +604,9 @@ impl Tasklet {
         self.runs.load(Ordering::Relaxed)
     }
 
-    /// Schedules that found the tasklet already pending.
+    /// Schedules that found the tasklet already pending, counted when the
+    /// run that covers them starts (a pending tasklet's coalesced schedules
+    /// are not in it yet). Per run, at most 2^20 - 2 are counted.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -601,8 +618,9 @@ impl Tasklet {
     /// static T: Tasklet = Tasklet::new(&RT, || {});
     /// T.schedule();
     /// T.schedule();
-    /// assert_eq!(T.coalesced(), 1);
-    /// # let _ = RT.drain();
+    /// T.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!((T.runs(), T.coalesced()), (1, 2));
     /// ```
     pub fn coalesced(&self) -> u32 {
         self.coalesced.load(Ordering::Relaxed)
@@ -612,15 +630,15 @@ impl Tasklet {
     fn start(&self) -> Start {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            debug_assert!(s & SCHED != 0 && s & PARKED == 0, "state {s:#x}");
+            debug_assert!(s & COUNT_MASK != 0 && s & PARKED == 0, "state {s:#x}");
             let (new, start) = if s & KILLED != 0 {
-                (s & !SCHED, Start::Dropped)
+                (s & !COUNT_MASK, Start::Dropped)
             } else if s & RUN != 0 {
                 return Start::Elsewhere;
             } else if s >> DISABLE_SHIFT != 0 {
                 (s | PARKED, Start::Parked)
             } else {
-                ((s & !SCHED) | RUN, Start::Run)
+                ((s & !COUNT_MASK) | RUN, Start::Run)
             };
             // Acquire: pairs with the Release of `schedule`/`enable` and of
             // the previous run's `fetch_and(!RUN)`.
@@ -630,7 +648,15 @@ impl Tasklet {
                 ordering!("tasklet_start_relaxed", Acquire, Relaxed),
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return start,
+                Ok(_) => {
+                    if let Start::Run = start {
+                        let coalesced = (s & COUNT_MASK) - 1;
+                        if coalesced != 0 {
+                            self.coalesced.fetch_add(coalesced, Ordering::Relaxed);
+                        }
+                    }
+                    return start;
+                }
                 Err(now) => s = now,
             }
         }
@@ -713,8 +739,8 @@ impl TaskletList {
             ptr::null_mut(),
             ordering!("tasklet_take_relaxed", Acquire, Relaxed),
         );
-        // Reverse into schedule order. Every node is ours: SCHED is on and
-        // nobody else links it until `start` changes its state.
+        // Reverse into schedule order. Every node is ours: its count is
+        // non-zero and nobody else links it until `start` changes its state.
         let mut fifo: *mut Tasklet = ptr::null_mut();
         while !lifo.is_null() {
             // SAFETY: non-null nodes come from `push`, which only links
