@@ -819,3 +819,84 @@ impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
 // cells, whose writes are published by the READY state (see `VectorSlot`);
 // `B` is only a type-level choice of functions (PhantomData<fn() -> B>).
 unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}
+
+#[cfg(all(test, not(loom), feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::Host;
+    use core::sync::atomic::{AtomicU32, AtomicUsize};
+    use std::vec::Vec;
+
+    #[test]
+    fn a_drain_nested_in_a_handler_is_busy_and_the_outer_drain_runs_its_work() {
+        static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        static INNER: AtomicU32 = AtomicU32::new(9);
+        static RUNS_B: AtomicU32 = AtomicU32::new(0);
+        const A: Vector = Vector::new(2);
+        const B: Vector = Vector::new(3);
+        // A handler that, like an interrupt arriving during the drain,
+        // raises and then tries to drain at its "exit".
+        RT.register(A, "A", |_| {
+            RT.raise(B);
+            let outcome = RT.drain();
+            INNER.store(outcome as u32, Ordering::Relaxed);
+        })
+        .unwrap();
+        RT.register(B, "B", |_| {
+            RUNS_B.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        RT.raise(A);
+        assert_eq!(RT.drain(), DrainOutcome::Complete);
+        assert_eq!(INNER.load(Ordering::Relaxed), DrainOutcome::Busy as u32);
+        // B was raised during the pass that ran A: it ran in the next pass.
+        assert_eq!(RUNS_B.load(Ordering::Relaxed), 1);
+        assert_eq!(RT.stats().restarts(0), 1);
+        assert_eq!(RT.pending(0), 0);
+    }
+
+    #[test]
+    fn vectors_run_lowest_index_first_within_a_pass() {
+        static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        static ORDER: AtomicUsize = AtomicUsize::new(0);
+        static SEEN: [AtomicUsize; MAX_VECTORS] = [const { AtomicUsize::new(0) }; MAX_VECTORS];
+        fn record(v: usize) {
+            SEEN[v].store(ORDER.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        RT.register(Vector::new(31), "V31", |_| record(31)).unwrap();
+        RT.register(Vector::new(5), "V5", |_| record(5)).unwrap();
+        RT.register(Vector::new(1), "V1", |_| record(1)).unwrap();
+        for v in [31, 1, 5] {
+            RT.raise(Vector::new(v));
+        }
+        assert!(RT.drain().is_complete());
+        let order: Vec<usize> = [1, 5, 31]
+            .iter()
+            .map(|&v| SEEN[v].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_time_budget_stops_the_restarts() {
+        // Restart budget large, time budget 1 ms: a handler that re-raises
+        // itself and sleeps 300 µs stops after the time is spent.
+        static RT: Runtime<Host, 1> =
+            Runtime::new(Config::DEFAULT.max_restart(1_000).time_budget_ns(1_000_000));
+        const V: Vector = Vector::new(4);
+        RT.register(V, "SPIN", |_| {
+            RT.raise(V);
+            std::thread::sleep(core::time::Duration::from_micros(300));
+        })
+        .unwrap();
+        RT.raise(V);
+        assert_eq!(RT.drain(), DrainOutcome::Remaining);
+        // Stopped by time, long before the 1 + 1000 passes the restart
+        // budget allows (how many passes fit depends on the machine's
+        // sleep granularity, so no tighter bound).
+        let runs = RT.stats().runs(0, V);
+        assert!((1..=100).contains(&runs), "{runs} runs in a 1 ms budget");
+        assert_eq!(RT.stats().budget_exhausted(0), 1);
+        assert_eq!(RT.pending(0), V.bit());
+    }
+}

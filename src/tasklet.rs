@@ -773,3 +773,69 @@ impl TaskletList {
         requeued
     }
 }
+
+#[cfg(all(test, not(loom), feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{Config, Host, Runtime};
+    use core::sync::atomic::AtomicUsize;
+
+    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+
+    #[test]
+    fn a_list_runs_in_schedule_order() {
+        static ORDER: AtomicUsize = AtomicUsize::new(0);
+        static AT: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+        fn mark(i: usize) {
+            AT[i].store(ORDER.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        static T0: Tasklet = Tasklet::new(&RT2, || mark(0));
+        static T1: Tasklet = Tasklet::new(&RT2, || mark(1));
+        static T2: Tasklet = Tasklet::new(&RT2, || mark(2));
+        static RT2: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        T2.schedule();
+        T0.schedule();
+        T1.schedule();
+        assert!(RT2.drain().is_complete());
+        let at: [usize; 3] = core::array::from_fn(|i| AT[i].load(Ordering::Relaxed));
+        assert_eq!(at, [2, 3, 1]);
+    }
+
+    #[test]
+    fn the_schedule_count_saturates_instead_of_overflowing() {
+        static T: Tasklet = Tasklet::new(&RT, || {});
+        // Put the count one below saturation, as if 2^20 - 2 schedules had
+        // been coalesced; no list holds T, so no drain can see it.
+        T.state.store(COUNT_MAX - 1, Ordering::Relaxed);
+        assert!(!T.schedule());
+        assert_eq!(T.state.load(Ordering::Relaxed), COUNT_MAX);
+        assert!(!T.schedule());
+        assert_eq!(
+            T.state.load(Ordering::Relaxed),
+            COUNT_MAX,
+            "count overflowed into RUN"
+        );
+        T.state.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn hi_tasklets_run_before_normal_ones() {
+        static RT3: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        static ORDER: AtomicUsize = AtomicUsize::new(0);
+        static HI_AT: AtomicUsize = AtomicUsize::new(0);
+        static LO_AT: AtomicUsize = AtomicUsize::new(0);
+        static LO: Tasklet = Tasklet::new(&RT3, || {
+            LO_AT.store(ORDER.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed)
+        });
+        static HI: Tasklet = Tasklet::new_hi(&RT3, || {
+            HI_AT.store(ORDER.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed)
+        });
+        LO.schedule();
+        HI.schedule();
+        assert!(RT3.drain().is_complete());
+        assert_eq!(
+            (HI_AT.load(Ordering::Relaxed), LO_AT.load(Ordering::Relaxed)),
+            (1, 2)
+        );
+    }
+}
