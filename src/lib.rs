@@ -15,7 +15,7 @@
 //! | [`MpscMailbox`] | multi-producer ring whose producers never wait for each other |
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
-//! | [`Backend`], [`Host`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`) |
+//! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
 //! # Contexts
 //!
@@ -96,7 +96,7 @@ mod stats;
 mod sync;
 mod tasklet;
 
-pub use backend::Backend;
+pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
 pub use backend::{CpuBinding, Host};
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};

@@ -363,6 +363,10 @@ pub(crate) struct CpuState {
     /// A drain of this CPU is running. Set by the drain that wins the swap;
     /// cleared by the same drain when it ends.
     draining: AtomicBool,
+    /// Interrupt handlers between `irq_enter` and `irq_exit` on this CPU.
+    /// Only the CPU's own handlers touch it, nested, so each `fetch_add` is
+    /// matched by a `fetch_sub` before the handler it interrupted resumes.
+    irq_depth: AtomicU32,
     /// The tasklet lists, indexed by [`Priority`].
     pub(crate) tasklets: [TaskletList; 2],
     /// Counters, see [`Stats`].
@@ -375,6 +379,7 @@ impl CpuState {
             CpuState {
                 pending: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
+                irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 stats: CpuStats::new(),
             }
@@ -706,6 +711,79 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 // Another drain took the CPU over; it sees the work.
                 return DrainOutcome::Busy;
             }
+        }
+    }
+
+    /// Marks the start of an interrupt handler on the current CPU (Linux's
+    /// `irq_enter`). Pair every call with [`irq_exit`](Runtime::irq_exit).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`irq_exit`](Runtime::irq_exit).
+    #[inline]
+    pub fn irq_enter(&self) {
+        let st = self.cpus.get(B::current_cpu());
+        // Relaxed: the depth is this CPU's own; nested handlers finish
+        // before the one they interrupted resumes.
+        st.irq_depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the end of an interrupt handler (Linux's `irq_exit`): when it
+    /// closes the outermost handler and work is pending on this CPU, it
+    /// drains here, still in the handler, with other interrupts enabled;
+    /// returns what that drain left (`None` if it did not drain).
+    ///
+    /// A drain already running on this CPU (this handler interrupted it)
+    /// is not nested: `irq_exit` returns [`DrainOutcome::Busy`] and the
+    /// running drain sees the new work.
+    ///
+    /// Top-half safe: yes, at the very end of a top half: it runs bottom
+    /// halves only when closing the outermost handler. Allocates: no
+    /// (handlers may). Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If there was no matching [`irq_enter`](Runtime::irq_enter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{BareMetal, Board, Config, Runtime, Tasklet};
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// struct OneCore;
+    /// impl Board for OneCore {}
+    /// static RT: Runtime<BareMetal<OneCore>, 1> = Runtime::new(Config::DEFAULT);
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// static BH: Tasklet = Tasklet::new(&RT, || { RUNS.fetch_add(1, Ordering::Relaxed); });
+    ///
+    /// fn low_priority_irq() {
+    ///     RT.irq_enter();
+    ///     BH.schedule();
+    ///     high_priority_irq(); // on hardware: preempts here
+    ///     assert_eq!(RUNS.load(Ordering::Relaxed), 0); // not drained while nested
+    ///     RT.irq_exit(); // outermost exit: drains
+    /// }
+    /// fn high_priority_irq() {
+    ///     RT.irq_enter();
+    ///     BH.schedule(); // coalesced
+    ///     assert_eq!(RT.irq_exit(), None);
+    /// }
+    ///
+    /// low_priority_irq();
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    /// ```
+    #[inline]
+    pub fn irq_exit(&self) -> Option<DrainOutcome> {
+        let st = self.cpus.get(B::current_cpu());
+        let depth = st.irq_depth.fetch_sub(1, Ordering::Relaxed);
+        assert!(depth != 0, "Runtime::irq_exit without a matching irq_enter");
+        if depth == 1 && st.pending.load(Ordering::Relaxed) != 0 {
+            Some(self.drain())
+        } else {
+            None
         }
     }
 

@@ -8,9 +8,13 @@
 //! | backend | file | CPUs are | clock | kick |
 //! | --- | --- | --- | --- | --- |
 //! | [`Host`] (feature `std`) | `backend/host.rs` | threads bound to an index | `CLOCK_MONOTONIC` | none yet (drain threads come with the workqueue) |
+//! | [`BareMetal`] | `backend/critical_section.rs` | cores, index from the [`Board`] (default 0) | the board's, or none | the board pends its drain interrupt |
 
+mod critical_section;
 #[cfg(feature = "std")]
 mod host;
+
+pub use critical_section::{BareMetal, Board};
 
 #[cfg(feature = "std")]
 pub use host::{CpuBinding, Host};
