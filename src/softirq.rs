@@ -27,9 +27,10 @@
 //! acquire half of the drain's `swap`, so whatever a top half wrote before
 //! `raise` is visible to the handler. The hand-off of the per-CPU
 //! `draining` flag is a store-buffering pattern (a drain clears the flag
-//! then re-reads the mask; a raiser sets the mask then tries the flag), so
-//! those four accesses are `SeqCst`: with anything weaker both sides could
-//! miss each other and strand a raise until the next one.
+//! then re-reads the mask; a raiser sets the mask then reads the flag, to
+//! skip the kick while a drain runs, or swaps it, to drain at interrupt
+//! exit), so those accesses are `SeqCst`: with anything weaker both sides
+//! could miss each other and strand a raise until the next one.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -568,7 +569,8 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     ///
     /// One atomic `fetch_or` on the CPU's pending mask; if the bit was
     /// already set, one more `fetch_add` counts the coalesced raise. If the
-    /// mask was empty, the backend is kicked ([`Backend::kick`]). Raising a
+    /// mask was empty and no drain is running on the CPU, the backend is
+    /// kicked ([`Backend::kick`]). Raising a
     /// vector without a handler is counted at the drain
     /// ([`Stats::unhandled`]) and otherwise ignored.
     ///
@@ -602,6 +604,20 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         if old & bit != 0 {
             st.stats.vector(v).coalesced.fetch_add(1, Ordering::Relaxed);
         } else if old == 0 {
+            self.kick_unless_draining(cpu, st);
+        }
+    }
+
+    /// Kicks the backend for `cpu`, unless a drain is running there: that
+    /// drain re-reads the mask after clearing `draining` (SeqCst on both
+    /// sides, see `drain`), so it runs the new work itself and a kick would
+    /// only make a spurious drain (an empty PendSV, a needless futex wake).
+    #[inline]
+    fn kick_unless_draining(&self, cpu: usize, st: &CpuState) {
+        if !st
+            .draining
+            .load(ordering!("kick_check_relaxed", SeqCst, Relaxed))
+        {
             B::kick(cpu);
         }
     }
@@ -818,9 +834,12 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             }
             let took = B::now_ns().wrapping_sub(t0);
             counters.runs.fetch_add(1, Ordering::Relaxed);
-            counters
-                .max_ns
-                .fetch_max(took.min(u32::MAX as u64) as u32, Ordering::Relaxed);
+            // Only this CPU's drain writes the maximum; the RMW is needed
+            // only when it grows (on cores without CAS every RMW masks).
+            let took = took.min(u32::MAX as u64) as u32;
+            if took > counters.max_ns.load(Ordering::Relaxed) {
+                counters.max_ns.fetch_max(took, Ordering::Relaxed);
+            }
         }
     }
 
@@ -879,7 +898,7 @@ impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
             ordering!("raise_relaxed", SeqCst, Relaxed),
         );
         if old == 0 {
-            B::kick(cpu);
+            self.kick_unless_draining(cpu, st);
         }
     }
 }
