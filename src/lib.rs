@@ -15,6 +15,7 @@
 //! | [`MpscMailbox`] | multi-producer ring whose producers never wait for each other |
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
+//! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
 //! # Contexts
@@ -95,10 +96,11 @@ mod softirq;
 mod stats;
 mod sync;
 mod tasklet;
+mod wake;
 
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
-pub use backend::{CpuBinding, Host};
+pub use backend::{CpuBinding, DrainThreads, Host};
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
 pub use softirq::{
@@ -106,6 +108,7 @@ pub use softirq::{
 };
 pub use stats::Stats;
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
+pub use wake::WakeWord;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

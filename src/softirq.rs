@@ -41,6 +41,7 @@ use crate::stats::{CpuStats, Stats};
 use crate::sync::AtomicU32;
 use crate::sync::{array_of, loom_const_fn, ordering, AtomicBool, AtomicU8, Ordering, UnsafeCell};
 use crate::tasklet::{Priority, Tasklet, TaskletList, TaskletRuntime};
+use crate::wake::WakeWord;
 
 /// The number of softirq vectors a runtime has.
 pub const MAX_VECTORS: usize = 32;
@@ -364,6 +365,9 @@ pub(crate) struct CpuState {
     /// A drain of this CPU is running. Set by the drain that wins the swap;
     /// cleared by the same drain when it ends.
     draining: AtomicBool,
+    /// The word this CPU's drain thread sleeps on; the backend's `kick`
+    /// notifies it.
+    pub(crate) wake: WakeWord,
     /// Interrupt handlers between `irq_enter` and `irq_exit` on this CPU.
     /// Only the CPU's own handlers touch it, nested, so each `fetch_add` is
     /// matched by a `fetch_sub` before the handler it interrupted resumes.
@@ -380,6 +384,7 @@ impl CpuState {
             CpuState {
                 pending: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
+                wake: WakeWord::new(),
                 irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 stats: CpuStats::new(),
@@ -618,7 +623,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             .draining
             .load(ordering!("kick_check_relaxed", SeqCst, Relaxed))
         {
-            B::kick(cpu);
+            B::kick(cpu, &st.wake);
         }
     }
 
@@ -703,7 +708,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                     // Release: the next drain of this CPU sees this one's
                     // effects.
                     st.draining.store(false, Ordering::SeqCst);
-                    B::kick(cpu);
+                    B::kick(cpu, &st.wake);
                     return DrainOutcome::Remaining;
                 }
                 restarts += 1;

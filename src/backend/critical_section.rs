@@ -83,6 +83,7 @@
 use core::marker::PhantomData;
 
 use crate::backend::Backend;
+use crate::wake::WakeWord;
 
 /// The application's description of its board.
 ///
@@ -165,7 +166,7 @@ impl<B: Board> Backend for BareMetal<B> {
     }
 
     #[inline(always)]
-    fn kick(cpu: usize) {
+    fn kick(cpu: usize, _wake: &WakeWord) {
         B::pend_drain(cpu);
     }
 }

@@ -12,12 +12,17 @@
 //! lazy initialisation, lock or allocation, so it is safe in a signal
 //! handler too.
 
+use crate::sync::{AtomicBool, Ordering};
 use core::cell::Cell;
 use core::marker::PhantomData;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::vec::Vec;
 
 use crate::backend::Backend;
 use crate::percpu::CpuOutOfRange;
-use crate::softirq::Runtime;
+use crate::softirq::{DrainOutcome, Runtime};
+use crate::wake::WakeWord;
 
 std::thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
@@ -47,6 +52,13 @@ impl Backend for Host {
     #[inline(always)]
     fn current_cpu() -> usize {
         CPU.with(Cell::get)
+    }
+
+    /// Wakes the CPU's drain thread, if [`Runtime::spawn_drain_threads`]
+    /// started one: async-signal-safe ([`WakeWord::notify`]).
+    #[inline]
+    fn kick(_cpu: usize, wake: &WakeWord) {
+        wake.notify();
     }
 
     fn now_ns() -> u64 {
@@ -111,5 +123,186 @@ impl<const N: usize> Runtime<Host, N> {
             previous,
             _not_send: PhantomData,
         })
+    }
+}
+
+impl<const N: usize> Runtime<Host, N> {
+    /// Starts one drain thread per CPU (Linux's `ksoftirqd/N`): thread `c`,
+    /// named `bh-drain/c`, binds itself to CPU `c` and drains it whenever
+    /// the backend kicks it — when a top half raises or schedules on an idle
+    /// CPU, or when a drain runs out of budget. It sleeps on a futex when
+    /// there is nothing to do: no polling. Dropping the returned handle
+    /// stops the threads and joins them.
+    ///
+    /// Top-half safe: no. Allocates: yes (threads). Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// The error of the first thread that could not be spawned (the ones
+    /// already started are stopped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Tasklet};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// static T: Tasklet = Tasklet::new(&RT, || { RUNS.fetch_add(1, Ordering::SeqCst); });
+    ///
+    /// let drains = RT.spawn_drain_threads().unwrap();
+    /// std::thread::spawn(|| {
+    ///     let _cpu = RT.bind_current_thread(1).unwrap();
+    ///     T.schedule(); // wakes bh-drain/1
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// while RUNS.load(Ordering::SeqCst) == 0 {
+    ///     std::thread::yield_now();
+    /// }
+    /// drop(drains); // stops and joins
+    /// ```
+    pub fn spawn_drain_threads(&'static self) -> std::io::Result<DrainThreads> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = DrainThreads {
+            stop: Arc::clone(&stop),
+            words: Vec::with_capacity(N),
+            threads: Vec::with_capacity(N),
+        };
+        for cpu in 0..N {
+            let stop = Arc::clone(&stop);
+            let handle = std::thread::Builder::new()
+                .name(std::format!("bh-drain/{cpu}"))
+                .spawn(move || self.drain_thread(cpu, &stop))?;
+            threads.words.push(&self.cpu_state(cpu).wake);
+            threads.threads.push(handle);
+        }
+        Ok(threads)
+    }
+
+    fn drain_thread(&self, cpu: usize, stop: &AtomicBool) {
+        let _cpu = self
+            .bind_current_thread(cpu)
+            .expect("spawn_drain_threads only starts threads for CPUs below N");
+        let wake = &self.cpu_state(cpu).wake;
+        loop {
+            // Token first, then the checks: a kick after the token makes the
+            // wait return at once (see `WakeWord`).
+            let token = wake.token();
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.pending(cpu) != 0 && self.drain() != DrainOutcome::Busy {
+                continue;
+            }
+            // Nothing pending, or another thread bound to this CPU is
+            // draining it: that drain runs what it finds and kicks us if it
+            // runs out of budget.
+            wake.wait(token, None);
+        }
+    }
+}
+
+/// The drain threads of a runtime; dropping this stops and joins them.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// let drains = RT.spawn_drain_threads().unwrap();
+/// assert_eq!(drains.len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct DrainThreads {
+    stop: Arc<AtomicBool>,
+    words: Vec<&'static WakeWord>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DrainThreads {
+    /// The number of threads (one per CPU).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`DrainThreads`].
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// `true` if there are no threads (never, for a started runtime).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert!(!RT.spawn_drain_threads().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+}
+
+impl Drop for DrainThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for word in &self.words {
+            word.notify();
+        }
+        for thread in self.threads.drain(..) {
+            // A handler that panicked already reported itself; the other
+            // threads are still stopped and joined.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Config, Host, Runtime, Vector};
+    use core::sync::atomic::{AtomicU32, Ordering};
+    use core::time::Duration;
+    use std::time::Instant;
+
+    #[test]
+    fn every_raise_on_an_idle_cpu_wakes_its_sleeping_drain_thread() {
+        static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+        static SEEN: AtomicU32 = AtomicU32::new(0);
+        static SENT: AtomicU32 = AtomicU32::new(0);
+        const V: Vector = Vector::new(7);
+        RT.register(V, "ECHO", |_| {
+            SEEN.store(SENT.load(Ordering::SeqCst), Ordering::SeqCst);
+        })
+        .unwrap();
+        let drains = RT.spawn_drain_threads().unwrap();
+        let rounds = if cfg!(miri) { 20 } else { 1_000 };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _cpu = RT.bind_current_thread(1).unwrap();
+                for i in 1..=rounds {
+                    SENT.store(i, Ordering::SeqCst);
+                    // The drain thread is asleep (or about to be): only the
+                    // kick can get this raise run.
+                    RT.raise(V);
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while SEEN.load(Ordering::SeqCst) != i {
+                        assert!(
+                            Instant::now() < deadline,
+                            "raise {i} was never run: lost wake-up"
+                        );
+                        std::thread::yield_now();
+                    }
+                }
+            });
+        });
+        drop(drains);
+        assert_eq!(RT.stats().runs(0, V), 0, "CPU 0 never raised V");
+        assert_eq!(RT.stats().raised(1, V), rounds);
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | backend | file | CPUs are | clock | kick |
 //! | --- | --- | --- | --- | --- |
-//! | [`Host`] (feature `std`) | `backend/host.rs` | threads bound to an index | `CLOCK_MONOTONIC` | none yet (drain threads come with the workqueue) |
+//! | [`Host`] (feature `std`) | `backend/host.rs` | threads bound to an index | `CLOCK_MONOTONIC` | wakes the CPU's drain thread ([`Runtime::spawn_drain_threads`](crate::Runtime::spawn_drain_threads)) |
 //! | [`BareMetal`] | `backend/critical_section.rs` | cores, index from the [`Board`] (default 0) | the board's, or none | the board pends its drain interrupt |
 
 mod critical_section;
@@ -16,8 +16,10 @@ mod host;
 
 pub use critical_section::{BareMetal, Board};
 
+use crate::wake::WakeWord;
+
 #[cfg(feature = "std")]
-pub use host::{CpuBinding, Host};
+pub use host::{CpuBinding, DrainThreads, Host};
 
 /// The environment a [`Runtime`](crate::Runtime) runs in.
 ///
@@ -59,12 +61,13 @@ pub trait Backend: 'static {
     fn now_ns() -> u64;
 
     /// Called when CPU `cpu` has bottom-half work that no drain is going to
-    /// pick up by itself: its pending mask went from empty to non-empty, or
-    /// a drain ran out of budget with work left. A backend pends its drain
-    /// interrupt or wakes its drain thread here. The default does nothing:
-    /// the caller drains explicitly.
+    /// pick up by itself: its pending mask went from empty to non-empty
+    /// while no drain ran there, or a drain ran out of budget with work
+    /// left. A backend pends its drain interrupt, or wakes the CPU's drain
+    /// thread through `wake` (the word that thread sleeps on). The default
+    /// does nothing: the caller drains explicitly.
     #[inline(always)]
-    fn kick(cpu: usize) {
-        let _ = cpu;
+    fn kick(cpu: usize, wake: &WakeWord) {
+        let _ = (cpu, wake);
     }
 }
