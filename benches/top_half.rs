@@ -20,7 +20,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 use bottomhalf::{Config, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector};
-use criterion::{Criterion};
+use criterion::Criterion;
 use crossbeam_utils::CachePadded;
 
 /// Times `timed(n)` in batches of at most `batch` operations until `iters`
@@ -200,13 +200,15 @@ static T_IDLE: [Tasklet; IDLE_TASKLETS] =
     [const { Tasklet::new(&RT_IDLE_T, nothing) }; IDLE_TASKLETS];
 static PEER_IDLE_T: [AtomicU32; IDLE_TASKLETS] = [const { AtomicU32::new(0) }; IDLE_TASKLETS];
 
-/// `Tasklet::schedule`'s own ordering for the flag word.
+/// The ordering of `Tasklet::schedule`'s RMW on the state word.
 const SCHED_ORDER: Ordering = Ordering::AcqRel;
 
 fn bench_schedule(c: &mut Criterion) {
     let mut g = c.benchmark_group("schedule");
 
-    // Pending tasklet: coalesced.
+    // Pending tasklet: coalesced (one CAS on the state word; after 2^20 - 1
+    // schedules the count saturates and the CAS rewrites the same value,
+    // which costs the same).
     assert!(T_PEND.schedule());
     PEER_PEND.fetch_or(1, SCHED_ORDER);
     g.bench_function("pending/bottomhalf_schedule", |b| {
@@ -216,9 +218,10 @@ fn bench_schedule(c: &mut Criterion) {
         b.iter(|| black_box(&PEER_PEND).fetch_or(1, SCHED_ORDER))
     });
 
-    // Idle tasklets, batched: only the schedules are timed. Within a batch
-    // the first schedule raises an idle TASKLET vector and the others find
-    // it pending (coalesced raise), as in a burst of interrupts.
+    // Idle tasklets, batched: only the schedules are timed. Each one moves
+    // an idle tasklet's count from 0 (CAS), links it (CAS on the per-CPU
+    // list head) and raises TASKLET (`fetch_or`); within a batch only the
+    // first finds the mask empty (and kicks), as in a burst of interrupts.
     g.bench_function("idle/bottomhalf_schedule", |b| {
         b.iter_custom(|iters| {
             batched(
@@ -268,7 +271,8 @@ fn bench_schedule(c: &mut Criterion) {
     });
     g.finish();
 
-    assert_eq!(T_IDLE[0].runs(), T_IDLE[IDLE_TASKLETS - 1].runs());
+    assert!(T_IDLE.iter().all(|t| !t.is_scheduled()));
+    assert!(!T_ROUND.is_scheduled());
     T_PEND.kill();
 }
 
