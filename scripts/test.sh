@@ -250,9 +250,9 @@ setup_targets() {
     done
 }
 
-setup_miri() {
-    any_selected miri miri-tree-borrows || return 0
-    local consequence="miri and miri-tree-borrows will fail" comps need=()
+setup_miri() { # also the nightly that loom-mutants builds with
+    any_selected miri miri-tree-borrows loom-mutants || return 0
+    local consequence="miri, miri-tree-borrows and loom-mutants will fail" comps need=()
     if ! command -v rustup >/dev/null 2>&1; then
         missing miri "rustup not found" "$consequence"
         return
@@ -383,7 +383,7 @@ step_loom() {
 # `timeout $MUTANT_RUN_LIMIT` and must fail.
 step_loom_mutants() {
     local list=loom-tests/mutants.txt dir="$TARGET_BASE/loom-mutant" host logdir
-    local lineno=0 line name target extra flags log rc
+    local lineno=0 line name target extra flags log rc mutant_cfg
     local caught=0 bad=0 total=0
     if [ ! -f "$list" ]; then
         echo "loom-mutants: $list is absent — every ordering that matters needs a mutant"
@@ -403,12 +403,18 @@ step_loom_mutants() {
             bad=$((bad + 1))
             continue
         fi
-        flags="$LOOM_RUSTFLAGS --cfg bh_mutant=\"$name\""
+        # The mutant's --cfg goes to the bottomhalf crate only (a per-package
+        # profile rustflag, nightly's -Z profile-rustflags): loom and the
+        # other dependencies are built once and reused, so a mutant costs
+        # one rebuild of bottomhalf and the model instead of the whole tree.
+        flags="$LOOM_RUSTFLAGS"
+        mutant_cfg="profile.release.package.bottomhalf.rustflags=[\"--cfg\", \"bh_mutant=\\\"$name\\\"\"]"
         log="$logdir/$name.log"
         # --target: host-only artifacts (build scripts, proc macros) do not
         # get RUSTFLAGS, so they are reused across mutants.
         if ! quietly "$log" "$MUTANT_BUILD_LIMIT" env RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" \
-            cargo test -p "$LOOM_PKG" --release --target "$host" --test "$target" --no-run; then
+            cargo +nightly -Z profile-rustflags test -p "$LOOM_PKG" --release --target "$host" \
+            --test "$target" --no-run --config "$mutant_cfg"; then
             tail -n 25 "$log" | sed 's/^/    | /'
             echo "mutant $name: BUILD FAILED (log: $log)"
             bad=$((bad + 1))
@@ -416,7 +422,8 @@ step_loom_mutants() {
         fi
         quietly "$log" "$MUTANT_RUN_LIMIT" env RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" \
             LOOM_MAX_PREEMPTIONS=$LOOM_PREEMPTIONS \
-            cargo test -p "$LOOM_PKG" --release --target "$host" --test "$target"
+            cargo +nightly -Z profile-rustflags test -p "$LOOM_PKG" --release --target "$host" \
+            --test "$target" --config "$mutant_cfg"
         rc=$?
         if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
             echo "mutant $name: timed out (after ${MUTANT_RUN_LIMIT}s; log: $log)"

@@ -16,6 +16,7 @@
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
 //! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
+//! | [`Workqueue`], [`Work`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
 //! # Contexts
@@ -97,6 +98,8 @@ mod stats;
 mod sync;
 mod tasklet;
 mod wake;
+#[cfg(feature = "std")]
+mod workqueue;
 
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
@@ -109,6 +112,11 @@ pub use softirq::{
 pub use stats::Stats;
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
+#[cfg(feature = "std")]
+pub use workqueue::{
+    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, Work, WorkRef, Workqueue,
+    WorkqueueBuilder, WorkqueueError, WorkqueueStats,
+};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -113,7 +113,13 @@ pub struct Mailbox<T, const N: usize> {
     split_done: AtomicBool,
     /// Items handed back by a full ring. Written by the producer only.
     dropped: AtomicU32,
-    /// Most items ever queued at once. Written by the producer only.
+    /// Items queued, wrapping. Written by the producer only (a store).
+    pushed: AtomicU32,
+    /// Items popped, wrapping. Written by the consumer only (a store).
+    popped: AtomicU32,
+    /// Most items queued at once, as seen by the consumer just before each
+    /// pop (occupancy only falls at a pop, so it peaks right before one).
+    /// Written by the consumer only.
     high_water: AtomicU32,
 }
 
@@ -144,6 +150,8 @@ impl<T, const N: usize> Mailbox<T, N> {
                 queue: core::cell::UnsafeCell::new(spsc::Queue::new()),
                 split_done: AtomicBool::new(false),
                 dropped: AtomicU32::new(0),
+                pushed: AtomicU32::new(0),
+                popped: AtomicU32::new(0),
                 high_water: AtomicU32::new(0),
             }
         }
@@ -177,7 +185,18 @@ impl<T, const N: usize> Mailbox<T, N> {
         // the queue, and no handle exists yet; heapless turns it into two
         // shared views at once, so the `&mut` ends here.
         let (tx, rx) = unsafe { (*self.queue.get()).split() };
-        Ok((Producer { tx, mailbox: self }, Consumer { rx }))
+        Ok((
+            Producer {
+                tx,
+                mailbox: self,
+                pushed: 0,
+            },
+            Consumer {
+                rx,
+                mailbox: self,
+                popped: 0,
+            },
+        ))
     }
 
     /// Items handed back because the mailbox was full.
@@ -215,7 +234,13 @@ impl<T, const N: usize> Mailbox<T, N> {
     /// assert_eq!(mb.high_water(), 2);
     /// ```
     pub fn high_water(&self) -> u32 {
-        self.high_water.load(Ordering::Relaxed)
+        // The consumer's maximum covers every peak followed by a pop; the
+        // one not yet followed by a pop is the current occupancy.
+        let now = self
+            .pushed
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.popped.load(Ordering::Relaxed));
+        self.high_water.load(Ordering::Relaxed).max(now)
     }
 }
 
@@ -250,14 +275,17 @@ impl<T, const N: usize> fmt::Debug for Mailbox<T, N> {
 pub struct Producer<'a, T, const N: usize> {
     tx: spsc::Producer<'a, T>,
     mailbox: &'a Mailbox<T, N>,
+    /// This end's copy of `Mailbox::pushed`, so a push only stores.
+    pushed: u32,
 }
 
 impl<T, const N: usize> Producer<'_, T, N> {
     /// Queues `item`, or hands it back if the mailbox is full (the drop is
     /// counted in [`Mailbox::dropped`]).
     ///
-    /// Top-half safe: yes (wait-free: a few loads, one store). Allocates:
-    /// no. Blocks: no.
+    /// Top-half safe: yes (wait-free: the ring's loads and stores plus one
+    /// store of the push count; no read-modify-write). Allocates: no.
+    /// Blocks: no.
     ///
     /// # Errors
     ///
@@ -276,12 +304,10 @@ impl<T, const N: usize> Producer<'_, T, N> {
     pub fn push(&mut self, item: T) -> Result<(), T> {
         match self.tx.enqueue(item) {
             Ok(()) => {
-                // The producer is the only writer of both counters, so a
-                // load and a store do (no RMW on the fast path).
-                let len = self.tx.len() as u32;
-                if len > self.mailbox.high_water.load(Ordering::Relaxed) {
-                    self.mailbox.high_water.store(len, Ordering::Relaxed);
-                }
+                // The producer is the only writer: a store, no RMW and no
+                // read of the consumer's side on the fast path.
+                self.pushed = self.pushed.wrapping_add(1);
+                self.mailbox.pushed.store(self.pushed, Ordering::Relaxed);
                 Ok(())
             }
             Err(item) => {
@@ -333,6 +359,9 @@ impl<T, const N: usize> fmt::Debug for Producer<'_, T, N> {
 /// ```
 pub struct Consumer<'a, T, const N: usize> {
     rx: spsc::Consumer<'a, T>,
+    mailbox: &'a Mailbox<T, N>,
+    /// This end's copy of `Mailbox::popped`.
+    popped: u32,
 }
 
 impl<T, const N: usize> Consumer<'_, T, N> {
@@ -350,7 +379,16 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     /// ```
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
-        self.rx.dequeue()
+        // Occupancy peaks just before a pop; the consumer is the only
+        // writer of the mark, so a load and a store do.
+        let len = self.rx.len() as u32;
+        let item = self.rx.dequeue()?;
+        if len > self.mailbox.high_water.load(Ordering::Relaxed) {
+            self.mailbox.high_water.store(len, Ordering::Relaxed);
+        }
+        self.popped = self.popped.wrapping_add(1);
+        self.mailbox.popped.store(self.popped, Ordering::Relaxed);
+        Some(item)
     }
 
     /// Items queued now.
@@ -404,11 +442,12 @@ impl<T, const N: usize> fmt::Debug for Consumer<'_, T, N> {
 
 /// One slot of the MPSC ring.
 struct Slot<T> {
-    /// `ticket + 1` once the item of `ticket` is written (Release by the
-    /// producer that drew `ticket`); anything else means "not ready".
-    /// Initially the slot's index, which never equals `ticket + 1` for a
-    /// ticket that maps to it (needs `N` a power of two, see
-    /// `MpscMailbox`).
+    /// `ticket + 1` (in ticket arithmetic, wrapping at `HALF` bits) once the
+    /// item of `ticket` is written (Release by the producer that drew
+    /// `ticket`); anything else means "not ready". Initially the slot's
+    /// index; a stale value is `ticket + 1 - k·N` for a lap `k ≥ 1`, and
+    /// neither equals `ticket + 1` because `N` is a power of two below the
+    /// ticket range.
     ready: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
 }
@@ -417,10 +456,11 @@ struct Slot<T> {
 ///
 /// # Progress
 ///
-/// `push` is lock-free and never waits for another context: it reserves
-/// room with a CAS on a free-slot count (retried only when another `push`
-/// or `pop` *completed* that step in between), draws a ticket with one
-/// `fetch_add`, writes its slot and publishes it. A producer preempted
+/// `push` is lock-free and never waits for another context: one CAS on a
+/// word that packs the number of used slots with the next ticket reserves
+/// room and draws a ticket at once (retried only when another `push` or
+/// `pop` *completed* its step in between); then it writes its slot and
+/// publishes it. A producer preempted
 /// anywhere in `push` (by a nested interrupt, a signal, the scheduler)
 /// blocks no other producer, and `push` fails only when `N` items are
 /// really queued or reserved — never because a producer or the consumer is
@@ -457,13 +497,15 @@ struct Slot<T> {
 /// ```
 pub struct MpscMailbox<T, const N: usize> {
     slots: [Slot<T>; N],
-    /// Slots neither holding an item nor reserved by a producer. `push`
-    /// takes one (CAS, Acquire), `pop` returns one (Release) after moving
-    /// the item out.
-    free: AtomicUsize,
-    /// Next ticket; ticket `t` uses slot `t % N`. Drawn by `push`.
-    tail: AtomicUsize,
-    /// Next ticket to pop. Read and written only by the live consumer.
+    /// Used slots (items queued, or reserved by a producer) in the upper
+    /// half, the next ticket in the lower half (`HALF` bits, wrapping);
+    /// ticket `t` uses slot `t % N`. `push` reserves a slot and draws its
+    /// ticket with one CAS (Acquire); `pop` returns the slot by subtracting
+    /// one used (Release) after moving the item out. Being one word, every
+    /// reservation is ordered after the pops that made its room.
+    state: AtomicUsize,
+    /// Next ticket to pop (`HALF` bits, wrapping). Read and written only by
+    /// the live consumer.
     head: UnsafeCell<usize>,
     /// A consumer handle is alive.
     consumer_taken: AtomicBool,
@@ -474,15 +516,19 @@ pub struct MpscMailbox<T, const N: usize> {
 }
 
 // SAFETY: producers move `T`s in from any thread and the one consumer moves
-// them out (so `T: Send`); slots are handed over by the `free` count and
+// them out (so `T: Send`); slots are handed over by the `state` word and
 // each slot's `ready` word, `head` belongs to the one live consumer (guarded
 // by `consumer_taken`), the rest are atomics.
 unsafe impl<T: Send, const N: usize> Sync for MpscMailbox<T, N> {}
 
 impl<T, const N: usize> MpscMailbox<T, N> {
+    /// Bits of a ticket; the used count takes the other half of the word.
+    const HALF: u32 = usize::BITS / 2;
+    const TICKET_MASK: usize = (1 << Self::HALF) - 1;
+    const USED_ONE: usize = 1 << Self::HALF;
     const CHECK: () = assert!(
-        N.is_power_of_two(),
-        "MpscMailbox capacity must be a power of two"
+        N.is_power_of_two() && N < (1 << (usize::BITS / 2 - 1)),
+        "MpscMailbox capacity must be a power of two below 2^(usize::BITS/2 - 1) (32768 on 32-bit targets)"
     );
 
     /// The number of items it holds when full: `N`.
@@ -513,8 +559,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
             }
             MpscMailbox {
                 slots,
-                free: AtomicUsize::new(N),
-                tail: AtomicUsize::new(0),
+                state: AtomicUsize::new(0),
                 head: UnsafeCell::new(0),
                 consumer_taken: AtomicBool::new(false),
                 dropped: AtomicU32::new(0),
@@ -545,32 +590,36 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// ```
     #[inline]
     pub fn push(&self, item: T) -> Result<(), T> {
-        let mut free = self.free.load(Ordering::Relaxed);
-        loop {
-            if free == 0 {
+        let mut state = self.state.load(Ordering::Relaxed);
+        let ticket = loop {
+            let used = state >> Self::HALF;
+            if used == N {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(item);
             }
-            // Acquire: pairs with the Release `fetch_add` in `pop`, so the
-            // slot this reservation lets us reuse has been emptied.
-            match self.free.compare_exchange_weak(
-                free,
-                free - 1,
+            let ticket = state & Self::TICKET_MASK;
+            let next = ((used + 1) << Self::HALF) | ((ticket + 1) & Self::TICKET_MASK);
+            // Acquire: pairs with the Release `fetch_sub` in `pop` that made
+            // this room: at most N tickets are outstanding (drawn and not
+            // popped), so ticket `t`'s slot was last used by ticket `t - N`,
+            // whose pop is earlier in this word's modification order (an
+            // RMW chain) and so synchronizes with this CAS.
+            match self.state.compare_exchange_weak(
+                state,
+                next,
                 ordering!("mpsc_reserve_relaxed", Acquire, Relaxed),
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break,
-                Err(now) => free = now,
+                Ok(_) => {
+                    let used = (used + 1) as u32;
+                    if used > self.high_water.load(Ordering::Relaxed) {
+                        self.high_water.fetch_max(used, Ordering::Relaxed);
+                    }
+                    break ticket;
+                }
+                Err(now) => state = now,
             }
-        }
-        let used = (N - (free - 1)) as u32;
-        if used > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.fetch_max(used, Ordering::Relaxed);
-        }
-        // At most N tickets are outstanding (reserved and not yet popped),
-        // so ticket `t`'s slot was last used by ticket `t - N`, which has
-        // been popped.
-        let ticket = self.tail.fetch_add(1, Ordering::Relaxed);
+        };
         let slot = &self.slots[ticket % N];
         // SAFETY: the reservation above and the ticket make this producer
         // the only one to touch this slot until it publishes `ready`; the
@@ -578,7 +627,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         slot.value.with_mut(|p| unsafe { (*p).write(item) });
         // Release: publishes the write to the consumer's Acquire load.
         slot.ready.store(
-            ticket.wrapping_add(1),
+            (ticket + 1) & Self::TICKET_MASK,
             ordering!("mpsc_publish_relaxed", Release, Relaxed),
         );
         Ok(())
@@ -624,7 +673,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// assert_eq!(mb.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        N - self.free.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) >> Self::HALF
     }
 
     /// `true` if nothing is queued or being queued.
@@ -748,20 +797,23 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
         if slot
             .ready
             .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed))
-            != head.wrapping_add(1)
+            != (head + 1) & MpscMailbox::<T, N>::TICKET_MASK
         {
             return None;
         }
         // SAFETY: `ready == head + 1` means the producer of ticket `head`
         // wrote this slot and will not touch it again; no producer reuses
-        // it before we return its `free` credit below.
+        // it before we give its slot back below.
         let item = slot.value.with(|p| unsafe { (*p).assume_init_read() });
         // SAFETY: as for the read of `head`.
-        mb.head.with_mut(|p| unsafe { *p = head.wrapping_add(1) });
+        mb.head
+            .with_mut(|p| unsafe { *p = (head + 1) & MpscMailbox::<T, N>::TICKET_MASK });
         // Release: pairs with the Acquire reservation in `push`; the slot is
         // empty before a producer may reuse it.
-        mb.free
-            .fetch_add(1, ordering!("mpsc_release_relaxed", Release, Relaxed));
+        mb.state.fetch_sub(
+            MpscMailbox::<T, N>::USED_ONE,
+            ordering!("mpsc_release_relaxed", Release, Relaxed),
+        );
         Some(item)
     }
 }

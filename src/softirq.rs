@@ -38,8 +38,10 @@ use core::marker::PhantomData;
 use crate::backend::Backend;
 use crate::percpu::PerCpu;
 use crate::stats::{CpuStats, Stats};
-use crate::sync::AtomicU32;
-use crate::sync::{array_of, loom_const_fn, ordering, AtomicBool, AtomicU8, Ordering, UnsafeCell};
+use crate::sync::{
+    array_of, loom_const_fn, ordering, AtomicBool, AtomicU32, AtomicU8, OnUnwind, Ordering,
+    UnsafeCell,
+};
 use crate::tasklet::{Priority, Tasklet, TaskletList, TaskletRuntime};
 use crate::wake::WakeWord;
 
@@ -686,6 +688,11 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     pub fn drain(&self) -> DrainOutcome {
         let cpu = B::current_cpu();
         let st = self.cpus.get(cpu);
+        // Nothing raised on this CPU: no RMW on its shared line. A raise
+        // that this load misses is its raiser's to drain or kick for.
+        if st.pending.load(Ordering::Relaxed) == 0 {
+            return DrainOutcome::Complete;
+        }
         // SeqCst: the store-buffering hand-off with `raise` (module docs).
         if st
             .draining
@@ -697,17 +704,23 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         let mut restarts = 0u32;
         loop {
             // Acquire: pairs with the SeqCst (release) `fetch_or` in `raise`.
+            // SeqCst rather than AcqRel so that loom, which keeps a SeqCst
+            // load from reading a stale store only when that store is SeqCst
+            // too, can check the re-reads of the mask below.
             let pending = st
                 .pending
-                .swap(0, ordering!("drain_swap_relaxed", AcqRel, Relaxed));
+                .swap(0, ordering!("drain_swap_relaxed", SeqCst, Relaxed));
             self.run_pass(cpu, st, pending);
 
             if st.pending.load(Ordering::SeqCst) != 0 {
                 if restarts >= self.config.max_restart || self.out_of_time(start) {
                     st.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                    // Release: the next drain of this CPU sees this one's
-                    // effects.
-                    st.draining.store(false, Ordering::SeqCst);
+                    // A swap, not a store, here and below: the RMW reads the
+                    // latest value of the flag, so the hand-off is checkable
+                    // by loom, which does not order a plain store after a
+                    // concurrent RMW (tokio-rs/loom#254). Same cost on every
+                    // target this crate supports.
+                    let _ = st.draining.swap(false, Ordering::SeqCst);
                     B::kick(cpu, &st.wake);
                     return DrainOutcome::Remaining;
                 }
@@ -717,10 +730,11 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             }
 
             // Release the CPU, then look again: a raise between the check
-            // above and this store may have found the CPU busy and left its
-            // work to us.
-            st.draining
-                .store(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
+            // above and this release may have found the CPU busy (and not
+            // kicked) and left its work to us.
+            let _ = st
+                .draining
+                .swap(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
             if st
                 .pending
                 .load(ordering!("drain_flag_relaxed", SeqCst, Relaxed))
@@ -800,7 +814,11 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     pub fn irq_exit(&self) -> Option<DrainOutcome> {
         let st = self.cpus.get(B::current_cpu());
         let depth = st.irq_depth.fetch_sub(1, Ordering::Relaxed);
-        assert!(depth != 0, "Runtime::irq_exit without a matching irq_enter");
+        if depth == 0 {
+            // Undo before panicking, so later pairs still match.
+            st.irq_depth.fetch_add(1, Ordering::Relaxed);
+            panic!("Runtime::irq_exit without a matching irq_enter");
+        }
         if depth == 1 && st.pending.load(Ordering::Relaxed) != 0 {
             Some(self.drain())
         } else {
@@ -831,12 +849,22 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                     }
                 },
             };
+            // If the handler panics, the panic goes on to the caller of
+            // `drain`, but the CPU must stay usable: re-pend the vectors this
+            // pass has not run (and a tasklet vector, whose list put its
+            // untouched tasklets back), and release the CPU.
+            let relist = if handler.is_none() { v.bit() } else { 0 };
+            let guard = OnUnwind(|| {
+                st.pending.fetch_or(bits | relist, Ordering::SeqCst);
+                let _ = st.draining.swap(false, Ordering::SeqCst);
+            });
             let t0 = B::now_ns();
             match handler {
                 Some(h) => h(cpu),
                 None if v == Vector::HI_TASKLET => self.run_tasklets(cpu, st, Priority::Hi),
                 None => self.run_tasklets(cpu, st, Priority::Normal),
             }
+            core::mem::forget(guard);
             let took = B::now_ns().wrapping_sub(t0);
             counters.runs.fetch_add(1, Ordering::Relaxed);
             // Only this CPU's drain writes the maximum; the RMW is needed
@@ -891,17 +919,26 @@ impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
     fn enqueue(&self, t: &'static Tasklet) {
         let cpu = B::current_cpu();
         let st = self.cpus.get(cpu);
+        let bit = t.priority().vector().bit();
         st.tasklets[t.priority() as usize].push(t);
-        // Always raise, as Linux does: skipping it when the list was
-        // already non-empty would make this tasklet wait for whoever made
-        // the list non-empty to reach its own raise, which a preempted
-        // context may not do for a while. Tasklet coalescing is counted per
-        // tasklet, so this raise does not count vector coalescing.
+        // Skip the raise when the list's bit is already pending. If our push
+        // landed before the take of the drain pass that clears the bit, that
+        // take gets our tasklet. If it landed after, our push CAS read from
+        // that take's swap (or from a later push, still in its release
+        // sequence) and acquired it; the pass cleared the bit before its
+        // take, so this load cannot see the bit that pass cleared, and we
+        // raise. Either way the tasklet is covered, and by coherence a plain
+        // load suffices. (Skipping on "list non-empty" instead would make
+        // us wait for whoever made it non-empty to reach its own raise,
+        // which a preempted context may not do for a while.) Tasklet
+        // coalescing is counted per tasklet, so no vector coalescing count.
+        if st.pending.load(Ordering::Relaxed) & bit != 0 {
+            return;
+        }
         // SeqCst: as in `raise`.
-        let old = st.pending.fetch_or(
-            t.priority().vector().bit(),
-            ordering!("raise_relaxed", SeqCst, Relaxed),
-        );
+        let old = st
+            .pending
+            .fetch_or(bit, ordering!("raise_relaxed", SeqCst, Relaxed));
         if old == 0 {
             self.kick_unless_draining(cpu, st);
         }

@@ -88,10 +88,12 @@ pub(crate) use loom_const_fn;
 
 /// Selects an ordering that a loom mutant weakens.
 ///
-/// `mutant!("name", Strong, Weak)` is `Strong` normally and `Weak` when the
-/// crate is built with `--cfg bh_mutant="name"`. Each use names the ordering
-/// pair it belongs to; `loom-tests/mutants.txt` lists the mutants and the
-/// model that must catch each one.
+/// `ordering!("name", Strong, Weak)` is `Strong` normally and `Weak` when the
+/// crate is built with `--cfg bh_mutant="name"`. A site whose ordering
+/// serves two properties names a second mutant that drops only one half:
+/// `ordering!("a", AcqRel, Relaxed, "b", Release)`. Each use names the
+/// ordering pair it belongs to; `loom-tests/mutants.txt` lists the mutants
+/// and the model that must catch each one.
 macro_rules! ordering {
     ($name:literal, $strong:ident, $weak:ident) => {{
         #[cfg(not(bh_mutant = $name))]
@@ -101,6 +103,20 @@ macro_rules! ordering {
         #[cfg(bh_mutant = $name)]
         {
             $crate::sync::Ordering::$weak
+        }
+    }};
+    ($name:literal, $strong:ident, $weak:ident, $name2:literal, $weak2:ident) => {{
+        #[cfg(not(any(bh_mutant = $name, bh_mutant = $name2)))]
+        {
+            $crate::sync::Ordering::$strong
+        }
+        #[cfg(bh_mutant = $name)]
+        {
+            $crate::sync::Ordering::$weak
+        }
+        #[cfg(bh_mutant = $name2)]
+        {
+            $crate::sync::Ordering::$weak2
         }
     }};
 }
@@ -121,3 +137,15 @@ macro_rules! array_of {
     }};
 }
 pub(crate) use array_of;
+
+/// Runs its closure when dropped. The crate drops one only while unwinding
+/// from a panic (a user callback, a backend's CPU index out of range): each
+/// use `forget`s it on the normal path, so it costs nothing there. With
+/// `panic = "abort"` (firmware) it never runs.
+pub(crate) struct OnUnwind<F: FnMut()>(pub(crate) F);
+
+impl<F: FnMut()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}

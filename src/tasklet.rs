@@ -13,7 +13,7 @@ use core::fmt;
 use core::ptr;
 
 use crate::softirq::Vector;
-use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, OnUnwind, Ordering};
 
 /// Which list a tasklet goes on; hi-priority tasklets drain first.
 ///
@@ -281,8 +281,9 @@ impl Tasklet {
     /// that run; one that lands while it runs makes it run exactly once
     /// more, afterwards.
     ///
-    /// Top-half safe: yes (one CAS when coalesced; plus one CAS push and one
-    /// `fetch_or` raise when it queues).
+    /// Top-half safe: yes (one CAS when coalesced; plus one CAS push and,
+    /// unless the list's vector is already pending, one `fetch_or` raise,
+    /// when it queues).
     /// Allocates: no. Blocks: no.
     ///
     /// # Examples
@@ -341,7 +342,14 @@ impl Tasklet {
                 Ordering::Relaxed,
             ) {
                 Ok(_) if count == 0 => {
+                    // Linking can panic (a backend's CPU index out of
+                    // range): then leave the tasklet idle rather than
+                    // pending on no list, where nothing would ever run it.
+                    let guard = OnUnwind(|| {
+                        self.state.fetch_and(!COUNT_MASK, Ordering::Relaxed);
+                    });
                     self.runtime.enqueue(self);
+                    core::mem::forget(guard);
                     return Ok(true);
                 }
                 Ok(_) => return Ok(false),
@@ -468,7 +476,15 @@ impl Tasklet {
             ) {
                 Ok(_) => {
                     if unpark {
+                        // If linking panics (a CPU index out of range), put
+                        // the tasklet back as it was, disabled and parked,
+                        // so a later balanced `enable` runs the held run.
+                        let guard = OnUnwind(|| {
+                            self.state
+                                .fetch_add(DISABLE_ONE | PARKED, Ordering::Relaxed);
+                        });
                         self.runtime.enqueue(self);
+                        core::mem::forget(guard);
                     }
                     return;
                 }
@@ -718,10 +734,19 @@ impl TaskletList {
         loop {
             t.next.store(head, Ordering::Relaxed);
             // Release: publishes `t.next` to the drain's Acquire swap.
+            // Acquire: pairs with the Release of the take this push follows
+            // (if any), so the enqueue that then checks the pending bit sees
+            // that drain pass's clearing of it (see `Runtime::enqueue`).
             match self.head.compare_exchange_weak(
                 head,
                 node,
-                ordering!("tasklet_push_relaxed", Release, Relaxed),
+                ordering!(
+                    "tasklet_push_relaxed",
+                    AcqRel,
+                    Relaxed,
+                    "tasklet_push_no_acquire",
+                    Release
+                ),
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return,
@@ -734,10 +759,18 @@ impl TaskletList {
     /// schedule order. `requeue` gets the tasklets found running on another
     /// CPU (transition 7); returns `true` if there were any.
     pub(crate) fn run(&self, mut requeue: impl FnMut(&'static Tasklet)) -> bool {
-        // Acquire: pairs with the Release CAS in `push`.
+        // Acquire: pairs with the Release CAS in `push` (the links).
+        // Release: pairs with the Acquire of a later `push` (see
+        // `Runtime::enqueue`).
         let mut lifo = self.head.swap(
             ptr::null_mut(),
-            ordering!("tasklet_take_relaxed", Acquire, Relaxed),
+            ordering!(
+                "tasklet_take_relaxed",
+                AcqRel,
+                Relaxed,
+                "tasklet_take_no_release",
+                Acquire
+            ),
         );
         // Reverse into schedule order. Every node is ours: its count is
         // non-zero and nobody else links it until `start` changes its state.
@@ -760,7 +793,23 @@ impl TaskletList {
             fifo = t.next.load(Ordering::Relaxed);
             match t.start() {
                 Start::Run => {
+                    // A panicking callback must not leave the tasklet
+                    // running for good, nor strand the rest of the taken
+                    // list: clear RUN and link the rest back (the drain
+                    // re-pends this list's vector when it unwinds).
+                    let rest = fifo;
+                    let guard = OnUnwind(|| {
+                        t.state.fetch_and(!RUN, Ordering::Release);
+                        let mut node = rest;
+                        while !node.is_null() {
+                            // SAFETY: as above; these nodes are still ours.
+                            let u: &'static Tasklet = unsafe { &*node };
+                            node = u.next.load(Ordering::Relaxed);
+                            self.push(u);
+                        }
+                    });
                     (t.func)();
+                    core::mem::forget(guard);
                     t.finish();
                 }
                 Start::Elsewhere => {

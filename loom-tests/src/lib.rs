@@ -1,9 +1,11 @@
 //! Shared pieces of the loom models in `tests/`; see `README.md`.
 //!
-//! Everything here exists only under `--cfg loom`: a [`LoomCpu`] backend
-//! whose "CPUs" are modelled threads, the model runner with the CI
-//! preemption bound, and small bookkeeping helpers (an overlap detector, a
-//! set of seen items) built on `std` atomics.
+//! Everything here exists only under `--cfg loom`: a `LoomCpu` backend
+//! whose "CPUs" are modelled threads (and `LoomCpuWake`, whose kick wakes a
+//! modelled drain thread), the model runner with the CI preemption bound,
+//! an overlap detector (`InFlight`, a loom atomic touched only with
+//! `Relaxed` RMWs) and bookkeeping helpers (`Seen`, `Count`) built on `std`
+//! atomics.
 //!
 //! # Why `std` atomics for bookkeeping
 //!
@@ -36,7 +38,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 
-use bottomhalf::Backend;
+use bottomhalf::{Backend, WakeWord};
 
 pub use loom;
 
@@ -62,6 +64,60 @@ impl Backend for LoomCpu {
     }
 }
 
+/// [`LoomCpu`] whose `kick` wakes a modelled drain thread: it notifies
+/// [`drain_wake`]`(cpu)`, the word the model's drain thread for `cpu`
+/// sleeps on (the models cannot reach the runtime's own per-CPU word, which
+/// is crate-private; the protocol is the same).
+#[derive(Debug)]
+pub struct LoomCpuWake;
+
+impl Backend for LoomCpuWake {
+    fn current_cpu() -> usize {
+        LoomCpu::current_cpu()
+    }
+
+    fn now_ns() -> u64 {
+        0
+    }
+
+    fn kick(cpu: usize, _wake: &WakeWord) {
+        drain_wake(cpu).notify();
+    }
+}
+
+loom::lazy_static! {
+    static ref DRAIN_WAKE: [WakeWord; 2] = [warm(WakeWord::new()), warm(WakeWord::new())];
+}
+
+/// The word CPU `cpu`'s modelled drain thread sleeps on (`cpu` < 2).
+///
+/// Created, per execution, by [`model`] in the main thread before the model
+/// starts, so its lazy initialisation adds no happens-before edge.
+pub fn drain_wake(cpu: usize) -> &'static WakeWord {
+    &DRAIN_WAKE[cpu]
+}
+
+/// Moves both of a fresh word's counters off their initial values with one
+/// `notify` and one `wait` that returns at once (its token is stale).
+///
+/// Why: loom stops a `SeqCst` load from returning a stale store only if that
+/// store is `SeqCst` too, and loom's initial value of an atomic is not. So
+/// in a fresh word, `notify`'s `SeqCst` load of `sleepers` could return the
+/// initial 0 after a sleeper's `SeqCst` increment, and the sleeper's
+/// `SeqCst` load of `seq` the initial value after `notify`'s increment:
+/// both forbidden by C++20 (the loads are ordered after those RMWs in the
+/// single total order), both reported by loom as a lost wake-up. After the
+/// warm-up, the newest value of each counter was written by a `SeqCst`
+/// RMW, and loom's rule applies. The warm-up runs before any modelled
+/// thread exists and leaves the word as fresh as far as the protocol goes:
+/// nobody sleeps, and tokens are taken afterwards.
+fn warm(word: WakeWord) -> WakeWord {
+    let stale = word.token();
+    word.notify();
+    word.wait(stale, Some(core::time::Duration::ZERO));
+    word
+}
+
 /// Makes the current modelled thread CPU `cpu`.
 pub fn bind_cpu(cpu: usize) {
     CPU.with(|c| c.set(cpu));
@@ -80,7 +136,9 @@ where
 }
 
 /// Runs `f` under loom with the preemption bound from
-/// `LOOM_MAX_PREEMPTIONS`, or 2 (the CI bound) if it is not set.
+/// `LOOM_MAX_PREEMPTIONS`, or 2 (the CI bound) if it is not set, and prints
+/// how many executions loom explored and how long it took (shown with
+/// `--nocapture`).
 pub fn model<F>(f: F)
 where
     F: Fn() + Sync + Send + 'static,
@@ -89,7 +147,21 @@ where
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
-    builder.check(f);
+    let bound = builder.preemption_bound;
+    let iterations = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = iterations.clone();
+    let start = std::time::Instant::now();
+    builder.check(move || {
+        counter.fetch_add(1, Relaxed);
+        let _ = &*DRAIN_WAKE;
+        f();
+    });
+    let name = std::thread::current().name().unwrap_or("model").to_owned();
+    eprintln!(
+        "{name}: {} executions, preemption bound {bound:?}, {:.1?}",
+        iterations.load(Relaxed),
+        start.elapsed()
+    );
 }
 
 /// An overlap detector: `enter` asserts nobody else is inside.

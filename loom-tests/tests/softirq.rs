@@ -41,6 +41,8 @@ struct Ctx {
 
 loom::lazy_static! {
     static ref RT: Runtime<LoomCpu, 1> = Runtime::new(Config::DEFAULT);
+    /// No restarts: every drain is a single pass.
+    static ref RT0: Runtime<LoomCpu, 1> = Runtime::new(Config::DEFAULT.max_restart(0));
     static ref CTX: Ctx = Ctx {
         data_a: UnsafeCell::new(0),
         data_b: UnsafeCell::new(0),
@@ -68,7 +70,10 @@ fn handler_a(_cpu: usize) {
         // SAFETY (model): written before `raise(VA)`; loom checks the
         // happens-before edge.
         let v = CTX.data_a.with(|p| unsafe { *p });
-        assert_eq!(v, 1, "VA's handler ran without the data written before raise");
+        assert_eq!(
+            v, 1,
+            "VA's handler ran without the data written before raise"
+        );
         CTX.runs_a.inc();
     });
 }
@@ -77,7 +82,10 @@ fn handler_b(_cpu: usize) {
     serialized(|| {
         // SAFETY (model): as in `handler_a`.
         let v = CTX.data_b.with(|p| unsafe { *p });
-        assert_eq!(v, 1, "VB's handler ran without the data written before raise");
+        assert_eq!(
+            v, 1,
+            "VB's handler ran without the data written before raise"
+        );
         CTX.runs_b.inc();
     });
 }
@@ -178,8 +186,89 @@ fn coalesced_raises_are_covered() {
         let stats = RT.stats();
         let set_bit = stats.raised(0, VA) - stats.coalesced(0, VA);
         assert_eq!(stats.raised(0, VA), 2);
-        assert_eq!(CTX.runs_a.get(), set_bit as usize, "runs vs raises that set the bit");
+        assert_eq!(
+            CTX.runs_a.get(),
+            set_bit as usize,
+            "runs vs raises that set the bit"
+        );
         assert_eq!(stats.runs(0, VA), set_bit);
-        assert_eq!(CTX.seq_seen.get(), 2, "the last raise's data was never seen by a run");
+        assert_eq!(
+            CTX.seq_seen.get(),
+            2,
+            "the last raise's data was never seen by a run"
+        );
+    });
+}
+
+/// A third context on CPU 0 that only drains (a drain thread) beside the
+/// two that raise and drain: the same guarantees with three contenders for
+/// the CPU's drain.
+#[test]
+fn three_contexts_one_cpu() {
+    model(|| {
+        set_up();
+        let a = spawn_on(0, || {
+            // SAFETY (model): only this thread writes `data_a`.
+            CTX.data_a.with_mut(|p| unsafe { *p = 1 });
+            RT.raise(VA);
+            RT.drain()
+        });
+        let b = spawn_on(0, || {
+            // SAFETY (model): only this thread writes `data_b`.
+            CTX.data_b.with_mut(|p| unsafe { *p = 1 });
+            RT.raise(VB);
+            RT.drain()
+        });
+        let c = spawn_on(0, || RT.drain());
+        let outcomes = [a.join().unwrap(), b.join().unwrap(), c.join().unwrap()];
+
+        assert!(!outcomes.contains(&DrainOutcome::Remaining));
+        assert_eq!(RT.pending(0), 0, "a raise was stranded: {outcomes:?}");
+        assert_eq!(CTX.runs_a.get(), 1, "VA runs");
+        assert_eq!(CTX.runs_b.get(), 1, "VB runs");
+    });
+}
+
+/// With no restarts allowed, a drain that finds work raised during its
+/// pass stops, returns `Remaining` and kicks the backend (whose drain
+/// thread runs the rest). After both contexts return: work is pending only
+/// if some drain said `Remaining`; the kicked drain (the main thread's)
+/// then runs each vector exactly once.
+#[test]
+fn budget_exhaustion_hands_work_on() {
+    model(|| {
+        bind_cpu(0);
+        RT0.register(VA, "A", handler_a).unwrap();
+        RT0.register(VB, "B", handler_b).unwrap();
+        let _ = &*CTX;
+        let a = spawn_on(0, || {
+            // SAFETY (model): only this thread writes `data_a`.
+            CTX.data_a.with_mut(|p| unsafe { *p = 1 });
+            RT0.raise(VA);
+            RT0.drain()
+        });
+        let b = spawn_on(0, || {
+            // SAFETY (model): only this thread writes `data_b`.
+            CTX.data_b.with_mut(|p| unsafe { *p = 1 });
+            RT0.raise(VB);
+            RT0.drain()
+        });
+        let oa = a.join().unwrap();
+        let ob = b.join().unwrap();
+
+        let remaining = oa == DrainOutcome::Remaining || ob == DrainOutcome::Remaining;
+        assert!(
+            RT0.pending(0) == 0 || remaining,
+            "work left pending without a Remaining outcome: ({oa:?}, {ob:?})"
+        );
+        assert_eq!(
+            RT0.stats().budget_exhausted(0),
+            u32::from(oa == DrainOutcome::Remaining) + u32::from(ob == DrainOutcome::Remaining)
+        );
+        // The drain thread the kick woke.
+        assert_eq!(RT0.drain(), DrainOutcome::Complete);
+        assert_eq!(RT0.pending(0), 0);
+        assert_eq!(CTX.runs_a.get(), 1, "VA runs");
+        assert_eq!(CTX.runs_b.get(), 1, "VB runs");
     });
 }

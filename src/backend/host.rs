@@ -193,8 +193,15 @@ impl<const N: usize> Runtime<Host, N> {
             if stop.load(Ordering::Acquire) {
                 return;
             }
-            if self.pending(cpu) != 0 && self.drain() != DrainOutcome::Busy {
-                continue;
+            if self.pending(cpu) != 0 {
+                // A handler that panics has reported itself (the panic
+                // hook) and left the CPU usable (see `drain`); this thread
+                // goes on draining, as a CPU goes on taking interrupts.
+                let outcome =
+                    std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| self.drain()));
+                if !matches!(outcome, Ok(DrainOutcome::Busy)) {
+                    continue;
+                }
             }
             // Nothing pending, or another thread bound to this CPU is
             // draining it: that drain runs what it finds and kicks us if it

@@ -1,0 +1,864 @@
+//! `Pool`: one set of worker threads and their lists (Linux's
+//! `worker_pool`). An unbound workqueue has one pool; a per-CPU workqueue
+//! has one per CPU.
+//!
+//! Design rules:
+//!
+//! - `queue` only pushes onto `intake`, a lock-free LIFO (one CAS; no node
+//!   is ever popped singly, so no ABA), then wakes a sleeping worker.
+//! - Everything else happens under the pool's lock: taking the intake
+//!   whole (reversed into queue order) onto the run list (`fifo`) or, for a
+//!   delayed item, into the sorted `timers` list; starting and finishing
+//!   items; cancel and `mod_delayed` unlinking; the flush colors.
+//! - An item found still running (queued again while it ran on another
+//!   worker) goes on `collided` and back to the front of `fifo` when its run
+//!   is over: never two runs at once.
+//! - A node is on a list of pool P exactly while its state word says
+//!   PENDING at P (or it is being pushed there). Whoever unlinks it under
+//!   P's lock clears PENDING or moves it in the same critical section.
+//! - Pools are type-stable: allocated once, never freed, recycled through a
+//!   free list when their workqueue is dropped. A stale pool pointer in an
+//!   idle item's word (or one read just before the item ran and its
+//!   workqueue went away) still points to a `Pool`; `cancel` and `flush`
+//!   lock it and re-check the word before trusting it.
+
+use core::ptr::{self, NonNull};
+use core::time::Duration;
+use std::boxed::Box;
+use std::vec::Vec;
+
+use super::lock::Lock;
+use super::work::{flags, pool_of, release_count, Start, Work, DELAYED, PENDING, RUNNING};
+use crate::backend::{Backend, Host};
+use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use crate::wake::WakeWord;
+
+/// Which list of its pool holds a node (`Work::place`).
+pub(super) struct Place;
+
+impl Place {
+    /// On no list: idle, running, or being pushed onto the intake.
+    pub(super) const NONE: u8 = 0;
+    /// On the run list.
+    pub(super) const FIFO: u8 = 1;
+    /// Set aside: queued again while its previous run is not over.
+    pub(super) const COLLIDED: u8 = 2;
+    /// On the timer list.
+    pub(super) const TIMER: u8 = 3;
+}
+
+/// Per-incarnation settings, fixed while the pool serves one workqueue.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PoolConfig {
+    pub(super) max_active: u32,
+    pub(super) threads: u32,
+    pub(super) watchdog_ns: Option<u64>,
+}
+
+/// Counters kept under the lock.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PoolCounters {
+    pub(super) runs: u64,
+    pub(super) max_active_seen: u32,
+    pub(super) timers_fired: u64,
+    pub(super) collisions: u64,
+    pub(super) discarded: u64,
+}
+
+/// An item a worker started: what it needs to run and finish it.
+#[derive(Debug)]
+pub(super) struct Started {
+    /// The node as linked (with the provenance `Arc::from_raw` needs).
+    pub(super) work: NonNull<Work>,
+    /// The run owns one `Arc` count, released after finish.
+    pub(super) held: bool,
+    /// Flush color of the queued instance.
+    color: u8,
+    /// Start time, if the watchdog is on.
+    pub(super) since_ns: u64,
+}
+
+/// What a worker does next.
+pub(super) enum Step {
+    Run(Started),
+    /// Nothing runnable; sleep until woken or for this many nanoseconds.
+    Idle(Option<u64>),
+    /// The workqueue is gone and this pool is empty.
+    Exit,
+}
+
+/// The workqueue's stop state, read before a step.
+#[derive(Clone, Copy)]
+pub(super) struct Stop {
+    /// No new work is accepted; timers that have not expired are dropped.
+    pub(super) stopping: bool,
+    /// Every item that might still queue has finished: exit when empty.
+    pub(super) exit: bool,
+}
+
+/// Things a step leaves for after the lock is released.
+#[derive(Default)]
+pub(super) struct After {
+    /// `Arc` counts to release (the item's drop may run user code).
+    release: Vec<NonNull<Work>>,
+    /// Pools holding an instance set aside behind a run that just ended.
+    wake: Vec<&'static Pool>,
+    /// More runnable items than this worker: wake a peer (see `step`).
+    wake_peer: bool,
+}
+
+impl After {
+    pub(super) fn run(&mut self, pool: &Pool) {
+        for p in self.wake.drain(..) {
+            p.wake.notify();
+        }
+        if core::mem::take(&mut self.wake_peer) {
+            pool.wake.notify();
+        }
+        for node in self.release.drain(..) {
+            // SAFETY: only nodes whose HELD count moved to us are pushed
+            // here (finish of a held run, stop-time discard of a held
+            // timer); each is pushed once.
+            unsafe { release_count(node) };
+        }
+    }
+}
+
+/// A worker pool. Aligned so that its address leaves the work state
+/// word's six flag bits free.
+#[repr(align(64))]
+pub(super) struct Pool {
+    /// Newly queued items, most recent first. Pushed by `queue` (CAS, any
+    /// context); taken whole by the lock holder (swap).
+    intake: AtomicPtr<Work>,
+    /// Workers inside `sleep`. `queue` wakes only when non-zero.
+    idle: AtomicU32,
+    /// Workers sleep here.
+    pub(super) wake: WakeWord,
+    /// Whole-queue flushers and the stopping workqueue sleep here.
+    pub(super) flushed: WakeWord,
+    /// One item at a time (one thread, or `max_active == 1`): flushing a
+    /// pending item of this pool from one of its items would deadlock.
+    serial: AtomicBool,
+    pub(super) state: Lock<PoolState>,
+}
+
+/// Everything under the pool's lock.
+pub(super) struct PoolState {
+    fifo: List,
+    collided: List,
+    timers: List,
+    /// Items running now.
+    active: u32,
+    pub(super) cfg: PoolConfig,
+    /// Flush color given to items entering `fifo`.
+    color: u8,
+    /// Items of each color on `fifo`, on `collided` or running.
+    in_flight: [u32; 2],
+    /// A whole-queue flush owns the colors.
+    flushing: bool,
+    /// A stopping workqueue waits for the pool to be empty.
+    want_idle: bool,
+    /// Runs in progress (only with the watchdog on): name, start.
+    running: Vec<(NonNull<Work>, &'static str, u64)>,
+    pub(super) counters: PoolCounters,
+}
+
+// SAFETY: the raw pointers are links to live work items (static, or kept
+// alive by the Arc count the list holds); they are only followed under the
+// pool's lock, from any thread.
+unsafe impl Send for PoolState {}
+
+#[cfg(not(loom))]
+static FREE_POOLS: Lock<Vec<&'static Pool>> = Lock::new(Vec::new());
+
+impl Pool {
+    loom_const_fn! {
+        fn new() -> Pool {
+            Pool {
+                intake: AtomicPtr::new(ptr::null_mut()),
+                idle: AtomicU32::new(0),
+                wake: super::wake_word(),
+                flushed: super::wake_word(),
+                serial: AtomicBool::new(true),
+                state: Lock::new(PoolState {
+                    fifo: List::new(),
+                    collided: List::new(),
+                    timers: List::new(),
+                    active: 0,
+                    cfg: PoolConfig {
+                        max_active: 1,
+                        threads: 0,
+                        watchdog_ns: None,
+                    },
+                    color: 0,
+                    in_flight: [0; 2],
+                    flushing: false,
+                    want_idle: false,
+                    running: Vec::new(),
+                    counters: PoolCounters {
+                        runs: 0,
+                        max_active_seen: 0,
+                        timers_fired: 0,
+                        collisions: 0,
+                        discarded: 0,
+                    },
+                }),
+            }
+        }
+    }
+
+    /// A pool for a new workqueue: a recycled one or a new (leaked) one.
+    ///
+    /// Top-half safe: no. Allocates: yes. Blocks: briefly (free-list lock).
+    pub(super) fn acquire(cfg: PoolConfig) -> &'static Pool {
+        #[cfg(not(loom))]
+        let reused = FREE_POOLS.with(Vec::pop);
+        #[cfg(loom)]
+        let reused: Option<&'static Pool> = None;
+        let pool: &'static Pool = match reused {
+            Some(p) => p,
+            None => Box::leak(Box::new(Pool::new())),
+        };
+        pool.serial
+            .store(cfg.threads <= 1 || cfg.max_active == 1, Ordering::Relaxed);
+        pool.state.with(|st| {
+            debug_assert!(st.is_quiescent() && st.in_flight == [0, 0] && !st.flushing);
+            st.cfg = cfg;
+            st.want_idle = false;
+            st.counters = PoolCounters::default();
+            st.running.reserve(cfg.threads as usize);
+        });
+        pool
+    }
+
+    /// Returns a drained pool to the free list. Its memory stays valid for
+    /// ever (stale pointers in idle items' words).
+    pub(super) fn retire(&'static self) {
+        debug_assert!(self.intake.load(Ordering::Relaxed).is_null());
+        #[cfg(not(loom))]
+        FREE_POOLS.with(|free| free.push(self));
+    }
+
+    /// See the `serial` field.
+    pub(super) fn is_serial(&self) -> bool {
+        self.serial.load(Ordering::Relaxed)
+    }
+
+    /// Pushes a node whose PENDING this caller set (it owns the link), then
+    /// wakes a sleeping worker. Lock-free; async-signal-safe.
+    #[inline]
+    pub(super) fn push(&self, node: NonNull<Work>) {
+        // SAFETY: the caller's link keeps the node alive (static, or the
+        // Arc count it just gave the list).
+        let w = unsafe { node.as_ref() };
+        let mut head = self.intake.load(Ordering::Relaxed);
+        loop {
+            w.next.store(head, Ordering::Relaxed);
+            // Release: publishes `next`, `deadline_ns` and the state word to
+            // the Acquire swap in `take_intake`. SeqCst: the store half of
+            // the store-buffering pair with `sleep` (see below).
+            match self.intake.compare_exchange_weak(
+                head,
+                node.as_ptr(),
+                ordering!("work_push_relaxed", SeqCst, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        // SeqCst: pairs with `sleep` (idle += 1, then load intake): either
+        // we see the sleeper or it sees our push.
+        if self
+            .idle
+            .load(ordering!("work_idle_relaxed", SeqCst, Relaxed))
+            != 0
+        {
+            self.wake.notify();
+        }
+    }
+
+    /// Sleeps until woken, or `timeout_ns`. `token` was taken before the
+    /// step that found nothing to do.
+    pub(super) fn sleep(&self, token: u32, timeout_ns: Option<u64>) {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        // SeqCst: the load half of the pair with `push`.
+        if self
+            .intake
+            .load(ordering!("work_sleep_relaxed", SeqCst, Relaxed))
+            .is_null()
+        {
+            self.wake.wait(token, timeout_ns.map(Duration::from_nanos));
+        }
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// One round of a worker under the lock: finish `done`, move the intake,
+    /// fire due timers, start the next runnable item.
+    pub(super) fn step(
+        &'static self,
+        done: Option<Started>,
+        stop: Stop,
+        after: &mut After,
+    ) -> Step {
+        self.state.with(|st| {
+            if let Some(d) = done {
+                self.finish_locked(st, d, after);
+            }
+            self.take_intake(st);
+            if !st.collided.is_empty() {
+                st.recheck_collided();
+            }
+            let timeout = if st.timers.is_empty() {
+                None
+            } else {
+                st.fire_timers(stop.stopping, after)
+            };
+            if let Some(s) = st.pop() {
+                // More runnable items, and a worker that is not running one
+                // (asleep, or about to sleep with a token taken before its
+                // last step): wake it. Not filtered on `idle`, whose pair
+                // with `sleep` covers the intake only.
+                if !st.fifo.is_empty()
+                    && st.active < st.cfg.max_active
+                    && st.active < st.cfg.threads
+                {
+                    after.wake_peer = true;
+                }
+                return Step::Run(s);
+            }
+            if st.is_quiescent() {
+                if st.want_idle {
+                    self.flushed.notify();
+                }
+                if stop.exit {
+                    return Step::Exit;
+                }
+            }
+            Step::Idle(timeout)
+        })
+    }
+
+    /// Transition 3 and the bookkeeping around it.
+    fn finish_locked(&'static self, st: &mut PoolState, d: Started, after: &mut After) {
+        // SAFETY: a started item is alive until its count (if any) is
+        // released, which happens after this, in `After::run`.
+        let w = unsafe { d.work.as_ref() };
+        st.active -= 1;
+        st.counters.runs += 1;
+        if st.cfg.watchdog_ns.is_some() {
+            if let Some(i) = st.running.iter().position(|r| r.0 == d.work) {
+                st.running.swap_remove(i);
+            }
+        }
+        st.uncount(self, d.color);
+        let now = w.finish();
+        if flags(now) & PENDING != 0 {
+            let q = pool_of(now);
+            if ptr::eq(q, self) {
+                // Queued again onto this pool while it ran. If another
+                // worker set it aside, it runs next.
+                if w.place.load(Ordering::Relaxed) == Place::COLLIDED {
+                    // SAFETY: COLLIDED means on our `collided` list, and the
+                    // word (PENDING here) cannot change pool without our lock.
+                    let node = unsafe { st.collided.remove(w) };
+                    w.place.store(Place::FIFO, Ordering::Relaxed);
+                    // SAFETY: just unlinked; alive (pending link).
+                    unsafe { st.fifo.push_front(node) };
+                }
+            } else {
+                // SAFETY: pools are never freed (module docs).
+                after.wake.push(unsafe { &*q });
+            }
+        }
+        if d.held {
+            after.release.push(d.work);
+        }
+    }
+
+    /// Moves the intake onto the lists, in queue order.
+    fn take_intake(&self, st: &mut PoolState) {
+        // Skip the swap (a write to a line producers write) when empty. Not
+        // under loom: its scheduler does not explore a pure load racing
+        // with a load-then-CAS (the push), so models always swap.
+        if !cfg!(loom) && self.intake.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire: pairs with the Release CAS in `push`.
+        let mut lifo = self.intake.swap(
+            ptr::null_mut(),
+            ordering!("work_take_relaxed", Acquire, Relaxed),
+        );
+        let mut fifo: *mut Work = ptr::null_mut();
+        while let Some(node) = NonNull::new(lifo) {
+            // SAFETY: pushed nodes are alive while PENDING (static, or the
+            // list's Arc count); we own their links now.
+            let w = unsafe { node.as_ref() };
+            lifo = w.next.load(Ordering::Relaxed);
+            w.next.store(fifo, Ordering::Relaxed);
+            fifo = node.as_ptr();
+        }
+        while let Some(node) = NonNull::new(fifo) {
+            // SAFETY: as above.
+            let w = unsafe { node.as_ref() };
+            fifo = w.next.load(Ordering::Relaxed);
+            // SAFETY: on no list (just taken off the intake), alive.
+            unsafe { st.relink(node) };
+        }
+    }
+
+    /// Runs `f` under the lock of the pool holding `w`'s pending instance,
+    /// with that instance's place and the state word, once the instance is
+    /// on a list (a `queue` between its two CASes is waited for). `f` must
+    /// leave the node linked, or unlink it with [`PoolState::unlink`] and
+    /// then clear PENDING or re-target it. `None` if `w` is not pending.
+    pub(super) fn with_pending<R>(
+        w: &Work,
+        f: impl FnOnce(&'static Pool, &mut PoolState, u8, *mut Pool) -> R,
+    ) -> Option<R> {
+        enum Found<R> {
+            Moved,
+            InFlight,
+            Done(R),
+        }
+        let mut f = Some(f);
+        loop {
+            let s = w.state.load(Ordering::Acquire);
+            if flags(s) & PENDING == 0 {
+                return None;
+            }
+            // SAFETY: pools are never freed (module docs); the word is
+            // re-checked under the lock before the pool is trusted.
+            let pool: &'static Pool = unsafe { &*pool_of(s) };
+            let found = pool.state.with(|st| {
+                pool.take_intake(st);
+                // Under this lock the word cannot leave "PENDING here".
+                let now = w.state.load(Ordering::Acquire);
+                if flags(now) & PENDING == 0 || !ptr::eq(pool_of(now), pool) {
+                    return Found::Moved;
+                }
+                let place = w.place.load(Ordering::Relaxed);
+                if place == Place::NONE {
+                    return Found::InFlight;
+                }
+                let f = f.take().expect("called once");
+                let r = f(pool, st, place, now);
+                if st.want_idle && st.is_quiescent() {
+                    pool.flushed.notify();
+                }
+                Found::Done(r)
+            });
+            match found {
+                Found::Moved => {}
+                Found::InFlight => spin_wait(),
+                Found::Done(r) => return Some(r),
+            }
+        }
+    }
+
+    /// Fires `w`'s pending timer now (for `DelayedWork::flush`).
+    pub(super) fn fire_now(w: &Work) {
+        let _ = Pool::with_pending(w, |pool, st, place, _| {
+            if place == Place::TIMER {
+                // SAFETY: `place` says where it is, under this lock.
+                let node = unsafe { st.unlink(pool, w, place) };
+                w.fire();
+                st.counters.timers_fired += 1;
+                // SAFETY: just unlinked; alive (pending link).
+                unsafe { st.enlist(node) };
+                pool.wake.notify();
+            }
+        });
+    }
+
+    /// Whole-queue flush, step 1: become the pool's flusher and flip the
+    /// color. `None` while another flush owns the colors.
+    pub(super) fn begin_flush(&self) -> Option<u8> {
+        self.state.with(|st| {
+            if st.flushing {
+                return None;
+            }
+            st.flushing = true;
+            self.take_intake(st);
+            let old = st.color;
+            st.color ^= 1;
+            Some(old)
+        })
+    }
+
+    /// Whole-queue flush, step 2: `true` (and the colors released) once no
+    /// item of color `old` is queued or running.
+    pub(super) fn end_flush_if_done(&self, old: u8) -> bool {
+        self.state.with(|st| {
+            if st.in_flight[usize::from(old)] != 0 {
+                return false;
+            }
+            st.flushing = false;
+            true
+        })
+    }
+
+    /// For the stopping workqueue: `true` if nothing is queued, set aside,
+    /// timed or running; otherwise `flushed` is notified when that is so.
+    pub(super) fn quiescent_now(&self) -> bool {
+        self.state.with(|st| {
+            self.take_intake(st);
+            st.want_idle = true;
+            st.is_quiescent()
+        })
+    }
+
+    /// Items on the lists and running, and timers: for statistics.
+    pub(super) fn snapshot(&self, now_ns: u64) -> PoolSnapshot {
+        self.state.with(|st| {
+            self.take_intake(st);
+            st.snapshot(now_ns)
+        })
+    }
+}
+
+impl PoolState {
+    fn snapshot(&self, now_ns: u64) -> PoolSnapshot {
+        let st = self;
+        PoolSnapshot {
+            counters: st.counters,
+            queued: st.fifo.len + st.collided.len,
+            timers: st.timers.len,
+            running_long: match st.cfg.watchdog_ns {
+                Some(limit) => st
+                    .running
+                    .iter()
+                    .filter(|r| now_ns.saturating_sub(r.2) > limit)
+                    .map(|r| (r.1, Duration::from_nanos(now_ns.saturating_sub(r.2))))
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+}
+
+/// What `Pool::snapshot` returns.
+pub(super) struct PoolSnapshot {
+    pub(super) counters: PoolCounters,
+    pub(super) queued: usize,
+    pub(super) timers: usize,
+    pub(super) running_long: Vec<(&'static str, Duration)>,
+}
+
+impl PoolState {
+    /// Nothing queued, set aside, timed or running.
+    pub(super) fn is_quiescent(&self) -> bool {
+        self.active == 0
+            && self.fifo.is_empty()
+            && self.collided.is_empty()
+            && self.timers.is_empty()
+    }
+
+    /// Puts a node taken off the intake (or re-targeted here) on the timer
+    /// list if DELAYED, else on the run list.
+    ///
+    /// # Safety
+    ///
+    /// `node` is alive while PENDING, on no list, and its word says PENDING
+    /// at this pool (we own its link under this lock).
+    pub(super) unsafe fn relink(&mut self, node: NonNull<Work>) {
+        // SAFETY: per the contract.
+        let w = unsafe { node.as_ref() };
+        if flags(w.state.load(Ordering::Relaxed)) & DELAYED != 0 {
+            w.place.store(Place::TIMER, Ordering::Relaxed);
+            let deadline = w.deadline();
+            // SAFETY: per the contract; timer nodes' deadlines are ours.
+            unsafe { self.timers.insert_sorted(node, deadline, Work::deadline) };
+        } else {
+            // SAFETY: per the contract.
+            unsafe { self.enlist(node) };
+        }
+    }
+
+    /// Appends to the run list with the current flush color.
+    ///
+    /// # Safety
+    ///
+    /// As [`relink`](PoolState::relink).
+    unsafe fn enlist(&mut self, node: NonNull<Work>) {
+        // SAFETY: per the contract.
+        let w = unsafe { node.as_ref() };
+        w.color.store(self.color, Ordering::Relaxed);
+        self.in_flight[usize::from(self.color)] += 1;
+        w.place.store(Place::FIFO, Ordering::Relaxed);
+        // SAFETY: per the contract.
+        unsafe { self.fifo.push_back(node) };
+    }
+
+    /// Takes `w` off the list `place` names; returns the node as linked.
+    /// `place` is NONE afterwards: set before the caller's CAS hands the
+    /// link on.
+    ///
+    /// # Safety
+    ///
+    /// `place` is `w`'s place, read under this lock with `w` pending here.
+    pub(super) unsafe fn unlink(&mut self, pool: &Pool, w: &Work, place: u8) -> NonNull<Work> {
+        // SAFETY: per the contract, `w` is on that list.
+        let node = unsafe {
+            match place {
+                Place::FIFO => self.fifo.remove(w),
+                Place::COLLIDED => self.collided.remove(w),
+                Place::TIMER => self.timers.remove(w),
+                _ => unreachable!("unlink of a node on no list"),
+            }
+        };
+        if place != Place::TIMER {
+            self.uncount(pool, w.color.load(Ordering::Relaxed));
+        }
+        w.place.store(Place::NONE, Ordering::Relaxed);
+        node
+    }
+
+    /// An item of `color` left the run list for good (ran or cancelled).
+    fn uncount(&mut self, pool: &Pool, color: u8) {
+        let c = usize::from(color);
+        self.in_flight[c] -= 1;
+        if self.flushing && self.in_flight[c] == 0 {
+            pool.flushed.notify();
+        }
+    }
+
+    /// Transition 2 for the first runnable item, within `max_active`.
+    fn pop(&mut self) -> Option<Started> {
+        while self.active < self.cfg.max_active {
+            let node = self.fifo.pop_front()?;
+            // SAFETY: list nodes are alive while PENDING.
+            let w = unsafe { node.as_ref() };
+            let color = w.color.load(Ordering::Relaxed);
+            // Before the CAS: afterwards the link belongs to the next
+            // `queue`, and a canceler on another pool may read `place`.
+            w.place.store(Place::NONE, Ordering::Relaxed);
+            match w.start() {
+                Start::Run { held } => {
+                    self.active += 1;
+                    self.counters.max_active_seen = self.counters.max_active_seen.max(self.active);
+                    let since_ns = match self.cfg.watchdog_ns {
+                        Some(_) => {
+                            let t = Host::now_ns();
+                            self.running.push((node, w.name(), t));
+                            t
+                        }
+                        None => 0,
+                    };
+                    return Some(Started {
+                        work: node,
+                        held,
+                        color,
+                        since_ns,
+                    });
+                }
+                Start::Collided => {
+                    w.place.store(Place::COLLIDED, Ordering::Relaxed);
+                    self.counters.collisions += 1;
+                    // SAFETY: just taken off `fifo`; still pending here.
+                    unsafe { self.collided.push_back(node) };
+                }
+            }
+        }
+        None
+    }
+
+    /// Set-aside items whose run is over go back to the front of the run
+    /// list, in their order.
+    fn recheck_collided(&mut self) {
+        let mut cur = self.collided.tail;
+        while let Some(node) = NonNull::new(cur) {
+            // SAFETY: list nodes are alive while PENDING.
+            let w = unsafe { node.as_ref() };
+            cur = w.prev.load(Ordering::Relaxed);
+            // Acquire: pairs with `finish`'s Release; the next run starts
+            // after the previous one's effects.
+            if flags(w.state.load(Ordering::Acquire)) & RUNNING == 0 {
+                // SAFETY: `w` is on `collided`.
+                let node = unsafe { self.collided.remove(w) };
+                w.place.store(Place::FIFO, Ordering::Relaxed);
+                // SAFETY: just unlinked; pending here.
+                unsafe { self.fifo.push_front(node) };
+            }
+        }
+    }
+
+    /// Transition 6 for every due timer; when stopping, transition 8 for
+    /// the rest. Returns the time to the next deadline.
+    fn fire_timers(&mut self, stopping: bool, after: &mut After) -> Option<u64> {
+        let now = Host::now_ns();
+        while let Some(node) = self.timers.front() {
+            // SAFETY: list nodes are alive while PENDING.
+            let w = unsafe { node.as_ref() };
+            if w.deadline() > now {
+                break;
+            }
+            // SAFETY: `w` is at the front of `timers`.
+            let node = unsafe { self.timers.remove(w) };
+            w.fire();
+            self.counters.timers_fired += 1;
+            // SAFETY: just unlinked; pending here.
+            unsafe { self.enlist(node) };
+        }
+        if stopping {
+            while let Some(node) = self.timers.pop_front() {
+                // SAFETY: list nodes are alive while PENDING; the count (if
+                // HELD) is released after the lock.
+                let w = unsafe { node.as_ref() };
+                w.place.store(Place::NONE, Ordering::Relaxed);
+                if w.drop_pending() {
+                    after.release.push(node);
+                }
+                self.counters.discarded += 1;
+            }
+        }
+        self.timers.front().map(|node| {
+            // SAFETY: as above.
+            unsafe { node.as_ref() }.deadline().saturating_sub(now)
+        })
+    }
+}
+
+/// An intrusive doubly linked list through `Work::next`/`Work::prev`,
+/// owned by a pool's lock. Nodes are stored as pushed, so a node pointer
+/// read back keeps the provenance it was queued with.
+pub(super) struct List {
+    head: *mut Work,
+    tail: *mut Work,
+    len: usize,
+}
+
+impl List {
+    loom_const_fn! {
+        fn new() -> List {
+            List {
+                head: ptr::null_mut(),
+                tail: ptr::null_mut(),
+                len: 0,
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    fn front(&self) -> Option<NonNull<Work>> {
+        NonNull::new(self.head)
+    }
+
+    /// # Safety
+    ///
+    /// `node` is alive until removed and on no list.
+    unsafe fn push_back(&mut self, node: NonNull<Work>) {
+        // SAFETY: per the contract.
+        let w = unsafe { node.as_ref() };
+        w.next.store(ptr::null_mut(), Ordering::Relaxed);
+        w.prev.store(self.tail, Ordering::Relaxed);
+        match NonNull::new(self.tail) {
+            // SAFETY: list nodes are alive.
+            Some(t) => unsafe { t.as_ref() }
+                .next
+                .store(node.as_ptr(), Ordering::Relaxed),
+            None => self.head = node.as_ptr(),
+        }
+        self.tail = node.as_ptr();
+        self.len += 1;
+    }
+
+    /// # Safety
+    ///
+    /// As [`push_back`](List::push_back).
+    unsafe fn push_front(&mut self, node: NonNull<Work>) {
+        // SAFETY: per the contract.
+        let w = unsafe { node.as_ref() };
+        w.prev.store(ptr::null_mut(), Ordering::Relaxed);
+        w.next.store(self.head, Ordering::Relaxed);
+        match NonNull::new(self.head) {
+            // SAFETY: list nodes are alive.
+            Some(h) => unsafe { h.as_ref() }
+                .prev
+                .store(node.as_ptr(), Ordering::Relaxed),
+            None => self.tail = node.as_ptr(),
+        }
+        self.head = node.as_ptr();
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<NonNull<Work>> {
+        let node = NonNull::new(self.head)?;
+        // SAFETY: the head is on this list and alive.
+        Some(unsafe { self.remove(node.as_ref()) })
+    }
+
+    /// Unlinks `w`; returns the node pointer as it was linked.
+    ///
+    /// # Safety
+    ///
+    /// `w` is on this list.
+    unsafe fn remove(&mut self, w: &Work) -> NonNull<Work> {
+        let prev = w.prev.load(Ordering::Relaxed);
+        let next = w.next.load(Ordering::Relaxed);
+        let node = match NonNull::new(prev) {
+            Some(p) => {
+                // SAFETY: list nodes are alive.
+                let p = unsafe { p.as_ref() };
+                let node = p.next.load(Ordering::Relaxed);
+                p.next.store(next, Ordering::Relaxed);
+                node
+            }
+            None => core::mem::replace(&mut self.head, next),
+        };
+        match NonNull::new(next) {
+            // SAFETY: list nodes are alive.
+            Some(n) => unsafe { n.as_ref() }.prev.store(prev, Ordering::Relaxed),
+            None => self.tail = prev,
+        }
+        self.len -= 1;
+        debug_assert!(ptr::eq(node, w), "List::remove of a node on another list");
+        NonNull::new(node).expect("a linked node is non-null")
+    }
+
+    /// Inserts after the last node whose key is `<= key` (FIFO among
+    /// equal deadlines). Walks from the tail: new timers tend to be last.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_back`](List::push_back).
+    unsafe fn insert_sorted(
+        &mut self,
+        node: NonNull<Work>,
+        key: u64,
+        key_of: impl Fn(&Work) -> u64,
+    ) {
+        let mut after = self.tail;
+        while let Some(a) = NonNull::new(after) {
+            // SAFETY: list nodes are alive.
+            let a = unsafe { a.as_ref() };
+            if key_of(a) <= key {
+                break;
+            }
+            after = a.prev.load(Ordering::Relaxed);
+        }
+        let Some(a) = NonNull::new(after) else {
+            // SAFETY: per the contract.
+            unsafe { self.push_front(node) };
+            return;
+        };
+        // SAFETY: per the contract; `a` is on this list.
+        let (w, a) = unsafe { (node.as_ref(), a.as_ref()) };
+        let next = a.next.load(Ordering::Relaxed);
+        w.prev.store(after, Ordering::Relaxed);
+        w.next.store(next, Ordering::Relaxed);
+        a.next.store(node.as_ptr(), Ordering::Relaxed);
+        match NonNull::new(next) {
+            // SAFETY: list nodes are alive.
+            Some(n) => unsafe { n.as_ref() }
+                .prev
+                .store(node.as_ptr(), Ordering::Relaxed),
+            None => self.tail = node.as_ptr(),
+        }
+        self.len += 1;
+    }
+}
