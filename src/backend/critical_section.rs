@@ -68,9 +68,9 @@
 //! | operation | masked sections |
 //! | --- | --- |
 //! | `Runtime::raise` | 1 (`fetch_or`); 2 if coalesced (`fetch_add` of the counter) |
-//! | `Tasklet::schedule` | 1 per CAS attempt on the state; when it queues, + 1 per CAS attempt on the list head + 1 `fetch_or` |
+//! | `Tasklet::schedule` | 1 per CAS attempt on the state; when it queues, + 1 per CAS attempt on the list head, + 1 `fetch_or` unless the list's vector is already pending |
 //! | `Producer::push` (`Mailbox`) | none: loads and stores only |
-//! | `MpscMailbox::push` | 1 per CAS attempt on the free count + 1 `fetch_add` (ticket); + 1 if full (drop counter) or a new high-water mark |
+//! | `MpscMailbox::push` | 1 per CAS attempt on the word that packs the used count and the ticket; + 1 if full (drop counter) or at a new high-water mark |
 //! | `Runtime::irq_enter` / `irq_exit` | 1 each (`fetch_add` / `fetch_sub` of the nesting depth) |
 //!
 //! Loads and stores of aligned words are single instructions on every
