@@ -103,6 +103,12 @@ fn assert_alloc_free<R>(path: &str, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The default restart budget without the time budget: a test whose drain
+/// restarts (a handler re-raising, a callback blocked on another thread)
+/// must not depend on how fast the machine, or miri, is. The time budget
+/// has tests of its own.
+const NO_TIME_BUDGET: Config = Config::DEFAULT.time_budget_ns(0);
+
 // ---------------------------------------------------------------------------
 // Self-tests: the allocator can fail a test.
 
@@ -181,7 +187,7 @@ fn allocator_self_test_ignores_other_threads() {
 
 #[test]
 fn raise_idle_and_coalesced_do_not_allocate() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     const V: Vector = Vector::new(3);
     const NO_HANDLER: Vector = Vector::new(17);
     RT.register(V, "V", |_| {}).unwrap();
@@ -213,16 +219,14 @@ fn raise_idle_and_coalesced_do_not_allocate() {
 
 #[test]
 fn schedule_idle_pending_and_killed_do_not_allocate() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static T: Tasklet = Tasklet::new(&RT, || {});
     static HI: Tasklet = Tasklet::new_hi(&RT, || {});
     static K: Tasklet = Tasklet::new(&RT, || {});
 
     assert!(assert_alloc_free("Tasklet::schedule (idle)", || T.schedule()));
-    assert!(!assert_alloc_free("Tasklet::schedule (pending)", || T
-        .schedule()));
-    assert!(assert_alloc_free("Tasklet::schedule (idle, hi)", || HI
-        .schedule()));
+    assert!(!assert_alloc_free("Tasklet::schedule (pending)", || T.schedule()));
+    assert!(assert_alloc_free("Tasklet::schedule (idle, hi)", || HI.schedule()));
     assert!(RT.drain().is_complete());
     assert_eq!((T.runs(), HI.runs()), (1, 1));
 
@@ -239,8 +243,7 @@ fn schedule_idle_pending_and_killed_do_not_allocate() {
     assert_eq!(T.coalesced(), 2);
 
     K.kill();
-    assert!(!assert_alloc_free("Tasklet::schedule (killed)", || K
-        .schedule()));
+    assert!(!assert_alloc_free("Tasklet::schedule (killed)", || K.schedule()));
     assert_eq!(
         assert_alloc_free("Tasklet::try_schedule (killed)", || K.try_schedule()),
         Err(bottomhalf::TaskletKilled)
@@ -252,7 +255,7 @@ fn schedule_idle_pending_and_killed_do_not_allocate() {
 #[test]
 fn schedule_while_running_does_not_allocate() {
     use std::sync::atomic::{AtomicU32, Ordering};
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static SELF_SCHEDULE_ALLOCS: AtomicU32 = AtomicU32::new(u32::MAX);
     // The callback re-schedules itself once, as a top half would while it
     // runs; that schedule (RUN set) must not allocate either.
@@ -274,7 +277,7 @@ fn schedule_while_running_does_not_allocate() {
 
 #[test]
 fn disable_nosync_and_enable_do_not_allocate() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static T: Tasklet = Tasklet::new(&RT, || {});
 
     // Plain nesting, nothing pending.
@@ -286,13 +289,11 @@ fn disable_nosync_and_enable_do_not_allocate() {
 
     // Scheduled while disabled, parked by a drain, re-queued by enable.
     assert_alloc_free("Tasklet::disable_nosync (idle)", || T.disable_nosync());
-    assert!(assert_alloc_free("Tasklet::schedule (disabled)", || T
-        .schedule()));
+    assert!(assert_alloc_free("Tasklet::schedule (disabled)", || T.schedule()));
     assert!(RT.drain().is_complete());
     assert_eq!(T.runs(), 0);
     assert!(T.is_scheduled(), "parked tasklet stays pending");
-    assert!(!assert_alloc_free("Tasklet::schedule (parked)", || T
-        .schedule()));
+    assert!(!assert_alloc_free("Tasklet::schedule (parked)", || T.schedule()));
     assert_eq!(RT.pending(0), 0);
     assert_alloc_free("Tasklet::enable (re-queues parked)", || T.enable());
     assert_eq!(RT.pending(0), 1 << Vector::TASKLET.index());
@@ -341,10 +342,7 @@ fn spsc_producer_push_ok_and_full_do_not_allocate() {
     let back = assert_alloc_free("Producer::push (full, boxed)", || btx.push(b2));
     assert_eq!(back.map_err(|b| *b), Err(2));
 
-    assert_eq!(
-        assert_alloc_free("Consumer::pop", || rx.pop()),
-        Some(0)
-    );
+    assert_eq!(assert_alloc_free("Consumer::pop", || rx.pop()), Some(0));
     assert_eq!(
         assert_alloc_free("Mailbox accessors", || (MB.dropped(), MB.high_water())),
         (1, 3)
@@ -403,7 +401,7 @@ fn mpsc_push_ok_and_full_do_not_allocate() {
 
 #[test]
 fn stats_and_accessor_reads_do_not_allocate() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static T: Tasklet = Tasklet::new(&RT, || {});
     const V: Vector = Vector::new(5);
     RT.register(V, "V", |_| {}).unwrap();
@@ -452,7 +450,7 @@ fn stats_and_accessor_reads_do_not_allocate() {
         (
             1 << 5,
             2,
-            Config::DEFAULT,
+            NO_TIME_BUDGET,
             Some("V"),
             1,
             1,
@@ -465,4 +463,102 @@ fn stats_and_accessor_reads_do_not_allocate() {
         )
     );
     let _ = RT.drain();
+}
+
+// ---------------------------------------------------------------------------
+// The kick (drain-thread wake-up) and interrupt entry/exit.
+
+#[test]
+fn raise_that_wakes_a_sleeping_drain_thread_does_not_allocate() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    static T: Tasklet = Tasklet::new(&RT, || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    });
+    const V: Vector = Vector::new(4);
+    RT.register(V, "V", |_| {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let drains = RT.spawn_drain_threads().unwrap();
+    let wait_runs = |n: u32| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while RUNS.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "drain thread never ran"
+            );
+            std::thread::yield_now();
+        }
+    };
+    for round in 0..3 {
+        // Let the drain threads go to sleep, so the kick has someone to
+        // wake (futex wake system call).
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_alloc_free("Runtime::raise (kicks the drain thread)", || RT.raise(V));
+        wait_runs(2 * round + 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(assert_alloc_free(
+            "Tasklet::schedule (kicks the drain thread)",
+            || T.schedule()
+        ));
+        wait_runs(2 * round + 2);
+    }
+    drop(drains);
+}
+
+#[test]
+fn irq_enter_and_exit_do_not_allocate() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    static T: Tasklet = Tasklet::new(&RT, || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    });
+    let outcome = assert_alloc_free("irq_enter / schedule / irq_exit (nested)", || {
+        RT.irq_enter();
+        T.schedule();
+        RT.irq_enter();
+        let inner = RT.irq_exit();
+        (inner, RT.irq_exit())
+    });
+    assert_eq!(outcome, (None, Some(bottomhalf::DrainOutcome::Complete)));
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+    let outcome = assert_alloc_free("irq_enter / irq_exit (nothing pending)", || {
+        RT.irq_enter();
+        RT.irq_exit()
+    });
+    assert_eq!(outcome, None);
+}
+
+/// The drain itself allocates nothing (its handlers may): a bare-metal
+/// bottom half has no allocator.
+#[test]
+fn drain_with_non_allocating_handlers_does_not_allocate() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET.max_restart(2));
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    static T: Tasklet = Tasklet::new(&RT, || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    });
+    static HI: Tasklet = Tasklet::new_hi(&RT, || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    });
+    const V: Vector = Vector::new(9);
+    RT.register(V, "V", |_| {
+        // Re-raise so the drain restarts and runs out of budget.
+        RT.raise(V);
+    })
+    .unwrap();
+    T.schedule();
+    HI.schedule();
+    RT.raise(V);
+    RT.raise(Vector::new(30)); // no handler
+    let outcome = assert_alloc_free("Runtime::drain", || RT.drain());
+    assert_eq!(outcome, bottomhalf::DrainOutcome::Remaining);
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(RT.stats().runs(0, V), 3);
+    let table = RT.stats().to_string(); // Display may allocate (String).
+    assert!(table.contains("vector 30"));
 }

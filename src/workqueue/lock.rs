@@ -28,7 +28,10 @@ const CONTENDED: u32 = 2;
 const SPINS: u32 = 4;
 
 /// A mutex whose contended path sleeps on a [`WakeWord`]. Not reentrant:
-/// nothing that holds it calls back into user code.
+/// nothing that holds it calls back into user code. `repr(C)`: the lock
+/// word is followed by the value, so a small hot prefix of the value shares
+/// its cache line.
+#[repr(C)]
 pub(crate) struct Lock<T> {
     /// `UNLOCKED`, `LOCKED` or `CONTENDED`.
     state: AtomicU32,

@@ -35,34 +35,48 @@
 //!
 //! # Wake-up
 //!
-//! Idle workers sleep on a [`WakeWord`](crate::WakeWord) per pool: a
-//! `futex` word. `queue` wakes them with `WakeWord::notify` — two atomic
-//! operations and, only when a worker sleeps, one `futex(FUTEX_WAKE)`
-//! system call, which is async-signal-safe. A condition variable would need
-//! a mutex in the signal handler, `Thread::unpark` is not documented as
-//! async-signal-safe, and an `eventfd` would cost a file descriptor per
-//! pool for no gain. `queue` skips even the `notify` while no worker is
-//! idle (a store-buffering pair on the pool's `idle` count, below).
+//! Idle workers sleep on [`WakeWord`](crate::WakeWord)s: `futex` words.
+//! `queue` wakes one with `WakeWord::notify` — two atomic operations and,
+//! only when a worker sleeps, one `futex(FUTEX_WAKE)` system call, which is
+//! async-signal-safe. A condition variable would need a mutex in the signal
+//! handler, `Thread::unpark` is not documented as async-signal-safe, and an
+//! `eventfd` would cost a file descriptor per pool for no gain.
+//!
+//! `queue` skips even the `notify` while no worker sleeps (a
+//! store-buffering pair on the pool's `sleeping` count, below), and wakes
+//! only one sleeper: a `WakeWord` wakes every thread on it, so a pool's
+//! workers sleep on up to 8 words ("slots") and `queue` notifies the lowest
+//! slot that has a sleeper. Waking the whole pool for one item tripled the
+//! wake-up latency on 2 cores (the woken workers and the producer compete
+//! for them). Before sleeping, an idle worker polls for work for a moment
+//! (64 yields), as rayon's and crossbeam-channel's threads do, so a
+//! producer that queues a stream pays no system call per item.
 //!
 //! # Atomic orderings
 //!
-//! Each pair is marked with an `ordering!` mutant name (`work_*_relaxed`);
-//! `loom-tests/mutants.txt` lists the models that must catch each.
+//! Each pair is marked with an `ordering!` mutant name; the loom models
+//! that must catch each are listed in `loom-tests/mutants.txt`.
 //!
-//! - `pend` (AcqRel) → `start` (AcqRel): what the caller wrote before
-//!   `queue` — even a coalesced `queue`, whose CAS rewrites the same word —
-//!   is visible to the run that covers it. `pend`'s Acquire half orders its
-//!   writes of the link after the previous owner's reads.
-//! - intake `push` (Release) → `take_intake` swap (Acquire): the node's
-//!   link, deadline and state word are visible to the worker.
-//! - `push` then `idle` load, against `sleep`'s `idle` increment then
-//!   intake load: a store-buffering pattern, so all four are `SeqCst`;
-//!   otherwise `queue` could see no sleeper while the sleeper sees an empty
-//!   intake, and the item would wait for an unrelated wake-up.
-//! - `finish` (Release, and `finished` Release) → the Acquire loads in
-//!   `flush`/`cancel_sync` waits: the run's effects are visible when they
-//!   return.
-//! - The worker lock: Acquire on taking it, Release on giving it back.
+//! | mutant | ordering | protects |
+//! | --- | --- | --- |
+//! | `work_pend_relaxed` | `pend` CAS, AcqRel | with `start`: what the caller wrote before `queue` — even a coalesced `queue`, whose CAS rewrites the same word — is visible to the run that covers it; its Acquire half orders the new owner's writes of the link after the previous owner's reads |
+//! | `work_start_relaxed` | `start` CAS, AcqRel | the Acquire half of the above; publishes `started` to `flush` |
+//! | `work_push_relaxed` | intake push CAS, SeqCst | with `work_take_relaxed`: the node's link, deadline and state word are visible to the worker (and the store half of the `sleeping` pair) |
+//! | `work_take_relaxed` | intake swap, Acquire | the Acquire half of the above |
+//! | `work_idle_relaxed` | `sleeping` load after a push, SeqCst | store-buffering with `sleep` (register, then load the intake): either `queue` sees the sleeper or the sleeper sees the item |
+//! | `work_runnable_relaxed` | `runnable` store, SeqCst | with `work_peer_relaxed` and `sleep`: a backlog left on the run list reaches a sleeping peer |
+//! | `work_peer_relaxed` | `sleeping` load after making a backlog, SeqCst | the load half of the above |
+//! | `work_sleep_relaxed` | `sleep`'s loads of the intake and `runnable`, SeqCst | the sleeper's half of both pairs |
+//! | `work_finish_relaxed` | `finish` CAS, AcqRel | with `work_wait_relaxed`: the run's effects are visible when `flush`/`cancel_sync` return |
+//! | `work_runs_relaxed` | `finished` store, Release | with the Acquire loads in `flush` and `runs()` |
+//! | `work_wait_relaxed` | `flush`/`wait_for` loads, Acquire | the Acquire half of the two above |
+//! | `work_lock_acquire_relaxed` | lock CAS/swap, Acquire | the worker lock: the previous holder's list changes are visible |
+//! | `work_lock_release_relaxed` | unlock swap, Release | the Release half of the above |
+//!
+//! The four store-buffering pairs (`idle`, `runnable`, `peer`, `sleep`)
+//! need `SeqCst`, which loom models as `AcqRel`; loom cannot tell them
+//! apart from a real lost wake-up, so they are covered by the threaded
+//! tests, not by loom mutants.
 //!
 //! # Where this differs from Linux
 //!

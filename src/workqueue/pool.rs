@@ -8,8 +8,17 @@
 //!   is ever popped singly, so no ABA), then wakes a sleeping worker.
 //! - Everything else happens under the pool's lock: taking the intake
 //!   whole (reversed into queue order) onto the run list (`fifo`) or, for a
-//!   delayed item, into the sorted `timers` list; starting and finishing
-//!   items; cancel and `mod_delayed` unlinking; the flush colors.
+//!   delayed item, into the sorted `timers` list — only when the run list
+//!   is empty, so a busy worker leaves the producers' cache line alone;
+//!   claiming and finishing items; cancel and `mod_delayed` unlinking; the
+//!   flush colors. A claimed item is started (its state CAS, which takes
+//!   the item's cache line from the producer) after the lock is released;
+//!   meanwhile it is PENDING on no list, which `cancel` treats like a push
+//!   in flight: it waits.
+//! - The producer side (`intake`, the sleeper count, the sleep words) and
+//!   the worker side (the lock and the state it guards) live on separate
+//!   cache lines. A `runnable` flag, published at the end of each locked
+//!   section, tells idle workers about a backlog without the lock.
 //! - An item found still running (queued again while it ran on another
 //!   worker) goes on `collided` and back to the front of `fifo` when its run
 //!   is over: never two runs at once.
@@ -30,8 +39,18 @@ use std::vec::Vec;
 use super::lock::Lock;
 use super::work::{flags, pool_of, release_count, Start, Work, DELAYED, PENDING, RUNNING};
 use crate::backend::{Backend, Host};
-use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{
+    array_of, loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicUsize, Ordering,
+};
 use crate::wake::WakeWord;
+use crossbeam_utils::CachePadded;
+
+/// Sleep slots per pool: 8-bit sleeper counts packed in one `usize`.
+const SLOT_BITS: usize = 8;
+const SLOTS: usize = usize::BITS as usize / SLOT_BITS;
+
+/// Intake polls (each a yield) before an idle worker sleeps.
+const IDLE_POLLS: u32 = if cfg!(any(loom, miri)) { 1 } else { 64 };
 
 /// Which list of its pool holds a node (`Work::place`).
 pub(super) struct Place;
@@ -55,8 +74,9 @@ pub(super) struct PoolConfig {
     pub(super) watchdog_ns: Option<u64>,
 }
 
-/// Counters kept under the lock.
+/// Counters kept under the lock (`runs` first: written per item).
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub(super) struct PoolCounters {
     pub(super) runs: u64,
     pub(super) max_active_seen: u32,
@@ -76,6 +96,13 @@ pub(super) struct Started {
     color: u8,
     /// Start time, if the watchdog is on.
     pub(super) since_ns: u64,
+}
+
+/// An item taken off the run list, not yet started.
+struct Claimed {
+    work: NonNull<Work>,
+    color: u8,
+    since_ns: u64,
 }
 
 /// What a worker does next.
@@ -110,10 +137,15 @@ pub(super) struct After {
 impl After {
     pub(super) fn run(&mut self, pool: &Pool) {
         for p in self.wake.drain(..) {
-            p.wake.notify();
+            // A set-aside item became runnable: no `runnable` pair covers
+            // it, so every sleeper rechecks.
+            p.notify_all();
         }
+        // SeqCst: `locked` stored `runnable` (SeqCst) before this load; a
+        // sleeper registers in `sleeping` before its SeqCst load of
+        // `runnable`. Either it sees the backlog or we see it and wake it.
         if core::mem::take(&mut self.wake_peer) {
-            pool.wake.notify();
+            pool.notify_one(ordering!("work_peer_relaxed", SeqCst, Relaxed));
         }
         for node in self.release.drain(..) {
             // SAFETY: only nodes whose HELD count moved to us are pushed
@@ -124,44 +156,70 @@ impl After {
     }
 }
 
-/// A worker pool. Aligned so that its address leaves the work state
-/// word's six flag bits free.
+/// A worker pool. The queue side and the worker side live on separate
+/// cache lines, so a busy producer and busy workers do not take each
+/// other's line on every item. Aligned so that its address leaves the work
+/// state word's six flag bits free.
 #[repr(align(64))]
 pub(super) struct Pool {
+    front: CachePadded<Front>,
+    back: CachePadded<Back>,
+}
+
+/// What `queue` touches.
+struct Front {
     /// Newly queued items, most recent first. Pushed by `queue` (CAS, any
     /// context); taken whole by the lock holder (swap).
     intake: AtomicPtr<Work>,
-    /// Workers inside `sleep`. `queue` wakes only when non-zero.
-    idle: AtomicU32,
-    /// Workers sleep here.
-    pub(super) wake: WakeWord,
-    /// Whole-queue flushers and the stopping workqueue sleep here.
-    pub(super) flushed: WakeWord,
+    /// Workers inside `sleep`, counted per slot: 8 bits per slot
+    /// ([`SLOTS`] slots). `queue` wakes only when non-zero, and then only
+    /// the lowest slot with a sleeper.
+    sleeping: AtomicUsize,
+    /// Worker `j` sleeps on `slots[j % SLOTS]`: a wake-up reaches one
+    /// worker (or the few sharing its slot), not all of them — `WakeWord`
+    /// wakes every thread sleeping on it, and a herd of woken workers
+    /// competing for the CPUs with the producer triples the wake latency.
+    slots: [WakeWord; SLOTS],
+}
+
+/// What workers touch; `repr(C)`: the lock (and the hot prefix of the
+/// state) starts the cache line.
+#[repr(C)]
+struct Back {
+    state: Lock<PoolState>,
+    /// Published at the end of every locked section: the run list holds an
+    /// item another worker could start now (`fifo` non-empty and `active <
+    /// max_active`). Lets an idle worker see a backlog without the lock.
+    runnable: AtomicBool,
     /// One item at a time (one thread, or `max_active == 1`): flushing a
     /// pending item of this pool from one of its items would deadlock.
     serial: AtomicBool,
-    pub(super) state: Lock<PoolState>,
+    /// Whole-queue flushers and the stopping workqueue sleep here.
+    flushed: WakeWord,
 }
 
-/// Everything under the pool's lock.
+/// Everything under the pool's lock. `repr(C)`, fields written for every
+/// item first: with the lock word they share one cache line, which is all
+/// that moves between workers per item; the rest is read-mostly.
+#[repr(C)]
 pub(super) struct PoolState {
     fifo: List,
-    collided: List,
-    timers: List,
     /// Items running now.
     active: u32,
-    pub(super) cfg: PoolConfig,
     /// Flush color given to items entering `fifo`.
     color: u8,
-    /// Items of each color on `fifo`, on `collided` or running.
-    in_flight: [u32; 2],
     /// A whole-queue flush owns the colors.
     flushing: bool,
     /// A stopping workqueue waits for the pool to be empty.
     want_idle: bool,
+    /// Items of each color on `fifo`, on `collided` or running.
+    in_flight: [u32; 2],
+    pub(super) counters: PoolCounters,
+    collided: List,
+    timers: List,
+    pub(super) cfg: PoolConfig,
     /// Runs in progress (only with the watchdog on): name, start.
     running: Vec<(NonNull<Work>, &'static str, u64)>,
-    pub(super) counters: PoolCounters,
 }
 
 // SAFETY: the raw pointers are links to live work items (static, or kept
@@ -176,11 +234,12 @@ impl Pool {
     loom_const_fn! {
         fn new() -> Pool {
             Pool {
-                intake: AtomicPtr::new(ptr::null_mut()),
-                idle: AtomicU32::new(0),
-                wake: super::wake_word(),
-                flushed: super::wake_word(),
-                serial: AtomicBool::new(true),
+                front: CachePadded::new(Front {
+                    intake: AtomicPtr::new(ptr::null_mut()),
+                    sleeping: AtomicUsize::new(0),
+                    slots: array_of![super::wake_word(); SLOTS],
+                }),
+                back: CachePadded::new(Back {
                 state: Lock::new(PoolState {
                     fifo: List::new(),
                     collided: List::new(),
@@ -204,6 +263,10 @@ impl Pool {
                         discarded: 0,
                     },
                 }),
+                runnable: AtomicBool::new(false),
+                serial: AtomicBool::new(true),
+                flushed: super::wake_word(),
+                }),
             }
         }
     }
@@ -220,9 +283,10 @@ impl Pool {
             Some(p) => p,
             None => Box::leak(Box::new(Pool::new())),
         };
-        pool.serial
+        pool.back
+            .serial
             .store(cfg.threads <= 1 || cfg.max_active == 1, Ordering::Relaxed);
-        pool.state.with(|st| {
+        pool.locked(|st| {
             debug_assert!(st.is_quiescent() && st.in_flight == [0, 0] && !st.flushing);
             st.cfg = cfg;
             st.want_idle = false;
@@ -235,14 +299,63 @@ impl Pool {
     /// Returns a drained pool to the free list. Its memory stays valid for
     /// ever (stale pointers in idle items' words).
     pub(super) fn retire(&'static self) {
-        debug_assert!(self.intake.load(Ordering::Relaxed).is_null());
+        debug_assert!(self.front.intake.load(Ordering::Relaxed).is_null());
         #[cfg(not(loom))]
         FREE_POOLS.with(|free| free.push(self));
     }
 
+    /// Runs `f` under the pool's lock, then publishes `runnable`.
+    pub(super) fn locked<R>(&self, f: impl FnOnce(&mut PoolState) -> R) -> R {
+        self.back.state.with(|st| {
+            let r = f(st);
+            let runnable = !st.fifo.is_empty() && st.active < st.cfg.max_active;
+            // Stored only when it changes: a sleeper's last step (under
+            // this lock, before ours) stored the value it saw, so a change
+            // it must learn about is always a store. SeqCst: the store half
+            // of the pair with `sleep` (see `After::run`).
+            if self.back.runnable.load(Ordering::Relaxed) != runnable {
+                self.back.runnable.store(
+                    runnable,
+                    ordering!("work_runnable_relaxed", SeqCst, Relaxed),
+                );
+            }
+            r
+        })
+    }
+
+    /// The token worker `slot` takes before its last step ahead of `sleep`.
+    pub(super) fn token(&self, slot: usize) -> u32 {
+        self.front.slots[slot % SLOTS].token()
+    }
+
+    /// Wakes the workers of the lowest slot that has a sleeper, if any.
+    /// `order` is the load of `sleeping`: `SeqCst` where it is the second
+    /// half of a store-buffering pair with `sleep`.
+    #[inline]
+    fn notify_one(&self, order: Ordering) {
+        let sleeping = self.front.sleeping.load(order);
+        if sleeping != 0 {
+            let slot = sleeping.trailing_zeros() as usize / SLOT_BITS;
+            self.front.slots[slot].notify();
+        }
+    }
+
+    /// Wakes every worker, asleep or about to sleep (a token taken before
+    /// this makes its wait return at once).
+    pub(super) fn notify_all(&self) {
+        for word in &self.front.slots {
+            word.notify();
+        }
+    }
+
+    /// The word whole-queue flushers and a stopping workqueue sleep on.
+    pub(super) fn flushed(&self) -> &WakeWord {
+        &self.back.flushed
+    }
+
     /// See the `serial` field.
     pub(super) fn is_serial(&self) -> bool {
-        self.serial.load(Ordering::Relaxed)
+        self.back.serial.load(Ordering::Relaxed)
     }
 
     /// Pushes a node whose PENDING this caller set (it owns the link), then
@@ -252,13 +365,13 @@ impl Pool {
         // SAFETY: the caller's link keeps the node alive (static, or the
         // Arc count it just gave the list).
         let w = unsafe { node.as_ref() };
-        let mut head = self.intake.load(Ordering::Relaxed);
+        let mut head = self.front.intake.load(Ordering::Relaxed);
         loop {
             w.next.store(head, Ordering::Relaxed);
             // Release: publishes `next`, `deadline_ns` and the state word to
             // the Acquire swap in `take_intake`. SeqCst: the store half of
             // the store-buffering pair with `sleep` (see below).
-            match self.intake.compare_exchange_weak(
+            match self.front.intake.compare_exchange_weak(
                 head,
                 node.as_ptr(),
                 ordering!("work_push_relaxed", SeqCst, Relaxed),
@@ -268,76 +381,128 @@ impl Pool {
                 Err(now) => head = now,
             }
         }
-        // SeqCst: pairs with `sleep` (idle += 1, then load intake): either
-        // we see the sleeper or it sees our push.
-        if self
-            .idle
-            .load(ordering!("work_idle_relaxed", SeqCst, Relaxed))
-            != 0
-        {
-            self.wake.notify();
+        // SeqCst: pairs with `sleep` (register in `sleeping`, then load
+        // the intake): either we see the sleeper or it sees our push.
+        self.notify_one(ordering!("work_idle_relaxed", SeqCst, Relaxed));
+    }
+
+    /// Before sleeping, polls for work for a moment (yielding): a
+    /// producer that queues a stream of items then pays no wake-up system
+    /// call per item, and the worker no sleep/wake round trip (rayon and
+    /// crossbeam-channel receivers do the same before parking). Returns
+    /// `true` if something arrived. The poller is not counted as idle, so
+    /// `queue` does not wake it.
+    pub(super) fn linger(&self) -> bool {
+        for _ in 0..IDLE_POLLS {
+            if self.has_work_hint() {
+                return true;
+            }
+            spin_wait();
         }
+        self.has_work_hint()
+    }
+
+    /// Something in the intake, or a backlog another worker could start.
+    fn has_work_hint(&self) -> bool {
+        !self.front.intake.load(Ordering::Relaxed).is_null()
+            || self.back.runnable.load(Ordering::Relaxed)
     }
 
     /// Sleeps until woken, or `timeout_ns`. `token` was taken before the
     /// step that found nothing to do.
-    pub(super) fn sleep(&self, token: u32, timeout_ns: Option<u64>) {
-        self.idle.fetch_add(1, Ordering::SeqCst);
-        // SeqCst: the load half of the pair with `push`.
+    pub(super) fn sleep(&self, slot: usize, token: u32, timeout_ns: Option<u64>) {
+        let slot = slot % SLOTS;
+        let one = 1usize << (slot * SLOT_BITS);
+        self.front.sleeping.fetch_add(one, Ordering::SeqCst);
+        // SeqCst: the load halves of the pairs with `push` (intake, then
+        // `sleeping`) and with a worker that made a backlog (`runnable`,
+        // then `sleeping`, in `After::run`).
         if self
+            .front
             .intake
             .load(ordering!("work_sleep_relaxed", SeqCst, Relaxed))
             .is_null()
+            && !self
+                .back
+                .runnable
+                .load(ordering!("work_sleep_relaxed", SeqCst, Relaxed))
         {
-            self.wake.wait(token, timeout_ns.map(Duration::from_nanos));
+            self.front.slots[slot].wait(token, timeout_ns.map(Duration::from_nanos));
         }
-        self.idle.fetch_sub(1, Ordering::SeqCst);
+        self.front.sleeping.fetch_sub(one, Ordering::SeqCst);
     }
 
-    /// One round of a worker under the lock: finish `done`, move the intake,
-    /// fire due timers, start the next runnable item.
+    /// One round of a worker: under the lock, finish `done`, move the
+    /// intake, fire due timers and claim the next runnable item; then start
+    /// it (transition 2) outside the lock — the CAS that takes the item's
+    /// cache line from the producer does not hold up the other workers.
     pub(super) fn step(
         &'static self,
-        done: Option<Started>,
+        mut done: Option<Started>,
         stop: Stop,
         after: &mut After,
     ) -> Step {
-        self.state.with(|st| {
-            if let Some(d) = done {
-                self.finish_locked(st, d, after);
-            }
-            self.take_intake(st);
-            if !st.collided.is_empty() {
-                st.recheck_collided();
-            }
-            let timeout = if st.timers.is_empty() {
-                None
-            } else {
-                st.fire_timers(stop.stopping, after)
+        loop {
+            let claimed = self.locked(|st| {
+                if let Some(d) = done.take() {
+                    self.finish_locked(st, d, after);
+                }
+                // New items go behind the run list anyway: take them only
+                // when it is empty, so that a busy worker leaves the
+                // producers' cache line alone while it works through a
+                // batch.
+                if st.fifo.is_empty() {
+                    self.take_intake(st);
+                }
+                if !st.collided.is_empty() {
+                    st.recheck_collided();
+                }
+                let timeout = if st.timers.is_empty() {
+                    None
+                } else {
+                    st.fire_timers(stop.stopping, after)
+                };
+                if let Some(c) = st.claim() {
+                    // More runnable items, and a worker that is not running
+                    // one: wake it if it sleeps (see `After::run`).
+                    if !st.fifo.is_empty()
+                        && st.active < st.cfg.max_active
+                        && st.active < st.cfg.threads
+                    {
+                        after.wake_peer = true;
+                    }
+                    return Ok(c);
+                }
+                if st.is_quiescent() {
+                    if st.want_idle {
+                        self.back.flushed.notify();
+                    }
+                    if stop.exit {
+                        return Err(Step::Exit);
+                    }
+                }
+                Err(Step::Idle(timeout))
+            });
+            let c = match claimed {
+                Ok(c) => c,
+                Err(step) => return step,
             };
-            if let Some(s) = st.pop() {
-                // More runnable items, and a worker that is not running one
-                // (asleep, or about to sleep with a token taken before its
-                // last step): wake it. Not filtered on `idle`, whose pair
-                // with `sleep` covers the intake only.
-                if !st.fifo.is_empty()
-                    && st.active < st.cfg.max_active
-                    && st.active < st.cfg.threads
-                {
-                    after.wake_peer = true;
+            // SAFETY: a claimed node is alive while PENDING (we own its
+            // link: off every list, PENDING here).
+            let w = unsafe { c.work.as_ref() };
+            match w.start() {
+                Start::Run { held } => {
+                    return Step::Run(Started {
+                        work: c.work,
+                        held,
+                        color: c.color,
+                        since_ns: c.since_ns,
+                    })
                 }
-                return Step::Run(s);
+                // Its previous run is not over: set it aside, look again.
+                Start::Collided => self.locked(|st| st.set_aside(c)),
             }
-            if st.is_quiescent() {
-                if st.want_idle {
-                    self.flushed.notify();
-                }
-                if stop.exit {
-                    return Step::Exit;
-                }
-            }
-            Step::Idle(timeout)
-        })
+        }
     }
 
     /// Transition 3 and the bookkeeping around it.
@@ -382,11 +547,11 @@ impl Pool {
         // Skip the swap (a write to a line producers write) when empty. Not
         // under loom: its scheduler does not explore a pure load racing
         // with a load-then-CAS (the push), so models always swap.
-        if !cfg!(loom) && self.intake.load(Ordering::Relaxed).is_null() {
+        if !cfg!(loom) && self.front.intake.load(Ordering::Relaxed).is_null() {
             return;
         }
         // Acquire: pairs with the Release CAS in `push`.
-        let mut lifo = self.intake.swap(
+        let mut lifo = self.front.intake.swap(
             ptr::null_mut(),
             ordering!("work_take_relaxed", Acquire, Relaxed),
         );
@@ -431,7 +596,7 @@ impl Pool {
             // SAFETY: pools are never freed (module docs); the word is
             // re-checked under the lock before the pool is trusted.
             let pool: &'static Pool = unsafe { &*pool_of(s) };
-            let found = pool.state.with(|st| {
+            let found = pool.locked(|st| {
                 pool.take_intake(st);
                 // Under this lock the word cannot leave "PENDING here".
                 let now = w.state.load(Ordering::Acquire);
@@ -445,7 +610,7 @@ impl Pool {
                 let f = f.take().expect("called once");
                 let r = f(pool, st, place, now);
                 if st.want_idle && st.is_quiescent() {
-                    pool.flushed.notify();
+                    pool.back.flushed.notify();
                 }
                 Found::Done(r)
             });
@@ -467,7 +632,7 @@ impl Pool {
                 st.counters.timers_fired += 1;
                 // SAFETY: just unlinked; alive (pending link).
                 unsafe { st.enlist(node) };
-                pool.wake.notify();
+                pool.notify_all();
             }
         });
     }
@@ -475,7 +640,7 @@ impl Pool {
     /// Whole-queue flush, step 1: become the pool's flusher and flip the
     /// color. `None` while another flush owns the colors.
     pub(super) fn begin_flush(&self) -> Option<u8> {
-        self.state.with(|st| {
+        self.locked(|st| {
             if st.flushing {
                 return None;
             }
@@ -490,7 +655,7 @@ impl Pool {
     /// Whole-queue flush, step 2: `true` (and the colors released) once no
     /// item of color `old` is queued or running.
     pub(super) fn end_flush_if_done(&self, old: u8) -> bool {
-        self.state.with(|st| {
+        self.locked(|st| {
             if st.in_flight[usize::from(old)] != 0 {
                 return false;
             }
@@ -502,7 +667,7 @@ impl Pool {
     /// For the stopping workqueue: `true` if nothing is queued, set aside,
     /// timed or running; otherwise `flushed` is notified when that is so.
     pub(super) fn quiescent_now(&self) -> bool {
-        self.state.with(|st| {
+        self.locked(|st| {
             self.take_intake(st);
             st.want_idle = true;
             st.is_quiescent()
@@ -511,7 +676,7 @@ impl Pool {
 
     /// Items on the lists and running, and timers: for statistics.
     pub(super) fn snapshot(&self, now_ns: u64) -> PoolSnapshot {
-        self.state.with(|st| {
+        self.locked(|st| {
             self.take_intake(st);
             st.snapshot(now_ns)
         })
@@ -620,48 +785,57 @@ impl PoolState {
         let c = usize::from(color);
         self.in_flight[c] -= 1;
         if self.flushing && self.in_flight[c] == 0 {
-            pool.flushed.notify();
+            pool.back.flushed.notify();
         }
     }
 
-    /// Transition 2 for the first runnable item, within `max_active`.
-    fn pop(&mut self) -> Option<Started> {
-        while self.active < self.cfg.max_active {
-            let node = self.fifo.pop_front()?;
-            // SAFETY: list nodes are alive while PENDING.
-            let w = unsafe { node.as_ref() };
-            let color = w.color.load(Ordering::Relaxed);
-            // Before the CAS: afterwards the link belongs to the next
-            // `queue`, and a canceler on another pool may read `place`.
-            w.place.store(Place::NONE, Ordering::Relaxed);
-            match w.start() {
-                Start::Run { held } => {
-                    self.active += 1;
-                    self.counters.max_active_seen = self.counters.max_active_seen.max(self.active);
-                    let since_ns = match self.cfg.watchdog_ns {
-                        Some(_) => {
-                            let t = Host::now_ns();
-                            self.running.push((node, w.name(), t));
-                            t
-                        }
-                        None => 0,
-                    };
-                    return Some(Started {
-                        work: node,
-                        held,
-                        color,
-                        since_ns,
-                    });
-                }
-                Start::Collided => {
-                    w.place.store(Place::COLLIDED, Ordering::Relaxed);
-                    self.counters.collisions += 1;
-                    // SAFETY: just taken off `fifo`; still pending here.
-                    unsafe { self.collided.push_back(node) };
-                }
+    /// Takes the first runnable item off the run list, within
+    /// `max_active`, for `step` to start. While claimed, the node is on no
+    /// list and still PENDING here: `cancel` waits (as for a push in
+    /// flight) until the start CAS or `set_aside`.
+    fn claim(&mut self) -> Option<Claimed> {
+        if self.active >= self.cfg.max_active {
+            return None;
+        }
+        let node = self.fifo.pop_front()?;
+        // SAFETY: list nodes are alive while PENDING.
+        let w = unsafe { node.as_ref() };
+        let color = w.color.load(Ordering::Relaxed);
+        // Before the start CAS: afterwards the link belongs to the next
+        // `queue`, and a canceler on another pool may read `place`.
+        w.place.store(Place::NONE, Ordering::Relaxed);
+        self.active += 1;
+        self.counters.max_active_seen = self.counters.max_active_seen.max(self.active);
+        let since_ns = match self.cfg.watchdog_ns {
+            Some(_) => {
+                let t = Host::now_ns();
+                self.running.push((node, w.name(), t));
+                t
+            }
+            None => 0,
+        };
+        Some(Claimed {
+            work: node,
+            color,
+            since_ns,
+        })
+    }
+
+    /// A claimed item was still running (queued again during a run on
+    /// another worker): it waits on `collided` until that run is over.
+    fn set_aside(&mut self, c: Claimed) {
+        // SAFETY: claimed nodes are alive while PENDING.
+        let w = unsafe { c.work.as_ref() };
+        self.active -= 1;
+        if self.cfg.watchdog_ns.is_some() {
+            if let Some(i) = self.running.iter().position(|r| r.0 == c.work) {
+                self.running.swap_remove(i);
             }
         }
-        None
+        w.place.store(Place::COLLIDED, Ordering::Relaxed);
+        self.counters.collisions += 1;
+        // SAFETY: claimed: on no list, still pending here.
+        unsafe { self.collided.push_back(c.work) };
     }
 
     /// Set-aside items whose run is over go back to the front of the run
@@ -671,7 +845,7 @@ impl PoolState {
         while let Some(node) = NonNull::new(cur) {
             // SAFETY: list nodes are alive while PENDING.
             let w = unsafe { node.as_ref() };
-            cur = w.prev.load(Ordering::Relaxed);
+            cur = self.collided.prev_of(w);
             // Acquire: pairs with `finish`'s Release; the next run starts
             // after the previous one's effects.
             if flags(w.state.load(Ordering::Acquire)) & RUNNING == 0 {
@@ -722,7 +896,8 @@ impl PoolState {
 
 /// An intrusive doubly linked list through `Work::next`/`Work::prev`,
 /// owned by a pool's lock. Nodes are stored as pushed, so a node pointer
-/// read back keeps the provenance it was queued with.
+/// read back keeps the provenance it was queued with. The head's `prev` is
+/// not maintained (`pop_front` leaves it stale) and never read.
 pub(super) struct List {
     head: *mut Work,
     tail: *mut Work,
@@ -742,6 +917,16 @@ impl List {
 
     fn is_empty(&self) -> bool {
         self.head.is_null()
+    }
+
+    /// The node before `w` on this list (null for the head, whose `prev`
+    /// is not maintained).
+    fn prev_of(&self, w: &Work) -> *mut Work {
+        if ptr::eq(self.head, w) {
+            ptr::null_mut()
+        } else {
+            w.prev.load(Ordering::Relaxed)
+        }
     }
 
     fn front(&self) -> Option<NonNull<Work>> {
@@ -786,10 +971,18 @@ impl List {
         self.len += 1;
     }
 
+    /// Does not write the new head's `prev` (another item's cache line):
+    /// the head's `prev` is never read (see `remove`).
     fn pop_front(&mut self) -> Option<NonNull<Work>> {
         let node = NonNull::new(self.head)?;
         // SAFETY: the head is on this list and alive.
-        Some(unsafe { self.remove(node.as_ref()) })
+        let next = unsafe { node.as_ref() }.next.load(Ordering::Relaxed);
+        self.head = next;
+        if next.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        self.len -= 1;
+        Some(node)
     }
 
     /// Unlinks `w`; returns the node pointer as it was linked.
@@ -798,7 +991,7 @@ impl List {
     ///
     /// `w` is on this list.
     unsafe fn remove(&mut self, w: &Work) -> NonNull<Work> {
-        let prev = w.prev.load(Ordering::Relaxed);
+        let prev = self.prev_of(w);
         let next = w.next.load(Ordering::Relaxed);
         let node = match NonNull::new(prev) {
             Some(p) => {
@@ -839,7 +1032,7 @@ impl List {
             if key_of(a) <= key {
                 break;
             }
-            after = a.prev.load(Ordering::Relaxed);
+            after = self.prev_of(a);
         }
         let Some(a) = NonNull::new(after) else {
             // SAFETY: per the contract.
@@ -860,5 +1053,88 @@ impl List {
             None => self.tail = node.as_ptr(),
         }
         self.len += 1;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::List;
+    use crate::workqueue::work::Work;
+    use core::ptr::NonNull;
+    use std::vec;
+    use std::vec::Vec;
+
+    static NODES: [Work; 6] = [const { Work::new("n", |_| {}) }; 6];
+
+    fn node(i: usize) -> NonNull<Work> {
+        NonNull::from(&NODES[i])
+    }
+
+    fn index(n: NonNull<Work>) -> usize {
+        // SAFETY: every node is an element of NODES.
+        unsafe { n.as_ptr().cast_const().offset_from(NODES.as_ptr()) as usize }
+    }
+
+    fn forward(l: &List) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut cur = l.head;
+        while let Some(n) = NonNull::new(cur) {
+            v.push(index(n));
+            // SAFETY: list nodes are the statics above.
+            cur = unsafe { n.as_ref() }
+                .next
+                .load(core::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(v.len(), l.len);
+        v
+    }
+
+    fn backward(l: &List) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut cur = l.tail;
+        while let Some(n) = NonNull::new(cur) {
+            v.push(index(n));
+            // SAFETY: as above.
+            cur = l.prev_of(unsafe { n.as_ref() });
+        }
+        v.reverse();
+        v
+    }
+
+    #[test]
+    fn a_popped_head_leaves_a_stale_prev_that_is_never_followed() {
+        let mut l = List::new();
+        // SAFETY: the nodes are statics on no other list; this test owns them.
+        unsafe {
+            for i in 0..4 {
+                l.push_back(node(i));
+            }
+        }
+        assert_eq!(l.pop_front().map(index), Some(0));
+        // Node 1 is the head; its `prev` still names node 0.
+        assert_eq!((forward(&l), backward(&l)), (vec![1, 2, 3], vec![1, 2, 3]));
+        // Sorted insertion walks back to the head and must stop there.
+        // SAFETY: as above; keys: node i has key i * 10, node 4 goes first.
+        unsafe { l.insert_sorted(node(4), 5, |w| index(NonNull::from(w)) as u64 * 10) };
+        assert_eq!(
+            (forward(&l), backward(&l)),
+            (vec![4, 1, 2, 3], vec![4, 1, 2, 3])
+        );
+        assert_eq!(l.pop_front().map(index), Some(4));
+        // Removing the head (stale prev) and a middle node.
+        // SAFETY: both are on `l`.
+        unsafe {
+            l.remove(&NODES[1]);
+            l.remove(&NODES[3]);
+        }
+        assert_eq!((forward(&l), backward(&l)), (vec![2], vec![2]));
+        // SAFETY: as above.
+        unsafe {
+            l.push_front(node(5));
+            l.insert_sorted(node(0), 25, |w| index(NonNull::from(w)) as u64 * 10);
+        }
+        assert_eq!(forward(&l), vec![5, 2, 0]);
+        while l.pop_front().is_some() {}
+        assert!(l.is_empty() && l.tail.is_null() && l.len == 0);
     }
 }

@@ -138,7 +138,7 @@ impl Shared {
         self.stopping.store(true, Ordering::SeqCst);
         for pool in &self.pools {
             // Workers step again: unexpired timers are dropped.
-            pool.wake.notify();
+            pool.notify_all();
         }
         // An item that read `stopping == false` may still push onto any of
         // our pools, but only while it runs. After one pass in which each
@@ -148,7 +148,7 @@ impl Shared {
         for _pass in 0..2 {
             for &pool in &self.pools {
                 loop {
-                    let token = pool.flushed.token();
+                    let token = pool.flushed().token();
                     if manual {
                         self.run_pool(pool);
                     }
@@ -157,7 +157,7 @@ impl Shared {
                     }
                     // Manual: set aside behind a run elsewhere, or nothing
                     // to run yet: look again shortly.
-                    pool.flushed
+                    pool.flushed()
                         .wait(token, manual.then(|| Duration::from_millis(1)));
                 }
             }
@@ -168,7 +168,7 @@ impl Shared {
     fn join(&self, threads: Vec<JoinHandle<()>>) {
         self.exit.store(true, Ordering::SeqCst);
         for pool in &self.pools {
-            pool.wake.notify();
+            pool.notify_all();
         }
         for t in threads {
             // Item panics are caught; a worker never panics itself.
@@ -177,11 +177,14 @@ impl Shared {
     }
 }
 
+/// Threads per pool: sleepers are counted in 8 bits per sleep slot.
+const MAX_THREADS: usize = 1000;
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn worker_main(shared: Arc<Shared>, index: usize) {
+fn worker_main(shared: Arc<Shared>, index: usize, slot: usize) {
     let pool = shared.pools[index];
     let cpu = shared.per_cpu.then_some(index);
     if let Some(i) = cpu {
@@ -205,20 +208,30 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
     context::enter_pool(pool, cpu);
     let mut after = After::default();
     let mut done = None;
+    // Taken only on the way to sleep (a busy worker does not read the
+    // producers' cache line), then one more step under it: anything that
+    // makes work after the token wakes the sleep.
+    let mut token = None;
     loop {
-        // Token first: anything that makes work after it wakes the sleep.
-        let token = pool.wake.token();
         let step = pool.step(done.take(), shared.stop_flags(), &mut after);
         after.run(pool);
         match step {
             Step::Run(s) => {
+                token = None;
                 shared.run(&s);
                 done = Some(s);
             }
-            Step::Idle(timeout) => pool.sleep(token, timeout),
+            Step::Idle(timeout) => match token.take() {
+                Some(t) => pool.sleep(slot, t, timeout),
+                None => {
+                    if !pool.linger() {
+                        token = Some(pool.token(slot));
+                    }
+                }
+            },
             Step::Exit => {
                 // Peers asleep on the same pool exit too.
-                pool.wake.notify();
+                pool.notify_all();
                 return;
             }
         }
@@ -619,7 +632,7 @@ impl Workqueue {
                     // SAFETY: unlinked above, still pending, now here.
                     unsafe { st.relink(node) };
                     // A sleeping worker recomputes its timeout.
-                    pool.wake.notify();
+                    pool.notify_all();
                     None
                 } else {
                     Some(node)
@@ -723,23 +736,23 @@ impl Workqueue {
         let manual = self.threads.is_empty();
         for &pool in &self.shared.pools {
             let old = loop {
-                let token = pool.flushed.token();
+                let token = pool.flushed().token();
                 if let Some(old) = pool.begin_flush() {
                     break old;
                 }
                 self.wait_or_help(pool, token);
             };
             loop {
-                let token = pool.flushed.token();
+                let token = pool.flushed().token();
                 if pool.end_flush_if_done(old) {
                     // Flushers waiting for their turn.
-                    pool.flushed.notify();
+                    pool.flushed().notify();
                     break;
                 }
                 if manual {
                     self.wait_or_help(pool, token);
                 } else {
-                    pool.flushed.wait(token, None);
+                    pool.flushed().wait(token, None);
                 }
             }
         }
@@ -751,7 +764,7 @@ impl Workqueue {
             return;
         }
         let timeout = self.threads.is_empty().then(|| Duration::from_millis(1));
-        pool.flushed.wait(token, timeout);
+        pool.flushed().wait(token, timeout);
     }
 
     /// Runs, in the calling thread, every item of this workqueue that is
@@ -948,7 +961,7 @@ impl Drop for Workqueue {
             // pools after that pool's workers left; it would not run.)
             self.shared.exit.store(true, Ordering::SeqCst);
             for pool in &self.shared.pools {
-                pool.wake.notify();
+                pool.notify_all();
             }
         }
     }
@@ -1117,7 +1130,8 @@ impl WorkqueueBuilder {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for `ordered` with `per_cpu`, or `max_active(0)`;
+    /// `InvalidInput` for `ordered` with `per_cpu`, `max_active(0)`, or
+    /// more than 1000 threads per pool;
     /// the spawn error if a thread could not be started (the ones already
     /// started are stopped and joined).
     ///
@@ -1137,6 +1151,9 @@ impl WorkqueueBuilder {
         }
         if self.max_active == Some(0) {
             return Err(invalid("max_active must be at least 1"));
+        }
+        if self.threads.is_some_and(|t| t > MAX_THREADS) {
+            return Err(invalid("at most 1000 threads per pool"));
         }
         let threads = self.threads.unwrap_or(if self.ordered || self.per_cpu {
             1
@@ -1201,7 +1218,7 @@ impl WorkqueueBuilder {
                 let sh = Arc::clone(&shared);
                 let handle = std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || worker_main(sh, index))?;
+                    .spawn(move || worker_main(sh, index, j))?;
                 wq.threads.push(handle);
             }
         }

@@ -162,10 +162,11 @@ pub struct Work {
     /// link (`queue_delayed` before its push, `mod_delayed` under the
     /// lock), read under the pool's lock.
     deadline_ns: UnsafeCell<u64>,
-    /// Runs started. Incremented by `start` before its CAS (the CAS
-    /// publishes it to `flush`).
+    /// Runs started. Incremented by `start` (the one worker starting the
+    /// run) before its CAS, which publishes it to `flush`.
     pub(super) started: AtomicU32,
-    /// Runs finished. Incremented by `finish` before its CAS.
+    /// Runs finished. Incremented by `finish` (the running worker) before
+    /// its CAS.
     pub(super) finished: AtomicU32,
     /// Queues that found the item already pending.
     coalesced: AtomicU32,
@@ -703,8 +704,11 @@ impl Work {
             return Start::Collided;
         }
         // Nobody else can set RUNNING: that needs the pending instance,
-        // which is ours. Counted before the CAS that publishes it.
-        self.started.fetch_add(1, Ordering::Relaxed);
+        // which is ours. Counted before the CAS that publishes it; a plain
+        // load and store, as only the starter of a run writes it (runs are
+        // ordered by the state word).
+        let n = self.started.load(Ordering::Relaxed);
+        self.started.store(n.wrapping_add(1), Ordering::Relaxed);
         loop {
             let f = flags(s);
             let new = tagged(pool_of(s), (f & !(PENDING | HELD)) | RUNNING);
@@ -728,9 +732,13 @@ impl Work {
 
     /// Transition 3. Returns the new word (PENDING if queued meanwhile).
     pub(super) fn finish(&self) -> *mut Pool {
-        // Release: pairs with the Acquire load in `flush`.
-        self.finished
-            .fetch_add(1, ordering!("work_runs_relaxed", Release, Relaxed));
+        // Release: pairs with the Acquire loads in `flush` and `runs`. A
+        // plain load and store: only the running worker writes it.
+        let n = self.finished.load(Ordering::Relaxed);
+        self.finished.store(
+            n.wrapping_add(1),
+            ordering!("work_runs_relaxed", Release, Relaxed),
+        );
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             debug_assert!(flags(s) & RUNNING != 0);
