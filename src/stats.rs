@@ -164,6 +164,13 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     /// Raises of `v` on `cpu`: runs + coalesced + unhandled + 1 if it is
     /// pending now.
     ///
+    /// For the tasklet vectors ([`Vector::HI_TASKLET`], [`Vector::TASKLET`])
+    /// this counts drain passes over the list, not schedules: the queuing
+    /// path does not count vector coalescing, and a pass that re-queues a
+    /// tasklet running on another CPU raises again. Per-tasklet counts are
+    /// [`Tasklet::runs`](crate::Tasklet::runs) and
+    /// [`Tasklet::coalesced`](crate::Tasklet::coalesced).
+    ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
     /// # Panics
