@@ -71,10 +71,15 @@ impl<T> Lock<T> {
     }
 
     fn acquire(&self) {
+        if !self.try_acquire() {
+            self.acquire_slow();
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
         // Acquire: pairs with the Release swap in `release`, so the previous
         // holder's writes to `value` are visible.
-        if self
-            .state
+        self.state
             .compare_exchange(
                 UNLOCKED,
                 LOCKED,
@@ -82,27 +87,13 @@ impl<T> Lock<T> {
                 Ordering::Relaxed,
             )
             .is_ok()
-        {
-            return;
-        }
-        self.acquire_slow();
     }
 
     #[cold]
     fn acquire_slow(&self) {
         for _ in 0..SPINS {
             spin_wait();
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(
-                        UNLOCKED,
-                        LOCKED,
-                        ordering!("work_lock_acquire_relaxed", Acquire, Relaxed),
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
+            if self.state.load(Ordering::Relaxed) == UNLOCKED && self.try_acquire() {
                 return;
             }
         }
