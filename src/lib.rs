@@ -17,6 +17,7 @@
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
 //! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
 //! | [`Workqueue`], [`Work`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
+//! | [`Signals`], [`SignalConfig`], [`SigInfo`], [`Accept`], [`SignalHandle`], [`SignalError`] | the Unix-signal backend (feature `std`, Linux): top halves inside real signal handlers, lossless capture of real-time signals, sender filtering, exact uninstall, pinned per-CPU drain threads, a pollable `eventfd` |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
 //! # Contexts
@@ -101,6 +102,8 @@ mod wake;
 #[cfg(feature = "std")]
 mod workqueue;
 
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+pub use backend::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Signals};
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
 pub use backend::{CpuBinding, DrainThreads, Host};

@@ -12,16 +12,12 @@
 //! lazy initialisation, lock or allocation, so it is safe in a signal
 //! handler too.
 
-use crate::sync::{AtomicBool, Ordering};
 use core::cell::Cell;
 use core::marker::PhantomData;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::vec::Vec;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DrainThreads};
 use crate::percpu::CpuOutOfRange;
-use crate::softirq::{DrainOutcome, Runtime};
+use crate::softirq::Runtime;
 use crate::wake::WakeWord;
 
 std::thread_local! {
@@ -164,109 +160,14 @@ impl<const N: usize> Runtime<Host, N> {
     /// drop(drains); // stops and joins
     /// ```
     pub fn spawn_drain_threads(&'static self) -> std::io::Result<DrainThreads> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = DrainThreads {
-            stop: Arc::clone(&stop),
-            words: Vec::with_capacity(N),
-            threads: Vec::with_capacity(N),
-        };
-        for cpu in 0..N {
-            let stop = Arc::clone(&stop);
-            let handle = std::thread::Builder::new()
-                .name(std::format!("bh-drain/{cpu}"))
-                .spawn(move || self.drain_thread(cpu, &stop))?;
-            threads.words.push(&self.cpu_state(cpu).wake);
-            threads.threads.push(handle);
-        }
-        Ok(threads)
-    }
-
-    fn drain_thread(&self, cpu: usize, stop: &AtomicBool) {
-        let _cpu = self
-            .bind_current_thread(cpu)
-            .expect("spawn_drain_threads only starts threads for CPUs below N");
-        let wake = &self.cpu_state(cpu).wake;
-        loop {
-            // Token first, then the checks: a kick after the token makes the
-            // wait return at once (see `WakeWord`).
-            let token = wake.token();
-            if stop.load(Ordering::Acquire) {
-                return;
-            }
-            if self.pending(cpu) != 0 {
-                // A handler that panics has reported itself (the panic
-                // hook) and left the CPU usable (see `drain`); this thread
-                // goes on draining, as a CPU goes on taking interrupts.
-                let outcome =
-                    std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| self.drain()));
-                if !matches!(outcome, Ok(DrainOutcome::Busy)) {
-                    continue;
-                }
-            }
-            // Nothing pending, or another thread bound to this CPU is
-            // draining it: that drain runs what it finds and kicks us if it
-            // runs out of budget.
-            wake.wait(token, None);
-        }
-    }
-}
-
-/// The drain threads of a runtime; dropping this stops and joins them.
-///
-/// # Examples
-///
-/// ```
-/// use bottomhalf::{Config, Host, Runtime};
-/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
-/// let drains = RT.spawn_drain_threads().unwrap();
-/// assert_eq!(drains.len(), 1);
-/// ```
-#[derive(Debug)]
-pub struct DrainThreads {
-    stop: Arc<AtomicBool>,
-    words: Vec<&'static WakeWord>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl DrainThreads {
-    /// The number of threads (one per CPU).
-    ///
-    /// Top-half safe: yes. Allocates: no. Blocks: no.
-    ///
-    /// # Examples
-    ///
-    /// See [`DrainThreads`].
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// `true` if there are no threads (never, for a started runtime).
-    ///
-    /// Top-half safe: yes. Allocates: no. Blocks: no.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use bottomhalf::{Config, Host, Runtime};
-    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
-    /// assert!(!RT.spawn_drain_threads().unwrap().is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-}
-
-impl Drop for DrainThreads {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for word in &self.words {
-            word.notify();
-        }
-        for thread in self.threads.drain(..) {
-            // A handler that panicked already reported itself; the other
-            // threads are still stopped and joined.
-            let _ = thread.join();
-        }
+        DrainThreads::spawn(self, N, "bh-drain", |rt, cpu| {
+            // The binding lasts as long as the thread.
+            core::mem::forget(
+                rt.bind_current_thread(cpu)
+                    .expect("spawn_drain_threads only starts threads for CPUs below N"),
+            );
+            false
+        })
     }
 }
 

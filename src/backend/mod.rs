@@ -8,18 +8,27 @@
 //! | backend | file | CPUs are | clock | kick |
 //! | --- | --- | --- | --- | --- |
 //! | [`Host`] (feature `std`) | `backend/host.rs` | threads bound to an index | `CLOCK_MONOTONIC` | wakes the CPU's drain thread ([`Runtime::spawn_drain_threads`](crate::Runtime::spawn_drain_threads)) |
+//! | [`Signals`] (feature `std`, Linux) | `backend/unix_signal.rs` | the CPU a signal handler runs on (`sched_getcpu`) | `CLOCK_MONOTONIC` | wakes the CPU's pinned drain thread ([`Runtime::spawn_drain_threads`](crate::Runtime::spawn_drain_threads)) and the pollable `eventfd` |
 //! | [`BareMetal`] | `backend/critical_section.rs` | cores, index from the [`Board`] (default 0) | the board's, or none | the board pends its drain interrupt |
 
 mod critical_section;
 #[cfg(feature = "std")]
+mod drain_threads;
+#[cfg(feature = "std")]
 mod host;
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+mod unix_signal;
 
 pub use critical_section::{BareMetal, Board};
 
 use crate::wake::WakeWord;
 
 #[cfg(feature = "std")]
-pub use host::{CpuBinding, DrainThreads, Host};
+pub use drain_threads::DrainThreads;
+#[cfg(feature = "std")]
+pub use host::{CpuBinding, Host};
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+pub use unix_signal::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Signals};
 
 /// The environment a [`Runtime`](crate::Runtime) runs in.
 ///

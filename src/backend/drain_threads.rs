@@ -1,0 +1,157 @@
+//! Drain threads (Linux's `ksoftirqd/N`), shared by the std backends.
+//!
+//! A drain thread for CPU `c` first makes itself CPU `c` the way its
+//! backend needs (the host backend binds the thread's CPU index; the
+//! signal backend pins the thread and claims the CPU), then loops: take a
+//! wake token, drain if work is pending, otherwise sleep on the CPU's
+//! [`WakeWord`] until the backend's `kick` notifies it. No polling.
+
+use core::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::vec::Vec;
+
+use crate::backend::Backend;
+use crate::softirq::{DrainOutcome, Runtime};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::wake::WakeWord;
+
+impl<B: Backend, const N: usize> Runtime<B, N> {
+    /// The loop of CPU `cpu`'s drain thread, which must already run as
+    /// CPU `cpu` (`B::current_cpu() == cpu`), until `stop` is set.
+    pub(crate) fn drain_loop(&self, cpu: usize, stop: &AtomicBool) {
+        let wake = &self.cpu_state(cpu).wake;
+        loop {
+            // Token first, then the checks: a kick after the token makes the
+            // wait return at once (see `WakeWord`).
+            let token = wake.token();
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.pending(cpu) != 0 {
+                // A handler that panics has reported itself (the panic
+                // hook) and left the CPU usable (see `drain`); this thread
+                // goes on draining, as a CPU goes on taking interrupts.
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.drain()));
+                if !matches!(outcome, Ok(DrainOutcome::Busy)) {
+                    continue;
+                }
+            }
+            // Nothing pending, or another thread bound to this CPU is
+            // draining it: that drain runs what it finds and kicks us if it
+            // runs out of budget.
+            wake.wait(token, None);
+        }
+    }
+}
+
+/// The drain threads of a runtime; dropping this stops and joins them.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Runtime};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// let drains = RT.spawn_drain_threads().unwrap();
+/// assert_eq!(drains.len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct DrainThreads {
+    stop: Arc<AtomicBool>,
+    pinned: Arc<AtomicUsize>,
+    words: Vec<&'static WakeWord>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DrainThreads {
+    /// Starts one thread per CPU `0..cpus` of `rt`, named `{name}/{cpu}`:
+    /// each runs `become_cpu(cpu)` (which returns `true` if it pinned the
+    /// thread to a real CPU) and then `rt.drain_loop(cpu, ..)`. If a spawn
+    /// fails, the threads already started are stopped and joined.
+    pub(crate) fn spawn<B: Backend, const N: usize>(
+        rt: &'static Runtime<B, N>,
+        cpus: usize,
+        name: &str,
+        become_cpu: fn(&'static Runtime<B, N>, usize) -> bool,
+    ) -> std::io::Result<DrainThreads> {
+        let mut threads = DrainThreads {
+            stop: Arc::new(AtomicBool::new(false)),
+            pinned: Arc::new(AtomicUsize::new(0)),
+            words: Vec::with_capacity(cpus),
+            threads: Vec::with_capacity(cpus),
+        };
+        for cpu in 0..cpus {
+            let stop = Arc::clone(&threads.stop);
+            let pinned = Arc::clone(&threads.pinned);
+            let handle = std::thread::Builder::new()
+                .name(std::format!("{name}/{cpu}"))
+                .spawn(move || {
+                    if become_cpu(rt, cpu) {
+                        pinned.fetch_add(1, Ordering::Relaxed);
+                    }
+                    rt.drain_loop(cpu, &stop);
+                })?;
+            threads.words.push(&rt.cpu_state(cpu).wake);
+            threads.threads.push(handle);
+        }
+        Ok(threads)
+    }
+
+    /// The number of threads (one per CPU).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`DrainThreads`].
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// `true` if there are no threads (never, for a started runtime).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// assert!(!RT.spawn_drain_threads().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Threads that have pinned themselves to a real CPU so far: the
+    /// signal backend's do (a thread the cpuset keeps off its CPU still
+    /// drains it, unpinned); the host backend's CPUs are only indices, so
+    /// its threads never pin.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.spawn_drain_threads().unwrap().pinned(), 0);
+    /// ```
+    pub fn pinned(&self) -> usize {
+        self.pinned.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for DrainThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for word in &self.words {
+            word.notify();
+        }
+        for thread in self.threads.drain(..) {
+            // A handler that panicked already reported itself; the other
+            // threads are still stopped and joined.
+            let _ = thread.join();
+        }
+    }
+}
