@@ -62,8 +62,8 @@ impl CpuStats {
 }
 
 /// A view of a runtime's counters; `Display` prints them like
-/// `/proc/softirqs`: one row per vector, one column per CPU, then the
-/// per-CPU drain counters.
+/// `/proc/softirqs`: one row per vector, one column per CPU (CPU 0 up to
+/// the highest CPU with any activity), then the per-CPU drain counters.
 ///
 /// `raised` is derived, not counted, so that `raise` stays one atomic RMW
 /// when it sets a bit: every raise either set the bit (and was then run,
@@ -255,14 +255,37 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
         self.cpu(cpu).budget_exhausted.load(Ordering::Relaxed)
     }
 
+    /// CPUs `0..shown` get a column: up to the highest CPU with any
+    /// activity (at least CPU 0), so a runtime sized for many CPUs on a
+    /// small machine prints a table as wide as the machine.
+    fn shown(&self) -> usize {
+        let active = |cpu: usize| {
+            let st = self.cpu(cpu);
+            self.rt.pending(cpu) != 0
+                || st.restarts.load(Ordering::Relaxed) != 0
+                || st.budget_exhausted.load(Ordering::Relaxed) != 0
+                || (0..MAX_VECTORS).map(Vector::new).any(|v| {
+                    let c = st.vector(v);
+                    c.runs.load(Ordering::Relaxed) != 0
+                        || c.coalesced.load(Ordering::Relaxed) != 0
+                        || c.unhandled.load(Ordering::Relaxed) != 0
+                })
+        };
+        (0..N)
+            .rev()
+            .find(|&cpu| active(cpu))
+            .map_or(1, |cpu| cpu + 1)
+    }
+
     fn row(
         &self,
         f: &mut fmt::Formatter<'_>,
+        shown: usize,
         label: &str,
         value: impl Fn(usize) -> u32,
     ) -> fmt::Result {
         write!(f, "{label:>20}:")?;
-        for cpu in 0..N {
+        for cpu in 0..shown {
             write!(f, " {:>10}", value(cpu))?;
         }
         writeln!(f)
@@ -271,18 +294,19 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     fn section(
         &self,
         f: &mut fmt::Formatter<'_>,
+        shown: usize,
         title: &str,
         value: impl Fn(usize, Vector) -> u32,
     ) -> fmt::Result {
         writeln!(f, "{title}")?;
         for v in (0..MAX_VECTORS).map(Vector::new) {
-            let active = (0..N).any(|cpu| value(cpu, v) != 0);
+            let active = (0..shown).any(|cpu| value(cpu, v) != 0);
             if let Some(name) = self.rt.vector_name(v) {
-                self.row(f, name, |cpu| value(cpu, v))?;
+                self.row(f, shown, name, |cpu| value(cpu, v))?;
             } else if active {
                 let mut label = heapless::String::<12>::new();
                 let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));
-                self.row(f, &label, |cpu| value(cpu, v))?;
+                self.row(f, shown, &label, |cpu| value(cpu, v))?;
             }
         }
         Ok(())
@@ -291,21 +315,26 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
 
 impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.shown();
         write!(f, "{:>21}", "")?;
-        for cpu in 0..N {
+        for cpu in 0..shown {
             let mut label = heapless::String::<12>::new();
             let _ = fmt::write(&mut label, format_args!("CPU{cpu}"));
             write!(f, " {label:>10}")?;
         }
         writeln!(f)?;
-        self.section(f, "runs", |c, v| self.runs(c, v))?;
-        self.section(f, "raised", |c, v| self.raised(c, v))?;
-        self.section(f, "coalesced", |c, v| self.coalesced(c, v))?;
-        self.section(f, "dropped (no handler)", |c, v| self.unhandled(c, v))?;
-        self.section(f, "longest run (ns)", |c, v| self.max_handler_ns(c, v))?;
+        self.section(f, shown, "runs", |c, v| self.runs(c, v))?;
+        self.section(f, shown, "raised", |c, v| self.raised(c, v))?;
+        self.section(f, shown, "coalesced", |c, v| self.coalesced(c, v))?;
+        self.section(f, shown, "dropped (no handler)", |c, v| {
+            self.unhandled(c, v)
+        })?;
+        self.section(f, shown, "longest run (ns)", |c, v| {
+            self.max_handler_ns(c, v)
+        })?;
         writeln!(f, "drain")?;
-        self.row(f, "restarts", |c| self.restarts(c))?;
-        self.row(f, "budget exhausted", |c| self.budget_exhausted(c))
+        self.row(f, shown, "restarts", |c| self.restarts(c))?;
+        self.row(f, shown, "budget exhausted", |c| self.budget_exhausted(c))
     }
 }
 
