@@ -902,6 +902,15 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// RT.register(Vector::new(3), "NET_RX", |_| {}).unwrap();
     /// RT.raise(Vector::new(3));
     /// let _ = RT.drain();
+    /// // Columns run up to the highest CPU that saw any activity.
+    /// assert!(!RT.stats().to_string().contains("CPU1"));
+    /// std::thread::spawn(|| {
+    ///     let _cpu1 = RT.bind_current_thread(1).unwrap();
+    ///     RT.raise(Vector::new(3));
+    ///     let _ = RT.drain();
+    /// })
+    /// .join()
+    /// .unwrap();
     /// let table = RT.stats().to_string();
     /// assert!(table.contains("NET_RX"));
     /// assert!(table.contains("CPU1"));

@@ -6,9 +6,15 @@
 //! or cancel that would wait for itself into
 //! [`WorkqueueError::WouldDeadlock`](super::WorkqueueError::WouldDeadlock).
 //!
-//! A `const`-initialised `Cell` without a destructor (one TLS load, safe in
-//! a signal handler). Under loom, whose modelled threads share one OS
-//! thread, it is a `loom::thread_local!`.
+//! A `const`-initialised `Cell` without a destructor: one TLS load, which
+//! is safe in a signal handler when the crate is linked into the executable
+//! or a library loaded at startup (static TLS). Caveat: in a library loaded
+//! with `dlopen`, the variable may live in dynamic TLS, and a thread's first
+//! access goes through `__tls_get_addr`, which in glibc may allocate the
+//! thread's block (`malloc`): not async-signal-safe. A signal handler
+//! reaches this only through `current_cpu` (`queue` does not read it).
+//! Under loom, whose modelled threads share one OS thread, it is a
+//! `loom::thread_local!`.
 
 use core::cell::Cell;
 use core::ptr;

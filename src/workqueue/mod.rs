@@ -186,7 +186,10 @@ impl core::error::Error for WorkqueueError {}
 /// the item was queued on), `None` elsewhere (unbound workers, other
 /// threads).
 ///
-/// Top-half safe: yes (one thread-local load). Allocates: no. Blocks: no.
+/// Top-half safe: yes (one thread-local load), except in a library loaded
+/// with `dlopen`, where a thread's first access to the thread-local may
+/// allocate (glibc's `__tls_get_addr`). Allocates: no (but see the above).
+/// Blocks: no.
 ///
 /// # Examples
 ///

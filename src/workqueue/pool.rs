@@ -21,7 +21,14 @@
 //!   section, tells idle workers about a backlog without the lock.
 //! - An item found still running (queued again while it ran on another
 //!   worker) goes on `collided` and back to the front of `fifo` when its run
-//!   is over: never two runs at once.
+//!   is over: never two runs at once. On an ordered pool nothing else is
+//!   claimed meanwhile: items run in queue order.
+//! - Delayed items wait on `timers`, kept by idle workers: each sleeps at
+//!   most until the earliest deadline (those that do are counted in
+//!   `watchers`). A worker that goes busy while timers are pending, and
+//!   either was their last watcher or linked an earlier deadline, wakes
+//!   every sleeper to recompute its timeout; so does another thread that
+//!   links an earlier deadline.
 //! - A node is on a list of pool P exactly while its state word says
 //!   PENDING at P (or it is being pushed there). Whoever unlinks it under
 //!   P's lock clears PENDING or moves it in the same critical section.
@@ -31,6 +38,8 @@
 //!   workqueue went away) still points to a `Pool`; `cancel` and `flush`
 //!   lock it and re-check the word before trusting it.
 
+use core::any::Any;
+use core::panic::AssertUnwindSafe;
 use core::ptr::{self, NonNull};
 use core::time::Duration;
 use std::boxed::Box;
@@ -38,6 +47,7 @@ use std::vec::Vec;
 
 use super::lock::Lock;
 use super::work::{flags, pool_of, release_count, Start, Work, DELAYED, PENDING, RUNNING};
+use super::WorkqueueError;
 use crate::backend::{Backend, Host};
 use crate::sync::{
     array_of, loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicUsize, Ordering,
@@ -72,6 +82,9 @@ pub(super) struct PoolConfig {
     pub(super) max_active: u32,
     pub(super) threads: u32,
     pub(super) watchdog_ns: Option<u64>,
+    /// Items run in queue order: nothing is claimed while an item is set
+    /// aside.
+    pub(super) ordered: bool,
 }
 
 /// Counters kept under the lock (`runs` first: written per item).
@@ -123,22 +136,45 @@ pub(super) struct Stop {
     pub(super) exit: bool,
 }
 
-/// Things a step leaves for after the lock is released.
+/// Things a step leaves for after the lock is released, and what the
+/// stepping thread is to its pool. One per stepping thread.
 #[derive(Default)]
 pub(super) struct After {
     /// `Arc` counts to release (the item's drop may run user code).
     release: Vec<NonNull<Work>>,
-    /// Pools holding an instance set aside behind a run that just ended.
+    /// Pools holding an instance set aside behind a run that just ended,
+    /// or whose timers nobody watches (see `step`): every sleeper rechecks.
     wake: Vec<&'static Pool>,
     /// More runnable items than this worker: wake a peer (see `step`).
     wake_peer: bool,
+    /// A worker thread: sleeps when idle, so an idle step with a timer
+    /// pending makes it a timer watcher (`run_pending` callers do not).
+    sleeps: bool,
+    /// Counted in the pool's `watchers` (its last step was idle with a
+    /// timeout): uncounted at the start of its next step.
+    watching: bool,
 }
 
 impl After {
-    pub(super) fn run(&mut self, pool: &Pool) {
+    /// For a worker thread (see `sleeps`).
+    pub(super) fn for_worker() -> After {
+        After {
+            sleeps: true,
+            ..After::default()
+        }
+    }
+
+    /// Wakes and releases what the step left. A panic in the drop of an
+    /// item released here (its closure's captures) is caught and handed
+    /// to `on_panic` with the item's name: it must not kill the worker.
+    pub(super) fn run(
+        &mut self,
+        pool: &Pool,
+        mut on_panic: impl FnMut(&'static str, Box<dyn Any + Send>),
+    ) {
         for p in self.wake.drain(..) {
-            // A set-aside item became runnable: no `runnable` pair covers
-            // it, so every sleeper rechecks.
+            // A set-aside item became runnable, or timers need a watcher:
+            // no `runnable` pair covers it, so every sleeper rechecks.
             p.notify_all();
         }
         // SeqCst: `locked` stored `runnable` (SeqCst) before this load; a
@@ -148,10 +184,18 @@ impl After {
             pool.notify_one(ordering!("work_peer_relaxed", SeqCst, Relaxed));
         }
         for node in self.release.drain(..) {
-            // SAFETY: only nodes whose HELD count moved to us are pushed
-            // here (finish of a held run, stop-time discard of a held
-            // timer); each is pushed once.
-            unsafe { release_count(node) };
+            // SAFETY: we own one count of the node's `Arc` (below), so it
+            // is alive until that count is released.
+            let name = unsafe { node.as_ref() }.name();
+            let released = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: only nodes whose HELD count moved to us are
+                // pushed here (finish of a held run, stop-time discard of a
+                // held timer); each is pushed once.
+                unsafe { release_count(node) };
+            }));
+            if let Err(payload) = released {
+                on_panic(name, payload);
+            }
         }
     }
 }
@@ -188,8 +232,9 @@ struct Front {
 struct Back {
     state: Lock<PoolState>,
     /// Published at the end of every locked section: the run list holds an
-    /// item another worker could start now (`fifo` non-empty and `active <
-    /// max_active`). Lets an idle worker see a backlog without the lock.
+    /// item another worker could start now (`fifo` non-empty, `active <
+    /// max_active`, and on an ordered pool nothing set aside). Lets an idle
+    /// worker see a backlog without the lock.
     runnable: AtomicBool,
     /// One item at a time (one thread, or `max_active == 1`): flushing a
     /// pending item of this pool from one of its items would deadlock.
@@ -217,6 +262,11 @@ pub(super) struct PoolState {
     pub(super) counters: PoolCounters,
     collided: List,
     timers: List,
+    /// Workers whose last step was idle with a timeout: asleep (or about
+    /// to sleep) until the earliest deadline at most. A worker that claims
+    /// an item while timers are pending and nobody else watches them wakes
+    /// the sleepers (see `step`).
+    watchers: u32,
     pub(super) cfg: PoolConfig,
     /// Runs in progress (only with the watchdog on): name, start.
     running: Vec<(NonNull<Work>, &'static str, u64)>,
@@ -244,11 +294,13 @@ impl Pool {
                     fifo: List::new(),
                     collided: List::new(),
                     timers: List::new(),
+                    watchers: 0,
                     active: 0,
                     cfg: PoolConfig {
                         max_active: 1,
                         threads: 0,
                         watchdog_ns: None,
+                        ordered: false,
                     },
                     color: 0,
                     in_flight: [0; 2],
@@ -287,7 +339,9 @@ impl Pool {
             .serial
             .store(cfg.threads <= 1 || cfg.max_active == 1, Ordering::Relaxed);
         pool.locked(|st| {
-            debug_assert!(st.is_quiescent() && st.in_flight == [0, 0] && !st.flushing);
+            debug_assert!(
+                st.is_quiescent() && st.in_flight == [0, 0] && !st.flushing && st.watchers == 0
+            );
             st.cfg = cfg;
             st.want_idle = false;
             st.counters = PoolCounters::default();
@@ -308,7 +362,7 @@ impl Pool {
     pub(super) fn locked<R>(&self, f: impl FnOnce(&mut PoolState) -> R) -> R {
         self.back.state.with(|st| {
             let r = f(st);
-            let runnable = !st.fifo.is_empty() && st.active < st.cfg.max_active;
+            let runnable = !st.fifo.is_empty() && st.may_claim();
             // Stored only when it changes: a sleeper's last step (under
             // this lock, before ours) stored the value it saw, so a change
             // it must learn about is always a store. SeqCst: the store half
@@ -442,8 +496,13 @@ impl Pool {
         stop: Stop,
         after: &mut After,
     ) -> Step {
+        // Across set-aside retries: a timer linked by the first round.
+        let mut earlier_timer = false;
         loop {
             let claimed = self.locked(|st| {
+                if core::mem::take(&mut after.watching) {
+                    st.watchers -= 1;
+                }
                 if let Some(d) = done.take() {
                     self.finish_locked(st, d, after);
                 }
@@ -452,7 +511,7 @@ impl Pool {
                 // producers' cache line alone while it works through a
                 // batch.
                 if st.fifo.is_empty() {
-                    self.take_intake(st);
+                    earlier_timer |= self.take_intake(st);
                 }
                 if !st.collided.is_empty() {
                     st.recheck_collided();
@@ -471,6 +530,18 @@ impl Pool {
                     {
                         after.wake_peer = true;
                     }
+                    // Timers are kept by idle workers. This one goes busy:
+                    // if it was their last watcher, or just linked an
+                    // earlier deadline than the sleepers wait for, wake
+                    // every sleeper to recompute its timeout. All of them:
+                    // a sleeper's token may predate the timer, and
+                    // `notify_all` ends any such wait.
+                    if !st.timers.is_empty()
+                        && (earlier_timer || st.watchers == 0)
+                        && st.active < st.cfg.threads
+                    {
+                        after.wake.push(self);
+                    }
                     return Ok(c);
                 }
                 if st.is_quiescent() {
@@ -480,6 +551,10 @@ impl Pool {
                     if stop.exit {
                         return Err(Step::Exit);
                     }
+                }
+                if timeout.is_some() && after.sleeps {
+                    st.watchers += 1;
+                    after.watching = true;
                 }
                 Err(Step::Idle(timeout))
             });
@@ -542,14 +617,17 @@ impl Pool {
         }
     }
 
-    /// Moves the intake onto the lists, in queue order.
-    fn take_intake(&self, st: &mut PoolState) {
+    /// Moves the intake onto the lists, in queue order. Returns `true` if
+    /// it linked a timer ahead of the earliest one: sleeping workers' timeouts
+    /// may be too long now.
+    fn take_intake(&self, st: &mut PoolState) -> bool {
         // Skip the swap (a write to a line producers write) when empty. Not
         // under loom: its scheduler does not explore a pure load racing
         // with a load-then-CAS (the push), so models always swap.
         if !cfg!(loom) && self.front.intake.load(Ordering::Relaxed).is_null() {
-            return;
+            return false;
         }
+        let first_timer = st.timers.front();
         // Acquire: pairs with the Release CAS in `push`.
         let mut lifo = self.front.intake.swap(
             ptr::null_mut(),
@@ -570,6 +648,18 @@ impl Pool {
             fifo = w.next.load(Ordering::Relaxed);
             // SAFETY: on no list (just taken off the intake), alive.
             unsafe { st.relink(node) };
+        }
+        st.timers.front() != first_timer
+    }
+
+    /// [`take_intake`](Pool::take_intake) by a thread that will not watch
+    /// the timers itself (a canceler, a flusher, ...): a timer ahead of the
+    /// earliest one wakes every sleeper to recompute its timeout. (A
+    /// worker woken by the push may already have found the intake empty,
+    /// and no `runnable` pair covers a timer.)
+    fn take_intake_for_others(&self, st: &mut PoolState) {
+        if self.take_intake(st) {
+            self.notify_all();
         }
     }
 
@@ -597,7 +687,7 @@ impl Pool {
             // re-checked under the lock before the pool is trusted.
             let pool: &'static Pool = unsafe { &*pool_of(s) };
             let found = pool.locked(|st| {
-                pool.take_intake(st);
+                pool.take_intake_for_others(st);
                 // Under this lock the word cannot leave "PENDING here".
                 let now = w.state.load(Ordering::Acquire);
                 if flags(now) & PENDING == 0 || !ptr::eq(pool_of(now), pool) {
@@ -638,17 +728,35 @@ impl Pool {
     }
 
     /// Whole-queue flush, step 1: become the pool's flusher and flip the
-    /// color. `None` while another flush owns the colors.
-    pub(super) fn begin_flush(&self) -> Option<u8> {
+    /// color. `Ok(None)` while another flush owns the colors.
+    ///
+    /// # Errors
+    ///
+    /// `WouldDeadlock` if `caller` (the item the calling thread runs, or
+    /// null) has an instance pending here that is not waiting for its
+    /// timer: it is set aside behind the caller's own run, and the flush
+    /// would wait for it. Checked under the lock, after the intake is
+    /// taken: a timer fires and an instance is linked only under it, so
+    /// an instance the flush would count is seen (one still being pushed
+    /// is refused too, though it would get the new color).
+    pub(super) fn begin_flush(&self, caller: *const Work) -> Result<Option<u8>, WorkqueueError> {
         self.locked(|st| {
             if st.flushing {
-                return None;
+                return Ok(None);
+            }
+            self.take_intake_for_others(st);
+            // SAFETY: `caller` is the item this thread is running: alive
+            // for the run.
+            if let Some(w) = unsafe { caller.as_ref() } {
+                let s = w.state.load(Ordering::Acquire);
+                if flags(s) & (PENDING | DELAYED) == PENDING && ptr::eq(pool_of(s), self) {
+                    return Err(WorkqueueError::WouldDeadlock);
+                }
             }
             st.flushing = true;
-            self.take_intake(st);
             let old = st.color;
             st.color ^= 1;
-            Some(old)
+            Ok(Some(old))
         })
     }
 
@@ -668,7 +776,7 @@ impl Pool {
     /// timed or running; otherwise `flushed` is notified when that is so.
     pub(super) fn quiescent_now(&self) -> bool {
         self.locked(|st| {
-            self.take_intake(st);
+            self.take_intake_for_others(st);
             st.want_idle = true;
             st.is_quiescent()
         })
@@ -677,7 +785,7 @@ impl Pool {
     /// Items on the lists and running, and timers: for statistics.
     pub(super) fn snapshot(&self, now_ns: u64) -> PoolSnapshot {
         self.locked(|st| {
-            self.take_intake(st);
+            self.take_intake_for_others(st);
             st.snapshot(now_ns)
         })
     }
@@ -793,8 +901,11 @@ impl PoolState {
     /// `max_active`, for `step` to start. While claimed, the node is on no
     /// list and still PENDING here: `cancel` waits (as for a push in
     /// flight) until the start CAS or `set_aside`.
+    ///
+    /// An ordered pool claims nothing while an item is set aside: the items
+    /// queued after it wait for it.
     fn claim(&mut self) -> Option<Claimed> {
-        if self.active >= self.cfg.max_active {
+        if !self.may_claim() {
             return None;
         }
         let node = self.fifo.pop_front()?;
@@ -819,6 +930,11 @@ impl PoolState {
             color,
             since_ns,
         })
+    }
+
+    /// Within `max_active`, and (ordered) nothing set aside.
+    fn may_claim(&self) -> bool {
+        self.active < self.cfg.max_active && (!self.cfg.ordered || self.collided.is_empty())
     }
 
     /// A claimed item was still running (queued again during a run on

@@ -1,9 +1,11 @@
 //! `Workqueue`: named worker pools, their builder, the worker loop, flush
 //! and the stop/drain/join sequence.
 
+use core::any::Any;
 use core::panic::AssertUnwindSafe;
 use core::ptr;
 use core::time::Duration;
+use std::boxed::Box;
 use std::io;
 use std::string::{String, ToString};
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use super::context;
 use super::lock::Lock;
 use super::pool::{After, Pool, PoolConfig, Started, Step, Stop};
 use super::stats::{HighPriority, StatsState, WorkqueueStats};
-use super::work::{flags, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD, PENDING};
+use super::work::{
+    flags, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD, PENDING,
+};
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
@@ -65,6 +69,52 @@ impl Shared {
         !me.is_null() && self.pools.iter().any(|p| ptr::eq(*p, me))
     }
 
+    /// `true` if the calling thread runs an item (of any workqueue) whose
+    /// next instance is pending at one of our pools: that instance waits
+    /// for the caller's run to end (set aside), so waiting for it from the
+    /// run would never return. `timers`: an instance still waiting for its
+    /// timer counts too (a stop runs expired timers; a flush does not wait
+    /// for them).
+    fn holds_callers_next_instance(&self, timers: bool) -> bool {
+        // SAFETY: the context names the item this thread is running,
+        // alive for the run (or null).
+        let Some(w) = (unsafe { context::get().work.as_ref() }) else {
+            return false;
+        };
+        let s = w.state.load(Ordering::Acquire);
+        let pending = if timers { PENDING } else { PENDING | DELAYED };
+        flags(s) & pending == PENDING && self.pools.iter().any(|p| ptr::eq(*p, pool_of(s)))
+    }
+
+    /// `true` if waiting for our pools to empty could wait for the caller
+    /// (`stop` and the drop): it works for one of them, or its item's next
+    /// instance is pending at one of them.
+    fn stop_waits_for_caller(&self) -> bool {
+        self.is_own_worker() || self.holds_callers_next_instance(true)
+    }
+
+    /// Counts a panic of item `name` (its run, or the drop of what its
+    /// closure captured).
+    fn record_panic(&self, name: &'static str, payload: Box<dyn Any + Send>) {
+        let msg = if let Some(m) = payload.downcast_ref::<&str>() {
+            (*m).to_string()
+        } else if let Some(m) = payload.downcast_ref::<String>() {
+            m.clone()
+        } else {
+            String::from("(non-string panic payload)")
+        };
+        self.stats.with(|st| {
+            st.panics += 1;
+            st.panicked.record(name);
+            st.last_panic = Some((name, msg));
+        });
+        // A payload whose drop panics would kill the worker: drop it under
+        // `catch_unwind` too, leaking only such a second payload.
+        if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            core::mem::forget(again);
+        }
+    }
+
     /// Runs a started item: catches a panic, times the run.
     fn run(&self, s: &Started) {
         // SAFETY: a started item stays alive until its run is finished and
@@ -74,23 +124,7 @@ impl Shared {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| work.call()));
         context::replace(prev);
         if let Err(payload) = result {
-            let msg = if let Some(m) = payload.downcast_ref::<&str>() {
-                (*m).to_string()
-            } else if let Some(m) = payload.downcast_ref::<String>() {
-                m.clone()
-            } else {
-                String::from("(non-string panic payload)")
-            };
-            self.stats.with(|st| {
-                st.panics += 1;
-                st.panicked.record(work.name());
-                st.last_panic = Some((work.name(), msg));
-            });
-            // A payload whose drop panics would kill the worker: drop it
-            // under `catch_unwind` too, leaking only such a second payload.
-            if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                core::mem::forget(again);
-            }
+            self.record_panic(work.name(), payload);
         }
         if let Some(limit) = self.watchdog {
             let ns = Host::now_ns().saturating_sub(s.since_ns);
@@ -110,7 +144,7 @@ impl Shared {
         let mut n = 0;
         loop {
             let step = pool.step(done.take(), self.stop_flags(), &mut after);
-            after.run(pool);
+            after.run(pool, |name, payload| self.record_panic(name, payload));
             match step {
                 Step::Run(s) => {
                     self.run(&s);
@@ -206,7 +240,7 @@ fn worker_main(shared: Arc<Shared>, index: usize, slot: usize) {
         }
     }
     context::enter_pool(pool, cpu);
-    let mut after = After::default();
+    let mut after = After::for_worker();
     let mut done = None;
     // Taken only on the way to sleep (a busy worker does not read the
     // producers' cache line), then one more step under it: anything that
@@ -214,7 +248,7 @@ fn worker_main(shared: Arc<Shared>, index: usize, slot: usize) {
     let mut token = None;
     loop {
         let step = pool.step(done.take(), shared.stop_flags(), &mut after);
-        after.run(pool);
+        after.run(pool, |name, payload| shared.record_panic(name, payload));
         match step {
             Step::Run(s) => {
                 token = None;
@@ -335,8 +369,9 @@ fn this_cpu() -> Option<usize> {
 /// are dropped (counted in [`WorkqueueStats::discarded_at_stop`]) — and
 /// joins the threads. (Linux's `destroy_workqueue` drains too, but lets a running item
 /// queue more work onto its own queue; here that queue is refused, so the
-/// drain always ends.) Dropped from one of its own items, it cannot join
-/// that thread: a helper thread finishes the stop.
+/// drain always ends.) Dropped from one of its own items (or from an item
+/// whose next instance it holds, which waits for that item's run), it
+/// cannot wait there: a helper thread finishes the stop.
 ///
 /// # Examples
 ///
@@ -662,7 +697,9 @@ impl Workqueue {
     ///
     /// # Errors
     ///
-    /// [`WorkqueueError::WouldDeadlock`] when called from one of its items
+    /// [`WorkqueueError::WouldDeadlock`] when called from one of its items,
+    /// or from an item (of any workqueue) whose next instance is queued
+    /// here — set aside behind the caller's own run, it would be waited for
     /// (nothing is stopped then).
     ///
     /// # Examples
@@ -679,7 +716,7 @@ impl Workqueue {
     /// assert_eq!(wq.stats().rejected, 2);
     /// ```
     pub fn stop(&self) -> Result<(), WorkqueueError> {
-        if self.shared.is_own_worker() {
+        if self.shared.stop_waits_for_caller() {
             return Err(WorkqueueError::WouldDeadlock);
         }
         self.shared.stop(self.threads.is_empty());
@@ -713,7 +750,11 @@ impl Workqueue {
     /// # Errors
     ///
     /// [`WorkqueueError::WouldDeadlock`] when called from an item of this
-    /// workqueue (the calling item is itself among those to wait for).
+    /// workqueue (the calling item is itself among those to wait for), or
+    /// from an item (of any workqueue) whose next instance is queued here
+    /// and not waiting for its timer: it waits for the caller's run to end.
+    /// (If that instance is queued during the call, the pools of a per-CPU
+    /// workqueue before its pool may have been flushed already.)
     ///
     /// # Examples
     ///
@@ -730,14 +771,17 @@ impl Workqueue {
     /// assert_eq!(N.load(Ordering::Relaxed), 2);
     /// ```
     pub fn flush(&self) -> Result<(), WorkqueueError> {
-        if self.shared.is_own_worker() {
+        if self.shared.is_own_worker() || self.shared.holds_callers_next_instance(false) {
             return Err(WorkqueueError::WouldDeadlock);
         }
         let manual = self.threads.is_empty();
+        // The check above, again under each pool's lock: the caller's next
+        // instance may have been queued since.
+        let caller = context::get().work;
         for &pool in &self.shared.pools {
             let old = loop {
                 let token = pool.flushed().token();
-                if let Some(old) = pool.begin_flush() {
+                if let Some(old) = pool.begin_flush(caller)? {
                     break old;
                 }
                 self.wait_or_help(pool, token);
@@ -940,13 +984,14 @@ impl Drop for Workqueue {
     fn drop(&mut self) {
         let threads = core::mem::take(&mut self.threads);
         let manual = threads.is_empty();
-        if !self.shared.is_own_worker() {
+        if !self.shared.stop_waits_for_caller() {
             self.shared.stop(manual);
             self.shared.join(threads);
             return;
         }
-        // Dropped by one of our own items: that worker cannot wait for
-        // itself. Refuse work now; a helper thread drains and joins.
+        // Dropped by one of our own items, or by an item whose next instance
+        // we hold: it cannot wait for itself. Refuse work now; a helper
+        // thread drains and joins.
         self.shared.stopping.store(true, Ordering::SeqCst);
         let shared = Arc::clone(&self.shared);
         let helper = std::thread::Builder::new()
@@ -1185,6 +1230,7 @@ impl WorkqueueBuilder {
                     max_active: clamp(max_active),
                     threads: clamp(threads),
                     watchdog_ns: self.watchdog.map(nanos),
+                    ordered: self.ordered,
                 })
             })
             .collect();

@@ -124,9 +124,16 @@ enum Func {
 ///
 /// # What a worker touches after the function returns
 ///
-/// `finished` (`fetch_add`), then the state word (the finish CAS), then —
-/// only if the item was queued again onto the same pool and set aside — its
-/// links, under the pool's lock. Then it drops the `Arc` count it held.
+/// `finished` (a load and a Release store: only the running worker writes
+/// it), then the state word (the finish CAS), then — only if the item was
+/// queued again onto the same pool and set aside — its links, under the
+/// pool's lock. Then it drops the `Arc` count it held (a panic in that drop
+/// is caught and counted like an item's).
+///
+/// As `finished` is stored before the finish CAS, [`flush`](Work::flush)
+/// (and [`runs`](Work::runs)) may see the run finished while
+/// [`is_running`](Work::is_running) is still `true` for a moment: the run's
+/// effects are visible, the worker has not cleared RUNNING yet.
 ///
 /// # Examples
 ///
@@ -165,8 +172,8 @@ pub struct Work {
     /// Runs started. Incremented by `start` (the one worker starting the
     /// run) before its CAS, which publishes it to `flush`.
     pub(super) started: AtomicU32,
-    /// Runs finished. Incremented by `finish` (the running worker) before
-    /// its CAS.
+    /// Runs finished. Incremented by `finish` (the running worker: a load
+    /// and a Release store) before its CAS.
     pub(super) finished: AtomicU32,
     /// Queues that found the item already pending.
     coalesced: AtomicU32,
@@ -377,6 +384,9 @@ impl Work {
     /// `Ok(false)` if the item was idle. Also returns once the item is idle
     /// (a cancelled instance never runs). A pending delayed instance is
     /// waited for, timer included; [`DelayedWork::flush`] fires it first.
+    /// "Finished" is the function's return: the run's effects are visible,
+    /// but [`is_running`](Work::is_running) may still be `true` for a moment
+    /// (the worker clears it just after; see the type's docs).
     ///
     /// Top-half safe: no. Allocates: no. Blocks: yes.
     ///
@@ -400,26 +410,27 @@ impl Work {
     /// assert_eq!(W.flush(), Ok(false));
     /// ```
     pub fn flush(&self) -> Result<bool, WorkqueueError> {
-        let s = self.state.load(Ordering::Acquire);
+        // The word between two reads of `started`, until they agree: the
+        // word then shows no start the first read missed, and the second
+        // read (after the word, whose Acquire pairs with the start CAS)
+        // counts every run the word shows RUNNING. The pending instance, if
+        // not started yet, is the next start. (Left: a start between its
+        // `started` store and its CAS during our reads; we then also wait
+        // for the instance after the one pending, or for the item to go
+        // idle.)
+        let (s, started) = loop {
+            let before = self.started.load(Ordering::Acquire);
+            let s = self.state.load(Ordering::Acquire);
+            let started = self.started.load(Ordering::Acquire);
+            if started == before {
+                break (s, started);
+            }
+        };
         let f = flags(s);
         if f & (PENDING | RUNNING) == 0 {
             return Ok(false);
         }
-        let ctx = context::get();
-        if ptr::eq(ctx.work, self) {
-            return Err(WorkqueueError::WouldDeadlock);
-        }
-        if f & PENDING != 0 && !ctx.pool.is_null() && ptr::eq(ctx.pool, pool_of(s)) {
-            // SAFETY: pools are never freed (type-stable, see `pool.rs`), and
-            // this one is the calling worker's own.
-            if unsafe { &*ctx.pool }.is_serial() {
-                return Err(WorkqueueError::WouldDeadlock);
-            }
-        }
-        // `started` after the word: a run seen RUNNING is counted (start
-        // increments before its CAS). The pending instance, if not started
-        // yet, is the next start.
-        let started = self.started.load(Ordering::Acquire);
+        self.refuse_flush_from_here(s)?;
         let target = if f & PENDING != 0 {
             started.wrapping_add(1)
         } else {
@@ -434,6 +445,24 @@ impl Work {
                     < u32::MAX / 2
         });
         Ok(true)
+    }
+
+    /// `WouldDeadlock` if a flush of the instance(s) the word `s` shows,
+    /// from here, would wait for itself: from the item's own function, or
+    /// from an item of a one-at-a-time pool holding the pending instance.
+    fn refuse_flush_from_here(&self, s: *mut Pool) -> Result<(), WorkqueueError> {
+        let ctx = context::get();
+        if ptr::eq(ctx.work, self) {
+            return Err(WorkqueueError::WouldDeadlock);
+        }
+        if flags(s) & PENDING != 0 && !ctx.pool.is_null() && ptr::eq(ctx.pool, pool_of(s)) {
+            // SAFETY: pools are never freed (type-stable, see `pool.rs`), and
+            // this one is the calling worker's own.
+            if unsafe { &*ctx.pool }.is_serial() {
+                return Err(WorkqueueError::WouldDeadlock);
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a pending instance: it is unlinked and will not run. A run
@@ -976,11 +1005,11 @@ impl DelayedWork {
     /// assert_eq!(D.runs(), 1);
     /// ```
     pub fn flush(&self) -> Result<bool, WorkqueueError> {
-        let ctx = context::get();
-        if ptr::eq(ctx.work, &self.work) {
-            return Err(WorkqueueError::WouldDeadlock);
-        }
-        if flags(self.work.state.load(Ordering::Acquire)) & DELAYED != 0 {
+        // Refused before the timer is fired: a refused flush changes
+        // nothing.
+        let s = self.work.state.load(Ordering::Acquire);
+        self.work.refuse_flush_from_here(s)?;
+        if flags(s) & DELAYED != 0 {
             Pool::fire_now(&self.work);
         }
         self.work.flush()
