@@ -161,11 +161,11 @@ impl WakeWord {
         let ts_ptr = ts
             .as_ref()
             .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+        // EINTR, EAGAIN (word changed) and ETIMEDOUT are all plain returns:
+        // callers re-check.
         // SAFETY: `seq` is a live, aligned 32-bit word for the whole call
         // (`&self`); FUTEX_WAIT only reads it and compares with `token`;
         // `ts_ptr` is null or points to `ts`, alive until the call returns.
-        // EINTR, EAGAIN (word changed) and ETIMEDOUT are all plain returns:
-        // callers re-check.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,

@@ -162,11 +162,12 @@ impl Backend for Signals {
         let fd = EVENT_FD.load(Ordering::Acquire);
         if fd != usize::MAX {
             let one: u64 = 1;
-            // SAFETY: errno is the calling thread's; we put it back so a
-            // kick from ordinary code does not clobber it. `fd` is the
-            // eventfd, never closed; `one` is 8 readable bytes. write(2) is
-            // async-signal-safe. EAGAIN (counter saturated) still leaves the
-            // fd readable, which is all the protocol needs.
+            // errno is put back so a kick from ordinary code does not clobber
+            // it. EAGAIN (counter saturated) still leaves the fd readable,
+            // which is all the protocol needs.
+            // SAFETY: errno is the calling thread's; `fd` is the eventfd,
+            // never closed; `one` is 8 readable bytes; write(2) is
+            // async-signal-safe.
             unsafe {
                 let errno = *libc::__errno_location();
                 libc::write(fd as c_int, (&one as *const u64).cast(), 8);
