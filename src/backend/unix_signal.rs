@@ -66,7 +66,7 @@ use std::os::fd::RawFd;
 
 use libc::c_int;
 
-use crate::backend::{Backend, DrainThreads};
+use crate::backend::{Backend, DrainThreads, Host};
 use crate::mailbox::MpscMailbox;
 use crate::softirq::{DrainOutcome, Runtime};
 use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, OnUnwind, Ordering, UnsafeCell};
@@ -141,17 +141,11 @@ impl Backend for Signals {
         }
     }
 
+    /// `CLOCK_MONOTONIC`, read as the host backend reads it
+    /// (async-signal-safe `clock_gettime`).
+    #[inline]
     fn now_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec for the call;
-        // clock_gettime is async-signal-safe and touches nothing else.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
+        Host::now_ns()
     }
 
     /// Wakes the CPU's drain thread and, if [`Runtime::event_fd`] created
