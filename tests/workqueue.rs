@@ -826,10 +826,6 @@ fn a_delayed_item_runs_after_its_delay_and_mod_delayed_moves_the_deadline() {
 }
 
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "under miri a worker falls so far behind that a due timer fires before an earlier one still in the intake (timers are linked when a worker takes the intake, not at queue time); known gap, see the closing note"
-)]
 fn many_timers_fire_in_deadline_order() {
     static ORDER: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     fn item(w: &Work) {

@@ -509,8 +509,11 @@ impl Pool {
                 // New items go behind the run list anyway: take them only
                 // when it is empty, so that a busy worker leaves the
                 // producers' cache line alone while it works through a
-                // batch.
-                if st.fifo.is_empty() {
+                // batch — or when a timer is due: the intake may hold a
+                // timer with an earlier deadline, which must be linked
+                // before the due ones fire, so timers fire in deadline
+                // order even when the worker has fallen behind.
+                if st.fifo.is_empty() || st.timer_due() {
                     earlier_timer |= self.take_intake(st);
                 }
                 if !st.collided.is_empty() {
@@ -972,6 +975,14 @@ impl PoolState {
                 unsafe { self.fifo.push_front(node) };
             }
         }
+    }
+
+    /// `true` if the earliest linked timer's deadline has passed.
+    fn timer_due(&self) -> bool {
+        self.timers.front().is_some_and(|node| {
+            // SAFETY: list nodes are alive while PENDING.
+            unsafe { node.as_ref() }.deadline() <= Host::now_ns()
+        })
     }
 
     /// Transition 6 for every due timer; when stopping, transition 8 for
