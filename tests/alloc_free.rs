@@ -11,16 +11,15 @@
 //! allocation inside the guarded region is seen, one outside is not, and
 //! another thread's allocations are not charged to this thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
 use std::cell::Cell;
 use std::hint::black_box;
+use support::RecordingAlloc;
 
 use bottomhalf::{Config, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector};
 
 // ---------------------------------------------------------------------------
 // The test allocator.
-
-struct TopHalfCheckingAlloc;
 
 thread_local! {
     // `const` initialisers and no destructors: reading these never allocates
@@ -39,35 +38,11 @@ fn record(size: usize) {
     });
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
-// touches only thread-local `Cell`s and never allocates.
-unsafe impl GlobalAlloc for TopHalfCheckingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: TopHalfCheckingAlloc = TopHalfCheckingAlloc;
+static ALLOC: RecordingAlloc = RecordingAlloc {
+    on_alloc: record,
+    on_dealloc: || {},
+};
 
 /// What a guarded region allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,11 +11,12 @@
 //! `sigqueue`, `kill`, `setresuid`, `sched_yield`, `_exit`).
 #![cfg(all(not(miri), target_os = "linux"))]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::RecordingAlloc;
 
 use bottomhalf::{
     Accept, Config, MpscMailbox, Runtime, SigInfo, SignalConfig, SignalError, Signals, Tasklet,
@@ -61,8 +62,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 // The allocator: counts allocations made while a handler runs on the
 // allocating thread (the flag is set by a raw wrapper around our handler).
 
-struct HandlerCheckingAlloc;
-
 thread_local! {
     static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
 }
@@ -76,33 +75,11 @@ fn record() {
     }
 }
 
-// SAFETY: forwards every call unchanged to `System`; the bookkeeping is a
-// thread-local read and an atomic add, neither allocates.
-unsafe impl GlobalAlloc for HandlerCheckingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: HandlerCheckingAlloc = HandlerCheckingAlloc;
+static ALLOC: RecordingAlloc = RecordingAlloc {
+    on_alloc: |_| record(),
+    on_dealloc: record,
+};
 
 type SigAction = extern "C" fn(c_int, *mut libc::siginfo_t, *mut libc::c_void);
 static WRAPPED: [AtomicUsize; 129] = [const { AtomicUsize::new(0) }; 129];

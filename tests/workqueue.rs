@@ -17,20 +17,19 @@
 //! machine may be loaded). Under miri the counts shrink and the
 //! affinity/priority/signal checks are skipped.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::RecordingAlloc;
 
 use bottomhalf::{current_cpu, DelayedWork, HighPriority, Work, Workqueue, WorkqueueError};
 
 // ---------------------------------------------------------------------------
 // Test allocator: counts allocations while the thread's flag is set.
-
-struct CountingAlloc;
 
 thread_local! {
     static IN_TOP_HALF: Cell<bool> = const { Cell::new(false) };
@@ -45,32 +44,11 @@ fn record() {
     });
 }
 
-// SAFETY: forwards every call unchanged to `System`; the bookkeeping only
-// touches const-initialised thread-local `Cell`s and never allocates.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(p, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(p, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+static ALLOC: RecordingAlloc = RecordingAlloc {
+    on_alloc: |_| record(),
+    on_dealloc: || {},
+};
 
 /// Runs `f` as a top half on this thread; returns the allocations it made.
 fn allocations_in(f: impl FnOnce()) -> usize {
