@@ -20,8 +20,31 @@ use crate::percpu::CpuOutOfRange;
 use crate::softirq::Runtime;
 use crate::wake::WakeWord;
 
+/// The thread is bound to no CPU.
+const UNBOUND: usize = usize::MAX;
+
 std::thread_local! {
-    static CPU: Cell<usize> = const { Cell::new(0) };
+    /// The CPU index this thread acts as, or `UNBOUND`. Shared by the std
+    /// backends (a thread has one CPU index, as a CPU has one): `Host`
+    /// reads an unbound thread as CPU 0, `Signals` asks the kernel.
+    /// `const`, no destructor: one TLS load, readable in a signal handler.
+    static CPU: Cell<usize> = const { Cell::new(UNBOUND) };
+}
+
+/// The CPU the calling thread is bound to, if any.
+#[inline(always)]
+pub(crate) fn bound_cpu() -> Option<usize> {
+    let cpu = CPU.with(Cell::get);
+    (cpu != UNBOUND).then_some(cpu)
+}
+
+/// Binds the calling thread to `cpu` (the caller checked the range) until
+/// the guard is dropped.
+pub(crate) fn bind_thread(cpu: usize) -> CpuBinding {
+    CpuBinding {
+        previous: CPU.with(|c| c.replace(cpu)),
+        _not_send: PhantomData,
+    }
 }
 
 /// The host backend: threads bound to CPU indices, `CLOCK_MONOTONIC`.
@@ -47,7 +70,7 @@ pub struct Host;
 impl Backend for Host {
     #[inline(always)]
     fn current_cpu() -> usize {
-        CPU.with(Cell::get)
+        bound_cpu().unwrap_or(0)
     }
 
     /// Wakes the CPU's drain thread, if [`Runtime::spawn_drain_threads`]
@@ -114,11 +137,7 @@ impl<const N: usize> Runtime<Host, N> {
         if cpu >= N {
             return Err(CpuOutOfRange { cpu, cpus: N });
         }
-        let previous = CPU.with(|c| c.replace(cpu));
-        Ok(CpuBinding {
-            previous,
-            _not_send: PhantomData,
-        })
+        Ok(bind_thread(cpu))
     }
 }
 

@@ -36,9 +36,11 @@
 //! is async-signal-safe. The result is folded below the configured CPU
 //! count; a [`Runtime<Signals, N>`](crate::Runtime) must have `N` at least
 //! the number of configured CPUs, which every set-up function checks
-//! ([`SignalError::TooFewCpus`]). A thread may override the answer for
-//! itself (the drain threads and [`Runtime::drain_all`] do): a
-//! `const`-initialised thread-local without a destructor, one TLS load.
+//! ([`SignalError::TooFewCpus`]). A thread bound to a CPU index (the
+//! drain threads, [`Runtime::drain_all`], or a thread bound with the host
+//! backend's binding, which both std backends share) gets that index
+//! instead: a `const`-initialised thread-local without a destructor, one
+//! TLS load.
 //!
 //! # The pollable file descriptor
 //!
@@ -58,7 +60,6 @@
 //! `state`, then loads `active`): all four are `SeqCst`, so uninstall never
 //! misses a handler that still reads the slot's configuration.
 
-use core::cell::Cell;
 use core::ffi::c_void;
 use core::fmt;
 use core::marker::PhantomData;
@@ -66,6 +67,7 @@ use std::os::fd::RawFd;
 
 use libc::c_int;
 
+use crate::backend::host::{bind_thread, bound_cpu};
 use crate::backend::{Backend, DrainThreads, Host};
 use crate::mailbox::MpscMailbox;
 use crate::softirq::{DrainOutcome, Runtime};
@@ -77,15 +79,6 @@ const SI_TKILL: c_int = -6;
 /// Highest signal number on Linux (`SIGRTMAX` is 64 on every architecture
 /// but MIPS, where it is 127 and the table is sized for it).
 const MAX_SIGNAL: usize = 128;
-
-/// No override: ask the kernel.
-const NO_CPU: usize = usize::MAX;
-
-std::thread_local! {
-    /// The CPU index this thread claims (drain threads, `drain_all`), or
-    /// `NO_CPU`. `const`, no destructor: readable from a signal handler.
-    static CPU_OVERRIDE: Cell<usize> = const { Cell::new(NO_CPU) };
-}
 
 /// Configured CPUs, stored by the first set-up (0: not set up yet, every
 /// caller is CPU 0). Written only with the same value (`sysconf` is
@@ -123,9 +116,8 @@ impl Backend for Signals {
     /// docs), or the CPU the calling thread claimed. Async-signal-safe.
     #[inline]
     fn current_cpu() -> usize {
-        let claimed = CPU_OVERRIDE.with(Cell::get);
-        if claimed != NO_CPU {
-            return claimed;
+        if let Some(bound) = bound_cpu() {
+            return bound;
         }
         let limit = CPU_LIMIT.load(Ordering::Relaxed);
         if limit == 0 {
@@ -988,12 +980,12 @@ impl<const N: usize> Runtime<Signals, N> {
     ///
     /// See [`Runtime::event_fd`].
     pub fn drain_all(&self) -> DrainOutcome {
-        let previous = CPU_OVERRIDE.with(Cell::get);
         let cpus = CPU_LIMIT.load(Ordering::Relaxed).clamp(1, N);
         let mut outcome = DrainOutcome::Complete;
         for cpu in 0..cpus {
-            CPU_OVERRIDE.with(|c| c.set(cpu));
-            let restore = OnUnwind(|| CPU_OVERRIDE.with(|c| c.set(previous)));
+            // Restores the thread's previous binding when dropped, also on
+            // unwind from a handler.
+            let _cpu = bind_thread(cpu);
             match self.drain() {
                 DrainOutcome::Remaining => outcome = DrainOutcome::Remaining,
                 DrainOutcome::Busy if outcome == DrainOutcome::Complete => {
@@ -1001,9 +993,7 @@ impl<const N: usize> Runtime<Signals, N> {
                 }
                 _ => {}
             }
-            core::mem::forget(restore);
         }
-        CPU_OVERRIDE.with(|c| c.set(previous));
         outcome
     }
 
@@ -1043,7 +1033,8 @@ impl<const N: usize> Runtime<Signals, N> {
     pub fn spawn_drain_threads(&'static self) -> Result<DrainThreads, SignalError> {
         let cpus = self.check_cpus()?;
         DrainThreads::spawn(self, cpus, "bh-sig", |_rt, cpu| {
-            CPU_OVERRIDE.with(|c| c.set(cpu));
+            // The binding lasts as long as the thread.
+            core::mem::forget(bind_thread(cpu));
             pin_to(cpu)
         })
         .map_err(|e| SignalError::Os(e.raw_os_error().unwrap_or(libc::EAGAIN)))
