@@ -92,6 +92,8 @@
 extern crate std;
 
 mod backend;
+#[cfg(all(feature = "std", unix))]
+mod fork;
 mod mailbox;
 mod percpu;
 mod softirq;

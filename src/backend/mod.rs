@@ -30,6 +30,13 @@ pub use host::{CpuBinding, Host};
 #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
 pub use unix_signal::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Signals};
 
+/// The signal backend's part of the `fork()` child handler (`crate::fork`).
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub(crate) fn after_fork_child() {
+    #[cfg(not(loom))]
+    unix_signal::after_fork_child();
+}
+
 /// The environment a [`Runtime`](crate::Runtime) runs in.
 ///
 /// Every function here is called from top halves and must itself be
