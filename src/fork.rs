@@ -1,46 +1,606 @@
 //! `fork()`: what a child inherits and how it is made usable.
 //!
-//! A `pthread_atfork` child handler, registered once by the first std
-//! set-up call, runs in the child right after `fork()` (single-threaded
-//! there) and bumps the fork generation, so that objects inherited from the
-//! parent can tell that the threads they were waiting for are gone.
+//! Design rules (the user-facing story is the crate docs' `# fork()`
+//! section):
+//!
+//! - A `pthread_atfork` child handler runs in the child right after
+//!   `fork()`, where only the forking thread exists. It is registered once
+//!   per process, at load time (an ELF `.init_array` / Mach-O
+//!   `__mod_init_func` constructor), so no top half and no drain ever
+//!   calls `pthread_atfork` (which locks and may allocate); the std set-up
+//!   paths call [`ensure_atfork`] too, for Unix targets without
+//!   constructors. The handler bumps the fork [`generation`] and repairs
+//!   what other threads of the parent left half-done.
+//! - Tasklets are found through an intrusive, lock-free registry: a
+//!   tasklet links itself the first time it is scheduled, before its count
+//!   can leave zero (one Acquire load of a flag on every later schedule;
+//!   one CAS push the first time: top-half safe, allocation-free). Its
+//!   runtime is reached through the tasklet (`RuntimeFork`, a supertrait of
+//!   `TaskletRuntime`), so only `&'static` objects are ever registered.
+//! - In the child (single-threaded, so a plain rebuild is sound), for every
+//!   runtime of a registered tasklet and every CPU: the `draining` flag is
+//!   cleared (the drain that set it belonged to a thread that does not
+//!   exist here) and the tasklet lists are walked to mark what is linked.
+//!   Then for every registered tasklet: RUN is cleared (that run will never
+//!   finish here), and a tasklet with pending schedules that is on no list
+//!   (taken by a parent drain, or between its count CAS and its push in a
+//!   parent top half) is linked again on the child's current CPU, so none
+//!   is lost. A killed tasklet on no list gets its count cleared.
+//! - Runtimes without tasklets are repaired lazily, per CPU: the first
+//!   drain of a CPU in a new generation clears its `draining` flag (a
+//!   `REPAIRING` stamp keeps two child threads from doing it at once; the
+//!   loser returns `Busy`, and the winner goes on to drain the loser's
+//!   work). Spawning drain threads repairs every CPU of the runtime first,
+//!   so a kick skipped because of a stale flag cannot leave them asleep.
+//! - The forking thread itself may be inside a drain (a bottom half that
+//!   forks, for example to exec a program). Its drains are recorded in a
+//!   thread-local stack: the child keeps those CPUs' `draining` flags
+//!   (stamping them repaired) and leaves the tasklets of those runtimes as
+//!   they are, because the continuing drain owns the list it took.
+//!
+//! # Atomic orderings
+//!
+//! The registry push is Release and the schedule path's check of the
+//! registration flag is Acquire: a schedule that finds the tasklet
+//! registered, then moves its count, is ordered after the push, so a child
+//! that inherits the count inherits the link too (`fork` copies memory as
+//! it is at the moment it runs; weakly ordered CPUs make every store that
+//! precedes a Release store visible first). The lazy per-CPU repair's stamp
+//! and the drain's `draining` flag are SeqCst, as the drain's own hand-off
+//! is (see `softirq`).
 
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use crate::backend::Backend;
+use crate::softirq::Runtime;
+use crate::tasklet::Tasklet;
 
-/// How many `fork()`s separate this process from the one that first
-/// loaded the crate (0 in that one). Bumped only by the child handler.
-static GENERATION: AtomicU32 = AtomicU32::new(0);
+#[cfg(all(feature = "std", unix, not(loom)))]
+pub(crate) use imp::{ensure_atfork, generation};
 
-/// 0: the child handler is not registered; 1: registering; 2: registered.
-static ATFORK: AtomicU8 = AtomicU8::new(0);
-
-/// The fork generation of the calling process.
-#[inline]
-#[allow(dead_code)] // read by the fork repair of drain threads and workqueues
-pub(crate) fn generation() -> u32 {
-    GENERATION.load(Ordering::Relaxed)
+/// The fork state of one CPU of a runtime (a field of `CpuState`).
+#[derive(Debug)]
+pub(crate) struct CpuFork {
+    /// The generation this CPU's `draining` flag is valid in, or
+    /// `REPAIRING`. Written by the first drain of the CPU in a new
+    /// generation, by the child handler, and by `spawn_drain_threads`.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    gen: crate::sync::AtomicU32,
+    /// The generation in which the child handler last walked this CPU's
+    /// tasklet lists (so a runtime with many tasklets is walked once).
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    walked: crate::sync::AtomicU32,
 }
 
-/// Registers the child handler once per process tree (a child inherits the
-/// registration). Set-up only: `pthread_atfork` may allocate.
-pub(crate) fn ensure_atfork() {
-    if ATFORK.load(Ordering::Acquire) == 2 {
-        return;
-    }
-    if ATFORK
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        // SAFETY: `child` is an `extern "C" fn()` that only touches atomics
-        // and calls async-signal-safe functions; no prepare/parent hooks.
-        unsafe { libc::pthread_atfork(None, None, Some(child)) };
-        ATFORK.store(2, Ordering::Release);
+impl CpuFork {
+    crate::sync::loom_const_fn! {
+        pub(crate) fn new() -> CpuFork {
+            CpuFork {
+                #[cfg(all(feature = "std", unix, not(loom)))]
+                gen: crate::sync::AtomicU32::new(0),
+                #[cfg(all(feature = "std", unix, not(loom)))]
+                walked: crate::sync::AtomicU32::new(0),
+            }
+        }
     }
 }
 
-/// The child handler: runs in the child, which has one thread.
-extern "C" fn child() {
-    GENERATION.fetch_add(1, Ordering::Relaxed);
-    #[cfg(target_os = "linux")]
-    crate::backend::after_fork_child();
+/// The fork state of one tasklet (a field of `Tasklet`).
+#[derive(Debug)]
+pub(crate) struct TaskletFork {
+    /// `NEW`, `LINKING` (a context is pushing it on the registry) or
+    /// `LINKED`. Only moves forward.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    state: crate::sync::AtomicU8,
+    /// The next registered tasklet. Written once, by the context that won
+    /// `NEW → LINKING`, before its push publishes it.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    next: crate::sync::AtomicPtr<Tasklet>,
+    /// The generation in which the child handler found it on a list (or
+    /// linked it). Written only by the child handler.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    listed: crate::sync::AtomicU32,
+}
+
+impl TaskletFork {
+    crate::sync::loom_const_fn! {
+        pub(crate) fn new() -> TaskletFork {
+            TaskletFork {
+                #[cfg(all(feature = "std", unix, not(loom)))]
+                state: crate::sync::AtomicU8::new(0),
+                #[cfg(all(feature = "std", unix, not(loom)))]
+                next: crate::sync::AtomicPtr::new(core::ptr::null_mut()),
+                #[cfg(all(feature = "std", unix, not(loom)))]
+                listed: crate::sync::AtomicU32::new(0),
+            }
+        }
+    }
+}
+
+/// Marks the calling thread as draining one CPU of a runtime until
+/// dropped (see `Runtime::fork_enter`).
+#[must_use]
+pub(crate) struct DrainMark {
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+mod sealed {
+    /// A runtime's part of the fork repair, reached through a tasklet's
+    /// `&'static dyn TaskletRuntime` (this is its supertrait). Implemented
+    /// by [`Runtime`](crate::Runtime) only.
+    pub trait RuntimeFork {
+        /// In the child handler: clears the stale `draining` flag of every
+        /// CPU (except those the forking thread drains) and marks the
+        /// tasklets linked on its lists.
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[doc(hidden)]
+        fn fork_child_runtime(&self, gen: u32);
+        /// The runtime's address, to compare with the forking thread's
+        /// drains.
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[doc(hidden)]
+        fn fork_addr(&self) -> usize;
+    }
+}
+pub(crate) use sealed::RuntimeFork;
+
+impl<B: Backend, const N: usize> RuntimeFork for Runtime<B, N> {
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    fn fork_child_runtime(&self, gen: u32) {
+        imp::child_runtime(self, gen);
+    }
+
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    fn fork_addr(&self) -> usize {
+        core::ptr::from_ref(self) as usize
+    }
+}
+
+impl<B: Backend, const N: usize> Runtime<B, N> {
+    /// The drain's fork hook, called once per drain before it claims the
+    /// CPU: in a child, the first drain of the CPU clears the `draining`
+    /// flag a parent thread left set (or returns `None` while another
+    /// context of the child is doing that, as for a drain already
+    /// running on the CPU; that context goes on to drain). Then marks
+    /// the thread as draining this CPU until the mark is dropped, for the
+    /// child handler of a fork made from inside this drain.
+    #[inline(always)]
+    pub(crate) fn fork_enter(&self, cpu: usize) -> Option<DrainMark> {
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        {
+            imp::repair_cpu(self.cpu_state(cpu))?;
+            Some(imp::mark_drain(self.fork_addr(), cpu))
+        }
+        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        {
+            let _ = cpu;
+            Some(DrainMark {})
+        }
+    }
+
+    /// Clears the `draining` flags a parent thread left set, on every CPU,
+    /// if this process is a child forked since they were last checked. A
+    /// no-op in the process that first loaded the crate. Set-up only (it
+    /// may have to wait for another thread's repair of a CPU).
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    pub(crate) fn repair_after_fork(&self) {
+        for cpu in 0..N {
+            while imp::repair_cpu(self.cpu_state(cpu)).is_none() {
+                crate::sync::spin_wait();
+            }
+        }
+    }
+}
+
+impl crate::tasklet::TaskletList {
+    /// Calls `f` for every tasklet linked on the list. Only where nothing
+    /// else runs (the child handler): the links are read without owning
+    /// them.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    pub(crate) fn for_each_linked(&self, mut f: impl FnMut(&'static Tasklet)) {
+        let mut node = self.head.load(crate::sync::Ordering::Acquire);
+        while !node.is_null() {
+            // SAFETY: `push` links only `&'static Tasklet`s; in the child
+            // handler no other context changes the links.
+            let t: &'static Tasklet = unsafe { &*node };
+            node = t.next.load(crate::sync::Ordering::Relaxed);
+            f(t);
+        }
+    }
+}
+
+impl Tasklet {
+    /// Links the tasklet into the fork registry the first time it is
+    /// scheduled; after that one Acquire load. Called by `try_schedule`
+    /// before the count CAS. Top-half safe.
+    #[inline(always)]
+    pub(crate) fn fork_register(&'static self) {
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        imp::register(self);
+    }
+}
+
+#[cfg(all(feature = "std", unix, not(loom)))]
+mod imp {
+    use core::cell::Cell;
+    use core::marker::PhantomData;
+    use core::ptr;
+
+    use super::DrainMark;
+    use crate::backend::Backend;
+    use crate::softirq::{CpuState, Runtime};
+    use crate::sync::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
+    use crate::tasklet::{Tasklet, COUNT_MASK, KILLED, PARKED, RUN};
+
+    /// How many `fork()`s separate this process from the one that first
+    /// loaded the crate (0 in that one). Bumped only by the child handler.
+    static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+    /// 0: the child handler is not registered; 1: registering; 2:
+    /// registered.
+    static ATFORK: AtomicU8 = AtomicU8::new(0);
+
+    /// `CpuFork::gen` while a context repairs the CPU.
+    const REPAIRING: u32 = u32::MAX;
+
+    /// Registered tasklets, newest first, linked through `TaskletFork::next`.
+    static TASKLETS: AtomicPtr<Tasklet> = AtomicPtr::new(ptr::null_mut());
+
+    /// Tasklets scheduled for the first time while another context was
+    /// still pushing them on the registry (`LINKING`): that context may be
+    /// a parent thread the fork leaves behind, so the scheduler records the
+    /// tasklet here too. Never emptied; the child handler reads both.
+    static STRAGGLERS: [AtomicPtr<Tasklet>; 16] = [const { AtomicPtr::new(ptr::null_mut()) }; 16];
+
+    /// Straggler records that found `STRAGGLERS` full (none in practice:
+    /// it takes 17 tasklets each first scheduled by two contexts at once).
+    static UNTRACKED: AtomicU32 = AtomicU32::new(0);
+
+    const NEW: u8 = 0;
+    const LINKING: u8 = 1;
+    const LINKED: u8 = 2;
+
+    /// Drains this thread is inside, innermost last: (runtime address,
+    /// CPU). Nested drains beyond the stack's size are only counted.
+    const STACK: usize = 4;
+
+    std::thread_local! {
+        /// `const`, no destructor: one TLS access, signal-handler safe.
+        static DRAINS: [Cell<(usize, usize)>; STACK] = const { [const { Cell::new((0, 0)) }; STACK] };
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The fork generation of the calling process.
+    #[inline]
+    pub(crate) fn generation() -> u32 {
+        GENERATION.load(Ordering::Relaxed)
+    }
+
+    /// Registers the child handler once per process tree (a child inherits
+    /// the registration). Set-up only: `pthread_atfork` may allocate.
+    pub(crate) fn ensure_atfork() {
+        if cfg!(miri) || ATFORK.load(Ordering::Acquire) == 2 {
+            return;
+        }
+        if ATFORK
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: `child` is an `extern "C" fn()` that only touches
+            // atomics and calls top-half-safe (async-signal-safe) code; no
+            // prepare/parent hooks.
+            unsafe { libc::pthread_atfork(None, None, Some(child)) };
+            ATFORK.store(2, Ordering::Release);
+        }
+    }
+
+    /// Registers the child handler when the crate is loaded, before `main`
+    /// and before any other thread exists, so that neither a top half nor
+    /// a drain ever has to.
+    #[cfg(all(
+        not(miri),
+        any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly",
+            target_os = "illumos",
+            target_os = "solaris",
+            target_vendor = "apple"
+        )
+    ))]
+    #[used]
+    #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
+    #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+    static AT_LOAD: extern "C" fn() = {
+        extern "C" fn at_load() {
+            ensure_atfork();
+        }
+        at_load
+    };
+
+    /// The child handler: runs in the child, which has one thread.
+    extern "C" fn child() {
+        let gen = GENERATION.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        // A generation never equals the REPAIRING stamp.
+        let gen = if gen == REPAIRING {
+            GENERATION.store(1, Ordering::Relaxed);
+            1
+        } else {
+            gen
+        };
+        // The backend first: a relink below kicks, and a kick must reach
+        // the child's event fd, not the parent's.
+        #[cfg(target_os = "linux")]
+        crate::backend::after_fork_child();
+        repair_in_child(gen);
+    }
+
+    /// Every registered tasklet, possibly more than once.
+    fn for_each_registered(mut f: impl FnMut(&'static Tasklet)) {
+        let mut node = TASKLETS.load(Ordering::Acquire);
+        while !node.is_null() {
+            // SAFETY: only `register` links nodes, and only `&'static
+            // Tasklet`s; nodes are never unlinked.
+            let t: &'static Tasklet = unsafe { &*node };
+            node = t.fork.next.load(Ordering::Relaxed);
+            f(t);
+        }
+        for slot in &STRAGGLERS {
+            let node = slot.load(Ordering::Acquire);
+            if node.is_null() {
+                break;
+            }
+            // SAFETY: as above (`register` stores `&'static Tasklet`s).
+            f(unsafe { &*node });
+        }
+    }
+
+    /// The forking thread's drains, as recorded by `mark_drain`; `None` if
+    /// they overflowed the stack (then nothing is known to be safe).
+    fn forking_thread_drains() -> Option<([(usize, usize); STACK], usize)> {
+        let depth = DEPTH.with(Cell::get);
+        if depth > STACK {
+            return None;
+        }
+        let mut drains = [(0, 0); STACK];
+        DRAINS.with(|d| {
+            for (i, slot) in d.iter().enumerate().take(depth) {
+                drains[i] = slot.get();
+            }
+        });
+        Some((drains, depth))
+    }
+
+    fn repair_in_child(gen: u32) {
+        let Some((drains, depth)) = forking_thread_drains() else {
+            // More nested drains than recorded: leave everything as it is
+            // rather than break a drain this thread is still inside.
+            return;
+        };
+        let drains = &drains[..depth];
+        // 1. Runtimes: clear stale `draining` flags, mark linked tasklets.
+        for_each_registered(|t| t.runtime().fork_child_runtime(gen));
+        // 2. Tasklets: clear RUN, relink what is pending on no list.
+        for_each_registered(|t| {
+            let rt = t.runtime().fork_addr();
+            if drains.iter().any(|&(r, _)| r == rt) {
+                // The forking thread is inside a drain of this runtime and
+                // may hold any of its tasklets on the list it took.
+                return;
+            }
+            child_tasklet(t, gen);
+        });
+    }
+
+    /// Step 1 for one runtime (`RuntimeFork::fork_child_runtime`).
+    pub(super) fn child_runtime<B: Backend, const N: usize>(rt: &Runtime<B, N>, gen: u32) {
+        let addr = ptr::from_ref(rt) as usize;
+        let drains = forking_thread_drains();
+        for cpu in 0..N {
+            let st = rt.cpu_state(cpu);
+            if st.fork.walked.load(Ordering::Relaxed) == gen {
+                continue;
+            }
+            st.fork.walked.store(gen, Ordering::Relaxed);
+            let ours = drains.is_some_and(|(d, n)| d[..n].contains(&(addr, cpu)));
+            if !ours {
+                let _ = st.draining.swap(false, Ordering::SeqCst);
+            }
+            st.fork.gen.store(gen, Ordering::SeqCst);
+            for list in &st.tasklets {
+                list.for_each_linked(|t| t.fork.listed.store(gen, Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Step 2 for one tasklet.
+    fn child_tasklet(t: &'static Tasklet, gen: u32) {
+        let s = t.state.load(Ordering::Relaxed);
+        let listed = t.fork.listed.load(Ordering::Relaxed) == gen;
+        let mut new = s & !RUN;
+        let relink = !listed && s & COUNT_MASK != 0 && s & (PARKED | KILLED) == 0;
+        if !listed && s & KILLED != 0 && s & PARKED == 0 {
+            // Nobody will drop this pending run: no drain holds it.
+            new &= !COUNT_MASK;
+        }
+        if new != s {
+            t.state.store(new, Ordering::Relaxed);
+        }
+        if relink {
+            t.fork.listed.store(gen, Ordering::Relaxed);
+            // The link is ours: the count is non-zero and the context that
+            // owned the link does not exist here.
+            t.runtime().enqueue(t);
+        }
+    }
+
+    /// The lazy per-CPU repair (`Runtime::fork_enter`).
+    #[inline(always)]
+    pub(super) fn repair_cpu(st: &CpuState) -> Option<()> {
+        let gen = generation();
+        if st.fork.gen.load(Ordering::Relaxed) == gen {
+            return Some(());
+        }
+        repair_cpu_slow(st, gen)
+    }
+
+    #[cold]
+    fn repair_cpu_slow(st: &CpuState, gen: u32) -> Option<()> {
+        let mut seen = st.fork.gen.load(Ordering::SeqCst);
+        loop {
+            if seen == gen {
+                return Some(());
+            }
+            if seen == REPAIRING {
+                // Another context of this process is repairing the CPU and
+                // then drains it: like a drain already running there. Its
+                // swap of the mask comes after our raise (all SeqCst: our
+                // raise, our load of REPAIRING, its stamp, its swap).
+                return None;
+            }
+            match st
+                .fork
+                .gen
+                .compare_exchange(seen, REPAIRING, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    // Set in an older generation, by a thread that is gone:
+                    // every drain of this CPU in this generation passes
+                    // here first, and we hold the stamp.
+                    let _ = st.draining.swap(false, Ordering::SeqCst);
+                    st.fork.gen.store(gen, Ordering::SeqCst);
+                    return Some(());
+                }
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Pushes (runtime, cpu) on the thread's drain stack.
+    #[inline(always)]
+    pub(super) fn mark_drain(rt: usize, cpu: usize) -> DrainMark {
+        DEPTH.with(|d| {
+            let depth = d.get();
+            if depth < STACK {
+                DRAINS.with(|s| s[depth].set((rt, cpu)));
+            }
+            d.set(depth + 1);
+        });
+        DrainMark {
+            _not_send: PhantomData,
+        }
+    }
+
+    impl Drop for DrainMark {
+        #[inline(always)]
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn for_each_registered_for_test(f: impl FnMut(&'static Tasklet)) {
+        for_each_registered(f);
+    }
+
+    #[cfg(test)]
+    pub(super) fn depth_for_test() -> usize {
+        DEPTH.with(Cell::get)
+    }
+
+    /// `Tasklet::fork_register`.
+    #[inline(always)]
+    pub(super) fn register(t: &'static Tasklet) {
+        // Acquire: pairs with the Release store of LINKED below (module
+        // docs, "Atomic orderings").
+        if t.fork.state.load(Ordering::Acquire) != LINKED {
+            register_slow(t);
+        }
+    }
+
+    #[cold]
+    fn register_slow(t: &'static Tasklet) {
+        let me = ptr::from_ref(t).cast_mut();
+        match t
+            .fork
+            .state
+            .compare_exchange(NEW, LINKING, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {
+                let mut head = TASKLETS.load(Ordering::Relaxed);
+                loop {
+                    t.fork.next.store(head, Ordering::Relaxed);
+                    // Release: publishes `next` to the child handler's walk.
+                    match TASKLETS.compare_exchange_weak(
+                        head,
+                        me,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => head = now,
+                    }
+                }
+                t.fork.state.store(LINKED, Ordering::Release);
+            }
+            Err(LINKED) => {}
+            Err(_) => {
+                // Another context is pushing it right now; it may be a
+                // thread that a fork is about to leave behind. Record it
+                // where the child also looks; never wait for that context
+                // (it may be the one this signal handler interrupted).
+                for slot in &STRAGGLERS {
+                    match slot.compare_exchange(
+                        ptr::null_mut(),
+                        me,
+                        Ordering::Release,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return,
+                        Err(other) if other == me => return,
+                        Err(_) => {}
+                    }
+                }
+                UNTRACKED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std", unix, not(loom)))]
+mod tests {
+    use super::imp;
+    use crate::{Config, Host, Runtime, Tasklet, Vector};
+
+    #[test]
+    fn a_scheduled_tasklet_is_registered_once() {
+        static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        static T: Tasklet = Tasklet::new(&RT, || {});
+        T.schedule();
+        T.schedule();
+        let _ = RT.drain();
+        T.schedule();
+        let _ = RT.drain();
+        let mut seen = 0;
+        imp::for_each_registered_for_test(|t| {
+            if core::ptr::eq(t, &T) {
+                seen += 1;
+            }
+        });
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn the_drain_mark_is_popped_also_when_a_handler_panics() {
+        static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+        const V: Vector = Vector::new(3);
+        RT.register(V, "PANIC", |_| panic!("handler panics"))
+            .unwrap();
+        RT.raise(V);
+        let before = imp::depth_for_test();
+        assert!(std::panic::catch_unwind(|| RT.drain()).is_err());
+        assert_eq!(imp::depth_for_test(), before);
+    }
 }

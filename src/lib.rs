@@ -92,7 +92,6 @@
 extern crate std;
 
 mod backend;
-#[cfg(all(feature = "std", unix))]
 mod fork;
 mod mailbox;
 mod percpu;

@@ -366,7 +366,7 @@ pub(crate) struct CpuState {
     pending: AtomicU32,
     /// A drain of this CPU is running. Set by the drain that wins the swap;
     /// cleared by the same drain when it ends.
-    draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// The word this CPU's drain thread sleeps on; the backend's `kick`
     /// notifies it.
     pub(crate) wake: WakeWord,
@@ -378,6 +378,8 @@ pub(crate) struct CpuState {
     pub(crate) tasklets: [TaskletList; 2],
     /// Counters, see [`Stats`].
     pub(crate) stats: CpuStats,
+    /// `fork()` repair stamps (`crate::fork`).
+    pub(crate) fork: crate::fork::CpuFork,
 }
 
 impl CpuState {
@@ -390,6 +392,7 @@ impl CpuState {
                 irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 stats: CpuStats::new(),
+                fork: crate::fork::CpuFork::new(),
             }
         }
     }
@@ -693,6 +696,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         if st.pending.load(Ordering::Relaxed) == 0 {
             return DrainOutcome::Complete;
         }
+        // A child of `fork()`: clear what a parent thread left (`crate::fork`).
+        let Some(_fork) = self.fork_enter(cpu) else {
+            return DrainOutcome::Busy;
+        };
         // SeqCst: the store-buffering hand-off with `raise` (module docs).
         if st
             .draining

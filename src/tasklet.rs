@@ -58,7 +58,7 @@ mod sealed {
 /// The runtime a tasklet is bound to, seen through a trait object so that
 /// `Tasklet` needs no type parameters. Implemented by
 /// [`Runtime`](crate::Runtime) only.
-pub trait TaskletRuntime: sealed::Sealed + Sync {
+pub trait TaskletRuntime: sealed::Sealed + Sync + crate::fork::RuntimeFork {
     /// Links `t` into the current CPU's list for its priority and raises
     /// the list's vector. The caller owns `t`'s link (it moved the count from 0, or
     /// cleared PARKED).
@@ -69,14 +69,14 @@ pub trait TaskletRuntime: sealed::Sealed + Sync {
 /// Pending schedules not yet covered by a run (bits 0..=19): non-zero
 /// means pending. The schedule that moves it from 0 links the tasklet; the
 /// others are coalesced. Saturates at `COUNT_MAX`.
-const COUNT_MASK: u32 = (1 << 20) - 1;
+pub(crate) const COUNT_MASK: u32 = (1 << 20) - 1;
 const COUNT_MAX: u32 = COUNT_MASK;
 /// The callback is running.
-const RUN: u32 = 1 << 20;
+pub(crate) const RUN: u32 = 1 << 20;
 /// Pending while disabled: taken off every list until `enable`.
-const PARKED: u32 = 1 << 21;
+pub(crate) const PARKED: u32 = 1 << 21;
 /// Killed: never runs again; `schedule` is refused.
-const KILLED: u32 = 1 << 22;
+pub(crate) const KILLED: u32 = 1 << 22;
 /// The disable count lives in the top 9 bits.
 const DISABLE_SHIFT: u32 = 23;
 const DISABLE_ONE: u32 = 1 << DISABLE_SHIFT;
@@ -185,12 +185,12 @@ impl fmt::Display for TaskletKilled {
 /// ```
 pub struct Tasklet {
     /// Flags and disable count; see the type's docs.
-    state: AtomicU32,
+    pub(crate) state: AtomicU32,
     /// Link in a per-CPU list. Written only by the owner of the tasklet's
     /// list membership: the `schedule` that moved the count from 0, the `enable`
     /// that cleared PARKED, or the drain that took the list and re-queues
     /// it. Read by the drain that took the list (Acquire swap of the head).
-    next: AtomicPtr<Tasklet>,
+    pub(crate) next: AtomicPtr<Tasklet>,
     func: fn(),
     runtime: &'static dyn TaskletRuntime,
     priority: Priority,
@@ -200,6 +200,8 @@ pub struct Tasklet {
     /// drain that started it (from the state's count), so `schedule` needs
     /// no second RMW.
     coalesced: AtomicU32,
+    /// Its link in the `fork()` registry (`crate::fork`).
+    pub(crate) fork: crate::fork::TaskletFork,
 }
 
 impl Tasklet {
@@ -254,6 +256,7 @@ impl Tasklet {
                 priority,
                 runs: AtomicU32::new(0),
                 coalesced: AtomicU32::new(0),
+                fork: crate::fork::TaskletFork::new(),
             }
         }
     }
@@ -272,6 +275,10 @@ impl Tasklet {
     /// ```
     pub const fn priority(&self) -> Priority {
         self.priority
+    }
+
+    pub(crate) fn runtime(&self) -> &'static dyn TaskletRuntime {
+        self.runtime
     }
 
     /// Schedules the tasklet on the current CPU: `true` if this call queued
@@ -323,6 +330,7 @@ impl Tasklet {
     /// ```
     #[inline]
     pub fn try_schedule(&'static self) -> Result<bool, TaskletKilled> {
+        self.fork_register();
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             if s & KILLED != 0 {
@@ -715,7 +723,7 @@ pub(crate) struct TaskletList {
     /// Most recently pushed tasklet, or null. Pushed with a CAS by any
     /// context; taken whole with a swap by the drain. No node is ever
     /// popped singly, so there is no ABA problem.
-    head: AtomicPtr<Tasklet>,
+    pub(crate) head: AtomicPtr<Tasklet>,
 }
 
 impl TaskletList {

@@ -47,6 +47,14 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 
 /// The drain threads of a runtime; dropping this stops and joins them.
 ///
+/// # After `fork()`
+///
+/// A child process has none of its parent's threads. A `DrainThreads`
+/// dropped in a child forked after it was spawned (the fork generation
+/// differs) neither stops nor joins anything: it forgets its thread
+/// handles, and the child starts its own drain threads if it wants them
+/// (see the crate docs' `fork()` section).
+///
 /// # Examples
 ///
 /// ```
@@ -61,6 +69,9 @@ pub struct DrainThreads {
     pinned: Arc<AtomicUsize>,
     words: Vec<&'static WakeWord>,
     threads: Vec<JoinHandle<()>>,
+    /// The fork generation the threads were spawned in.
+    #[cfg(unix)]
+    generation: u32,
 }
 
 impl DrainThreads {
@@ -74,11 +85,20 @@ impl DrainThreads {
         name: &str,
         become_cpu: fn(&'static Runtime<B, N>, usize) -> bool,
     ) -> std::io::Result<DrainThreads> {
+        // A child of `fork()`: clear what a parent thread left on every
+        // CPU, so no kick is skipped for a drain that does not exist here.
+        #[cfg(all(unix, not(loom)))]
+        {
+            crate::fork::ensure_atfork();
+            rt.repair_after_fork();
+        }
         let mut threads = DrainThreads {
             stop: Arc::new(AtomicBool::new(false)),
             pinned: Arc::new(AtomicUsize::new(0)),
             words: Vec::with_capacity(cpus),
             threads: Vec::with_capacity(cpus),
+            #[cfg(unix)]
+            generation: fork_generation(),
         };
         for cpu in 0..cpus {
             let stop = Arc::clone(&threads.stop);
@@ -142,8 +162,25 @@ impl DrainThreads {
     }
 }
 
+/// The fork generation (0 where there is no fork repair).
+#[cfg(unix)]
+fn fork_generation() -> u32 {
+    #[cfg(not(loom))]
+    return crate::fork::generation();
+    #[cfg(loom)]
+    return 0;
+}
+
 impl Drop for DrainThreads {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        if self.generation != fork_generation() {
+            // Forked since the spawn: the threads are the parent's and do
+            // not exist here. Joining would wait forever; detaching would
+            // hand libc a thread descriptor of the parent. Forget them.
+            core::mem::forget(core::mem::take(&mut self.threads));
+            return;
+        }
         self.stop.store(true, Ordering::Release);
         for word in &self.words {
             word.notify();
