@@ -69,12 +69,17 @@ fn fork_child(child: fn()) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        // SAFETY: alarm re-arms the child's own timer; _exit ends it.
-        unsafe {
-            libc::alarm(CHILD_WATCHDOG);
-            child();
-            libc::_exit(0);
-        }
+        // SAFETY: alarm re-arms the child's own timer.
+        unsafe { libc::alarm(CHILD_WATCHDOG) };
+        // A panic must not unwind into the copy of the test harness (which
+        // would report on the parent's behalf): it fails the child.
+        let code = match std::panic::catch_unwind(child) {
+            Ok(()) => 0,
+            Err(_) => 100,
+        };
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or flushing inherited stdio buffers.
+        unsafe { libc::_exit(code) };
     }
     pid
 }
