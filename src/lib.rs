@@ -36,6 +36,82 @@
 //!   and the application's `critical-section` implementation) and
 //!   `thumbv7m-none-eabi`.
 //!
+//! # fork()
+//!
+//! (Feature `std`, Unix.) A child of `fork()` has one thread: the one that
+//! called `fork`. Drains, tasklet runs and top halves that other threads of
+//! the parent were in the middle of will never finish there. The crate
+//! registers a `pthread_atfork` child handler when it is loaded (before
+//! `main`), and the child is usable without any call from you:
+//!
+//! - **A drain** another parent thread was in does not make the child's
+//!   [`Runtime::drain`] return [`DrainOutcome::Busy`] forever: the CPU's
+//!   "draining" flag is cleared by the child handler (runtimes that have
+//!   scheduled a tasklet) or by the child's first drain of that CPU (every
+//!   runtime). Pending masks are inherited as they are: what was raised
+//!   and not yet taken runs in the child's next drain.
+//! - **A tasklet run** on another parent thread is over in the child: the
+//!   tasklet is not running there, so [`Tasklet::disable`] and
+//!   [`Tasklet::kill`] return, and it can be scheduled and runs again. The
+//!   interrupted run is not repeated; whatever its callback had done before
+//!   the fork is in the child's memory, as with any `fork`.
+//! - **No tasklet is lost**: every tasklet registers itself (allocation-
+//!   free, top-half safe) the first time it is scheduled, and the child
+//!   handler links again, on the child's current CPU, each one that has
+//!   pending schedules but is on no list — taken by a parent drain that
+//!   had not run it yet, or half-way through a parent top half's
+//!   `schedule`. A killed tasklet is not relinked.
+//! - **Drain threads** are the parent's: [`DrainThreads`] dropped in the
+//!   child (in any process other than the one that spawned them) forgets
+//!   the threads instead of stopping and joining them, so it neither hangs
+//!   nor panics. The child calls `spawn_drain_threads` again if it wants
+//!   its own.
+//! - **Signals** (the [`Signals`] backend): the child handler also resets
+//!   what the signal backend holds per process (see [`Signals`]).
+//!
+//! Not repaired: a fork made from a signal handler that interrupted a
+//! top half of this crate on the forking thread itself (POSIX no longer
+//! lists `fork` as async-signal-safe); [`Runtime::irq_enter`] nesting left
+//! open by another parent thread (that CPU's `irq_exit` then does not
+//! drain; call [`Runtime::drain`]). When the forking thread is itself
+//! inside a drain (a bottom half that forks, usually to `exec`), the child
+//! keeps that drain's CPU and that runtime's tasklets as they are, for
+//! the drain to finish them. An [`MpscMailbox`] push that another parent
+//! thread had reserved but not finished, or a consumer handle another
+//! thread held, is not repaired (the mailbox stays blocked at that item in
+//! the child); hand mailboxes to a child only when their producers are
+//! quiescent.
+//!
+//! ```
+//! use bottomhalf::{Config, Host, Runtime, Tasklet};
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+//! static RUNS: AtomicU32 = AtomicU32::new(0);
+//! static T: Tasklet = Tasklet::new(&RT, || { RUNS.fetch_add(1, Ordering::SeqCst); });
+//!
+//! let drains = RT.spawn_drain_threads().unwrap();
+//! # #[cfg(target_os = "linux")] {
+//! // SAFETY: the child calls only this crate, thread spawn and `_exit`.
+//! let pid = unsafe { libc::fork() };
+//! if pid == 0 {
+//!     drop(drains); // the parent's threads: forgotten, not joined
+//!     let own = RT.spawn_drain_threads().unwrap();
+//!     T.schedule();
+//!     while RUNS.load(Ordering::SeqCst) == 0 {
+//!         std::thread::yield_now();
+//!     }
+//!     drop(own);
+//!     // SAFETY: leaves the child without running the parent's exit hooks.
+//!     unsafe { libc::_exit(0) };
+//! }
+//! let mut status = 0;
+//! // SAFETY: waits for our own child.
+//! unsafe { libc::waitpid(pid, &mut status, 0) };
+//! assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+//! # }
+//! ```
+//!
 //! # Example: an interrupt handler and its bottom half
 //!
 //! ```

@@ -30,7 +30,13 @@ fn in_own_process(name: &str, scenario: fn()) {
         return;
     }
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            name,
+            "--test-threads=1",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env("BH_FORK_SCENARIO", name)
         .output()
         .unwrap();
@@ -428,4 +434,89 @@ fn fork_with_drain_threads_one_inside_a_tasklet() {
         "fork_with_drain_threads_one_inside_a_tasklet",
         drain_threads_scenario,
     );
+}
+
+// ---------------------------------------------------------------------------
+// 5. Known gap, not repaired by this crate yet (the mailbox is another
+//    change's): an `MpscMailbox` slot that a producer on another parent
+//    thread had reserved but not yet published at the fork is never
+//    published in the child, so the child's consumer stops at that ticket
+//    forever and the slot is never given back. The producer here copies
+//    64 KiB items, so the fork usually lands inside a copy; the child
+//    reports what it found and then asserts that new items get through.
+
+const BIG: usize = 64 * 1024;
+static MB: bottomhalf::MpscMailbox<[u8; BIG], 4> = bottomhalf::MpscMailbox::new();
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn mpsc_scenario() {
+    let producer = thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let item = Box::new([7u8; BIG]);
+            while !STOP.load(Ordering::SeqCst) {
+                let _ = MB.push(*item);
+            }
+        })
+        .unwrap();
+    // Keeps the mailbox from filling up, so the producer is mostly inside
+    // a push; takes the consumer handle only briefly.
+    let consumer = thread::spawn(|| {
+        while !STOP.load(Ordering::SeqCst) {
+            if let Ok(mut rx) = MB.consumer() {
+                while rx.pop().is_some() {}
+            }
+            thread::yield_now();
+        }
+    });
+    let (mut reserved, mut wedged, mut taken) = (0, 0, 0);
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(2));
+        let pid = fork_child(|| {
+            IN_CHILD.store(true, Ordering::SeqCst);
+            let Ok(mut rx) = MB.consumer() else {
+                check(
+                    false,
+                    52,
+                    "the consumer handle a parent thread held is taken forever",
+                );
+                return;
+            };
+            while rx.pop().is_some() {}
+            let left = MB.len();
+            let pushed = MB.push([1u8; BIG]).is_ok();
+            let popped = rx.pop().is_some();
+            check(
+                pushed && popped,
+                51,
+                "the consumer is wedged behind an unpublished slot",
+            );
+            check(left == 0, 50, "a reserved slot was never published");
+        });
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is writable.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+            (true, 0) => {}
+            (true, 50) => reserved += 1,
+            (true, 51) => wedged += 1,
+            (true, 52) => taken += 1,
+            _ => panic!("child status {status:#x}"),
+        }
+    }
+    STOP.store(true, Ordering::SeqCst);
+    producer.join().unwrap();
+    consumer.join().unwrap();
+    println!(
+        "mpsc: of 20 children, {wedged} wedged behind a half-done push, \
+         {reserved} with a slot reserved and never published, \
+         {taken} with the consumer handle taken forever"
+    );
+    assert_eq!((wedged, reserved, taken), (0, 0, 0));
+}
+
+#[test]
+#[ignore = "known gap: an MPSC push reserved by another parent thread wedges the child's consumer (see the crate docs' fork() section)"]
+fn fork_while_an_mpsc_push_is_half_done() {
+    in_own_process("fork_while_an_mpsc_push_is_half_done", mpsc_scenario);
 }
