@@ -56,6 +56,11 @@ use crate::tasklet::Tasklet;
 #[cfg(all(feature = "std", unix, not(loom)))]
 pub(crate) use imp::{ensure_atfork, generation};
 
+/// loom builds have no child handler (loom's atomics cannot live in the
+/// statics it needs); the backend's part of it is then unused.
+#[cfg(all(loom, feature = "std", target_os = "linux"))]
+const _: fn() = crate::backend::after_fork_child;
+
 /// The fork state of one CPU of a runtime (a field of `CpuState`).
 #[derive(Debug)]
 pub(crate) struct CpuFork {
@@ -172,7 +177,8 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
         #[cfg(not(all(feature = "std", unix, not(loom))))]
         {
-            let _ = cpu;
+            // Nothing to repair without `fork`; the stamps are empty.
+            let _ = &self.cpu_state(cpu).fork;
             Some(DrainMark {})
         }
     }
@@ -216,6 +222,8 @@ impl Tasklet {
     pub(crate) fn fork_register(&'static self) {
         #[cfg(all(feature = "std", unix, not(loom)))]
         imp::register(self);
+        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        let _ = (&self.fork, self.runtime());
     }
 }
 
