@@ -28,7 +28,8 @@
 //!   is lost. A killed tasklet on no list gets its count cleared.
 //! - Runtimes without tasklets are repaired lazily, per CPU: the first
 //!   drain of a CPU in a new generation clears its `draining` flag (a
-//!   `REPAIRING` stamp keeps two child threads from doing it at once; the
+//!   `REPAIRING` stamp of that generation keeps two child threads from
+//!   doing it at once; the
 //!   loser returns `Busy`, and the winner goes on to drain the loser's
 //!   work). Spawning drain threads repairs every CPU of the runtime first,
 //!   so a kick skipped because of a stale flag cannot leave them asleep.
@@ -64,9 +65,10 @@ const _: fn() = crate::backend::after_fork_child;
 /// The fork state of one CPU of a runtime (a field of `CpuState`).
 #[derive(Debug)]
 pub(crate) struct CpuFork {
-    /// The generation this CPU's `draining` flag is valid in, or
-    /// `REPAIRING`. Written by the first drain of the CPU in a new
-    /// generation, by the child handler, and by `spawn_drain_threads`.
+    /// The generation this CPU's `draining` flag is valid in, or that
+    /// generation with the `REPAIRING` bit. Written by the first drain of
+    /// the CPU in a new generation, by the child handler, and by
+    /// `spawn_drain_threads`.
     #[cfg(all(feature = "std", unix, not(loom)))]
     gen: crate::sync::AtomicU32,
     /// The generation in which the child handler last walked this CPU's
@@ -247,8 +249,10 @@ mod imp {
     /// registered.
     static ATFORK: AtomicU8 = AtomicU8::new(0);
 
-    /// `CpuFork::gen` while a context repairs the CPU.
-    const REPAIRING: u32 = u32::MAX;
+    /// Set in `CpuFork::gen` (with the generation) while a context repairs
+    /// the CPU. A stamp left by a repairer of an older generation (a thread
+    /// of a parent that was itself a forked child) is merely stale.
+    const REPAIRING: u32 = 1 << 31;
 
     /// Registered tasklets, newest first, linked through `TaskletFork::next`.
     static TASKLETS: AtomicPtr<Tasklet> = AtomicPtr::new(ptr::null_mut());
@@ -331,8 +335,8 @@ mod imp {
     /// The child handler: runs in the child, which has one thread.
     extern "C" fn child() {
         let gen = GENERATION.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        // A generation never equals the REPAIRING stamp.
-        let gen = if gen == REPAIRING {
+        // Generations stay below the REPAIRING bit.
+        let gen = if gen >= REPAIRING {
             GENERATION.store(1, Ordering::Relaxed);
             1
         } else {
@@ -461,18 +465,19 @@ mod imp {
             if seen == gen {
                 return Some(());
             }
-            if seen == REPAIRING {
+            if seen == gen | REPAIRING {
                 // Another context of this process is repairing the CPU and
                 // then drains it: like a drain already running there. Its
                 // swap of the mask comes after our raise (all SeqCst: our
                 // raise, our load of REPAIRING, its stamp, its swap).
                 return None;
             }
-            match st
-                .fork
-                .gen
-                .compare_exchange(seen, REPAIRING, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match st.fork.gen.compare_exchange(
+                seen,
+                gen | REPAIRING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => {
                     // Set in an older generation, by a thread that is gone:
                     // every drain of this CPU in this generation passes

@@ -48,8 +48,11 @@
 //!   [`Runtime::drain`] return [`DrainOutcome::Busy`] forever: the CPU's
 //!   "draining" flag is cleared by the child handler (runtimes that have
 //!   scheduled a tasklet) or by the child's first drain of that CPU (every
-//!   runtime). Pending masks are inherited as they are: what was raised
-//!   and not yet taken runs in the child's next drain.
+//!   runtime; `spawn_drain_threads` does it for every CPU before it starts
+//!   the threads). Until then a raise on that CPU does not kick, so an
+//!   event loop that waits for the event fd drains once before it first
+//!   waits in the child. Pending masks are inherited as they are: what was
+//!   raised and not yet taken runs in the child's next drain.
 //! - **A tasklet run** on another parent thread is over in the child: the
 //!   tasklet is not running there, so [`Tasklet::disable`] and
 //!   [`Tasklet::kill`] return, and it can be scheduled and runs again. The
