@@ -60,7 +60,9 @@
 //! | mutant | ordering | protects |
 //! | --- | --- | --- |
 //! | `work_pend_relaxed` | `pend` CAS, AcqRel | with `start`: what the caller wrote before `queue` — even a coalesced `queue`, whose CAS rewrites the same word — is visible to the run that covers it; its Acquire half orders the new owner's writes of the link after the previous owner's reads |
-//! | `work_start_relaxed` | `start` CAS, AcqRel | the Acquire half of the above; publishes `started` to `flush` |
+//! | `work_start_relaxed` | `start` CAS, AcqRel | the Acquire half of the above; publishes the odd `started` to `flush` |
+//! | `work_starting_relaxed` | `start`'s odd `started` store (before its CAS), Release | with `flush`'s Acquire loads: a flusher that sees a start in progress reads a word at least as new as the one the start found |
+//! | `work_started_relaxed` | `start`'s even `started` store (after its CAS), Release | with `flush`'s Acquire loads: a flusher that sees the start done reads the CAS's word, not the PENDING word before it (which would make it wait for the next instance) |
 //! | `work_push_relaxed` | intake push CAS, SeqCst | with `work_take_relaxed`: the node's link, deadline and state word are visible to the worker (and the store half of the `sleeping` pair) |
 //! | `work_take_relaxed` | intake swap, Acquire | the Acquire half of the above |
 //! | `work_idle_relaxed` | `sleeping` load after a push, SeqCst | store-buffering with `sleep` (register, then load the intake): either `queue` sees the sleeper or the sleeper sees the item |
