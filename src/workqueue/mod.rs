@@ -127,6 +127,27 @@ pub(crate) const fn wake_word() -> WakeWord {
     WakeWord::new()
 }
 
+/// The fork generation of this process (`crate::fork`): a workqueue or
+/// pool built under another generation was inherited across `fork()`.
+/// Always 0 where there is no `fork` (and under loom).
+#[inline]
+pub(crate) fn fork_generation() -> u32 {
+    #[cfg(all(unix, not(loom)))]
+    {
+        crate::fork::generation()
+    }
+    #[cfg(not(all(unix, not(loom))))]
+    {
+        0
+    }
+}
+
+/// Registers the `fork()` child handler that bumps the generation.
+fn ensure_atfork() {
+    #[cfg(all(unix, not(loom)))]
+    crate::fork::ensure_atfork();
+}
+
 /// Why a workqueue operation was refused.
 ///
 /// # Examples
@@ -153,6 +174,11 @@ pub enum WorkqueueError {
     /// a one-at-a-time pool that holds it, or flushing a workqueue from one
     /// of its items.
     WouldDeadlock,
+    /// The process was forked after the workqueue was built (or after the
+    /// item was queued on it): this is the child's copy, whose worker
+    /// threads do not exist. Nothing is queued, flushed or cancelled there;
+    /// build a new workqueue in the child.
+    Forked,
     /// `queue_on(cpu)` of a per-CPU workqueue without a pool for `cpu`.
     CpuOutOfRange {
         /// The CPU asked for.
@@ -172,6 +198,9 @@ impl fmt::Display for WorkqueueError {
             WorkqueueError::WouldDeadlock => {
                 f.write_str("this call would wait for the work item it is called from")
             }
+            WorkqueueError::Forked => f.write_str(
+                "the workqueue belongs to the parent of this forked process: its threads do not exist here",
+            ),
             WorkqueueError::CpuOutOfRange { cpu, cpus } => {
                 write!(
                     f,

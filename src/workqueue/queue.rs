@@ -17,7 +17,8 @@ use super::lock::Lock;
 use super::pool::{After, Pool, PoolConfig, Started, Step, Stop};
 use super::stats::{HighPriority, StatsState, WorkqueueStats};
 use super::work::{
-    flags, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD, PENDING,
+    flags, inherited, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD,
+    PENDING,
 };
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
@@ -42,13 +43,22 @@ pub(super) struct Shared {
     /// Set by drop once no item that could still queue is running: workers
     /// exit when their pool is empty.
     exit: AtomicBool,
-    /// Queues refused because of `stopping`.
+    /// Queues refused because of `stopping` (or in a child of `fork()`).
     rejected: AtomicUsize,
+    /// The fork generation the workqueue was built in; in another one
+    /// (a child of `fork()`) its threads do not exist and every operation
+    /// is refused without touching the pools.
+    generation: u32,
     stats: Lock<StatsState>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if self.forked() {
+            // Inherited pools may hold items and a lock held by a thread
+            // that does not exist here: never recycled.
+            return;
+        }
         for pool in &self.pools {
             pool.retire();
         }
@@ -56,6 +66,22 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// `true` in a child of `fork()` (see `generation`).
+    #[inline]
+    fn forked(&self) -> bool {
+        self.generation != super::fork_generation()
+    }
+
+    /// `Err(Forked)` in a child of `fork()`.
+    #[inline]
+    fn check_fork(&self) -> Result<(), WorkqueueError> {
+        if self.forked() {
+            Err(WorkqueueError::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
     fn stop_flags(&self) -> Stop {
         Stop {
             stopping: self.stopping.load(Ordering::Acquire),
@@ -644,11 +670,19 @@ impl Workqueue {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(WorkqueueError::Stopped);
             }
-            let f = flags(w.state.load(Ordering::Acquire));
-            if f & CANCELING != 0 {
+            if self.shared.forked() {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(WorkqueueError::Forked);
+            }
+            let s = w.state.load(Ordering::Acquire);
+            let f = flags(s);
+            // An instance at a pool inherited across `fork()` is idle for
+            // this process: `enqueue` takes the item over.
+            let idle = f & PENDING == 0 || inherited(s);
+            if f & CANCELING != 0 && !idle {
                 return Err(WorkqueueError::Canceling);
             }
-            if f & PENDING == 0 {
+            if idle {
                 match self.enqueue(link, index, Some(delay))? {
                     true => return Ok(false),
                     // Queued by someone else meanwhile: modify that one.
@@ -716,6 +750,7 @@ impl Workqueue {
     /// assert_eq!(wq.stats().rejected, 2);
     /// ```
     pub fn stop(&self) -> Result<(), WorkqueueError> {
+        self.shared.check_fork()?;
         if self.shared.stop_waits_for_caller() {
             return Err(WorkqueueError::WouldDeadlock);
         }
@@ -771,6 +806,7 @@ impl Workqueue {
     /// assert_eq!(N.load(Ordering::Relaxed), 2);
     /// ```
     pub fn flush(&self) -> Result<(), WorkqueueError> {
+        self.shared.check_fork()?;
         if self.shared.is_own_worker() || self.shared.holds_callers_next_instance(false) {
             return Err(WorkqueueError::WouldDeadlock);
         }
@@ -832,7 +868,7 @@ impl Workqueue {
     /// assert_eq!(wq.run_pending(), 0);
     /// ```
     pub fn run_pending(&self) -> usize {
-        if self.shared.is_own_worker() {
+        if self.shared.is_own_worker() || self.shared.forked() {
             return 0;
         }
         self.shared
@@ -882,6 +918,11 @@ impl Workqueue {
             pin_errno: 0,
             high_priority: HighPriority::Off,
         };
+        if sh.forked() {
+            // The pools' and the counters' locks may be held by threads
+            // that do not exist here: only the lock-free counts.
+            return s;
+        }
         for pool in &sh.pools {
             let p = pool.snapshot(now);
             s.runs += p.counters.runs;
@@ -933,6 +974,10 @@ impl Workqueue {
             self.shared.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(WorkqueueError::Stopped);
         }
+        if self.shared.forked() {
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(WorkqueueError::Forked);
+        }
         let pool = self.shared.pools[pool];
         let deadline = match delay {
             Some(d) if !d.is_zero() => Some(Host::now_ns().saturating_add(nanos(d))),
@@ -983,6 +1028,13 @@ impl Workqueue {
 impl Drop for Workqueue {
     fn drop(&mut self) {
         let threads = core::mem::take(&mut self.threads);
+        if self.shared.forked() {
+            // A child of `fork()`: the threads do not exist here. Joining
+            // (or detaching) them would act on the parent's thread ids;
+            // their handles and the pools are leaked.
+            core::mem::forget(threads);
+            return;
+        }
         let manual = threads.is_empty();
         if !self.shared.stop_waits_for_caller() {
             self.shared.stop(manual);
@@ -1188,6 +1240,7 @@ impl WorkqueueBuilder {
     /// assert!(Workqueue::builder("x").ordered().per_cpu().build().is_err());
     /// ```
     pub fn build(self) -> io::Result<Workqueue> {
+        super::ensure_atfork();
         let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg);
         if self.ordered && self.per_cpu {
             return Err(invalid(
@@ -1248,6 +1301,7 @@ impl WorkqueueBuilder {
             stopping: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             rejected: AtomicUsize::new(0),
+            generation: super::fork_generation(),
             stats: Lock::new(StatsState::new()),
         });
         let mut wq = Workqueue {

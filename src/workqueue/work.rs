@@ -57,6 +57,18 @@ pub(super) fn pool_of(word: *mut Pool) -> *mut Pool {
     word.cast::<u8>().wrapping_sub(flags(word)).cast()
 }
 
+/// `true` if the word has an instance (pending, running or being
+/// cancelled) at a pool inherited across `fork()`: nothing in this process
+/// will ever run, finish or unlink it.
+#[inline]
+pub(super) fn inherited(s: *mut Pool) -> bool {
+    let p = pool_of(s);
+    flags(s) & (PENDING | RUNNING | CANCELING) != 0
+        && !p.is_null()
+        // SAFETY: pools are never freed (type-stable, see `pool.rs`).
+        && unsafe { &*p }.is_inherited()
+}
+
 #[inline(always)]
 fn tagged(pool: *mut Pool, f: usize) -> *mut Pool {
     debug_assert_eq!(f & !FLAGS, 0);
@@ -428,6 +440,9 @@ impl Work {
         let Some((s, target)) = self.flush_target() else {
             return Ok(false);
         };
+        if inherited(s) {
+            return Err(WorkqueueError::Forked);
+        }
         self.refuse_flush_from_here(s)?;
         self.wait_for(|s| {
             flags(s) & (PENDING | RUNNING) == 0
@@ -536,7 +551,7 @@ impl Work {
     pub fn cancel(&self) -> bool {
         match self.grab(false) {
             Grab::Grabbed { .. } => true,
-            Grab::Idle | Grab::Canceling | Grab::Running => false,
+            Grab::Idle | Grab::Canceling | Grab::Running | Grab::Forked => false,
         }
     }
 
@@ -586,6 +601,7 @@ impl Work {
                     self.finish_cancel();
                     return Ok(false);
                 }
+                Grab::Forked => return Err(WorkqueueError::Forked),
                 Grab::Canceling => self.wait_for(|s| flags(s) & CANCELING == 0),
             }
         }
@@ -621,6 +637,9 @@ impl Work {
         loop {
             let s = self.state.load(Ordering::Acquire);
             let f = flags(s);
+            if inherited(s) {
+                return Grab::Forked;
+            }
             if f & CANCELING != 0 {
                 return Grab::Canceling;
             }
@@ -740,10 +759,20 @@ impl Work {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let f = flags(s);
-            if f & CANCELING != 0 {
+            // An instance at a pool inherited across `fork()` never runs
+            // here: the item is idle for this process, and its word is
+            // taken over (any `Arc` count that instance held is leaked).
+            let adopt = f & (PENDING | RUNNING | CANCELING) != 0 && inherited(s);
+            if f & CANCELING != 0 && !adopt {
                 return Pend::Canceling;
             }
-            let new = if f & PENDING != 0 {
+            let new = if adopt {
+                // The inherited lists still hold the node: forget that
+                // place before the CAS publishes the new one (a canceler
+                // at the new pool reads `place` after it).
+                self.place.store(Place::NONE, Ordering::Relaxed);
+                tagged(pool, PENDING | extra)
+            } else if f & PENDING != 0 {
                 // Rewrite the same word: the start CAS that takes the
                 // pending instance reads this write or a later one, so the
                 // run sees what the caller wrote before this `queue`.
@@ -761,7 +790,7 @@ impl Work {
                 ordering!("work_pend_relaxed", AcqRel, Relaxed),
                 Ordering::Relaxed,
             ) {
-                Ok(_) if f & PENDING != 0 => {
+                Ok(_) if f & PENDING != 0 && !adopt => {
                     self.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Pend::Coalesced;
                 }
@@ -909,6 +938,8 @@ enum Grab {
     Running,
     /// We unlinked the pending instance; `running`: we set CANCELING too.
     Grabbed { running: bool },
+    /// The instance is at a pool inherited across `fork()`.
+    Forked,
 }
 
 /// Drops one strong count of the `Arc<Work>` that `node` points into.
@@ -1072,6 +1103,9 @@ impl DelayedWork {
         // Refused before the timer is fired: a refused flush changes
         // nothing.
         let s = self.work.state.load(Ordering::Acquire);
+        if inherited(s) {
+            return Err(WorkqueueError::Forked);
+        }
         self.work.refuse_flush_from_here(s)?;
         if flags(s) & DELAYED != 0 {
             Pool::fire_now(&self.work);
