@@ -33,8 +33,9 @@ static FRESH: Work = Work::new("fresh", |_| {
     FRESH_RUNS.fetch_add(1, SeqCst);
 });
 
-/// Seconds before SIGALRM kills a hung process.
-const WATCHDOG: u32 = 20;
+/// Seconds before SIGALRM kills a hung parent; the child gets a third of it,
+/// so a hung child is reported by the parent (killed by signal 14).
+const WATCHDOG: u32 = 30;
 
 #[test]
 fn a_child_refuses_the_inherited_workqueue_drops_it_and_runs_a_new_one() {
@@ -76,7 +77,7 @@ fn a_child_refuses_the_inherited_workqueue_drops_it_and_runs_a_new_one() {
 /// The child: runs the checks, exits 0 if they pass, 1 otherwise.
 fn child(wq: Workqueue) -> ! {
     // SAFETY: as above, for the child's own timer (not inherited).
-    unsafe { libc::alarm(WATCHDOG) };
+    unsafe { libc::alarm(WATCHDOG / 3) };
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_checks(wq))).is_ok();
     // SAFETY: `_exit` ends the child without running the parent's atexit
     // handlers or the test harness.

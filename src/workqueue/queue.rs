@@ -399,6 +399,27 @@ fn this_cpu() -> Option<usize> {
 /// whose next instance it holds, which waits for that item's run), it
 /// cannot wait there: a helper thread finishes the stop.
 ///
+/// # `fork()`
+///
+/// A child of `fork()` inherits the workqueue but not its threads (`fork`
+/// copies only the calling thread). [`Workqueue::build`](WorkqueueBuilder::build)
+/// registers a `pthread_atfork` child handler that bumps the process's fork
+/// generation, and a workqueue built under an older generation knows it is
+/// such a copy: `queue` returns `false` (and counts), `try_queue`,
+/// `queue_on`, `queue_delayed`, `mod_delayed`, `flush` and `stop` return
+/// [`WorkqueueError::Forked`], `run_pending` runs nothing, `stats` reports
+/// only the lock-free counts, and the drop joins nothing (the thread
+/// handles and the pools are leaked: the parent's threads may have held
+/// their locks at the fork). An item that was pending or running in it
+/// refuses [`Work::flush`](super::Work::flush) and
+/// [`Work::cancel_sync`](super::Work::cancel_sync) with
+/// [`WorkqueueError::Forked`] (`cancel` returns `false`), and queueing it
+/// on a workqueue built in the child takes it over: the inherited instance
+/// is abandoned (an `Arc` count it held is leaked) and a new one runs
+/// there. Build new workqueues in the child. (Forking from inside a work
+/// item is not supported: the child's copy of that worker thread would
+/// return into the inherited pool.)
+///
 /// # Examples
 ///
 /// An interrupt (here: a thread) hands a frame to a bottom half that may
@@ -494,8 +515,9 @@ impl Workqueue {
     /// Queues `work` (a `&'static Work` or an `&Arc<Work>`): `true` if this
     /// call queued it, `false` if it was already pending (coalesced: the
     /// pending run covers this call, and sees what the caller wrote before
-    /// it), if a `cancel_sync` is running, or if the workqueue is stopping
-    /// (counted in [`WorkqueueStats::rejected`]). Queued while it runs, it
+    /// it), if a `cancel_sync` is running, if the workqueue is stopping, or
+    /// in a child of `fork()` (both counted in [`WorkqueueStats::rejected`]).
+    /// It never panics, whatever the item's state or the workqueue's. Queued while it runs, it
     /// runs once more afterwards, never concurrently.
     ///
     /// On a per-CPU workqueue it goes to the caller's CPU (`sched_getcpu`,
@@ -529,6 +551,8 @@ impl Workqueue {
     /// # Errors
     ///
     /// [`WorkqueueError::Stopped`] if the workqueue is stopping (counted),
+    /// [`WorkqueueError::Forked`] in a child of `fork()` for a workqueue
+    /// built before the fork (counted),
     /// [`WorkqueueError::Canceling`] while a `cancel_sync` of the item runs.
     ///
     /// # Examples
@@ -557,7 +581,8 @@ impl Workqueue {
     ///
     /// As [`try_queue`](Workqueue::try_queue), and
     /// [`WorkqueueError::CpuOutOfRange`] if a per-CPU workqueue has no pool
-    /// `cpu`.
+    /// `cpu` (any `usize`: an error, never a panic; counted in
+    /// [`WorkqueueStats::rejected`]).
     ///
     /// # Examples
     ///
@@ -734,7 +759,8 @@ impl Workqueue {
     /// [`WorkqueueError::WouldDeadlock`] when called from one of its items,
     /// or from an item (of any workqueue) whose next instance is queued
     /// here — set aside behind the caller's own run, it would be waited for
-    /// (nothing is stopped then).
+    /// (nothing is stopped then). [`WorkqueueError::Forked`] in a child of
+    /// `fork()`.
     ///
     /// # Examples
     ///
@@ -790,6 +816,8 @@ impl Workqueue {
     /// and not waiting for its timer: it waits for the caller's run to end.
     /// (If that instance is queued during the call, the pools of a per-CPU
     /// workqueue before its pool may have been flushed already.)
+    /// [`WorkqueueError::Forked`] in a child of `fork()`: the threads that
+    /// would run the items do not exist there.
     ///
     /// # Examples
     ///
@@ -853,7 +881,8 @@ impl Workqueue {
     /// workers: the application runs them from its own loop. On a workqueue
     /// with threads the caller acts as one more worker (within
     /// `max_active`). Returns 0 when called from one of this workqueue's
-    /// items.
+    /// items, or in a child of `fork()` (the inherited lists are left
+    /// alone).
     ///
     /// Top-half safe: no. Allocates: no. Blocks: yes (runs items).
     ///
@@ -1020,6 +1049,8 @@ impl Workqueue {
         if cpu < cpus {
             Ok(cpu)
         } else {
+            // Misuse on a top-half path: refused and counted, never a panic.
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
             Err(WorkqueueError::CpuOutOfRange { cpu, cpus })
         }
     }

@@ -423,6 +423,9 @@ impl Work {
     /// function, or from an item of a pool that runs one item at a time
     /// (ordered, one thread, or `max_active(1)`) while this item is pending
     /// on that same pool: neither could ever finish.
+    /// [`WorkqueueError::Forked`] in a child of `fork()` when the instance
+    /// is in a workqueue built before the fork, whose threads do not exist
+    /// here (see [`Workqueue`](super::Workqueue#fork)).
     ///
     /// # Examples
     ///
@@ -530,7 +533,9 @@ impl Work {
     /// Cancels a pending instance: it is unlinked and will not run. A run
     /// in progress is not waited for (use
     /// [`cancel_sync`](Work::cancel_sync)). Returns `true` if an instance
-    /// was pending (Linux's `cancel_work`).
+    /// was pending (Linux's `cancel_work`); `false` in a child of `fork()`
+    /// for an instance in a workqueue built before the fork (it never runs
+    /// there anyway).
     ///
     /// Top-half safe: no (takes the pool's worker lock for a few list
     /// moves). Allocates: no. Blocks: no, except while a `queue` on another
@@ -568,6 +573,9 @@ impl Work {
     ///
     /// [`WorkqueueError::WouldDeadlock`] when called from the item's own
     /// function (it would wait for itself); nothing is cancelled then.
+    /// [`WorkqueueError::Forked`] in a child of `fork()` when the instance
+    /// is in a workqueue built before the fork (see
+    /// [`Workqueue`](super::Workqueue#fork)).
     ///
     /// # Examples
     ///
