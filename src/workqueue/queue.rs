@@ -205,7 +205,9 @@ impl Shared {
         // pool was seen empty (so with no item running), every such item
         // has finished; its pushes happened before and are caught by the
         // second pass. Items started later read `true` and are refused.
-        for _pass in 0..2 {
+        // (Modelled in `loom-tests/tests/workqueue_stop.rs`; the mutant
+        // `wq_stop_one_pass` drops the second pass.)
+        for _pass in 0..STOP_PASSES {
             for &pool in &self.pools {
                 loop {
                     let token = pool.flushed().token();
@@ -219,6 +221,10 @@ impl Shared {
                     // to run yet: look again shortly.
                     pool.flushed()
                         .wait(token, manual.then(|| Duration::from_millis(1)));
+                    // loom models a timed wait as "may return at once": let
+                    // the thread running the item go first.
+                    #[cfg(loom)]
+                    crate::sync::spin_wait();
                 }
             }
         }
@@ -236,6 +242,13 @@ impl Shared {
         }
     }
 }
+
+/// Passes of the stop drain over the pools (see `Shared::stop`).
+const STOP_PASSES: usize = if cfg!(bh_mutant = "wq_stop_one_pass") {
+    1
+} else {
+    2
+};
 
 /// Threads per pool: sleepers are counted in 8 bits per sleep slot.
 const MAX_THREADS: usize = 1000;
@@ -347,8 +360,17 @@ fn raise_priority() -> Result<(), Option<i32>> {
     }
 }
 
-/// The CPUs this process may run on, in order.
+/// The CPUs this process may run on, in order. Under loom, two (0 and 1),
+/// whatever the machine: the models need a fixed number of per-CPU pools.
 fn allowed_cpus() -> Vec<usize> {
+    #[cfg(loom)]
+    return std::vec![0, 1];
+    #[cfg(not(loom))]
+    allowed_cpus_of_this_process()
+}
+
+#[cfg(not(loom))]
+fn allowed_cpus_of_this_process() -> Vec<usize> {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
         // SAFETY: `set` is a plain bitmask we own; sched_getaffinity(0, ..)

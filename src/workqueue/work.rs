@@ -1262,7 +1262,8 @@ mod tests {
     use crate::workqueue::Workqueue;
     use core::sync::atomic::{AtomicPtr as StdPtr, AtomicU32 as StdU32, Ordering::SeqCst};
     use std::sync::{Mutex, OnceLock};
-    use std::time::{Duration, Instant};
+    use core::time::Duration;
+    use std::time::Instant;
 
     /// The item whose next `start` stops in its window (between its
     /// `started` store and its PENDING -> RUNNING CAS), null for none.
