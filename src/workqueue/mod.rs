@@ -91,6 +91,14 @@
 //!   drains), so the drain always ends; unexpired timers are dropped.
 //! - A flush or cancel that would wait for itself is an error
 //!   ([`WorkqueueError::WouldDeadlock`]) instead of a hang.
+//! - After `fork()`, the child's copy of a workqueue (whose threads were
+//!   not copied) refuses everything with [`WorkqueueError::Forked`] and its
+//!   drop joins nothing; an item it held is taken over by the next
+//!   workqueue that queues it (see [`Workqueue`](Workqueue#fork)).
+//! - `flush` of a work item waits for exactly the instance pending or
+//!   running at the call: a start counts its run in two halves around its
+//!   PENDING -> RUNNING CAS, so a flusher between the two never takes the
+//!   next instance for its target (see `Work::flush_target`).
 
 mod context;
 mod lock;

@@ -1261,8 +1261,8 @@ mod tests {
     use super::*;
     use crate::workqueue::Workqueue;
     use core::sync::atomic::{AtomicPtr as StdPtr, AtomicU32 as StdU32, Ordering::SeqCst};
-    use std::sync::{Mutex, OnceLock};
     use core::time::Duration;
+    use std::sync::{Mutex, OnceLock};
     use std::time::Instant;
 
     /// The item whose next `start` stops in its window (between its
