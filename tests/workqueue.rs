@@ -170,7 +170,102 @@ fn queue_to_a_stopped_workqueue_is_an_error_and_is_counted() {
     assert!(!W.is_pending() && !D.is_pending());
     let s = wq.stats();
     assert_eq!((s.rejected, s.runs), (5, 1));
-    assert!(s.to_string().contains("rejected (stopped) 5"), "{s}");
+    assert!(
+        s.to_string()
+            .contains("rejected (stopped, forked, bad CPU) 5"),
+        "{s}"
+    );
+}
+
+/// Item 10 of issue 8: the queue paths are total. Every CPU index (up to
+/// `usize::MAX`), every delay (up to `Duration::MAX`), static and `Arc`
+/// items, unbound and per-CPU workqueues, running and stopped: an `Ok` or a
+/// documented `Err`, never a panic; refusals are counted in `rejected`.
+#[test]
+fn queue_paths_never_panic_on_any_input_and_count_refusals() {
+    static W: Work = Work::new("total", |_| {});
+    static D: DelayedWork = DelayedWork::new("total-d", |_| {});
+    let arc = Work::new_arc("total-arc", |_| {});
+    let arc_d = DelayedWork::new_arc("total-arc-d", |_| {});
+    let delays = [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_secs(u64::MAX / 4),
+        Duration::MAX,
+    ];
+    for per_cpu in [false, true] {
+        let b = Workqueue::builder("total").threads(1);
+        let wq = if per_cpu { b.per_cpu() } else { b }.build().unwrap();
+        let pools = if per_cpu { wq.cpu_ids().len() } else { 1 };
+        let cpus = [
+            0,
+            pools - 1,
+            pools,
+            pools + 1,
+            4096,
+            usize::MAX / 2,
+            usize::MAX,
+        ];
+        let mut refused = 0;
+        for stopped in [false, true] {
+            if stopped {
+                wq.stop().unwrap();
+            }
+            let mut all = Vec::new();
+            let mut queued = true;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                all.push(wq.try_queue(&W));
+                all.push(wq.try_queue(&arc));
+                queued = wq.queue(&W);
+                for &cpu in &cpus {
+                    all.push(wq.queue_on(cpu, &W));
+                    all.push(wq.queue_on(cpu, &arc));
+                    for &d in &delays {
+                        all.push(wq.queue_delayed_on(cpu, &D, d));
+                        all.push(wq.queue_delayed_on(cpu, &arc_d, d));
+                    }
+                }
+                for &d in &delays {
+                    all.push(wq.queue_delayed(&D, d));
+                    all.push(wq.mod_delayed(&arc_d, d));
+                }
+            }));
+            assert!(
+                r.is_ok(),
+                "a queue path panicked (per_cpu {per_cpu}, stopped {stopped})"
+            );
+            for r in &all {
+                match r {
+                    Ok(_) => assert!(!stopped, "queued on a stopped workqueue"),
+                    Err(WorkqueueError::Stopped) => assert!(stopped),
+                    Err(WorkqueueError::CpuOutOfRange { cpu, cpus: n }) => {
+                        // Checked first, stopped or not.
+                        assert!(per_cpu && *cpu >= pools && *n == pools)
+                    }
+                    Err(e) => panic!("unexpected refusal {e:?}"),
+                }
+            }
+            assert!(
+                !(stopped && queued),
+                "queue() accepted on a stopped workqueue"
+            );
+            // `queue` returns `false`, not an error: counted by hand.
+            refused += all.iter().filter(|r| r.is_err()).count() + usize::from(stopped);
+            if !stopped {
+                // The long timers are cancelled; the rest ran or will.
+                D.cancel_sync().unwrap();
+                arc_d.cancel_sync().unwrap();
+                wq.flush().unwrap();
+            }
+        }
+        let s = wq.stats();
+        assert_eq!(s.rejected as usize, refused, "every refusal is counted");
+        println!(
+            "queue totality ({}): {} calls refused and counted, none panicked",
+            if per_cpu { "per-CPU" } else { "unbound" },
+            s.rejected
+        );
+    }
 }
 
 #[test]

@@ -60,6 +60,8 @@ struct Ctx {
     /// Outcomes of `S`'s self-requeue.
     requeued: Count,
     refused: Count,
+    /// `R`'s self-requeues attempted (counted before the call).
+    attempts: Count,
     /// Runs of `A` and `B` (`intake_links_are_published`).
     runs_a: Count,
     runs_b: Count,
@@ -79,6 +81,7 @@ loom::lazy_static! {
         canceled: StdAtomicBool::new(false),
         requeued: Count::new(),
         refused: Count::new(),
+        attempts: Count::new(),
         runs_a: Count::new(),
         runs_b: Count::new(),
     };
@@ -94,6 +97,9 @@ loom::lazy_static! {
     static ref S: Work = Work::new("s", body_self);
     static ref A: Work = Work::new("a", |_| { CTX.runs_a.inc(); });
     static ref B: Work = Work::new("b", |_| { CTX.runs_b.inc(); });
+    /// An item that queues itself again from its first run, counting the
+    /// attempt before the call (`flush_targets_..._self_requeue`).
+    static ref R: Work = Work::new("r", body_requeue);
 }
 
 fn wq() -> &'static Workqueue {
@@ -143,9 +149,19 @@ fn body_self(_: &Work) {
     }
 }
 
+fn body_requeue(_: &Work) {
+    let n = run_once();
+    if n < 2 {
+        CTX.attempts.inc();
+        if wq().queue(&*R) {
+            CTX.requeued.inc();
+        }
+    }
+}
+
 /// Touches every static in the main thread, before any thread is spawned.
 fn init() {
-    let _ = (&*CTX, &*W, &*S, &*A, &*B);
+    let _ = (&*CTX, &*W, &*S, &*A, &*B, &*R);
 }
 
 /// Reads the private state (a causality violation unless every run so far
@@ -425,3 +441,114 @@ fn cancel_sync_stops_a_self_requeue() {
     // cancel_sync waited, and one that got in (then run or cancelled).
     assert!(REFUSED_SEEN.load(SeqCst) > 0 && REQUEUED_SEEN.load(SeqCst) > 0);
 }
+
+/// (2) The start/flush race (issue 8, item 13): `flush` waits for the
+/// instance pending or running at its call, never for a later one.
+///
+/// Main queues `W` twice (the second may land while run 1 runs, or be
+/// coalesced); a worker runs `run_pending()` meanwhile. Main then takes
+/// `flush`'s target (`loom_flush_target`: the state word read between two
+/// reads of `started`, the exact code `flush` runs before it waits). No
+/// instance is queued after the call, so the target is the last instance
+/// queued (every earlier one is covered by it, a later one does not exist:
+/// waiting for it would wait a whole period for a periodic item, or for
+/// ever), or `None` once every run is over. Before the fix `start` counted
+/// the run before its PENDING → RUNNING CAS, and a flusher in between took
+/// the next instance for its target.
+///
+/// Catches `work_started_relaxed` (main reads the even `started` but its own
+/// older PENDING word: target one too far) and `work_starting_relaxed`
+/// (main reads the odd `started` of run 2's start but its own older
+/// RUNNING|PENDING word from run 1: target one too far).
+#[test]
+fn flush_targets_the_instance_at_the_call_never_a_later_one() {
+    model(|| {
+        init();
+        let c = &*CTX;
+        assert!(wq().queue(&*W));
+        let worker = thread::spawn(|| {
+            wq().run_pending();
+        });
+        let second = wq().queue(&*W);
+        let queued = 1 + u32::from(second);
+        let target = W.loom_flush_target();
+        let (began, inside) = (c.runs.get() as u32, c.inside.get() as u32);
+        match target {
+            Some(t) => assert_eq!(
+                t, queued,
+                "flush targets run {t}; {queued} instances were queued before it, none after \
+                 (runs begun {began}, in progress {inside})"
+            ),
+            None => assert_eq!(
+                began - inside,
+                queued,
+                "flush saw the item idle with a run still to come"
+            ),
+        }
+        worker.join().unwrap();
+        wq().run_pending();
+        assert_eq!(c.runs.get() as u32, queued);
+        if second {
+            TARGET_TWO_SEEN.fetch_add(u32::from(target == Some(2)), SeqCst);
+        }
+    });
+    // The race with run 2's start was explored.
+    assert!(TARGET_TWO_SEEN.load(SeqCst) > 0);
+}
+
+/// Executions of the model above whose target was run 2.
+static TARGET_TWO_SEEN: StdAtomicU32 = StdAtomicU32::new(0);
+
+/// (2) The start/flush race again, with the next instance queued by the
+/// running item itself (a periodic item): `R`'s first run queues `R` again,
+/// so the worker writes RUNNING|PENDING, finishes run 1 and starts run 2
+/// while main takes `flush`'s target (`loom_flush_target`). The target is
+/// never an instance not yet queued by the call's end (`attempts`, counted
+/// before the queue call; a `std` count, so it is the interleaving's real
+/// order). (That every instance queued before the call, in the
+/// happens-before sense, is covered is `flush_covers_a_queue_behind_a_run`;
+/// here main has no such edge, and may read an older word.)
+///
+/// Catches `work_starting_relaxed`: main reads the odd `started` of run 2's
+/// start without the word that start had seen (run 1 over), reads the
+/// RUNNING|PENDING word of run 1 instead, and targets run 3, which is never
+/// queued (and `work_started_relaxed`, with the even value).
+#[test]
+fn flush_targets_the_instance_at_the_call_with_a_self_requeue() {
+    model(|| {
+        init();
+        let c = &*CTX;
+        assert!(wq().queue(&*R));
+        let worker = thread::spawn(|| {
+            wq().run_pending();
+        });
+        // loom does not switch threads for a pure load racing with a later
+        // store (see `take_intake`): the yield lets the worker get ahead
+        // of the snapshot's loads.
+        thread::yield_now();
+        let done_before = 1 + c.requeued.get() as u32;
+        let target = R.loom_flush_target();
+        let attempted = 1 + c.attempts.get() as u32;
+        let (began, inside) = (c.runs.get() as u32, c.inside.get() as u32);
+        match target {
+            Some(t) => assert!(
+                1 <= t && t <= attempted,
+                "flush targets run {t}; at most {attempted} instances were queued by the end \
+                 of the call (runs begun {began}, in progress {inside})"
+            ),
+            // The word is idle only after run 2 (queued before run 1 ends).
+            None => assert!(
+                began - inside >= done_before,
+                "flush saw the item idle with a run still to come"
+            ),
+        }
+        worker.join().unwrap();
+        wq().run_pending();
+        assert_eq!(c.runs.get(), 2);
+        SELF_TARGET_TWO_SEEN.fetch_add(u32::from(target == Some(2)), SeqCst);
+    });
+    assert!(SELF_TARGET_TWO_SEEN.load(SeqCst) > 0);
+}
+
+/// Executions of the model above whose target was run 2.
+static SELF_TARGET_TWO_SEEN: StdAtomicU32 = StdAtomicU32::new(0);

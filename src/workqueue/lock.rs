@@ -70,6 +70,17 @@ impl<T> Lock<T> {
         self.value.with_mut(|p| f(unsafe { &mut *p }))
     }
 
+    /// Runs `f` with the lock held if it is free now; `None` otherwise.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if !self.try_acquire() {
+            return None;
+        }
+        let _release = Release(self);
+        // SAFETY: as in `with`: we hold the lock until `_release` drops.
+        Some(self.value.with_mut(|p| f(unsafe { &mut *p })))
+    }
+
     fn acquire(&self) {
         if !self.try_acquire() {
             self.acquire_slow();

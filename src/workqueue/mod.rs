@@ -60,7 +60,9 @@
 //! | mutant | ordering | protects |
 //! | --- | --- | --- |
 //! | `work_pend_relaxed` | `pend` CAS, AcqRel | with `start`: what the caller wrote before `queue` — even a coalesced `queue`, whose CAS rewrites the same word — is visible to the run that covers it; its Acquire half orders the new owner's writes of the link after the previous owner's reads |
-//! | `work_start_relaxed` | `start` CAS, AcqRel | the Acquire half of the above; publishes `started` to `flush` |
+//! | `work_start_relaxed` | `start` CAS, AcqRel | the Acquire half of the above; publishes the odd `started` to `flush` |
+//! | `work_starting_relaxed` | `start`'s odd `started` store (before its CAS), Release | with `flush`'s Acquire loads: a flusher that sees a start in progress reads a word at least as new as the one the start found |
+//! | `work_started_relaxed` | `start`'s even `started` store (after its CAS), Release | with `flush`'s Acquire loads: a flusher that sees the start done reads the CAS's word, not the PENDING word before it (which would make it wait for the next instance) |
 //! | `work_push_relaxed` | intake push CAS, SeqCst | with `work_take_relaxed`: the node's link, deadline and state word are visible to the worker (and the store half of the `sleeping` pair) |
 //! | `work_take_relaxed` | intake swap, Acquire | the Acquire half of the above |
 //! | `work_idle_relaxed` | `sleeping` load after a push, SeqCst | store-buffering with `sleep` (register, then load the intake): either `queue` sees the sleeper or the sleeper sees the item |
@@ -89,6 +91,14 @@
 //!   drains), so the drain always ends; unexpired timers are dropped.
 //! - A flush or cancel that would wait for itself is an error
 //!   ([`WorkqueueError::WouldDeadlock`]) instead of a hang.
+//! - After `fork()`, the child's copy of a workqueue (whose threads were
+//!   not copied) refuses everything with [`WorkqueueError::Forked`] and its
+//!   drop joins nothing; an item it held is taken over by the next
+//!   workqueue that queues it (see [`Workqueue`](Workqueue#fork)).
+//! - `flush` of a work item waits for exactly the instance pending or
+//!   running at the call: a start counts its run in two halves around its
+//!   PENDING -> RUNNING CAS, so a flusher between the two never takes the
+//!   next instance for its target (see `Work::flush_target`).
 
 mod context;
 mod lock;
@@ -125,6 +135,27 @@ pub(crate) const fn wake_word() -> WakeWord {
     WakeWord::new()
 }
 
+/// The fork generation of this process (`crate::fork`): a workqueue or
+/// pool built under another generation was inherited across `fork()`.
+/// Always 0 where there is no `fork` (and under loom).
+#[inline]
+pub(crate) fn fork_generation() -> u32 {
+    #[cfg(all(unix, not(loom)))]
+    {
+        crate::fork::generation()
+    }
+    #[cfg(not(all(unix, not(loom))))]
+    {
+        0
+    }
+}
+
+/// Registers the `fork()` child handler that bumps the generation.
+fn ensure_atfork() {
+    #[cfg(all(unix, not(loom)))]
+    crate::fork::ensure_atfork();
+}
+
 /// Why a workqueue operation was refused.
 ///
 /// # Examples
@@ -151,6 +182,11 @@ pub enum WorkqueueError {
     /// a one-at-a-time pool that holds it, or flushing a workqueue from one
     /// of its items.
     WouldDeadlock,
+    /// The process was forked after the workqueue was built (or after the
+    /// item was queued on it): this is the child's copy, whose worker
+    /// threads do not exist. Nothing is queued, flushed or cancelled there;
+    /// build a new workqueue in the child.
+    Forked,
     /// `queue_on(cpu)` of a per-CPU workqueue without a pool for `cpu`.
     CpuOutOfRange {
         /// The CPU asked for.
@@ -170,6 +206,9 @@ impl fmt::Display for WorkqueueError {
             WorkqueueError::WouldDeadlock => {
                 f.write_str("this call would wait for the work item it is called from")
             }
+            WorkqueueError::Forked => f.write_str(
+                "the workqueue belongs to the parent of this forked process: its threads do not exist here",
+            ),
             WorkqueueError::CpuOutOfRange { cpu, cpus } => {
                 write!(
                     f,

@@ -50,7 +50,8 @@ use super::work::{flags, pool_of, release_count, Start, Work, DELAYED, PENDING, 
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
 use crate::sync::{
-    array_of, loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicUsize, Ordering,
+    array_of, loom_const_fn, ordering, spin_wait, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize,
+    Ordering,
 };
 use crate::wake::WakeWord;
 use crossbeam_utils::CachePadded;
@@ -224,6 +225,10 @@ struct Front {
     /// wakes every thread sleeping on it, and a herd of woken workers
     /// competing for the CPUs with the producer triples the wake latency.
     slots: [WakeWord; SLOTS],
+    /// The fork generation the pool was acquired in (`acquire`, while no
+    /// item names the pool). A pool of another generation was inherited
+    /// across `fork()`: its workers do not exist, and nothing touches it.
+    generation: AtomicU32,
 }
 
 /// What workers touch; `repr(C)`: the lock (and the hot prefix of the
@@ -288,6 +293,7 @@ impl Pool {
                     intake: AtomicPtr::new(ptr::null_mut()),
                     sleeping: AtomicUsize::new(0),
                     slots: array_of![super::wake_word(); SLOTS],
+                    generation: AtomicU32::new(0),
                 }),
                 back: CachePadded::new(Back {
                 state: Lock::new(PoolState {
@@ -327,14 +333,19 @@ impl Pool {
     ///
     /// Top-half safe: no. Allocates: yes. Blocks: briefly (free-list lock).
     pub(super) fn acquire(cfg: PoolConfig) -> &'static Pool {
+        // `try_with`: in a child of `fork()` the free list's lock may be
+        // held by a thread that does not exist there; a new pool then.
         #[cfg(not(loom))]
-        let reused = FREE_POOLS.with(Vec::pop);
+        let reused = FREE_POOLS.try_with(Vec::pop).flatten();
         #[cfg(loom)]
         let reused: Option<&'static Pool> = None;
         let pool: &'static Pool = match reused {
             Some(p) => p,
             None => Box::leak(Box::new(Pool::new())),
         };
+        pool.front
+            .generation
+            .store(super::fork_generation(), Ordering::Relaxed);
         pool.back
             .serial
             .store(cfg.threads <= 1 || cfg.max_active == 1, Ordering::Relaxed);
@@ -351,11 +362,25 @@ impl Pool {
     }
 
     /// Returns a drained pool to the free list. Its memory stays valid for
-    /// ever (stale pointers in idle items' words).
+    /// ever (stale pointers in idle items' words). If the free list stays
+    /// locked (in a child of `fork()`, by a thread that does not exist
+    /// there), the pool is not recycled.
     pub(super) fn retire(&'static self) {
         debug_assert!(self.front.intake.load(Ordering::Relaxed).is_null());
         #[cfg(not(loom))]
-        FREE_POOLS.with(|free| free.push(self));
+        for _ in 0..1000 {
+            if FREE_POOLS.try_with(|free| free.push(self)).is_some() {
+                return;
+            }
+            spin_wait();
+        }
+    }
+
+    /// `true` if the pool was inherited across `fork()`: its workers do not
+    /// exist in this process. Never under loom.
+    #[inline]
+    pub(super) fn is_inherited(&self) -> bool {
+        !cfg!(loom) && self.front.generation.load(Ordering::Relaxed) != super::fork_generation()
     }
 
     /// Runs `f` under the pool's lock, then publishes `runnable`.

@@ -17,7 +17,8 @@ use super::lock::Lock;
 use super::pool::{After, Pool, PoolConfig, Started, Step, Stop};
 use super::stats::{HighPriority, StatsState, WorkqueueStats};
 use super::work::{
-    flags, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD, PENDING,
+    flags, inherited, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD,
+    PENDING,
 };
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
@@ -42,13 +43,22 @@ pub(super) struct Shared {
     /// Set by drop once no item that could still queue is running: workers
     /// exit when their pool is empty.
     exit: AtomicBool,
-    /// Queues refused because of `stopping`.
+    /// Queues refused because of `stopping` (or in a child of `fork()`).
     rejected: AtomicUsize,
+    /// The fork generation the workqueue was built in; in another one
+    /// (a child of `fork()`) its threads do not exist and every operation
+    /// is refused without touching the pools.
+    generation: u32,
     stats: Lock<StatsState>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if self.forked() {
+            // Inherited pools may hold items and a lock held by a thread
+            // that does not exist here: never recycled.
+            return;
+        }
         for pool in &self.pools {
             pool.retire();
         }
@@ -56,6 +66,22 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// `true` in a child of `fork()` (see `generation`).
+    #[inline]
+    fn forked(&self) -> bool {
+        self.generation != super::fork_generation()
+    }
+
+    /// `Err(Forked)` in a child of `fork()`.
+    #[inline]
+    fn check_fork(&self) -> Result<(), WorkqueueError> {
+        if self.forked() {
+            Err(WorkqueueError::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
     fn stop_flags(&self) -> Stop {
         Stop {
             stopping: self.stopping.load(Ordering::Acquire),
@@ -179,7 +205,9 @@ impl Shared {
         // pool was seen empty (so with no item running), every such item
         // has finished; its pushes happened before and are caught by the
         // second pass. Items started later read `true` and are refused.
-        for _pass in 0..2 {
+        // (Modelled in `loom-tests/tests/workqueue_stop.rs`; the mutant
+        // `wq_stop_one_pass` drops the second pass.)
+        for _pass in 0..STOP_PASSES {
             for &pool in &self.pools {
                 loop {
                     let token = pool.flushed().token();
@@ -193,6 +221,10 @@ impl Shared {
                     // to run yet: look again shortly.
                     pool.flushed()
                         .wait(token, manual.then(|| Duration::from_millis(1)));
+                    // loom models a timed wait as "may return at once": let
+                    // the thread running the item go first.
+                    #[cfg(loom)]
+                    crate::sync::spin_wait();
                 }
             }
         }
@@ -210,6 +242,13 @@ impl Shared {
         }
     }
 }
+
+/// Passes of the stop drain over the pools (see `Shared::stop`).
+const STOP_PASSES: usize = if cfg!(bh_mutant = "wq_stop_one_pass") {
+    1
+} else {
+    2
+};
 
 /// Threads per pool: sleepers are counted in 8 bits per sleep slot.
 const MAX_THREADS: usize = 1000;
@@ -321,8 +360,17 @@ fn raise_priority() -> Result<(), Option<i32>> {
     }
 }
 
-/// The CPUs this process may run on, in order.
+/// The CPUs this process may run on, in order. Under loom, two (0 and 1),
+/// whatever the machine: the models need a fixed number of per-CPU pools.
 fn allowed_cpus() -> Vec<usize> {
+    #[cfg(loom)]
+    return std::vec![0, 1];
+    #[cfg(not(loom))]
+    allowed_cpus_of_this_process()
+}
+
+#[cfg(not(loom))]
+fn allowed_cpus_of_this_process() -> Vec<usize> {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
         // SAFETY: `set` is a plain bitmask we own; sched_getaffinity(0, ..)
@@ -372,6 +420,27 @@ fn this_cpu() -> Option<usize> {
 /// drain always ends.) Dropped from one of its own items (or from an item
 /// whose next instance it holds, which waits for that item's run), it
 /// cannot wait there: a helper thread finishes the stop.
+///
+/// # `fork()`
+///
+/// A child of `fork()` inherits the workqueue but not its threads (`fork`
+/// copies only the calling thread). [`Workqueue::build`](WorkqueueBuilder::build)
+/// registers a `pthread_atfork` child handler that bumps the process's fork
+/// generation, and a workqueue built under an older generation knows it is
+/// such a copy: `queue` returns `false` (and counts), `try_queue`,
+/// `queue_on`, `queue_delayed`, `mod_delayed`, `flush` and `stop` return
+/// [`WorkqueueError::Forked`], `run_pending` runs nothing, `stats` reports
+/// only the lock-free counts, and the drop joins nothing (the thread
+/// handles and the pools are leaked: the parent's threads may have held
+/// their locks at the fork). An item that was pending or running in it
+/// refuses [`Work::flush`](super::Work::flush) and
+/// [`Work::cancel_sync`](super::Work::cancel_sync) with
+/// [`WorkqueueError::Forked`] (`cancel` returns `false`), and queueing it
+/// on a workqueue built in the child takes it over: the inherited instance
+/// is abandoned (an `Arc` count it held is leaked) and a new one runs
+/// there. Build new workqueues in the child. (Forking from inside a work
+/// item is not supported: the child's copy of that worker thread would
+/// return into the inherited pool.)
 ///
 /// # Examples
 ///
@@ -468,8 +537,9 @@ impl Workqueue {
     /// Queues `work` (a `&'static Work` or an `&Arc<Work>`): `true` if this
     /// call queued it, `false` if it was already pending (coalesced: the
     /// pending run covers this call, and sees what the caller wrote before
-    /// it), if a `cancel_sync` is running, or if the workqueue is stopping
-    /// (counted in [`WorkqueueStats::rejected`]). Queued while it runs, it
+    /// it), if a `cancel_sync` is running, if the workqueue is stopping, or
+    /// in a child of `fork()` (both counted in [`WorkqueueStats::rejected`]).
+    /// It never panics, whatever the item's state or the workqueue's. Queued while it runs, it
     /// runs once more afterwards, never concurrently.
     ///
     /// On a per-CPU workqueue it goes to the caller's CPU (`sched_getcpu`,
@@ -503,6 +573,8 @@ impl Workqueue {
     /// # Errors
     ///
     /// [`WorkqueueError::Stopped`] if the workqueue is stopping (counted),
+    /// [`WorkqueueError::Forked`] in a child of `fork()` for a workqueue
+    /// built before the fork (counted),
     /// [`WorkqueueError::Canceling`] while a `cancel_sync` of the item runs.
     ///
     /// # Examples
@@ -531,7 +603,8 @@ impl Workqueue {
     ///
     /// As [`try_queue`](Workqueue::try_queue), and
     /// [`WorkqueueError::CpuOutOfRange`] if a per-CPU workqueue has no pool
-    /// `cpu`.
+    /// `cpu` (any `usize`: an error, never a panic; counted in
+    /// [`WorkqueueStats::rejected`]).
     ///
     /// # Examples
     ///
@@ -644,11 +717,19 @@ impl Workqueue {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(WorkqueueError::Stopped);
             }
-            let f = flags(w.state.load(Ordering::Acquire));
-            if f & CANCELING != 0 {
+            if self.shared.forked() {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(WorkqueueError::Forked);
+            }
+            let s = w.state.load(Ordering::Acquire);
+            let f = flags(s);
+            // An instance at a pool inherited across `fork()` is idle for
+            // this process: `enqueue` takes the item over.
+            let idle = f & PENDING == 0 || inherited(s);
+            if f & CANCELING != 0 && !idle {
                 return Err(WorkqueueError::Canceling);
             }
-            if f & PENDING == 0 {
+            if idle {
                 match self.enqueue(link, index, Some(delay))? {
                     true => return Ok(false),
                     // Queued by someone else meanwhile: modify that one.
@@ -700,7 +781,8 @@ impl Workqueue {
     /// [`WorkqueueError::WouldDeadlock`] when called from one of its items,
     /// or from an item (of any workqueue) whose next instance is queued
     /// here — set aside behind the caller's own run, it would be waited for
-    /// (nothing is stopped then).
+    /// (nothing is stopped then). [`WorkqueueError::Forked`] in a child of
+    /// `fork()`.
     ///
     /// # Examples
     ///
@@ -716,6 +798,7 @@ impl Workqueue {
     /// assert_eq!(wq.stats().rejected, 2);
     /// ```
     pub fn stop(&self) -> Result<(), WorkqueueError> {
+        self.shared.check_fork()?;
         if self.shared.stop_waits_for_caller() {
             return Err(WorkqueueError::WouldDeadlock);
         }
@@ -755,6 +838,8 @@ impl Workqueue {
     /// and not waiting for its timer: it waits for the caller's run to end.
     /// (If that instance is queued during the call, the pools of a per-CPU
     /// workqueue before its pool may have been flushed already.)
+    /// [`WorkqueueError::Forked`] in a child of `fork()`: the threads that
+    /// would run the items do not exist there.
     ///
     /// # Examples
     ///
@@ -771,6 +856,7 @@ impl Workqueue {
     /// assert_eq!(N.load(Ordering::Relaxed), 2);
     /// ```
     pub fn flush(&self) -> Result<(), WorkqueueError> {
+        self.shared.check_fork()?;
         if self.shared.is_own_worker() || self.shared.holds_callers_next_instance(false) {
             return Err(WorkqueueError::WouldDeadlock);
         }
@@ -817,7 +903,8 @@ impl Workqueue {
     /// workers: the application runs them from its own loop. On a workqueue
     /// with threads the caller acts as one more worker (within
     /// `max_active`). Returns 0 when called from one of this workqueue's
-    /// items.
+    /// items, or in a child of `fork()` (the inherited lists are left
+    /// alone).
     ///
     /// Top-half safe: no. Allocates: no. Blocks: yes (runs items).
     ///
@@ -832,7 +919,7 @@ impl Workqueue {
     /// assert_eq!(wq.run_pending(), 0);
     /// ```
     pub fn run_pending(&self) -> usize {
-        if self.shared.is_own_worker() {
+        if self.shared.is_own_worker() || self.shared.forked() {
             return 0;
         }
         self.shared
@@ -882,6 +969,11 @@ impl Workqueue {
             pin_errno: 0,
             high_priority: HighPriority::Off,
         };
+        if sh.forked() {
+            // The pools' and the counters' locks may be held by threads
+            // that do not exist here: only the lock-free counts.
+            return s;
+        }
         for pool in &sh.pools {
             let p = pool.snapshot(now);
             s.runs += p.counters.runs;
@@ -933,6 +1025,10 @@ impl Workqueue {
             self.shared.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(WorkqueueError::Stopped);
         }
+        if self.shared.forked() {
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(WorkqueueError::Forked);
+        }
         let pool = self.shared.pools[pool];
         let deadline = match delay {
             Some(d) if !d.is_zero() => Some(Host::now_ns().saturating_add(nanos(d))),
@@ -975,6 +1071,8 @@ impl Workqueue {
         if cpu < cpus {
             Ok(cpu)
         } else {
+            // Misuse on a top-half path: refused and counted, never a panic.
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
             Err(WorkqueueError::CpuOutOfRange { cpu, cpus })
         }
     }
@@ -983,6 +1081,13 @@ impl Workqueue {
 impl Drop for Workqueue {
     fn drop(&mut self) {
         let threads = core::mem::take(&mut self.threads);
+        if self.shared.forked() {
+            // A child of `fork()`: the threads do not exist here. Joining
+            // (or detaching) them would act on the parent's thread ids;
+            // their handles and the pools are leaked.
+            core::mem::forget(threads);
+            return;
+        }
         let manual = threads.is_empty();
         if !self.shared.stop_waits_for_caller() {
             self.shared.stop(manual);
@@ -1188,6 +1293,7 @@ impl WorkqueueBuilder {
     /// assert!(Workqueue::builder("x").ordered().per_cpu().build().is_err());
     /// ```
     pub fn build(self) -> io::Result<Workqueue> {
+        super::ensure_atfork();
         let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg);
         if self.ordered && self.per_cpu {
             return Err(invalid(
@@ -1248,6 +1354,7 @@ impl WorkqueueBuilder {
             stopping: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             rejected: AtomicUsize::new(0),
+            generation: super::fork_generation(),
             stats: Lock::new(StatsState::new()),
         });
         let mut wq = Workqueue {

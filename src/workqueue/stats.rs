@@ -169,7 +169,12 @@ pub struct WorkqueueStats {
     /// Items found still running when their next instance came up, and set
     /// aside until that run was over.
     pub collisions: u64,
-    /// Queues refused because the workqueue was stopping.
+    /// Queues refused: the workqueue was stopping
+    /// ([`WorkqueueError::Stopped`](super::WorkqueueError::Stopped)), the
+    /// process is a child of `fork()`
+    /// ([`Forked`](super::WorkqueueError::Forked)), or `queue_on` named a
+    /// CPU without a pool
+    /// ([`CpuOutOfRange`](super::WorkqueueError::CpuOutOfRange)).
     pub rejected: u64,
     /// Delayed items dropped at stop because their timer had not expired.
     pub discarded_at_stop: u64,
@@ -227,7 +232,7 @@ impl fmt::Display for WorkqueueStats {
         )?;
         writeln!(
             f,
-            "  rejected (stopped) {}, discarded at stop {}",
+            "  rejected (stopped, forked, bad CPU) {}, discarded at stop {}",
             self.rejected, self.discarded_at_stop
         )?;
         write!(f, "  panics {}", self.panics)?;

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use super::context;
 use super::pool::{Place, Pool};
 use super::WorkqueueError;
-use crate::sync::{loom_const_fn, ordering, AtomicPtr, AtomicU32, AtomicU8, Ordering, UnsafeCell};
+use crate::sync::{
+    loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, AtomicU8, Ordering, UnsafeCell,
+};
 use crate::wake::WakeWord;
 
 /// A queued instance exists: on (or being pushed onto) a list of the pool
@@ -55,10 +57,33 @@ pub(super) fn pool_of(word: *mut Pool) -> *mut Pool {
     word.cast::<u8>().wrapping_sub(flags(word)).cast()
 }
 
+/// `true` if the word has an instance (pending, running or being
+/// cancelled) at a pool inherited across `fork()`: nothing in this process
+/// will ever run, finish or unlink it.
+#[inline]
+pub(super) fn inherited(s: *mut Pool) -> bool {
+    let p = pool_of(s);
+    flags(s) & (PENDING | RUNNING | CANCELING) != 0
+        && !p.is_null()
+        // SAFETY: pools are never freed (type-stable, see `pool.rs`).
+        && unsafe { &*p }.is_inherited()
+}
+
 #[inline(always)]
 fn tagged(pool: *mut Pool, f: usize) -> *mut Pool {
     debug_assert_eq!(f & !FLAGS, 0);
     pool.cast::<u8>().wrapping_add(f).cast()
+}
+
+/// Run numbers compared by `flush` are taken modulo 2^31 (`started`
+/// counts in halves).
+const RUN_MASK: u32 = u32::MAX >> 1;
+
+/// `finished` (runs completed) has reached run number `target` (modulo
+/// 2^31, within half that range).
+#[inline]
+fn run_reached(finished: u32, target: u32) -> bool {
+    finished.wrapping_sub(target) & RUN_MASK < (RUN_MASK >> 1)
 }
 
 /// What a work item runs.
@@ -169,8 +194,10 @@ pub struct Work {
     /// link (`queue_delayed` before its push, `mod_delayed` under the
     /// lock), read under the pool's lock.
     deadline_ns: UnsafeCell<u64>,
-    /// Runs started. Incremented by `start` (the one worker starting the
-    /// run) before its CAS, which publishes it to `flush`.
+    /// Twice the runs started, plus one while a start is between its two
+    /// stores: `start` (the one worker starting the run) stores the odd
+    /// value before its PENDING -> RUNNING CAS and the next even value
+    /// after it, both Release; `flush` reads it around the state word.
     pub(super) started: AtomicU32,
     /// Runs finished. Incremented by `finish` (the running worker: a load
     /// and a Release store) before its CAS.
@@ -396,6 +423,9 @@ impl Work {
     /// function, or from an item of a pool that runs one item at a time
     /// (ordered, one thread, or `max_active(1)`) while this item is pending
     /// on that same pool: neither could ever finish.
+    /// [`WorkqueueError::Forked`] in a child of `fork()` when the instance
+    /// is in a workqueue built before the fork, whose threads do not exist
+    /// here (see [`Workqueue`](super::Workqueue#fork)).
     ///
     /// # Examples
     ///
@@ -410,41 +440,79 @@ impl Work {
     /// assert_eq!(W.flush(), Ok(false));
     /// ```
     pub fn flush(&self) -> Result<bool, WorkqueueError> {
-        // The word between two reads of `started`, until they agree: the
-        // word then shows no start the first read missed, and the second
-        // read (after the word, whose Acquire pairs with the start CAS)
-        // counts every run the word shows RUNNING. The pending instance, if
-        // not started yet, is the next start. (Left: a start between its
-        // `started` store and its CAS during our reads; we then also wait
-        // for the instance after the one pending, or for the item to go
-        // idle.)
+        let Some((s, target)) = self.flush_target() else {
+            return Ok(false);
+        };
+        if inherited(s) {
+            return Err(WorkqueueError::Forked);
+        }
+        self.refuse_flush_from_here(s)?;
+        self.wait_for(|s| {
+            flags(s) & (PENDING | RUNNING) == 0
+                || run_reached(
+                    self.finished
+                        .load(ordering!("work_wait_relaxed", Acquire, Relaxed)),
+                    target,
+                )
+        });
+        Ok(true)
+    }
+
+    /// The instance `flush` waits for: the state word and the number of
+    /// the run (1-based, modulo 2^31) that ends it; `None` if the item is
+    /// idle.
+    ///
+    /// The word between two reads of `started`, until they agree, so no
+    /// start stored to `started` between them. Then (`started` = 2k + odd):
+    ///
+    /// | odd | word | waits for run |
+    /// | --- | --- | --- |
+    /// | 0 | RUNNING (run k) | k |
+    /// | 0 | PENDING, with or without RUNNING | k + 1 |
+    /// | 1 | PENDING (run k + 1 is starting, before its CAS) | k + 1 |
+    /// | 1 | RUNNING (run k + 1, after its CAS) | k + 1 |
+    /// | 1 | RUNNING, PENDING (queued again since) | k + 2 |
+    ///
+    /// The odd value closes the window between a start's count and its
+    /// CAS: before, a flusher there took the next instance for its target
+    /// (a period too long for a periodic item, a deadlock when that
+    /// instance waited behind the flusher). Both stores are Release and the
+    /// loads Acquire, so a word read after `started` is at least as new as
+    /// the word the start that stored it had seen (the rows above are the
+    /// only ones reachable).
+    fn flush_target(&self) -> Option<(*mut Pool, u32)> {
         let (s, started) = loop {
             let before = self.started.load(Ordering::Acquire);
             let s = self.state.load(Ordering::Acquire);
-            let started = self.started.load(Ordering::Acquire);
-            if started == before {
-                break (s, started);
+            let after = self.started.load(Ordering::Acquire);
+            if after == before {
+                break (s, before);
             }
+            spin_wait();
         };
         let f = flags(s);
         if f & (PENDING | RUNNING) == 0 {
-            return Ok(false);
+            return None;
         }
-        self.refuse_flush_from_here(s)?;
-        let target = if f & PENDING != 0 {
-            started.wrapping_add(1)
-        } else {
-            started
+        let k = started >> 1;
+        let starting = started & 1 != 0;
+        let target = match (starting, f & PENDING != 0, f & RUNNING != 0) {
+            (false, false, _) => k,
+            (false, true, _) | (true, _, false) | (true, false, true) => k.wrapping_add(1),
+            (true, true, true) => k.wrapping_add(2),
         };
-        self.wait_for(|s| {
-            flags(s) & (PENDING | RUNNING) == 0
-                || self
-                    .finished
-                    .load(ordering!("work_wait_relaxed", Acquire, Relaxed))
-                    .wrapping_sub(target)
-                    < u32::MAX / 2
-        });
-        Ok(true)
+        Some((s, target & RUN_MASK))
+    }
+
+    /// [`flush_target`](Work::flush_target)'s run number, for the loom
+    /// model of the start/flush race (`loom-tests/tests/workqueue.rs`).
+    /// Only under `--cfg loom`.
+    ///
+    /// Top-half safe: no. Allocates: no. Blocks: no.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_flush_target(&self) -> Option<u32> {
+        self.flush_target().map(|(_, t)| t)
     }
 
     /// `WouldDeadlock` if a flush of the instance(s) the word `s` shows,
@@ -468,7 +536,9 @@ impl Work {
     /// Cancels a pending instance: it is unlinked and will not run. A run
     /// in progress is not waited for (use
     /// [`cancel_sync`](Work::cancel_sync)). Returns `true` if an instance
-    /// was pending (Linux's `cancel_work`).
+    /// was pending (Linux's `cancel_work`); `false` in a child of `fork()`
+    /// for an instance in a workqueue built before the fork (it never runs
+    /// there anyway).
     ///
     /// Top-half safe: no (takes the pool's worker lock for a few list
     /// moves). Allocates: no. Blocks: no, except while a `queue` on another
@@ -489,7 +559,7 @@ impl Work {
     pub fn cancel(&self) -> bool {
         match self.grab(false) {
             Grab::Grabbed { .. } => true,
-            Grab::Idle | Grab::Canceling | Grab::Running => false,
+            Grab::Idle | Grab::Canceling | Grab::Running | Grab::Forked => false,
         }
     }
 
@@ -506,6 +576,9 @@ impl Work {
     ///
     /// [`WorkqueueError::WouldDeadlock`] when called from the item's own
     /// function (it would wait for itself); nothing is cancelled then.
+    /// [`WorkqueueError::Forked`] in a child of `fork()` when the instance
+    /// is in a workqueue built before the fork (see
+    /// [`Workqueue`](super::Workqueue#fork)).
     ///
     /// # Examples
     ///
@@ -539,6 +612,7 @@ impl Work {
                     self.finish_cancel();
                     return Ok(false);
                 }
+                Grab::Forked => return Err(WorkqueueError::Forked),
                 Grab::Canceling => self.wait_for(|s| flags(s) & CANCELING == 0),
             }
         }
@@ -574,6 +648,9 @@ impl Work {
         loop {
             let s = self.state.load(Ordering::Acquire);
             let f = flags(s);
+            if inherited(s) {
+                return Grab::Forked;
+            }
             if f & CANCELING != 0 {
                 return Grab::Canceling;
             }
@@ -693,10 +770,20 @@ impl Work {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let f = flags(s);
-            if f & CANCELING != 0 {
+            // An instance at a pool inherited across `fork()` never runs
+            // here: the item is idle for this process, and its word is
+            // taken over (any `Arc` count that instance held is leaked).
+            let adopt = f & (PENDING | RUNNING | CANCELING) != 0 && inherited(s);
+            if f & CANCELING != 0 && !adopt {
                 return Pend::Canceling;
             }
-            let new = if f & PENDING != 0 {
+            let new = if adopt {
+                // The inherited lists still hold the node: forget that
+                // place before the CAS publishes the new one (a canceler
+                // at the new pool reads `place` after it).
+                self.place.store(Place::NONE, Ordering::Relaxed);
+                tagged(pool, PENDING | extra)
+            } else if f & PENDING != 0 {
                 // Rewrite the same word: the start CAS that takes the
                 // pending instance reads this write or a later one, so the
                 // run sees what the caller wrote before this `queue`.
@@ -714,7 +801,7 @@ impl Work {
                 ordering!("work_pend_relaxed", AcqRel, Relaxed),
                 Ordering::Relaxed,
             ) {
-                Ok(_) if f & PENDING != 0 => {
+                Ok(_) if f & PENDING != 0 && !adopt => {
                     self.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Pend::Coalesced;
                 }
@@ -733,16 +820,26 @@ impl Work {
             return Start::Collided;
         }
         // Nobody else can set RUNNING: that needs the pending instance,
-        // which is ours. Counted before the CAS that publishes it; a plain
-        // load and store, as only the starter of a run writes it (runs are
-        // ordered by the state word).
+        // which is ours. `started` is twice the runs started, plus one while
+        // this start is between its two stores (see the field): odd before
+        // the CAS, even again after it. Plain loads and stores, as only the
+        // starter of a run writes it (runs are ordered by the state word).
         let n = self.started.load(Ordering::Relaxed);
-        self.started.store(n.wrapping_add(1), Ordering::Relaxed);
+        // Release: pairs with `flush`'s Acquire loads of `started`; a
+        // flusher that reads the odd value reads a state word at least as
+        // new as the one this start found (PENDING, not RUNNING).
+        self.started.store(
+            n.wrapping_add(1),
+            ordering!("work_starting_relaxed", Release, Relaxed),
+        );
+        #[cfg(all(test, not(loom)))]
+        tests::start_window(self);
         loop {
             let f = flags(s);
             let new = tagged(pool_of(s), (f & !(PENDING | HELD)) | RUNNING);
             // Acquire: pairs with `pend`'s Release (the caller's writes
-            // before `queue`). Release: publishes `started` to `flush`.
+            // before `queue`). Release: publishes the odd `started` to
+            // `flush`.
             match self.state.compare_exchange(
                 s,
                 new,
@@ -750,9 +847,16 @@ impl Work {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    // Release: pairs with `flush`'s Acquire loads; a flusher
+                    // that reads the even value reads this CAS's word or a
+                    // later one, never the PENDING word before it.
+                    self.started.store(
+                        n.wrapping_add(2),
+                        ordering!("work_started_relaxed", Release, Relaxed),
+                    );
                     return Start::Run {
                         held: f & HELD != 0,
-                    }
+                    };
                 }
                 Err(now) => s = now,
             }
@@ -845,6 +949,8 @@ enum Grab {
     Running,
     /// We unlinked the pending instance; `running`: we set CANCELING too.
     Grabbed { running: bool },
+    /// The instance is at a pool inherited across `fork()`.
+    Forked,
 }
 
 /// Drops one strong count of the `Arc<Work>` that `node` points into.
@@ -1008,6 +1114,9 @@ impl DelayedWork {
         // Refused before the timer is fired: a refused flush changes
         // nothing.
         let s = self.work.state.load(Ordering::Acquire);
+        if inherited(s) {
+            return Err(WorkqueueError::Forked);
+        }
         self.work.refuse_flush_from_here(s)?;
         if flags(s) & DELAYED != 0 {
             Pool::fire_now(&self.work);
@@ -1146,5 +1255,151 @@ impl DelayedWorkRef for &Arc<DelayedWork> {
                 .expect("Arc pointers are non-null"),
             arc: true,
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The `flush` window of issue 8, item 13, held open with a test hook.
+    use super::*;
+    use crate::workqueue::Workqueue;
+    use core::sync::atomic::{AtomicPtr as StdPtr, AtomicU32 as StdU32, Ordering::SeqCst};
+    use core::time::Duration;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+
+    /// The item whose next `start` stops in its window (between its
+    /// `started` store and its PENDING -> RUNNING CAS), null for none.
+    static HOOKED: StdPtr<Work> = StdPtr::new(ptr::null_mut());
+    /// 0: idle; 1: the hooked start is in its window; 2: let it go.
+    static GATE: StdU32 = StdU32::new(0);
+    /// The hook is process-wide: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// Called by `start` in its window.
+    pub(super) fn start_window(w: &Work) {
+        if HOOKED
+            .compare_exchange(ptr::from_ref(w).cast_mut(), ptr::null_mut(), SeqCst, SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        GATE.store(1, SeqCst);
+        while GATE.load(SeqCst) != 2 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        GATE.store(0, SeqCst);
+    }
+
+    fn hook(w: &'static Work) {
+        GATE.store(0, SeqCst);
+        HOOKED.store(ptr::from_ref(w).cast_mut(), SeqCst);
+    }
+
+    /// Waits until `cond`, at most `limit`.
+    fn within(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let t0 = Instant::now();
+        while !cond() {
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    /// A flusher has gone to sleep on `w` (it set WAITED).
+    fn flusher_waits(w: &Work) -> bool {
+        within(Duration::from_secs(10), || {
+            flags(w.state.load(Ordering::Relaxed)) & WAITED != 0
+        })
+    }
+
+    const PERIOD: Duration = Duration::from_secs(3);
+
+    static PERIODIC_WQ: OnceLock<Workqueue> = OnceLock::new();
+    static PERIODIC: DelayedWork = DelayedWork::new("periodic", |_| {
+        // Re-arms itself: the next instance runs a whole period later.
+        let _ = PERIODIC_WQ.get().unwrap().queue_delayed(&PERIODIC, PERIOD);
+    });
+
+    /// Item 13: a flush that lands in the window of a periodic item's start
+    /// waits for that run, not for the next period's.
+    #[test]
+    // Real threads, sleeps and a 3 s period: too slow under miri.
+    #[cfg_attr(miri, ignore)]
+    fn flush_in_the_start_window_waits_for_the_starting_run_not_the_next_period() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let wq =
+            PERIODIC_WQ.get_or_init(|| Workqueue::builder("period").threads(2).build().unwrap());
+        hook(&PERIODIC);
+        assert_eq!(wq.queue_delayed(&PERIODIC, Duration::ZERO), Ok(true));
+        assert!(within(Duration::from_secs(10), || GATE.load(SeqCst) == 1));
+        // The worker is in the window: `started` counts run 1, the word
+        // still says PENDING. Flush now.
+        let flusher = std::thread::spawn(|| {
+            let t0 = Instant::now();
+            let r = PERIODIC.work().flush();
+            (r, t0.elapsed(), PERIODIC.runs())
+        });
+        assert!(flusher_waits(&PERIODIC), "the flusher never waited");
+        GATE.store(2, SeqCst);
+        let (r, waited, runs) = flusher.join().unwrap();
+        std::println!("flush in the start window of a {PERIOD:?}-periodic item waited {waited:?}, runs at return {runs}");
+        assert_eq!(r, Ok(true));
+        assert_eq!(runs, 1, "flush waited for the next period's run");
+        assert!(
+            waited < PERIOD / 2,
+            "flush waited {waited:?}: a whole period"
+        );
+        assert_eq!(PERIODIC.cancel_sync(), Ok(true));
+    }
+
+    static ONE_WQ: OnceLock<Workqueue> = OnceLock::new();
+    static OTHER_WQ: OnceLock<Workqueue> = OnceLock::new();
+    static PING: Work = Work::new("ping", |w| {
+        // Its first run queues the next instance onto the one-thread queue.
+        if w.runs() == 0 {
+            let _ = ONE_WQ.get().unwrap().queue(&PING);
+        }
+    });
+    static FLUSHED: StdU32 = StdU32::new(0);
+    static FLUSHER: Work = Work::new("flusher", |_| {
+        let r = PING.flush();
+        FLUSHED.store(if r == Ok(true) { 1 } else { 2 }, SeqCst);
+    });
+
+    /// Item 13: an item of a one-thread queue flushes an item that is in its
+    /// start window on another queue and whose run queues its next instance
+    /// onto the flusher's queue. The flush must return after the starting
+    /// run; waiting for the next instance (behind the flusher) deadlocks.
+    #[test]
+    // Real threads, sleeps and a 3 s period: too slow under miri.
+    #[cfg_attr(miri, ignore)]
+    fn flush_in_the_start_window_from_a_one_thread_queue_does_not_deadlock() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let one = ONE_WQ.get_or_init(|| Workqueue::builder("one").threads(1).build().unwrap());
+        let other =
+            OTHER_WQ.get_or_init(|| Workqueue::builder("other").threads(1).build().unwrap());
+        hook(&PING);
+        assert!(other.queue(&PING));
+        assert!(within(Duration::from_secs(10), || GATE.load(SeqCst) == 1));
+        assert!(one.queue(&FLUSHER));
+        assert!(flusher_waits(&PING), "the flusher never waited");
+        let t0 = Instant::now();
+        GATE.store(2, SeqCst);
+        // Watchdog: a deadlock shows as a timeout, not a hung test.
+        let done = within(Duration::from_secs(10), || FLUSHED.load(SeqCst) != 0);
+        std::println!(
+            "flush from a one-thread queue in the start window: returned {done} after {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            done,
+            "deadlock: the flush waited for the instance queued behind it"
+        );
+        assert_eq!(FLUSHED.load(SeqCst), 1);
+        assert_eq!(one.flush(), Ok(()));
+        assert_eq!(PING.runs(), 2);
     }
 }
