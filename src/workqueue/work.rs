@@ -436,8 +436,8 @@ impl Work {
     /// });
     /// let wq = Workqueue::builder("f").threads(1).build().unwrap();
     /// wq.queue(&W);
-    /// assert_eq!(W.flush(), Ok(true));
-    /// assert_eq!(W.flush(), Ok(false));
+    /// W.flush().unwrap(); // Ok(true) if it waited, Ok(false) if the run was over
+    /// assert_eq!(W.flush(), Ok(false)); // idle now: nothing to wait for
     /// ```
     pub fn flush(&self) -> Result<bool, WorkqueueError> {
         let Some((s, target)) = self.flush_target() else {
