@@ -683,9 +683,8 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// ```
     #[inline]
     pub fn push(&self, item: T) -> Result<(), T> {
-        self.enqueue(item).map_err(|item| {
+        self.enqueue(item).inspect_err(|_| {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            item
         })
     }
 
@@ -722,9 +721,8 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// ```
     #[inline]
     pub fn try_push(&self, item: T) -> Result<(), T> {
-        self.enqueue(item).map_err(|item| {
+        self.enqueue(item).inspect_err(|_| {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            item
         })
     }
 

@@ -467,8 +467,8 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
         })?;
         // Printed only when something panicked or was misused, so a
         // healthy runtime's table keeps its shape.
-        let any_panicked = (0..shown)
-            .any(|c| (0..MAX_VECTORS).any(|v| self.panicked(c, Vector::new(v)) != 0));
+        let any_panicked =
+            (0..shown).any(|c| (0..MAX_VECTORS).any(|v| self.panicked(c, Vector::new(v)) != 0));
         if any_panicked {
             writeln!(f, "panicked")?;
             for v in (0..MAX_VECTORS).map(Vector::new) {

@@ -6,14 +6,14 @@
 //! Every test that could hang waits with a deadline instead, and fails
 //! when it passes.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bottomhalf::{
-    BareMetal, Backend, Board, Config, DrainOutcome, DrainThreads, Host, Mailbox, Misuse,
+    Backend, BareMetal, Board, Config, DrainOutcome, DrainThreads, Host, Mailbox, Misuse,
     MpscMailbox, Runtime, Tasklet, Vector, WakeWord,
 };
 
@@ -249,7 +249,10 @@ fn a_tasklet_running_on_another_cpu_is_not_spun_on() {
     // CPU 1 runs it once more: a restart of the drain that ran it, or,
     // since that 100 ms run spent the 2 ms time budget, one budget
     // exhaustion that hands the pass to CPU 1's next drain.
-    assert!(restarts + exhausted <= 2, "{restarts} restarts: a drain spun");
+    assert!(
+        restarts + exhausted <= 2,
+        "{restarts} restarts: a drain spun"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -410,7 +413,11 @@ fn a_cpu_index_out_of_range_is_folded_and_counted() {
         T.enable();
         RT.irq_exit()
     });
-    assert_eq!(calls.ok(), Some(Some(DrainOutcome::Complete)), "a top half panicked");
+    assert_eq!(
+        calls.ok(),
+        Some(Some(DrainOutcome::Complete)),
+        "a top half panicked"
+    );
     assert_eq!(RUNS.load(Ordering::SeqCst), 101, "the work ran");
     assert_eq!(PENDED.load(Ordering::SeqCst), 1);
     let s = RT.stats();
@@ -441,7 +448,11 @@ fn unbalanced_calls_are_counted_and_ignored() {
     assert_eq!(misuse(Misuse::UnbalancedIrqExit), 2);
     RT.irq_enter();
     assert!(T.schedule());
-    assert_eq!(RT.irq_exit(), Some(DrainOutcome::Complete), "pairs still match");
+    assert_eq!(
+        RT.irq_exit(),
+        Some(DrainOutcome::Complete),
+        "pairs still match"
+    );
     assert_eq!(RUNS.load(Ordering::SeqCst), 1);
 
     T.enable();

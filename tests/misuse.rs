@@ -7,8 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bottomhalf::{
     Backend, Config, CpuOutOfRange, DrainOutcome, Host, Mailbox, MailboxError, Misuse, MpscMailbox,
-    PerCpu,
-    RegisterError, Runtime, Tasklet, TaskletKilled, Vector, VectorOutOfRange, MAX_VECTORS,
+    PerCpu, RegisterError, Runtime, Tasklet, TaskletKilled, Vector, VectorOutOfRange, MAX_VECTORS,
 };
 
 /// The message of a panic payload (`String` or `&str`).

@@ -222,7 +222,11 @@ fn restart_budget_exhaustion_leaves_work_and_is_counted() {
 
     RT.raise(POLL);
     assert_eq!(RT.drain(), DrainOutcome::Remaining);
-    assert_eq!(RUNS.load(Ordering::SeqCst), 3, "3 passes: first + 2 restarts");
+    assert_eq!(
+        RUNS.load(Ordering::SeqCst),
+        3,
+        "3 passes: first + 2 restarts"
+    );
     assert_eq!(RT.stats().runs(0, POLL), 3);
     assert_eq!(RT.stats().restarts(0), 2);
     assert_eq!(RT.stats().budget_exhausted(0), 1);

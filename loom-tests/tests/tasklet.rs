@@ -170,7 +170,10 @@ fn schedule_while_running_elsewhere_is_handed_off() {
             "runs without a later drain (CPU 1's schedule returned {queued_b})"
         );
         assert_eq!(private_runs(), expected);
-        assert_eq!((outcome_a, outcome_b), (DrainOutcome::Complete, DrainOutcome::Complete));
+        assert_eq!(
+            (outcome_a, outcome_b),
+            (DrainOutcome::Complete, DrainOutcome::Complete)
+        );
         assert_eq!((RT.pending(0), RT.pending(1)), (0, 0));
         assert_eq!(T.runs() + T.coalesced(), 2, "runs + coalesced == schedules");
         assert_eq!(
