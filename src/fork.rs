@@ -239,7 +239,7 @@ mod imp {
     use crate::backend::Backend;
     use crate::softirq::{CpuState, Runtime};
     use crate::sync::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
-    use crate::tasklet::{Tasklet, COUNT_MASK, KILLED, PARKED, RUN};
+    use crate::tasklet::{Tasklet, COUNT_MASK, HANDOFF, KILLED, PARKED, RUN};
 
     /// How many `fork()`s separate this process from the one that first
     /// loaded the crate (0 in that one). Bumped only by the child handler.
@@ -431,7 +431,10 @@ mod imp {
     fn child_tasklet(t: &'static Tasklet, gen: u32) {
         let s = t.state.load(Ordering::Relaxed);
         let listed = t.fork.listed.load(Ordering::Relaxed) == gen;
-        let mut new = s & !RUN;
+        // A hand-off (HANDOFF, only with RUN) was for the runner's
+        // `finish`, which never comes here: the tasklet is on no list and
+        // is relinked below like any other pending one.
+        let mut new = s & !(RUN | HANDOFF);
         let relink = !listed && s & COUNT_MASK != 0 && s & (PARKED | KILLED) == 0;
         if !listed && s & KILLED != 0 && s & PARKED == 0 {
             // Nobody will drop this pending run: no drain holds it.
@@ -444,7 +447,7 @@ mod imp {
             t.fork.listed.store(gen, Ordering::Relaxed);
             // The link is ours: the count is non-zero and the context that
             // owned the link does not exist here.
-            t.runtime().enqueue(t);
+            t.runtime().enqueue(t, &Cell::new(false));
         }
     }
 

@@ -192,7 +192,7 @@ pub use percpu::{CpuOutOfRange, PerCpu};
 pub use softirq::{
     Config, DrainOutcome, Handler, RegisterError, Runtime, Vector, VectorOutOfRange, MAX_VECTORS,
 };
-pub use stats::Stats;
+pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
 #[cfg(feature = "std")]

@@ -7,6 +7,18 @@
 //! each mailbox tracks its high-water mark so a capacity can be sized from
 //! a real run.
 //!
+//! # Dropped or refused
+//!
+//! Every item pushed is popped once or counted once as dropped. `push` is
+//! push-or-drop: when the mailbox is full it hands the item back and counts
+//! it in `dropped()`, since a top half usually has nowhere to keep it. A
+//! producer that can keep the item and retry (a thread, a bottom half)
+//! calls `try_push` instead: a full mailbox hands the item back and counts
+//! the attempt in `refused()`, not as a drop; when it gives up, a last
+//! `push` either queues the item or counts it as dropped. So `dropped()`
+//! counts items lost and `refused()` attempts that were retried or given
+//! up through `push`.
+//!
 //! - [`Mailbox`]: one producer, one consumer, on `heapless::spsc`. The two
 //!   ends are handles ([`Mailbox::split`]), so the single-producer rule is
 //!   the type system's, not a comment's.
@@ -51,6 +63,18 @@ use heapless::spsc;
 use crate::sync::{
     array_of, loom_const_fn, ordering, AtomicBool, AtomicU32, AtomicUsize, Ordering, UnsafeCell,
 };
+
+/// Adds one to a counter that only the calling producer writes (a load and
+/// a store: no read-modify-write, so no masked section on cores without
+/// CAS) and hands `item` back.
+#[inline]
+fn bump<T>(counter: &AtomicU32, item: T) -> T {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+    item
+}
 
 /// Why a mailbox refused to hand out an endpoint.
 ///
@@ -111,8 +135,12 @@ pub struct Mailbox<T, const N: usize> {
     queue: core::cell::UnsafeCell<spsc::Queue<T, N>>,
     /// Set by the first `split`.
     split_done: AtomicBool,
-    /// Items handed back by a full ring. Written by the producer only.
+    /// Items handed back by a full ring to `push` (lost). Written by the
+    /// producer only.
     dropped: AtomicU32,
+    /// Attempts handed back by a full ring to `try_push` (kept by the
+    /// caller). Written by the producer only.
+    refused: AtomicU32,
     /// Items queued, wrapping. Written by the producer only (a store).
     pushed: AtomicU32,
     /// Items popped, wrapping. Written by the consumer only (a store).
@@ -150,6 +178,7 @@ impl<T, const N: usize> Mailbox<T, N> {
                 queue: core::cell::UnsafeCell::new(spsc::Queue::new()),
                 split_done: AtomicBool::new(false),
                 dropped: AtomicU32::new(0),
+                refused: AtomicU32::new(0),
                 pushed: AtomicU32::new(0),
                 popped: AtomicU32::new(0),
                 high_water: AtomicU32::new(0),
@@ -199,7 +228,9 @@ impl<T, const N: usize> Mailbox<T, N> {
         ))
     }
 
-    /// Items handed back because the mailbox was full.
+    /// Items lost because the mailbox was full: refused
+    /// [`push`](Producer::push)es (see "Dropped or refused" in the module
+    /// docs).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -217,7 +248,29 @@ impl<T, const N: usize> Mailbox<T, N> {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// The most items the mailbox has held at once.
+    /// Attempts refused because the mailbox was full, whose item the caller
+    /// kept: refused [`try_push`](Producer::try_push)es. Not drops.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 2> = Mailbox::new();
+    /// let (mut tx, mut rx) = mb.split().unwrap();
+    /// tx.push(1).unwrap();
+    /// let item = tx.try_push(2).unwrap_err(); // full: keep it and retry
+    /// rx.pop();
+    /// tx.try_push(item).unwrap();
+    /// assert_eq!((mb.refused(), mb.dropped()), (1, 0));
+    /// ```
+    pub fn refused(&self) -> u32 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The most items the mailbox has held at once (never more than
+    /// [`CAPACITY`](Mailbox::CAPACITY)).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -235,12 +288,21 @@ impl<T, const N: usize> Mailbox<T, N> {
     /// ```
     pub fn high_water(&self) -> u32 {
         // The consumer's maximum covers every peak followed by a pop; the
-        // one not yet followed by a pop is the current occupancy.
-        let now = self
-            .pushed
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.popped.load(Ordering::Relaxed));
-        self.high_water.load(Ordering::Relaxed).max(now)
+        // one not yet followed by a pop is the current occupancy, estimated
+        // from the two counters, which are written independently (Relaxed,
+        // each after its ring operation, so a pop can be counted before
+        // its push is) and read at two moments. Read `pushed` first: then
+        // the estimate errs low, never high (`popped` is read later and may
+        // count more pops), except by the one pop in flight. Erring low can
+        // go below zero, which wraps to near `u32::MAX`: that means the
+        // ring was being emptied, so it counts as 0. The result is clamped
+        // to the capacity, which the one pop in flight could pass by one.
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        let popped = self.popped.load(Ordering::Relaxed);
+        let now = pushed.wrapping_sub(popped);
+        let now = if now > u32::MAX / 2 { 0 } else { now };
+        let cap = Self::CAPACITY as u32;
+        self.high_water.load(Ordering::Relaxed).max(now).min(cap)
     }
 }
 
@@ -255,6 +317,7 @@ impl<T, const N: usize> fmt::Debug for Mailbox<T, N> {
         f.debug_struct("Mailbox")
             .field("capacity", &Self::CAPACITY)
             .field("dropped", &self.dropped())
+            .field("refused", &self.refused())
             .field("high_water", &self.high_water())
             .finish_non_exhaustive()
     }
@@ -280,8 +343,9 @@ pub struct Producer<'a, T, const N: usize> {
 }
 
 impl<T, const N: usize> Producer<'_, T, N> {
-    /// Queues `item`, or hands it back if the mailbox is full (the drop is
-    /// counted in [`Mailbox::dropped`]).
+    /// Queues `item`, or, if the mailbox is full, hands it back and counts
+    /// it as dropped ([`Mailbox::dropped`]): push or drop. A caller that
+    /// keeps the item to retry uses [`try_push`](Producer::try_push).
     ///
     /// Top-half safe: yes (wait-free: the ring's loads and stores plus one
     /// store of the push count; no read-modify-write). Allocates: no.
@@ -299,25 +363,48 @@ impl<T, const N: usize> Producer<'_, T, N> {
     /// let (mut tx, _rx) = mb.split().unwrap();
     /// assert_eq!(tx.push("a"), Ok(()));
     /// assert_eq!(tx.push("b"), Err("b"));
+    /// assert_eq!(mb.dropped(), 1);
     /// ```
     #[inline]
     pub fn push(&mut self, item: T) -> Result<(), T> {
-        match self.tx.enqueue(item) {
-            Ok(()) => {
-                // The producer is the only writer: a store, no RMW and no
-                // read of the consumer's side on the fast path.
-                self.pushed = self.pushed.wrapping_add(1);
-                self.mailbox.pushed.store(self.pushed, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(item) => {
-                let d = self.mailbox.dropped.load(Ordering::Relaxed);
-                self.mailbox
-                    .dropped
-                    .store(d.wrapping_add(1), Ordering::Relaxed);
-                Err(item)
-            }
-        }
+        self.enqueue(item)
+            .map_err(|item| bump(&self.mailbox.dropped, item))
+    }
+
+    /// Queues `item`, or, if the mailbox is full, hands it back for a retry
+    /// and counts the attempt in [`Mailbox::refused`], not as a drop.
+    ///
+    /// Top-half safe: yes (as [`push`](Producer::push)). Allocates: no.
+    /// Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// `Err(item)` when full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::Mailbox;
+    /// let mb: Mailbox<u8, 2> = Mailbox::new();
+    /// let (mut tx, _rx) = mb.split().unwrap();
+    /// tx.try_push(1).unwrap();
+    /// assert_eq!(tx.try_push(2), Err(2));
+    /// assert_eq!((mb.refused(), mb.dropped()), (1, 0));
+    /// ```
+    #[inline]
+    pub fn try_push(&mut self, item: T) -> Result<(), T> {
+        self.enqueue(item)
+            .map_err(|item| bump(&self.mailbox.refused, item))
+    }
+
+    #[inline(always)]
+    fn enqueue(&mut self, item: T) -> Result<(), T> {
+        self.tx.enqueue(item)?;
+        // The producer is the only writer: a store, no RMW and no read of
+        // the consumer's side on the fast path.
+        self.pushed = self.pushed.wrapping_add(1);
+        self.mailbox.pushed.store(self.pushed, Ordering::Relaxed);
+        Ok(())
     }
 
     /// `true` if a `push` now would succeed.
@@ -509,8 +596,11 @@ pub struct MpscMailbox<T, const N: usize> {
     head: UnsafeCell<usize>,
     /// A consumer handle is alive.
     consumer_taken: AtomicBool,
-    /// `push` calls refused because the mailbox was full.
+    /// Items lost: `push` calls refused because the mailbox was full.
     dropped: AtomicU32,
+    /// `try_push` calls refused because the mailbox was full (the caller
+    /// kept the item).
+    refused: AtomicU32,
     /// Most items queued or reserved at once.
     high_water: AtomicU32,
 }
@@ -563,13 +653,16 @@ impl<T, const N: usize> MpscMailbox<T, N> {
                 head: UnsafeCell::new(0),
                 consumer_taken: AtomicBool::new(false),
                 dropped: AtomicU32::new(0),
+                refused: AtomicU32::new(0),
                 high_water: AtomicU32::new(0),
             }
         }
     }
 
-    /// Queues `item`, or hands it back if `N` items are queued or being
-    /// queued (the drop is counted in [`dropped`](MpscMailbox::dropped)).
+    /// Queues `item`, or, if `N` items are queued or being queued, hands it
+    /// back and counts it as dropped ([`dropped`](MpscMailbox::dropped)):
+    /// push or drop. A caller that keeps the item to retry uses
+    /// [`try_push`](MpscMailbox::try_push).
     ///
     /// Top-half safe: yes (lock-free; see "Progress"). Allocates: no.
     /// Blocks: no.
@@ -590,11 +683,55 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// ```
     #[inline]
     pub fn push(&self, item: T) -> Result<(), T> {
+        self.enqueue(item).inspect_err(|_| {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Queues `item`, or, if `N` items are queued or being queued, hands it
+    /// back for a retry and counts the attempt in
+    /// [`refused`](MpscMailbox::refused), not as a drop. To give up on the
+    /// item, make the last attempt a [`push`](MpscMailbox::push): it queues
+    /// the item or counts it as dropped.
+    ///
+    /// Top-half safe: yes (lock-free; see "Progress"). Allocates: no.
+    /// Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// `Err(item)` when full.
+    ///
+    /// # Examples
+    ///
+    /// A producer thread that retries a few times, then gives up:
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 1> = MpscMailbox::new();
+    /// mb.push(1).unwrap();
+    /// let mut item = 2;
+    /// for _ in 0..3 {
+    ///     match mb.try_push(item) {
+    ///         Ok(()) => break,
+    ///         Err(back) => item = back, // a real producer would back off
+    ///     }
+    /// }
+    /// let _ = mb.push(item); // last attempt: queued, or counted as dropped
+    /// assert_eq!((mb.refused(), mb.dropped()), (3, 1));
+    /// ```
+    #[inline]
+    pub fn try_push(&self, item: T) -> Result<(), T> {
+        self.enqueue(item).inspect_err(|_| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    #[inline(always)]
+    fn enqueue(&self, item: T) -> Result<(), T> {
         let mut state = self.state.load(Ordering::Relaxed);
         let ticket = loop {
             let used = state >> Self::HALF;
             if used == N {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(item);
             }
             let ticket = state & Self::TICKET_MASK;
@@ -691,7 +828,9 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         self.len() == 0
     }
 
-    /// Pushes refused because the mailbox was full.
+    /// Items lost because the mailbox was full: refused
+    /// [`push`](MpscMailbox::push)es (see "Dropped or refused" in the
+    /// module docs).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -706,6 +845,24 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// ```
     pub fn dropped(&self) -> u32 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Attempts refused because the mailbox was full, whose item the caller
+    /// kept: refused [`try_push`](MpscMailbox::try_push)es. Not drops.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::MpscMailbox;
+    /// let mb: MpscMailbox<u8, 1> = MpscMailbox::new();
+    /// mb.push(1).unwrap();
+    /// assert_eq!(mb.try_push(2), Err(2));
+    /// assert_eq!((mb.refused(), mb.dropped()), (1, 0));
+    /// ```
+    pub fn refused(&self) -> u32 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The most items queued or being queued at once.
@@ -748,6 +905,7 @@ impl<T, const N: usize> fmt::Debug for MpscMailbox<T, N> {
             .field("capacity", &N)
             .field("len", &self.len())
             .field("dropped", &self.dropped())
+            .field("refused", &self.refused())
             .field("high_water", &self.high_water())
             .finish_non_exhaustive()
     }

@@ -3,7 +3,10 @@
 //! Design rules: a slot is written mostly by its own CPU, so slots never
 //! share a cache line (`CachePadded`); the CPU count is a type parameter, so
 //! an index is checked against it on every access and an index out of range
-//! is a panic with a message, never an out-of-bounds access. Which CPU is
+//! is a panic with a message (or an error from `try_get`), never an
+//! out-of-bounds access. The runtime's top-half paths use `try_get` and
+//! fold an index out of range instead of panicking
+//! ([`Misuse::CpuOutOfRange`](crate::Misuse::CpuOutOfRange)). Which CPU is
 //! "current" is not this type's business: the backend says
 //! ([`Backend::current_cpu`](crate::Backend::current_cpu)).
 

@@ -32,12 +32,13 @@
 //! exit), so those accesses are `SeqCst`: with anything weaker both sides
 //! could miss each other and strand a raise until the next one.
 
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
 use crate::backend::Backend;
 use crate::percpu::PerCpu;
-use crate::stats::{CpuStats, Stats};
+use crate::stats::{CpuStats, Misuse, Stats};
 use crate::sync::{
     array_of, loom_const_fn, ordering, AtomicBool, AtomicU32, AtomicU8, OnUnwind, Ordering,
     UnsafeCell,
@@ -208,14 +209,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Linux's limits: 10 restarts, 2 ms.
+    /// Linux's limits: at most 10 passes per drain
+    /// (`MAX_SOFTIRQ_RESTART = 10`, which counts passes in `__do_softirq`)
+    /// and 2 ms (`MAX_SOFTIRQ_TIME`).
     pub const DEFAULT: Config = Config {
         max_restart: 10,
         time_budget_ns: 2_000_000,
     };
 
-    /// At most `n` restarts after the first pass of a drain (Linux's
-    /// `MAX_SOFTIRQ_RESTART`). `0` makes every drain a single pass.
+    /// At most `n` passes per drain, counting the first, as Linux's
+    /// `MAX_SOFTIRQ_RESTART` does (`__do_softirq` restarts while
+    /// `--max_restart` is non-zero, so 10 means 10 passes). A drain always
+    /// runs its first pass, so `0` means the same as `1`: every drain is a
+    /// single pass. The bound holds on every path of the drain, including
+    /// the re-check after it releases the CPU.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -249,7 +256,8 @@ impl Config {
         }
     }
 
-    /// The restart budget.
+    /// The pass budget as configured ([`max_restart`](Config::max_restart);
+    /// `0` runs one pass).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -471,6 +479,29 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
     }
 
+    /// The current CPU's index and state. A backend that reports an index
+    /// `>= N` gets CPU `index % N` instead, a slot the runtime's drains
+    /// serve (a drain thread per CPU, or the board's drain interrupt for
+    /// that core), and the misuse is counted there
+    /// ([`Misuse::CpuOutOfRange`]): top halves never panic on it.
+    #[inline(always)]
+    fn current(&self) -> (usize, &CpuState) {
+        let cpu = B::current_cpu();
+        match self.cpus.try_get(cpu) {
+            Ok(st) => (cpu, st),
+            Err(_) => self.fold_cpu(cpu),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fold_cpu(&self, cpu: usize) -> (usize, &CpuState) {
+        let cpu = cpu % N;
+        let st = self.cpus.get(cpu);
+        st.stats.misuse(Misuse::CpuOutOfRange);
+        (cpu, st)
+    }
+
     /// The number of CPUs, `N`.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
@@ -586,10 +617,11 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     ///
     /// Top-half safe: yes (wait-free). Allocates: no. Blocks: no.
     ///
-    /// # Panics
-    ///
-    /// If the backend reports a CPU index `>= N` (a backend bug; see
-    /// [`PerCpu::get`]).
+    /// Never panics. A backend that reports a CPU index `>= N` (a backend
+    /// bug) gets CPU `index % N`, counted as [`Misuse::CpuOutOfRange`]
+    /// (the same for every call that works on the current CPU:
+    /// [`drain`](Runtime::drain), [`irq_enter`](Runtime::irq_enter),
+    /// [`irq_exit`](Runtime::irq_exit), tasklet `schedule` and `enable`).
     ///
     /// # Examples
     ///
@@ -601,8 +633,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// ```
     #[inline]
     pub fn raise(&self, v: Vector) {
-        let cpu = B::current_cpu();
-        let st = self.cpus.get(cpu);
+        let (cpu, st) = self.current();
         let bit = v.bit();
         // SeqCst: its release half pairs with the drain's Acquire `swap`
         // (data written before `raise` is visible to the handler); its
@@ -666,10 +697,19 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// Each pass swaps the mask to zero and runs the handlers of the bits
     /// it took, lowest index first (so hi-priority tasklets first). A bit
     /// raised during a pass runs in the next pass, never in the current one
-    /// and never twice for one raise. After `max_restart` restarts, or once
-    /// the time budget is spent, the drain stops, counts a budget
+    /// and never twice for one raise. After
+    /// [`max_restart`](Config::max_restart) passes in all (at least one),
+    /// or once the time budget is spent, the drain stops, counts a budget
     /// exhaustion, kicks the backend and returns
-    /// [`DrainOutcome::Remaining`].
+    /// [`DrainOutcome::Remaining`]. The budget covers every pass,
+    /// including one started because work arrived just as the drain
+    /// released the CPU.
+    ///
+    /// A handler that panics: the panic goes on to the caller, after the
+    /// drain re-pends the vectors that pass had not run yet, releases the
+    /// CPU and kicks the backend if anything is pending (so a sleeping
+    /// drain thread runs the rest); the run is counted in
+    /// [`Stats::runs`] and [`Stats::panicked`].
     ///
     /// Top-half safe: no (runs handlers). Allocates: no (handlers may).
     /// Blocks: no (handlers must not either, in a softirq context).
@@ -685,12 +725,12 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// RT.register(POLL, "POLL", |_| RT.raise(POLL)).unwrap();
     /// RT.raise(POLL);
     /// assert_eq!(RT.drain(), DrainOutcome::Remaining);
-    /// assert_eq!(RT.stats().runs(0, POLL), 4); // first pass + 3 restarts
+    /// assert_eq!(RT.stats().runs(0, POLL), 3); // 3 passes: the first + 2 restarts
+    /// assert_eq!(RT.stats().restarts(0), 2);
     /// assert_eq!(RT.stats().budget_exhausted(0), 1);
     /// ```
     pub fn drain(&self) -> DrainOutcome {
-        let cpu = B::current_cpu();
-        let st = self.cpus.get(cpu);
+        let (cpu, st) = self.current();
         // Nothing raised on this CPU: no RMW on its shared line. A raise
         // that this load misses is its raiser's to drain or kick for.
         if st.pending.load(Ordering::Relaxed) == 0 {
@@ -708,7 +748,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             return DrainOutcome::Busy;
         }
         let start = B::now_ns();
-        let mut restarts = 0u32;
+        // Linux's MAX_SOFTIRQ_RESTART counts passes; the first always runs.
+        let max_passes = self.config.max_restart.max(1);
+        let mut passes = 0u32;
         loop {
             // Acquire: pairs with the SeqCst (release) `fetch_or` in `raise`.
             // SeqCst rather than AcqRel so that loom, which keeps a SeqCst
@@ -718,42 +760,53 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 .pending
                 .swap(0, ordering!("drain_swap_relaxed", SeqCst, Relaxed));
             self.run_pass(cpu, st, pending);
+            passes += 1;
 
             if st.pending.load(Ordering::SeqCst) != 0 {
-                if restarts >= self.config.max_restart || self.out_of_time(start) {
-                    st.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                if passes >= max_passes || self.out_of_time(start) {
                     // A swap, not a store, here and below: the RMW reads the
                     // latest value of the flag, so the hand-off is checkable
                     // by loom, which does not order a plain store after a
                     // concurrent RMW (tokio-rs/loom#254). Same cost on every
                     // target this crate supports.
                     let _ = st.draining.swap(false, Ordering::SeqCst);
-                    B::kick(cpu, &st.wake);
-                    return DrainOutcome::Remaining;
+                    return self.out_of_budget(cpu, st);
                 }
-                restarts += 1;
-                st.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                continue;
+            } else {
+                // Release the CPU, then look again: a raise between the
+                // check above and this release may have found the CPU busy
+                // (and not kicked) and left its work to us.
+                let _ = st
+                    .draining
+                    .swap(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
+                if st
+                    .pending
+                    .load(ordering!("drain_flag_relaxed", SeqCst, Relaxed))
+                    == 0
+                {
+                    return DrainOutcome::Complete;
+                }
+                // Taking the CPU back for it is a restart like any other,
+                // within the same budget; out of budget, the kick hands it
+                // to the drain thread (or the re-pended interrupt).
+                if passes >= max_passes || self.out_of_time(start) {
+                    return self.out_of_budget(cpu, st);
+                }
+                if st.draining.swap(true, Ordering::SeqCst) {
+                    // Another drain took the CPU over; it sees the work.
+                    return DrainOutcome::Busy;
+                }
             }
-
-            // Release the CPU, then look again: a raise between the check
-            // above and this release may have found the CPU busy (and not
-            // kicked) and left its work to us.
-            let _ = st
-                .draining
-                .swap(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
-            if st
-                .pending
-                .load(ordering!("drain_flag_relaxed", SeqCst, Relaxed))
-                == 0
-            {
-                return DrainOutcome::Complete;
-            }
-            if st.draining.swap(true, Ordering::SeqCst) {
-                // Another drain took the CPU over; it sees the work.
-                return DrainOutcome::Busy;
-            }
+            st.stats.restarts.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The end of a drain that ran out of budget with work pending, after
+    /// it released the CPU: count it and kick the backend for the rest.
+    fn out_of_budget(&self, cpu: usize, st: &CpuState) -> DrainOutcome {
+        st.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+        B::kick(cpu, &st.wake);
+        DrainOutcome::Remaining
     }
 
     /// Marks the start of an interrupt handler on the current CPU (Linux's
@@ -766,7 +819,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// See [`irq_exit`](Runtime::irq_exit).
     #[inline]
     pub fn irq_enter(&self) {
-        let st = self.cpus.get(B::current_cpu());
+        let (_, st) = self.current();
         // Relaxed: the depth is this CPU's own; nested handlers finish
         // before the one they interrupted resumes.
         st.irq_depth.fetch_add(1, Ordering::Relaxed);
@@ -785,9 +838,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// halves only when closing the outermost handler. Allocates: no
     /// (handlers may). Blocks: no.
     ///
-    /// # Panics
-    ///
-    /// If there was no matching [`irq_enter`](Runtime::irq_enter).
+    /// Never panics (a drain it runs passes on a handler's panic). Without
+    /// a matching [`irq_enter`](Runtime::irq_enter) it does nothing,
+    /// returns `None` and counts [`Misuse::UnbalancedIrqExit`]: the depth
+    /// stays at zero, so later pairs still match.
     ///
     /// # Examples
     ///
@@ -819,12 +873,25 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// ```
     #[inline]
     pub fn irq_exit(&self) -> Option<DrainOutcome> {
-        let st = self.cpus.get(B::current_cpu());
-        let depth = st.irq_depth.fetch_sub(1, Ordering::Relaxed);
-        if depth == 0 {
-            // Undo before panicking, so later pairs still match.
-            st.irq_depth.fetch_add(1, Ordering::Relaxed);
-            panic!("Runtime::irq_exit without a matching irq_enter");
+        let (_, st) = self.current();
+        // A CAS rather than `fetch_sub`, so an unbalanced exit never leaves
+        // the depth wrapped, not even for a moment a nested handler could
+        // see. Relaxed: as in `irq_enter`.
+        let mut depth = st.irq_depth.load(Ordering::Relaxed);
+        loop {
+            if depth == 0 {
+                st.stats.misuse(Misuse::UnbalancedIrqExit);
+                return None;
+            }
+            match st.irq_depth.compare_exchange_weak(
+                depth,
+                depth - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => depth = now,
+            }
         }
         if depth == 1 && st.pending.load(Ordering::Relaxed) != 0 {
             Some(self.drain())
@@ -857,13 +924,21 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 },
             };
             // If the handler panics, the panic goes on to the caller of
-            // `drain`, but the CPU must stay usable: re-pend the vectors this
-            // pass has not run (and a tasklet vector, whose list put its
-            // untouched tasklets back), and release the CPU.
+            // `drain`, but the CPU must stay usable and its work must not
+            // be stranded: count the run, re-pend the vectors this pass has
+            // not run (and a tasklet vector, whose list put its untouched
+            // tasklets back), release the CPU, and kick if anything is
+            // pending, since raises during this drain skipped their kick
+            // and the drain thread may be asleep.
             let relist = if handler.is_none() { v.bit() } else { 0 };
             let guard = OnUnwind(|| {
+                counters.runs.fetch_add(1, Ordering::Relaxed);
+                counters.panicked.fetch_add(1, Ordering::Relaxed);
                 st.pending.fetch_or(bits | relist, Ordering::SeqCst);
                 let _ = st.draining.swap(false, Ordering::SeqCst);
+                if st.pending.load(Ordering::SeqCst) != 0 {
+                    B::kick(cpu, &st.wake);
+                }
             });
             let t0 = B::now_ns();
             match handler {
@@ -890,8 +965,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
     }
 
-    /// A tasklet found running on another CPU goes back on this CPU's list
-    /// for the next pass (Linux does the same).
+    /// A tasklet that another CPU's drain handed off to this one while it
+    /// ran here (transition 7 of [`Tasklet`]) goes back on this CPU's list
+    /// for the next pass.
     fn requeue(&self, cpu: usize, t: &'static Tasklet) {
         self.cpus.get(cpu).tasklets[t.priority() as usize].push(t);
     }
@@ -932,11 +1008,15 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 }
 
 impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
-    fn enqueue(&self, t: &'static Tasklet) {
-        let cpu = B::current_cpu();
-        let st = self.cpus.get(cpu);
+    fn count_misuse(&self, m: Misuse) {
+        self.current().1.stats.misuse(m);
+    }
+
+    fn enqueue(&self, t: &'static Tasklet, linked: &Cell<bool>) {
+        let (cpu, st) = self.current();
         let bit = t.priority().vector().bit();
         st.tasklets[t.priority() as usize].push(t);
+        linked.set(true);
         // Skip the raise when the list's bit is already pending. If our push
         // landed before the take of the drain pass that clears the bit, that
         // take gets our tasklet. If it landed after, our push CAS read from

@@ -19,6 +19,8 @@ pub(crate) struct VectorStats {
     pub(crate) coalesced: AtomicU32,
     /// Raises of a vector with no handler, dropped at the drain.
     pub(crate) unhandled: AtomicU32,
+    /// Runs (counted in `runs` too) whose handler panicked.
+    pub(crate) panicked: AtomicU32,
     /// Longest single handler run, in nanoseconds of the backend's clock.
     pub(crate) max_ns: AtomicU32,
 }
@@ -30,6 +32,7 @@ impl VectorStats {
                 runs: AtomicU32::new(0),
                 coalesced: AtomicU32::new(0),
                 unhandled: AtomicU32::new(0),
+                panicked: AtomicU32::new(0),
                 max_ns: AtomicU32::new(0),
             }
         }
@@ -43,6 +46,8 @@ pub(crate) struct CpuStats {
     pub(crate) restarts: AtomicU32,
     /// Drains that stopped with work left (restart or time budget spent).
     pub(crate) budget_exhausted: AtomicU32,
+    /// Misuse counted and ignored on this CPU, indexed by [`Misuse`].
+    misuse: [AtomicU32; Misuse::ALL.len()],
 }
 
 impl CpuStats {
@@ -52,12 +57,87 @@ impl CpuStats {
                 vectors: array_of![VectorStats::new(); MAX_VECTORS],
                 restarts: AtomicU32::new(0),
                 budget_exhausted: AtomicU32::new(0),
+                misuse: array_of![AtomicU32::new(0); Misuse::ALL.len()],
             }
         }
     }
 
     pub(crate) fn vector(&self, v: Vector) -> &VectorStats {
         &self.vectors[v.index()]
+    }
+
+    /// Counts one `m`. Top-half safe: one `Relaxed` `fetch_add`.
+    #[cold]
+    pub(crate) fn misuse(&self, m: Misuse) {
+        self.misuse[m as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A misuse of the runtime that a top-half path counted and ignored
+/// instead of panicking (see [`Stats::misuse`]).
+///
+/// Top halves run in interrupt and signal handlers, where a panic is an
+/// abort (or worse, an unwind through a foreign frame); so each of these
+/// is counted on the CPU it happened on and the call does what is safe.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Host, Misuse, Runtime};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// assert_eq!(RT.irq_exit(), None); // no matching irq_enter
+/// assert_eq!(RT.stats().misuse(0, Misuse::UnbalancedIrqExit), 1);
+/// assert_eq!(Misuse::UnbalancedIrqExit.to_string(), "irq_exit without irq_enter");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Misuse {
+    /// The backend ([`Backend::current_cpu`], a [`Board`](crate::Board)'s
+    /// `cpu`) reported a CPU index `>= N`. The call used CPU `index % N`
+    /// instead (its pending mask, lists and counters, and `kick(index %
+    /// N)`), a slot that the runtime's drains serve; the count is on that
+    /// CPU.
+    CpuOutOfRange = 0,
+    /// [`Runtime::irq_exit`](crate::Runtime::irq_exit) without a matching
+    /// `irq_enter`: ignored (the depth stays at zero, nothing drains).
+    UnbalancedIrqExit = 1,
+    /// [`Tasklet::enable`](crate::Tasklet::enable) on a tasklet that was
+    /// not disabled: ignored.
+    UnbalancedEnable = 2,
+    /// [`Tasklet::disable_nosync`](crate::Tasklet::disable_nosync) beyond
+    /// the 511 nested disables the state word holds: ignored, so the
+    /// tasklet stays disabled (the count saturates; one `enable` of the
+    /// excess ones is then counted as unbalanced).
+    DisableOverflow = 3,
+}
+
+impl Misuse {
+    /// Every kind, in counter order.
+    pub const ALL: [Misuse; 4] = [
+        Misuse::CpuOutOfRange,
+        Misuse::UnbalancedIrqExit,
+        Misuse::UnbalancedEnable,
+        Misuse::DisableOverflow,
+    ];
+
+    /// The row label in the statistics table (20 columns).
+    fn label(self) -> &'static str {
+        match self {
+            Misuse::CpuOutOfRange => "CPU out of range",
+            Misuse::UnbalancedIrqExit => "unbalanced irq_exit",
+            Misuse::UnbalancedEnable => "unbalanced enable",
+            Misuse::DisableOverflow => "disable overflow",
+        }
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Misuse::CpuOutOfRange => "backend reported a CPU index out of range",
+            Misuse::UnbalancedIrqExit => "irq_exit without irq_enter",
+            Misuse::UnbalancedEnable => "tasklet enable without disable",
+            Misuse::DisableOverflow => "tasklet disabled more than 511 times",
+        })
     }
 }
 
@@ -159,6 +239,58 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     /// ```
     pub fn unhandled(&self, cpu: usize, v: Vector) -> u32 {
         self.cpu(cpu).vector(v).unhandled.load(Ordering::Relaxed)
+    }
+
+    /// Runs of `v` on `cpu` whose handler panicked (for the tasklet
+    /// vectors: passes in which a tasklet callback panicked). They are
+    /// counted in [`runs`](Stats::runs) too, so
+    /// [`raised`](Stats::raised) still adds up. After the panic the drain
+    /// re-pends the vectors the pass had not run yet, releases the CPU and
+    /// kicks the backend if work is pending, then lets the panic go on to
+    /// the drain's caller.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.register(Vector::new(3), "BAD", |_| panic!("failed")).unwrap();
+    /// RT.raise(Vector::new(3));
+    /// assert!(std::panic::catch_unwind(|| RT.drain()).is_err());
+    /// let s = RT.stats();
+    /// assert_eq!((s.runs(0, Vector::new(3)), s.panicked(0, Vector::new(3))), (1, 1));
+    /// assert_eq!(s.raised(0, Vector::new(3)), 1);
+    /// ```
+    pub fn panicked(&self, cpu: usize, v: Vector) -> u32 {
+        self.cpu(cpu).vector(v).panicked.load(Ordering::Relaxed)
+    }
+
+    /// Misuse of kind `m` counted (and ignored) on `cpu`; see [`Misuse`].
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Misuse, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// T.enable(); // never disabled
+    /// assert_eq!(RT.stats().misuse(0, Misuse::UnbalancedEnable), 1);
+    /// assert!(!T.is_disabled());
+    /// ```
+    pub fn misuse(&self, cpu: usize, m: Misuse) -> u32 {
+        self.cpu(cpu).misuse[m as usize].load(Ordering::Relaxed)
     }
 
     /// Raises of `v` on `cpu`: runs + coalesced + unhandled + 1 if it is
@@ -264,6 +396,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
             self.rt.pending(cpu) != 0
                 || st.restarts.load(Ordering::Relaxed) != 0
                 || st.budget_exhausted.load(Ordering::Relaxed) != 0
+                || st.misuse.iter().any(|m| m.load(Ordering::Relaxed) != 0)
                 || (0..MAX_VECTORS).map(Vector::new).any(|v| {
                     let c = st.vector(v);
                     c.runs.load(Ordering::Relaxed) != 0
@@ -332,9 +465,30 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
         self.section(f, shown, "longest run (ns)", |c, v| {
             self.max_handler_ns(c, v)
         })?;
+        // Printed only when something panicked or was misused, so a
+        // healthy runtime's table keeps its shape.
+        let any_panicked =
+            (0..shown).any(|c| (0..MAX_VECTORS).any(|v| self.panicked(c, Vector::new(v)) != 0));
+        if any_panicked {
+            writeln!(f, "panicked")?;
+            for v in (0..MAX_VECTORS).map(Vector::new) {
+                if (0..shown).any(|c| self.panicked(c, v) != 0) {
+                    let mut label = heapless::String::<12>::new();
+                    let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));
+                    let name = self.rt.vector_name(v).unwrap_or(&label);
+                    self.row(f, shown, name, |c| self.panicked(c, v))?;
+                }
+            }
+        }
         writeln!(f, "drain")?;
         self.row(f, shown, "restarts", |c| self.restarts(c))?;
-        self.row(f, shown, "budget exhausted", |c| self.budget_exhausted(c))
+        self.row(f, shown, "budget exhausted", |c| self.budget_exhausted(c))?;
+        for m in Misuse::ALL {
+            if (0..shown).any(|c| self.misuse(c, m) != 0) {
+                self.row(f, shown, m.label(), |c| self.misuse(c, m))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,13 +6,21 @@
 //! that takes the whole list, reversed into schedule order); one atomic
 //! state word serializes everything else. The drain reads a tasklet's
 //! `next` link before it changes the tasklet's state, because the state
-//! change hands the link to whoever schedules it next. Tasklets re-queued
-//! during a drain (found running on another CPU) run in the next pass.
+//! change hands the link to whoever schedules it next. A drain that finds
+//! its tasklet running on another CPU does not spin on it: it hands the
+//! tasklet to the CPU running it, whose drain links it again when the run
+//! ends, and runs it in its next pass.
+//!
+//! Top-half paths (`schedule`, `try_schedule`, `enable`, `disable_nosync`)
+//! never panic: misuse is counted in the runtime's
+//! [`Stats::misuse`](crate::Stats::misuse) and ignored.
 
+use core::cell::Cell;
 use core::fmt;
 use core::ptr;
 
 use crate::softirq::Vector;
+use crate::stats::Misuse;
 use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, OnUnwind, Ordering};
 
 /// Which list a tasklet goes on; hi-priority tasklets drain first.
@@ -59,18 +67,28 @@ mod sealed {
 /// `Tasklet` needs no type parameters. Implemented by
 /// [`Runtime`](crate::Runtime) only.
 pub trait TaskletRuntime: sealed::Sealed + Sync + crate::fork::RuntimeFork {
-    /// Links `t` into the current CPU's list for its priority and raises
-    /// the list's vector. The caller owns `t`'s link (it moved the count from 0, or
-    /// cleared PARKED).
+    /// Links `t` into the current CPU's list for its priority, sets
+    /// `linked`, and raises the list's vector. The caller owns `t`'s link
+    /// (it moved the count from 0, or cleared PARKED). If this unwinds (a
+    /// backend's `current_cpu` or `kick` panicked), `linked` says whether
+    /// the tasklet is on a list.
     #[doc(hidden)]
-    fn enqueue(&self, t: &'static Tasklet);
+    fn enqueue(&self, t: &'static Tasklet, linked: &Cell<bool>);
+
+    /// Counts a misuse on the current CPU.
+    #[doc(hidden)]
+    fn count_misuse(&self, m: Misuse);
 }
 
-/// Pending schedules not yet covered by a run (bits 0..=19): non-zero
+/// Pending schedules not yet covered by a run (bits 0..=18): non-zero
 /// means pending. The schedule that moves it from 0 links the tasklet; the
 /// others are coalesced. Saturates at `COUNT_MAX`.
-pub(crate) const COUNT_MASK: u32 = (1 << 20) - 1;
+pub(crate) const COUNT_MASK: u32 = (1 << 19) - 1;
 const COUNT_MAX: u32 = COUNT_MASK;
+/// Handed off: a drain found the tasklet pending while it ran on another
+/// CPU and took it off its list; the CPU running it links it again when
+/// the run ends (`finish`). Only with RUN.
+pub(crate) const HANDOFF: u32 = 1 << 19;
 /// The callback is running.
 pub(crate) const RUN: u32 = 1 << 20;
 /// Pending while disabled: taken off every list until `enable`.
@@ -106,22 +124,25 @@ impl fmt::Display for TaskletKilled {
 ///
 /// # State
 ///
-/// One `AtomicU32`: a 20-bit count of pending schedules (`SCHED` below
-/// means "count > 0"), flag bits `RUN`, `PARKED`, `KILLED`, and a 9-bit
-/// disable count. Transitions (each a single atomic RMW):
+/// One `AtomicU32`: a 19-bit count of pending schedules (`SCHED` below
+/// means "count > 0"), flag bits `HANDOFF`, `RUN`, `PARKED`, `KILLED`,
+/// and a 9-bit disable count. Transitions (each a single atomic RMW):
 ///
 /// ```text
 ///                 (1) schedule                (3) drain: start
 ///     ┌────────┐ ─────────────▶ ┌─────────┐ ────────────────▶ ┌─────────┐
 ///     │  IDLE  │                │  SCHED  │                   │   RUN   │
 ///     └────────┘ ◀───────────── └─────────┘ ◀──────────┐      └─────────┘
-///         ▲        (6) drain:     │  ▲   │    (2) schedule│        │ │
+///         ▲        (6) drain:     │  ▲   ▲    (2) schedule│        │ │
 ///         │        killed, drop   │  │   │    while RUN   └────────┘ │
-///         │                  (4)  │  │(5)│   (RUN|SCHED; runs again) │
-///         │       drain: disabled ▼  │   │                           │
-///         │               ┌──────────┐   │ (7) drain: RUN on         │
-///         │               │  PARKED  │   │ another CPU → requeue      │
-///         │               └──────────┘   ▼ (state unchanged)          │
+///         │                  (4)  │  │(5)│   (RUN|SCHED, linked)     │
+///         │       drain: disabled ▼  │   │ (8b) run ends: relinked   │
+///         │               ┌──────────┐ ┌─┴──────────────────┐        │
+///         │               │  PARKED  │ │ RUN|SCHED|HANDOFF  │        │
+///         │               └──────────┘ │ (on no list)       │        │
+///         │                            └────────────────────┘        │
+///         │                      ▲ (7) drain on another CPU finds    │
+///         │                      │ RUN|SCHED: hand off, unlink       │
 ///         └──────────────────────────────────────────────────────────┘
 ///                              (8) callback returned: clear RUN
 /// ```
@@ -131,8 +152,8 @@ impl fmt::Display for TaskletKilled {
 ///    and raises the list's vector. Otherwise the schedule is coalesced
 ///    (returns `false`): the pending run covers it.
 /// 2. `schedule` while RUN: the count leaves 0 and the tasklet is linked
-///    again; it runs exactly once more, after the current run (3 waits for
-///    RUN).
+///    again; it runs exactly once more, after the current run (a drain
+///    that finds it still running hands it off, 7).
 /// 3. Drain, tasklet enabled and not running: CAS `count → 0, RUN on`
 ///    (the count is cleared before the callback, so a schedule during the
 ///    callback is case 2); `count - 1` schedules were coalesced into this
@@ -141,10 +162,16 @@ impl fmt::Display for TaskletKilled {
 ///    list. [`enable`](Tasklet::enable) (5) clears PARKED when the count
 ///    reaches zero and links it on the enabling CPU.
 /// 6. Drain, tasklet killed: CAS clears the count; it does not run.
-/// 7. Drain, RUN set (running on another CPU): linked back on this CPU's
-///    list for the next pass, state unchanged.
+/// 7. Drain, RUN set (running on another CPU): CAS sets `HANDOFF`; the
+///    drain drops the tasklet from its list and goes on (no spinning, no
+///    restart for it). The count stays: the tasklet is still pending, and
+///    schedules meanwhile coalesce into the run to come.
 /// 8. Callback returned: the drain increments the run counter, then
-///    `fetch_and(!RUN)`.
+///    `fetch_and(!(RUN | HANDOFF))`. (8b) If `HANDOFF` was set, the drain
+///    that ran it owns the link again: it links the tasklet on its own
+///    CPU's list and runs it in its next pass (3), once, after this run.
+///    If this `fetch_and` comes first, the other CPU's CAS (7) fails,
+///    re-reads RUN clear and runs the tasklet itself (3).
 ///
 /// [`disable_nosync`](Tasklet::disable_nosync) and
 /// [`enable`](Tasklet::enable) move the disable count;
@@ -154,9 +181,11 @@ impl fmt::Display for TaskletKilled {
 ///
 /// # What the runtime touches after the callback returns
 ///
-/// Exactly three words of the tasklet: `coalesced` (`fetch_add`, when the
-/// run starts), `runs` (`fetch_add`), then `state` (`fetch_and(!RUN)`).
-/// After that store the drain never reads the tasklet again in that pass.
+/// `runs` (`fetch_add`), then `state` (`fetch_and(!(RUN | HANDOFF))`);
+/// `coalesced` was written when the run started. If that `fetch_and` found
+/// `HANDOFF`, the tasklet is pending and its link is the drain's: it writes
+/// `next` and pushes the tasklet on its own CPU's list, as a `schedule`
+/// would. Otherwise the drain never reads the tasklet again in that pass.
 ///
 /// # Examples
 ///
@@ -350,13 +379,20 @@ impl Tasklet {
                 Ordering::Relaxed,
             ) {
                 Ok(_) if count == 0 => {
-                    // Linking can panic (a backend's CPU index out of
-                    // range): then leave the tasklet idle rather than
-                    // pending on no list, where nothing would ever run it.
+                    // The backend's `current_cpu` or `kick` (application
+                    // code) may panic. Before the tasklet is linked, undo
+                    // the count: leave it idle rather than pending on no
+                    // list, where nothing would ever run it. Once linked,
+                    // leave it pending: its list's drain runs it, and
+                    // clearing the count would let the next `schedule`
+                    // link it a second time.
+                    let linked = Cell::new(false);
                     let guard = OnUnwind(|| {
-                        self.state.fetch_and(!COUNT_MASK, Ordering::Relaxed);
+                        if !linked.get() {
+                            self.state.fetch_and(!COUNT_MASK, Ordering::Relaxed);
+                        }
                     });
-                    self.runtime.enqueue(self);
+                    self.runtime.enqueue(self, &linked);
                     core::mem::forget(guard);
                     return Ok(true);
                 }
@@ -372,9 +408,10 @@ impl Tasklet {
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
-    /// # Panics
-    ///
-    /// After 511 nested disables (a missing `enable`).
+    /// Never panics. Beyond 511 nested disables (a missing `enable`) the
+    /// count saturates: the tasklet stays disabled, the excess disable is
+    /// ignored and counted as [`Misuse::DisableOverflow`] in the runtime's
+    /// [`Stats::misuse`](crate::Stats::misuse).
     ///
     /// # Examples
     ///
@@ -393,10 +430,10 @@ impl Tasklet {
     pub fn disable_nosync(&self) {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            assert!(
-                s >> DISABLE_SHIFT < DISABLE_MAX,
-                "tasklet disabled 511 times without enable"
-            );
+            if s >> DISABLE_SHIFT == DISABLE_MAX {
+                self.runtime.count_misuse(Misuse::DisableOverflow);
+                return;
+            }
             // Acquire: a run that starts after this sees the count (paired
             // with the drain's CAS reading it).
             match self.state.compare_exchange_weak(
@@ -421,9 +458,8 @@ impl Tasklet {
     /// Top-half safe: no. Allocates: no. Blocks: yes (yields until the
     /// running callback returns).
     ///
-    /// # Panics
-    ///
-    /// As [`disable_nosync`](Tasklet::disable_nosync).
+    /// Never panics; a disable count overflow is handled as in
+    /// [`disable_nosync`](Tasklet::disable_nosync).
     ///
     /// # Examples
     ///
@@ -445,9 +481,9 @@ impl Tasklet {
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
-    /// # Panics
-    ///
-    /// If the tasklet is not disabled (an `enable` without `disable`).
+    /// Never panics. On a tasklet that is not disabled (an `enable` without
+    /// `disable`) it does nothing and counts [`Misuse::UnbalancedEnable`]
+    /// in the runtime's [`Stats::misuse`](crate::Stats::misuse).
     ///
     /// # Examples
     ///
@@ -465,10 +501,10 @@ impl Tasklet {
     pub fn enable(&'static self) {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            assert!(
-                s >> DISABLE_SHIFT != 0,
-                "Tasklet::enable without a matching disable"
-            );
+            if s >> DISABLE_SHIFT == 0 {
+                self.runtime.count_misuse(Misuse::UnbalancedEnable);
+                return;
+            }
             let mut new = s - DISABLE_ONE;
             let unpark = new >> DISABLE_SHIFT == 0 && s & PARKED != 0;
             if unpark {
@@ -484,14 +520,19 @@ impl Tasklet {
             ) {
                 Ok(_) => {
                     if unpark {
-                        // If linking panics (a CPU index out of range), put
-                        // the tasklet back as it was, disabled and parked,
-                        // so a later balanced `enable` runs the held run.
+                        // If the backend panics before the tasklet is linked
+                        // (`current_cpu`), put it back as it was, disabled
+                        // and parked, so a later balanced `enable` runs the
+                        // held run. Once linked (a panicking `kick`), leave
+                        // it enabled and pending: its list's drain runs it.
+                        let linked = Cell::new(false);
                         let guard = OnUnwind(|| {
-                            self.state
-                                .fetch_add(DISABLE_ONE | PARKED, Ordering::Relaxed);
+                            if !linked.get() {
+                                self.state
+                                    .fetch_add(DISABLE_ONE | PARKED, Ordering::Relaxed);
+                            }
                         });
-                        self.runtime.enqueue(self);
+                        self.runtime.enqueue(self, &linked);
                         core::mem::forget(guard);
                     }
                     return;
@@ -630,7 +671,7 @@ impl Tasklet {
 
     /// Schedules that found the tasklet already pending, counted when the
     /// run that covers them starts (a pending tasklet's coalesced schedules
-    /// are not in it yet). Per run, at most 2^20 - 2 are counted.
+    /// are not in it yet). Per run, at most 2^19 - 2 are counted.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -654,22 +695,34 @@ impl Tasklet {
     fn start(&self) -> Start {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            debug_assert!(s & COUNT_MASK != 0 && s & PARKED == 0, "state {s:#x}");
+            debug_assert!(
+                s & COUNT_MASK != 0 && s & (PARKED | HANDOFF) == 0,
+                "state {s:#x}"
+            );
             let (new, start) = if s & KILLED != 0 {
                 (s & !COUNT_MASK, Start::Dropped)
             } else if s & RUN != 0 {
-                return Start::Elsewhere;
+                (s | HANDOFF, Start::HandedOff)
             } else if s >> DISABLE_SHIFT != 0 {
                 (s | PARKED, Start::Parked)
             } else {
                 ((s & !COUNT_MASK) | RUN, Start::Run)
             };
             // Acquire: pairs with the Release of `schedule`/`enable` and of
-            // the previous run's `fetch_and(!RUN)`.
+            // the previous run's `fetch_and` in `finish`. Release: a hand-off
+            // (7) gives the link to the CPU running the tasklet; this drain
+            // read `next` before, and that CPU's `finish` (AcqRel) writes it
+            // after.
             match self.state.compare_exchange_weak(
                 s,
                 new,
-                ordering!("tasklet_start_relaxed", Acquire, Relaxed),
+                ordering!(
+                    "tasklet_start_relaxed",
+                    AcqRel,
+                    Relaxed,
+                    "tasklet_handoff_no_release",
+                    Acquire
+                ),
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
@@ -686,13 +739,25 @@ impl Tasklet {
         }
     }
 
-    /// Transition 8.
-    fn finish(&self) {
+    /// Transition 8; `true` if another CPU's drain handed the tasklet off
+    /// meanwhile (8b): the caller then owns its link and must link it.
+    fn finish(&self) -> bool {
         self.runs.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the Acquire in the next `start` (on any CPU)
-        // and in `disable`/`kill`'s wait.
-        self.state
-            .fetch_and(!RUN, ordering!("tasklet_finish_relaxed", Release, Relaxed));
+        // and in `disable`/`kill`'s wait. Acquire: pairs with the Release
+        // of a hand-off (7), whose drain is done with `next` before we
+        // write it.
+        let old = self.state.fetch_and(
+            !(RUN | HANDOFF),
+            ordering!(
+                "tasklet_finish_relaxed",
+                AcqRel,
+                Relaxed,
+                "tasklet_finish_no_acquire",
+                Release
+            ),
+        );
+        old & HANDOFF != 0
     }
 }
 
@@ -714,7 +779,7 @@ enum Start {
     Run,
     Parked,
     Dropped,
-    Elsewhere,
+    HandedOff,
 }
 
 /// A per-CPU list of scheduled tasklets: a lock-free LIFO of `'static`
@@ -764,8 +829,9 @@ impl TaskletList {
     }
 
     /// Takes every tasklet off the list and runs it (transitions 3–8), in
-    /// schedule order. `requeue` gets the tasklets found running on another
-    /// CPU (transition 7); returns `true` if there were any.
+    /// schedule order. `requeue` gets the tasklets another CPU's drain
+    /// handed off to this one while they ran here (8b): they go back on
+    /// this CPU's list for the next pass. Returns `true` if there were any.
     pub(crate) fn run(&self, mut requeue: impl FnMut(&'static Tasklet)) -> bool {
         // Acquire: pairs with the Release CAS in `push` (the links).
         // Release: pairs with the Acquire of a later `push` (see
@@ -807,7 +873,13 @@ impl TaskletList {
                     // re-pends this list's vector when it unwinds).
                     let rest = fifo;
                     let guard = OnUnwind(|| {
-                        t.state.fetch_and(!RUN, Ordering::Release);
+                        // A hand-off during the run is this drain's to link,
+                        // as in `finish`; the unwinding drain re-pends the
+                        // list's vector.
+                        let old = t.state.fetch_and(!(RUN | HANDOFF), Ordering::AcqRel);
+                        if old & HANDOFF != 0 {
+                            self.push(t);
+                        }
                         let mut node = rest;
                         while !node.is_null() {
                             // SAFETY: as above; these nodes are still ours.
@@ -818,12 +890,13 @@ impl TaskletList {
                     });
                     (t.func)();
                     core::mem::forget(guard);
-                    t.finish();
+                    if t.finish() {
+                        requeue(t);
+                        requeued = true;
+                    }
                 }
-                Start::Elsewhere => {
-                    requeue(t);
-                    requeued = true;
-                }
+                // The CPU running it links it again when the run ends.
+                Start::HandedOff => {}
                 Start::Parked | Start::Dropped => {}
             }
         }

@@ -272,3 +272,56 @@ fn budget_exhaustion_hands_work_on() {
         assert_eq!(CTX.runs_b.get(), 1, "VB runs");
     });
 }
+
+/// A drain runs at most its budget of passes on every path, including the
+/// re-check after it releases the CPU (Linux's `MAX_SOFTIRQ_RESTART`
+/// counts passes; `max_restart(0)` is one pass). Thread D on CPU 0 raises
+/// `VB` and drains; a top half on CPU 0 raises `VA` (no drain: its raise
+/// found the CPU busy, or kicked). `VA` has the lower index, so within one
+/// pass it runs before `VB`: if `VA` runs after `VB` before D's drain has
+/// returned, that drain ran a second pass. The window that used to allow
+/// one is a raise landing between the drain's last check of the mask and
+/// its release of the CPU; the drain then took the CPU back for another
+/// pass outside the budget. Afterwards, the drain the kick stands for runs
+/// what is left: each vector exactly once.
+#[test]
+fn a_drain_runs_at_most_its_budget_of_passes() {
+    use std::sync::atomic::AtomicBool as StdAtomicBool;
+    static A_AFTER_B: StdAtomicBool = StdAtomicBool::new(false);
+    fn a(_cpu: usize) {
+        if CTX.runs_b.get() > 0 {
+            A_AFTER_B.store(true, Relaxed);
+        }
+        CTX.runs_a.inc();
+    }
+    fn b(_cpu: usize) {
+        CTX.runs_b.inc();
+    }
+    model(|| {
+        A_AFTER_B.store(false, Relaxed);
+        bind_cpu(0);
+        RT0.register(VA, "A", a).unwrap();
+        RT0.register(VB, "B", b).unwrap();
+        let _ = &*CTX;
+        let d = spawn_on(0, || {
+            RT0.raise(VB);
+            RT0.drain()
+        });
+        let t = spawn_on(0, || RT0.raise(VA));
+        let outcome = d.join().unwrap();
+        t.join().unwrap();
+        assert!(
+            !A_AFTER_B.load(Relaxed),
+            "max_restart(0) ran a second pass ({outcome:?})"
+        );
+        assert_eq!(RT0.stats().restarts(0), 0);
+        assert_eq!(
+            RT0.stats().budget_exhausted(0),
+            u32::from(outcome == DrainOutcome::Remaining)
+        );
+        // What is left (VA raised after the drain, or beyond its budget):
+        // the drain that the raise's or the drain's kick stands for.
+        assert_eq!(RT0.drain(), DrainOutcome::Complete);
+        assert_eq!((CTX.runs_a.get(), CTX.runs_b.get()), (1, 1));
+    });
+}

@@ -6,7 +6,7 @@
 
 #![cfg(loom)]
 
-use bottomhalf::{Config, Runtime, Tasklet, TaskletKilled};
+use bottomhalf::{Config, DrainOutcome, Runtime, Tasklet, TaskletKilled};
 use bottomhalf_loom_tests::loom;
 use bottomhalf_loom_tests::{bind_cpu, model, spawn_on, Count, InFlight, LoomCpu};
 use loom::cell::UnsafeCell;
@@ -128,6 +128,53 @@ fn schedule_while_running_runs_once_more() {
             "runs (CPU 1's schedule returned {queued_b})"
         );
         assert_eq!(private_runs(), expected);
+        assert_eq!(T.runs() + T.coalesced(), 2, "runs + coalesced == schedules");
+        assert_eq!(
+            CTX.last_b.load(SeqCst),
+            1,
+            "CPU 1's schedule was not covered"
+        );
+        assert!(!T.is_scheduled());
+    });
+}
+
+/// (a') The hand-off: as (a), but nobody drains afterwards. A run is
+/// pending on CPU 0 and CPU 0 drains it, while CPU 1's top half stores its
+/// data, schedules the tasklet and drains CPU 1. When CPU 1's drain finds
+/// the tasklet running on CPU 0 it hands it off (no spinning: its drain
+/// ends), and CPU 0's drain, whose `finish` sees the hand-off, links it
+/// again and runs it in its next pass; if CPU 0's run ended first, CPU 1
+/// runs it. Either way, by the time both drains have returned, with no
+/// further drain: runs == 1 + (CPU 1's schedule queued), never
+/// overlapping, the last run saw CPU 1's data, nothing is pending on
+/// either CPU, and the tasklet is idle. A hand-off that lost the tasklet
+/// (or left it for a later drain) fails the run count.
+#[test]
+fn schedule_while_running_elsewhere_is_handed_off() {
+    model(|| {
+        set_up();
+        assert!(T.schedule());
+        let a = spawn_on(0, || RT.drain());
+        let b = spawn_on(1, || {
+            CTX.data_b.store(1, Relaxed);
+            let queued = T.schedule();
+            (queued, RT.drain())
+        });
+        let outcome_a = a.join().unwrap();
+        let (queued_b, outcome_b) = b.join().unwrap();
+
+        let expected = 1 + u32::from(queued_b);
+        assert_eq!(
+            T.runs(),
+            expected,
+            "runs without a later drain (CPU 1's schedule returned {queued_b})"
+        );
+        assert_eq!(private_runs(), expected);
+        assert_eq!(
+            (outcome_a, outcome_b),
+            (DrainOutcome::Complete, DrainOutcome::Complete)
+        );
+        assert_eq!((RT.pending(0), RT.pending(1)), (0, 0));
         assert_eq!(T.runs() + T.coalesced(), 2, "runs + coalesced == schedules");
         assert_eq!(
             CTX.last_b.load(SeqCst),

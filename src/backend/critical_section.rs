@@ -70,8 +70,13 @@
 //! | `Runtime::raise` | 1 (`fetch_or`); 2 if coalesced (`fetch_add` of the counter) |
 //! | `Tasklet::schedule` | 1 per CAS attempt on the state; when it queues, + 1 per CAS attempt on the list head, + 1 `fetch_or` unless the list's vector is already pending |
 //! | `Producer::push` (`Mailbox`) | none: loads and stores only |
-//! | `MpscMailbox::push` | 1 per CAS attempt on the word that packs the used count and the ticket; + 1 if full (drop counter) or at a new high-water mark |
-//! | `Runtime::irq_enter` / `irq_exit` | 1 each (`fetch_add` / `fetch_sub` of the nesting depth) |
+//! | `MpscMailbox::push` / `try_push` | 1 per CAS attempt on the word that packs the used count and the ticket; + 1 if full (drop or refusal counter) or at a new high-water mark |
+//! | `Runtime::irq_enter` / `irq_exit` | 1 (`fetch_add` of the nesting depth) / 1 per CAS attempt on it |
+//!
+//! A board whose `cpu()` returns an index `>= N` is not a panic in a top
+//! half: the runtime uses core `index % N` and counts
+//! [`Misuse::CpuOutOfRange`](crate::Misuse::CpuOutOfRange) (one more
+//! masked `fetch_add` on that path).
 //!
 //! Loads and stores of aligned words are single instructions on every
 //! Cortex-M and are never masked.
@@ -102,7 +107,9 @@ use crate::wake::WakeWord;
 /// assert_eq!(RT.cpus(), 1);
 /// ```
 pub trait Board: 'static {
-    /// The index of the running core. Default: `0` (single core).
+    /// The index of the running core, below the runtime's `N`. Default:
+    /// `0` (single core). An index `>= N` is folded to `index % N` and
+    /// counted ([`Misuse::CpuOutOfRange`](crate::Misuse::CpuOutOfRange)).
     ///
     /// Top-half safe: must be. Allocates: must not. Blocks: must not.
     #[inline(always)]

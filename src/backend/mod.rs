@@ -66,9 +66,10 @@ pub(crate) fn after_fork_child() {
 pub trait Backend: 'static {
     /// The index of the CPU the caller runs on, below the runtime's `N`.
     ///
-    /// An index out of range makes the runtime panic with a message (see
-    /// [`PerCpu::get`](crate::PerCpu::get)); backends check indices when
-    /// they hand them out.
+    /// Backends check indices when they hand them out. An index `>= N`
+    /// anyway (a backend bug) is not a panic in a top half: the runtime
+    /// uses CPU `index % N`, a slot its drains serve, and counts
+    /// [`Misuse::CpuOutOfRange`](crate::Misuse::CpuOutOfRange).
     fn current_cpu() -> usize;
 
     /// A monotonic clock in nanoseconds, used for the drain's time budget
