@@ -46,12 +46,38 @@
 //! registered, then moves its count, is ordered after the push, so a child
 //! that inherits the count inherits the link too (`fork` copies memory as
 //! it is at the moment it runs; weakly ordered CPUs make every store that
-//! precedes a Release store visible first). The lazy per-CPU repair's stamp
-//! and the drain's `draining` flag are SeqCst, as the drain's own hand-off
-//! is (see `softirq`).
+//! precedes a Release store visible first). In detail: the push CAS
+//! (Release) publishes `next` to the walk's Acquire load of the head; the
+//! `LINKED` store (Release) pairs with the Acquire loads of the state in
+//! `register`; a straggler record (Release) pairs with the walk's Acquire
+//! load of its slot.
+//!
+//! The lazy per-CPU repair: a context that reads `REPAIRING` and returns
+//! `Busy` leaves its raise to the repairer's drain, which then must take
+//! it. It does, by the mask alone: the mask changes only by RMWs, so had
+//! any swap of the repairer's drain come before our raise's `fetch_or`
+//! (SeqCst, so Acquire) in the mask's modification order, the `fetch_or`
+//! would synchronize with that swap (Release), the repairer's store of
+//! the stamp would happen before our load, and we would read `gen`, not
+//! `REPAIRING`. (If the repairer then finds the CPU taken, the drain that
+//! took it runs the work, as in `softirq`'s own hand-off.) The stamp and
+//! the `draining` flag are SeqCst too, as the drain's own hand-off is,
+//! which gives a second argument (our raise, our load of `REPAIRING`, its
+//! stamp, its swap, all in the single total order). Consistent with the
+//! first one alone sufficing, the loom model passes with only the stamp
+//! weakened (`fork_repair_load_relaxed`, `fork_repair_store_release`: not
+//! listed as mutants, since they break nothing).
+//!
+//! Both state machines are small types (`Registry`, `CpuFork`) whose
+//! atomics come from `crate::sync`, so loom checks them:
+//! `loom-tests/tests/fork.rs` reaches them through `loom_fork` (re-exported
+//! as `bottomhalf::__loom_fork` under `--cfg loom` only), and the process's
+//! one `Registry` is a `static` outside loom.
 
 use crate::backend::Backend;
 use crate::softirq::Runtime;
+#[cfg(any(loom, all(feature = "std", unix)))]
+use crate::sync::{ordering, AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use crate::tasklet::Tasklet;
 
 #[cfg(all(feature = "std", unix, not(loom)))]
@@ -67,9 +93,9 @@ const _: fn() = crate::backend::after_fork_child;
 pub(crate) struct CpuFork {
     /// The generation this CPU's `draining` flag is valid in, or that
     /// generation with the `REPAIRING` bit. Written by the first drain of
-    /// the CPU in a new generation, by the child handler, and by
-    /// `spawn_drain_threads`.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    /// the CPU in a new generation ([`CpuFork::repair`]), by the child
+    /// handler, and by `spawn_drain_threads`.
+    #[cfg(any(loom, all(feature = "std", unix)))]
     gen: crate::sync::AtomicU32,
     /// The generation in which the child handler last walked this CPU's
     /// tasklet lists (so a runtime with many tasklets is walked once).
@@ -81,10 +107,73 @@ impl CpuFork {
     crate::sync::loom_const_fn! {
         pub(crate) fn new() -> CpuFork {
             CpuFork {
-                #[cfg(all(feature = "std", unix, not(loom)))]
+                #[cfg(any(loom, all(feature = "std", unix)))]
                 gen: crate::sync::AtomicU32::new(0),
                 #[cfg(all(feature = "std", unix, not(loom)))]
                 walked: crate::sync::AtomicU32::new(0),
+            }
+        }
+    }
+}
+
+/// Set in `CpuFork::gen` (with the generation) while a context repairs
+/// the CPU. A stamp left by a repairer of an older generation (a thread
+/// of a parent that was itself a forked child) is merely stale.
+#[cfg(any(loom, all(feature = "std", unix)))]
+const REPAIRING: u32 = 1 << 31;
+
+#[cfg(any(loom, all(feature = "std", unix)))]
+impl CpuFork {
+    /// The lazy per-CPU repair (`Runtime::fork_enter`), for the CPU whose
+    /// `draining` flag is `draining`, in fork generation `gen`: `None`
+    /// while another context of this process repairs the CPU (that
+    /// context goes on to drain it).
+    #[inline(always)]
+    pub(crate) fn repair(&self, draining: &AtomicBool, gen: u32) -> Option<()> {
+        if self.gen.load(Ordering::Relaxed) == gen {
+            return Some(());
+        }
+        self.repair_slow(draining, gen)
+    }
+
+    #[cold]
+    fn repair_slow(&self, draining: &AtomicBool, gen: u32) -> Option<()> {
+        // SeqCst: the Busy side of the hand-off below, with the SeqCst
+        // store of `gen` (module docs, "Atomic orderings": a second
+        // argument, beside the mask's RMW chain that carries it).
+        let mut seen = self
+            .gen
+            .load(ordering!("fork_repair_load_relaxed", SeqCst, Relaxed));
+        loop {
+            if seen == gen {
+                return Some(());
+            }
+            if seen == gen | REPAIRING {
+                // Another context of this process is repairing the CPU and
+                // then drains it: like a drain already running there. Its
+                // drain's swap of the mask comes after our raise in the
+                // mask's modification order (module docs, "Atomic
+                // orderings"), so it takes our work.
+                return None;
+            }
+            match self.gen.compare_exchange(
+                seen,
+                gen | REPAIRING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    // Set in an older generation, by a thread that is gone:
+                    // every drain of this CPU in this generation passes
+                    // here first, and we hold the stamp.
+                    let _ = draining.swap(false, Ordering::SeqCst);
+                    // SeqCst: pairs with the SeqCst load above in a context
+                    // that then returns Busy (module docs).
+                    self.gen
+                        .store(gen, ordering!("fork_repair_store_release", SeqCst, Release));
+                    return Some(());
+                }
+                Err(now) => seen = now,
             }
         }
     }
@@ -95,11 +184,11 @@ impl CpuFork {
 pub(crate) struct TaskletFork {
     /// `NEW`, `LINKING` (a context is pushing it on the registry) or
     /// `LINKED`. Only moves forward.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(any(loom, all(feature = "std", unix)))]
     state: crate::sync::AtomicU8,
     /// The next registered tasklet. Written once, by the context that won
     /// `NEW → LINKING`, before its push publishes it.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(any(loom, all(feature = "std", unix)))]
     next: crate::sync::AtomicPtr<Tasklet>,
     /// The generation in which the child handler found it on a list (or
     /// linked it). Written only by the child handler.
@@ -111,14 +200,168 @@ impl TaskletFork {
     crate::sync::loom_const_fn! {
         pub(crate) fn new() -> TaskletFork {
             TaskletFork {
-                #[cfg(all(feature = "std", unix, not(loom)))]
+                #[cfg(any(loom, all(feature = "std", unix)))]
                 state: crate::sync::AtomicU8::new(0),
-                #[cfg(all(feature = "std", unix, not(loom)))]
+                #[cfg(any(loom, all(feature = "std", unix)))]
                 next: crate::sync::AtomicPtr::new(core::ptr::null_mut()),
                 #[cfg(all(feature = "std", unix, not(loom)))]
                 listed: crate::sync::AtomicU32::new(0),
             }
         }
+    }
+}
+
+#[cfg(any(loom, all(feature = "std", unix)))]
+const NEW: u8 = 0;
+#[cfg(any(loom, all(feature = "std", unix)))]
+const LINKING: u8 = 1;
+#[cfg(any(loom, all(feature = "std", unix)))]
+const LINKED: u8 = 2;
+
+/// Straggler records a [`Registry`] keeps.
+#[cfg(any(loom, all(feature = "std", unix)))]
+const STRAGGLERS: usize = 16;
+
+/// The registry of scheduled tasklets (one per process: `imp::REGISTRY`).
+#[cfg(any(loom, all(feature = "std", unix)))]
+pub(crate) struct Registry {
+    /// Registered tasklets, newest first, linked through
+    /// `TaskletFork::next`. Only `register` pushes; nothing is unlinked.
+    head: AtomicPtr<Tasklet>,
+    /// Tasklets scheduled for the first time while another context was
+    /// still pushing them on the registry (`LINKING`): that context may be
+    /// a parent thread the fork leaves behind, so the scheduler records the
+    /// tasklet here too. Filled from the front, never emptied; the child
+    /// handler reads both.
+    stragglers: [AtomicPtr<Tasklet>; STRAGGLERS],
+    /// Straggler records that found `stragglers` full (none in practice:
+    /// it takes 17 tasklets each first scheduled by two contexts at once).
+    untracked: AtomicU32,
+}
+
+#[cfg(any(loom, all(feature = "std", unix)))]
+impl Registry {
+    crate::sync::loom_const_fn! {
+        pub(crate) fn new() -> Registry {
+            Registry {
+                head: AtomicPtr::new(core::ptr::null_mut()),
+                stragglers: crate::sync::array_of![AtomicPtr::new(core::ptr::null_mut()); STRAGGLERS],
+                untracked: AtomicU32::new(0),
+            }
+        }
+    }
+
+    /// Links `t` the first time it is scheduled; after that one Acquire
+    /// load (`Tasklet::fork_register`). Top-half safe.
+    #[inline(always)]
+    pub(crate) fn register(&self, t: &'static Tasklet) {
+        // Acquire: pairs with the Release store of LINKED below (module
+        // docs, "Atomic orderings").
+        if t.fork
+            .state
+            .load(ordering!("fork_linked_acquire_relaxed", Acquire, Relaxed))
+            != LINKED
+        {
+            self.register_slow(t);
+        }
+    }
+
+    #[cold]
+    fn register_slow(&self, t: &'static Tasklet) {
+        let me = core::ptr::from_ref(t).cast_mut();
+        match t.fork.state.compare_exchange(
+            NEW,
+            LINKING,
+            Ordering::Acquire,
+            // Acquire: as in `register` (it may read LINKED).
+            ordering!("fork_linked_acquire_relaxed", Acquire, Relaxed),
+        ) {
+            Ok(_) => {
+                let mut head = self.head.load(Ordering::Relaxed);
+                loop {
+                    t.fork.next.store(head, Ordering::Relaxed);
+                    // Release: publishes `next` to the child handler's
+                    // walk (its Acquire load of `head`); pushes are RMWs,
+                    // so a walk that reads a later push sees ours too.
+                    match self.head.compare_exchange_weak(
+                        head,
+                        me,
+                        ordering!("fork_push_relaxed", Release, Relaxed),
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => head = now,
+                    }
+                }
+                // Release: pairs with the Acquire loads of the state in
+                // `register`: a context that finds LINKED (and returns)
+                // is ordered after the push.
+                t.fork
+                    .state
+                    .store(LINKED, ordering!("fork_linked_relaxed", Release, Relaxed));
+            }
+            Err(LINKED) => {}
+            Err(_) => {
+                // Another context is pushing it right now; it may be a
+                // thread that a fork is about to leave behind. Record it
+                // where the child also looks; never wait for that context
+                // (it may be the one this signal handler interrupted).
+                for slot in &self.stragglers {
+                    // Release: pairs with the walk's Acquire load of the
+                    // slot.
+                    match slot.compare_exchange(
+                        core::ptr::null_mut(),
+                        me,
+                        Ordering::Release,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return,
+                        Err(other) if other == me => return,
+                        Err(_) => {}
+                    }
+                }
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Every tasklet linked on the registry list, newest first. Never
+    /// unlinks, so any walk reads a suffix of the final list.
+    pub(crate) fn for_each_linked(&self, mut f: impl FnMut(&'static Tasklet)) {
+        let mut node = self.head.load(Ordering::Acquire);
+        while !node.is_null() {
+            // SAFETY: only `register` links nodes, and only `&'static
+            // Tasklet`s; nodes are never unlinked.
+            let t: &'static Tasklet = unsafe { &*node };
+            node = t.fork.next.load(Ordering::Relaxed);
+            f(t);
+        }
+    }
+
+    /// Every straggler record, oldest first.
+    pub(crate) fn for_each_straggler(&self, mut f: impl FnMut(&'static Tasklet)) {
+        for slot in &self.stragglers {
+            let node = slot.load(Ordering::Acquire);
+            if node.is_null() {
+                break;
+            }
+            // SAFETY: `register` stores only `&'static Tasklet`s.
+            f(unsafe { &*node });
+        }
+    }
+
+    /// Every registered tasklet, possibly more than once: the list, then
+    /// the straggler records.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    pub(crate) fn for_each_registered(&self, mut f: impl FnMut(&'static Tasklet)) {
+        self.for_each_linked(&mut f);
+        self.for_each_straggler(f);
+    }
+
+    /// Straggler records lost because the table was full.
+    #[cfg(loom)]
+    pub(crate) fn untracked(&self) -> u32 {
+        self.untracked.load(Ordering::Relaxed)
     }
 }
 
@@ -172,14 +415,19 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// child handler of a fork made from inside this drain.
     #[inline(always)]
     pub(crate) fn fork_enter(&self, cpu: usize) -> Option<DrainMark> {
+        #[cfg(any(loom, all(feature = "std", unix)))]
+        {
+            let st = self.cpu_state(cpu);
+            st.fork.repair(&st.draining, generation())?;
+        }
         #[cfg(all(feature = "std", unix, not(loom)))]
         {
-            imp::repair_cpu(self.cpu_state(cpu))?;
             Some(imp::mark_drain(self.fork_addr(), cpu))
         }
         #[cfg(not(all(feature = "std", unix, not(loom))))]
         {
-            // Nothing to repair without `fork`; the stamps are empty.
+            // No forking thread to record (loom models have no child
+            // handler); without `fork` the stamps are empty.
             let _ = &self.cpu_state(cpu).fork;
             Some(DrainMark {})
         }
@@ -191,8 +439,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// may have to wait for another thread's repair of a CPU).
     #[cfg(all(feature = "std", unix, not(loom)))]
     pub(crate) fn repair_after_fork(&self) {
+        let gen = generation();
         for cpu in 0..N {
-            while imp::repair_cpu(self.cpu_state(cpu)).is_none() {
+            let st = self.cpu_state(cpu);
+            while st.fork.repair(&st.draining, gen).is_none() {
                 crate::sync::spin_wait();
             }
         }
@@ -223,9 +473,103 @@ impl Tasklet {
     #[inline(always)]
     pub(crate) fn fork_register(&'static self) {
         #[cfg(all(feature = "std", unix, not(loom)))]
-        imp::register(self);
+        imp::REGISTRY.register(self);
+        // loom: the models register into a `Registry` of their own
+        // (`loom_fork::Registry`), since a process-wide one cannot hold
+        // loom atomics.
         #[cfg(not(all(feature = "std", unix, not(loom))))]
         let _ = (&self.fork, self.runtime());
+    }
+}
+
+/// The fork generation under `--cfg loom`: set by a model's main thread
+/// before it spawns anything ([`loom_fork::set_generation`]), as the child
+/// handler sets it before any thread of the child exists; read with the
+/// production code's `Relaxed` load. Not a loom atomic: nothing changes it
+/// while modelled threads run, so it adds no interleavings to the models
+/// that never fork.
+#[cfg(loom)]
+static GENERATION: crate::sync::UnmodelledAtomicU32 = crate::sync::UnmodelledAtomicU32::new(0);
+
+#[cfg(loom)]
+fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// What the loom models in `loom-tests/tests/fork.rs` reach of this module
+/// (re-exported as `bottomhalf::__loom_fork`; only under `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_fork {
+    use crate::backend::Backend;
+    use crate::softirq::Runtime;
+    use crate::sync::Ordering;
+    use crate::tasklet::Tasklet;
+
+    /// The `REPAIRING` bit of a CPU's fork stamp.
+    pub const REPAIRING: u32 = super::REPAIRING;
+
+    /// The fork registry, as a value: `register` is what
+    /// `Tasklet::schedule` calls on the process-wide one.
+    pub struct Registry(super::Registry);
+
+    impl Default for Registry {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Registry {
+        /// An empty registry.
+        pub fn new() -> Self {
+            Registry(super::Registry::new())
+        }
+
+        /// `Tasklet::schedule`'s registration step.
+        pub fn register(&self, t: &'static Tasklet) {
+            self.0.register(t);
+        }
+
+        /// The child handler's walk of the list (newest first).
+        pub fn for_each_linked(&self, f: impl FnMut(&'static Tasklet)) {
+            self.0.for_each_linked(f);
+        }
+
+        /// The child handler's walk of the straggler records.
+        pub fn for_each_straggler(&self, f: impl FnMut(&'static Tasklet)) {
+            self.0.for_each_straggler(f);
+        }
+
+        /// Straggler records lost to a full table.
+        pub fn untracked(&self) -> u32 {
+            self.0.untracked()
+        }
+    }
+
+    /// Sets the process's fork generation (a model's main thread, before
+    /// it spawns anything: as the child handler does). Below `REPAIRING`.
+    pub fn set_generation(gen: u32) {
+        assert!(gen < REPAIRING);
+        super::GENERATION.store(gen, Ordering::Relaxed);
+    }
+
+    /// Leaves CPU `cpu` of `rt` as a parent thread's drain leaves it when
+    /// the parent forks: `draining` set, and the CPU's fork stamp
+    /// `stamp` (an older generation, possibly with `REPAIRING`).
+    pub fn inherit_drain<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize, stamp: u32) {
+        let st = rt.cpu_state(cpu);
+        st.draining.store(true, Ordering::SeqCst);
+        st.fork.gen.store(stamp, Ordering::SeqCst);
+    }
+
+    /// CPU `cpu`'s `draining` flag.
+    pub fn draining<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize) -> bool {
+        rt.cpu_state(cpu).draining.load(Ordering::SeqCst)
+    }
+
+    /// CPU `cpu`'s fork stamp.
+    pub fn stamp<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize) -> u32 {
+        rt.cpu_state(cpu).fork.gen.load(Ordering::SeqCst)
     }
 }
 
@@ -235,10 +579,10 @@ mod imp {
     use core::marker::PhantomData;
     use core::ptr;
 
-    use super::DrainMark;
+    use super::{DrainMark, Registry, REPAIRING};
     use crate::backend::Backend;
-    use crate::softirq::{CpuState, Runtime};
-    use crate::sync::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
+    use crate::softirq::Runtime;
+    use crate::sync::{AtomicU32, AtomicU8, Ordering};
     use crate::tasklet::{Tasklet, COUNT_MASK, HANDOFF, KILLED, PARKED, RUN};
 
     /// How many `fork()`s separate this process from the one that first
@@ -249,27 +593,8 @@ mod imp {
     /// registered.
     static ATFORK: AtomicU8 = AtomicU8::new(0);
 
-    /// Set in `CpuFork::gen` (with the generation) while a context repairs
-    /// the CPU. A stamp left by a repairer of an older generation (a thread
-    /// of a parent that was itself a forked child) is merely stale.
-    const REPAIRING: u32 = 1 << 31;
-
-    /// Registered tasklets, newest first, linked through `TaskletFork::next`.
-    static TASKLETS: AtomicPtr<Tasklet> = AtomicPtr::new(ptr::null_mut());
-
-    /// Tasklets scheduled for the first time while another context was
-    /// still pushing them on the registry (`LINKING`): that context may be
-    /// a parent thread the fork leaves behind, so the scheduler records the
-    /// tasklet here too. Never emptied; the child handler reads both.
-    static STRAGGLERS: [AtomicPtr<Tasklet>; 16] = [const { AtomicPtr::new(ptr::null_mut()) }; 16];
-
-    /// Straggler records that found `STRAGGLERS` full (none in practice:
-    /// it takes 17 tasklets each first scheduled by two contexts at once).
-    static UNTRACKED: AtomicU32 = AtomicU32::new(0);
-
-    const NEW: u8 = 0;
-    const LINKING: u8 = 1;
-    const LINKED: u8 = 2;
+    /// The process's registry of scheduled tasklets.
+    pub(super) static REGISTRY: Registry = Registry::new();
 
     /// Drains this thread is inside, innermost last: (runtime address,
     /// CPU). Nested drains beyond the stack's size are only counted.
@@ -349,26 +674,6 @@ mod imp {
         repair_in_child(gen);
     }
 
-    /// Every registered tasklet, possibly more than once.
-    fn for_each_registered(mut f: impl FnMut(&'static Tasklet)) {
-        let mut node = TASKLETS.load(Ordering::Acquire);
-        while !node.is_null() {
-            // SAFETY: only `register` links nodes, and only `&'static
-            // Tasklet`s; nodes are never unlinked.
-            let t: &'static Tasklet = unsafe { &*node };
-            node = t.fork.next.load(Ordering::Relaxed);
-            f(t);
-        }
-        for slot in &STRAGGLERS {
-            let node = slot.load(Ordering::Acquire);
-            if node.is_null() {
-                break;
-            }
-            // SAFETY: as above (`register` stores `&'static Tasklet`s).
-            f(unsafe { &*node });
-        }
-    }
-
     /// The forking thread's drains, as recorded by `mark_drain`; `None` if
     /// they overflowed the stack (then nothing is known to be safe).
     fn forking_thread_drains() -> Option<([(usize, usize); STACK], usize)> {
@@ -393,9 +698,9 @@ mod imp {
         };
         let drains = &drains[..depth];
         // 1. Runtimes: clear stale `draining` flags, mark linked tasklets.
-        for_each_registered(|t| t.runtime().fork_child_runtime(gen));
+        REGISTRY.for_each_registered(|t| t.runtime().fork_child_runtime(gen));
         // 2. Tasklets: clear RUN, relink what is pending on no list.
-        for_each_registered(|t| {
+        REGISTRY.for_each_registered(|t| {
             let rt = t.runtime().fork_addr();
             if drains.iter().any(|&(r, _)| r == rt) {
                 // The forking thread is inside a drain of this runtime and
@@ -451,49 +756,6 @@ mod imp {
         }
     }
 
-    /// The lazy per-CPU repair (`Runtime::fork_enter`).
-    #[inline(always)]
-    pub(super) fn repair_cpu(st: &CpuState) -> Option<()> {
-        let gen = generation();
-        if st.fork.gen.load(Ordering::Relaxed) == gen {
-            return Some(());
-        }
-        repair_cpu_slow(st, gen)
-    }
-
-    #[cold]
-    fn repair_cpu_slow(st: &CpuState, gen: u32) -> Option<()> {
-        let mut seen = st.fork.gen.load(Ordering::SeqCst);
-        loop {
-            if seen == gen {
-                return Some(());
-            }
-            if seen == gen | REPAIRING {
-                // Another context of this process is repairing the CPU and
-                // then drains it: like a drain already running there. Its
-                // swap of the mask comes after our raise (all SeqCst: our
-                // raise, our load of REPAIRING, its stamp, its swap).
-                return None;
-            }
-            match st.fork.gen.compare_exchange(
-                seen,
-                gen | REPAIRING,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => {
-                    // Set in an older generation, by a thread that is gone:
-                    // every drain of this CPU in this generation passes
-                    // here first, and we hold the stamp.
-                    let _ = st.draining.swap(false, Ordering::SeqCst);
-                    st.fork.gen.store(gen, Ordering::SeqCst);
-                    return Some(());
-                }
-                Err(now) => seen = now,
-            }
-        }
-    }
-
     /// Pushes (runtime, cpu) on the thread's drain stack.
     #[inline(always)]
     pub(super) fn mark_drain(rt: usize, cpu: usize) -> DrainMark {
@@ -518,70 +780,12 @@ mod imp {
 
     #[cfg(test)]
     pub(super) fn for_each_registered_for_test(f: impl FnMut(&'static Tasklet)) {
-        for_each_registered(f);
+        REGISTRY.for_each_registered(f);
     }
 
     #[cfg(test)]
     pub(super) fn depth_for_test() -> usize {
         DEPTH.with(Cell::get)
-    }
-
-    /// `Tasklet::fork_register`.
-    #[inline(always)]
-    pub(super) fn register(t: &'static Tasklet) {
-        // Acquire: pairs with the Release store of LINKED below (module
-        // docs, "Atomic orderings").
-        if t.fork.state.load(Ordering::Acquire) != LINKED {
-            register_slow(t);
-        }
-    }
-
-    #[cold]
-    fn register_slow(t: &'static Tasklet) {
-        let me = ptr::from_ref(t).cast_mut();
-        match t
-            .fork
-            .state
-            .compare_exchange(NEW, LINKING, Ordering::Acquire, Ordering::Acquire)
-        {
-            Ok(_) => {
-                let mut head = TASKLETS.load(Ordering::Relaxed);
-                loop {
-                    t.fork.next.store(head, Ordering::Relaxed);
-                    // Release: publishes `next` to the child handler's walk.
-                    match TASKLETS.compare_exchange_weak(
-                        head,
-                        me,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => break,
-                        Err(now) => head = now,
-                    }
-                }
-                t.fork.state.store(LINKED, Ordering::Release);
-            }
-            Err(LINKED) => {}
-            Err(_) => {
-                // Another context is pushing it right now; it may be a
-                // thread that a fork is about to leave behind. Record it
-                // where the child also looks; never wait for that context
-                // (it may be the one this signal handler interrupted).
-                for slot in &STRAGGLERS {
-                    match slot.compare_exchange(
-                        ptr::null_mut(),
-                        me,
-                        Ordering::Release,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return,
-                        Err(other) if other == me => return,
-                        Err(_) => {}
-                    }
-                }
-                UNTRACKED.fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 }
 

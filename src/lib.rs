@@ -187,6 +187,10 @@ pub use backend::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Sign
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
 pub use backend::{CpuBinding, DrainThreads, Host};
+/// The `fork` state machines, for the loom models (`--cfg loom` only).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use fork::loom_fork as __loom_fork;
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
 pub use softirq::{

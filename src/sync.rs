@@ -27,6 +27,13 @@ pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ato
 
 pub(crate) use core::sync::atomic::Ordering;
 
+/// An atomic loom does not see, under `--cfg loom` only: for a value that
+/// no modelled thread changes (the `fork` generation, which in a real
+/// process only the single-threaded child handler writes), so reading it
+/// adds no interleavings to the models.
+#[cfg(loom)]
+pub(crate) use core::sync::atomic::AtomicU32 as UnmodelledAtomicU32;
+
 /// A hint inside a bounded wait loop (bottom half only; never in a top half).
 ///
 /// Under loom this yields to the model's scheduler, which is what loom needs
