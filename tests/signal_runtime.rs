@@ -14,7 +14,7 @@
 #![cfg(all(not(miri), target_os = "linux"))]
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -365,4 +365,308 @@ fn storm_of_100k_over_4_rt_signals_from_another_process_drops_nothing() {
         0,
         "a top half ran on a drain thread"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Item 4: a top half lands on a drained CPU slot whatever thread it runs on.
+
+static BIND_RT: Runtime<Signals, 512> = Runtime::new(Config::DEFAULT);
+static HOST_RT: Runtime<Host, 1024> = Runtime::new(Config::DEFAULT);
+
+#[test]
+fn a_host_bound_thread_taking_a_signal_raises_on_a_drained_cpu() {
+    watchdog();
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    const V: Vector = Vector::new(5);
+    BIND_RT
+        .register(V, "HOST_BOUND", |_| {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let h = BIND_RT
+        .install(SignalConfig::new(rt(10), |_| BIND_RT.raise(V)))
+        .unwrap();
+    let cpus = BIND_RT.check_cpus().unwrap();
+    // A thread acting as Host CPU 511: an index the Signals runtime has a
+    // slot for but (on any machine with fewer than 512 CPUs) never drains.
+    std::thread::spawn(|| {
+        let _cpu = HOST_RT.bind_current_thread(511).unwrap();
+        // SAFETY: raising an installed signal on this thread.
+        unsafe { libc::raise(rt(10)) };
+    })
+    .join()
+    .unwrap();
+    assert_eq!(h.delivered(), 1);
+    let stranded: Vec<usize> = (cpus..512)
+        .filter(|&c| BIND_RT.pending(c) != 0)
+        .collect();
+    assert!(stranded.is_empty(), "raised on undrained CPUs {stranded:?}");
+    let _ = BIND_RT.drain_all();
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1, "drain_all ran the raise");
+    h.uninstall().unwrap();
+}
+
+#[test]
+fn an_out_of_range_host_binding_does_not_panic_the_handler() {
+    let _g = serial();
+    watchdog();
+    const V: Vector = Vector::new(6);
+    let h = BIND_RT
+        .install(SignalConfig::new(rt(11), |_| BIND_RT.raise(V)))
+        .unwrap();
+    let cpus = BIND_RT.check_cpus().unwrap();
+    // In a child: before the fix the handler panicked (index 1000 of 512
+    // slots) and aborted the process.
+    let (child, go) = fork_child(move || {
+        let Ok(_cpu) = HOST_RT.bind_current_thread(1000) else {
+            return 2;
+        };
+        // SAFETY: raising an installed signal on this thread.
+        unsafe { libc::raise(rt(11)) };
+        let landed = (0..cpus).any(|c| BIND_RT.pending(c) & (1 << 6) != 0);
+        if landed {
+            0
+        } else {
+            3
+        }
+    });
+    assert_eq!(
+        release_and_reap(child, go),
+        0,
+        "the child's handler aborted (1006) or raised on an undrained CPU (3)"
+    );
+    h.uninstall().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Item 5: one event fd per runtime, readable on kicks and captures.
+
+#[test]
+fn event_fds_are_per_runtime_and_a_kick_reaches_only_its_own() {
+    watchdog();
+    static EA: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    static EB: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    const V: Vector = Vector::new(7);
+    EA.register(V, "EA", |_| {}).unwrap();
+    let fa: std::os::fd::BorrowedFd<'static> = EA.event_fd().unwrap();
+    let fb = EB.event_fd().unwrap();
+    assert_ne!(fa.as_raw_fd(), fb.as_raw_fd());
+    // A new fd starts readable; clear both.
+    assert!(EA.clear_event_fd());
+    assert!(EB.clear_event_fd());
+    assert!(!poll_readable(fa.as_raw_fd(), 0));
+    EA.raise(V); // idle CPU, no drain running: a kick
+    assert!(poll_readable(fa.as_raw_fd(), 1000), "EA's kick reached EA");
+    assert!(!poll_readable(fb.as_raw_fd(), 0), "EA's kick reached EB");
+    assert!(EA.clear_event_fd());
+    assert!(!EB.clear_event_fd());
+    let _ = EA.drain_all();
+}
+
+#[test]
+fn a_capture_with_an_empty_top_half_makes_the_event_fd_readable() {
+    watchdog();
+    static CAP_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    static CAP_MB: MpscMailbox<SigInfo, 16> = MpscMailbox::new();
+    let fd = CAP_RT.event_fd().unwrap().as_raw_fd();
+    let h = CAP_RT
+        .install(SignalConfig::new(rt(12), |_| {}).capture(&CAP_MB))
+        .unwrap();
+    let _ = CAP_RT.clear_event_fd();
+    // SAFETY: raising an installed signal on this thread.
+    unsafe { libc::raise(rt(12)) };
+    assert!(
+        poll_readable(fd, 1000),
+        "a captured SigInfo did not make the event fd readable"
+    );
+    // The protocol: clear, drain, pop.
+    assert!(CAP_RT.clear_event_fd());
+    let _ = CAP_RT.drain_all();
+    let info = CAP_MB.consumer().unwrap().pop().expect("the capture");
+    assert_eq!(info.signal, rt(12));
+    h.uninstall().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Item 8 (event fds): parent and child never share wake-ups.
+
+#[test]
+fn after_fork_parent_and_child_event_fds_are_independent() {
+    let _g = serial();
+    watchdog();
+    static FORK_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    const V: Vector = Vector::new(8);
+    FORK_RT.register(V, "FORK", |_| {}).unwrap();
+    let fd = FORK_RT.event_fd().unwrap().as_raw_fd();
+    let _ = FORK_RT.clear_event_fd();
+
+    // 1. A child's fd starts readable (it inherits whatever work was
+    // pending); once cleared, the child's kick makes its own fd readable,
+    // never the parent's.
+    let (child, go) = fork_child(move || {
+        if !FORK_RT.clear_event_fd() {
+            return 10;
+        }
+        if poll_readable(fd, 0) {
+            return 11;
+        }
+        FORK_RT.raise(V);
+        if !poll_readable(fd, 1000) {
+            return 12;
+        }
+        if !FORK_RT.clear_event_fd() {
+            return 13;
+        }
+        0
+    });
+    assert_eq!(release_and_reap(child, go), 0, "child 1");
+    assert!(
+        !poll_readable(fd, 100),
+        "the child's kick made the parent's fd readable"
+    );
+
+    // 2. The parent kicks; a child clears its own fd; the parent's stays
+    // readable.
+    FORK_RT.raise(V);
+    assert!(poll_readable(fd, 0));
+    let (child, go) = fork_child(move || {
+        if !FORK_RT.clear_event_fd() {
+            return 20;
+        }
+        if poll_readable(fd, 0) {
+            return 21;
+        }
+        0
+    });
+    assert_eq!(release_and_reap(child, go), 0, "child 2");
+    assert!(
+        poll_readable(fd, 0),
+        "a child reading its fd stole the parent's wake-up"
+    );
+    assert!(FORK_RT.clear_event_fd());
+    let _ = FORK_RT.drain_all();
+
+    // 3. The parent kicks while a child lives (maybe before the child's
+    // fork handler ran): the child's fd, once cleared, stays quiet.
+    let (child, go) = fork_child(move || {
+        let _ = FORK_RT.clear_event_fd();
+        if poll_readable(fd, 300) {
+            return 30;
+        }
+        0
+    });
+    FORK_RT.raise(V);
+    assert_eq!(release_and_reap(child, go), 0, "child 3");
+    assert!(poll_readable(fd, 0));
+    assert!(FORK_RT.clear_event_fd());
+    let _ = FORK_RT.drain_all();
+}
+
+// ---------------------------------------------------------------------------
+// Item 6: sender filters against forged siginfo.
+
+/// The `siginfo_t` layout of `rt_sigqueueinfo` senders on 64-bit Linux
+/// (x86-64, arm64): the `_rt` member after three ints and padding.
+#[repr(C)]
+struct RawSigInfo {
+    signo: c_int,
+    errno: c_int,
+    code: c_int,
+    _pad: c_int,
+    pid: libc::pid_t,
+    uid: libc::uid_t,
+    value: usize,
+    _rest: [u64; 12],
+}
+
+/// Sends `sig` to `pid` with `rt_sigqueueinfo`, claiming `code` and
+/// sender `claimed`; the system call's result. Async-signal-safe.
+fn forge(pid: libc::pid_t, sig: c_int, code: c_int, claimed: libc::pid_t) -> libc::c_long {
+    let info = RawSigInfo {
+        signo: sig,
+        errno: 0,
+        code,
+        _pad: 0,
+        pid: claimed,
+        // SAFETY: getuid cannot fail.
+        uid: unsafe { libc::getuid() },
+        value: 77,
+        _rest: [0; 12],
+    };
+    // SAFETY: `info` is a 128-byte siginfo the kernel copies in; the
+    // system call only reads it.
+    unsafe { libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, &info as *const RawSigInfo) }
+}
+
+/// Unverifiable codes a process can send another with rt_sigqueueinfo.
+const FORGED_CODES: [c_int; 4] = [libc::SI_TIMER, libc::SI_ASYNCIO, -42, libc::SI_QUEUE];
+
+#[test]
+fn forged_sender_codes_are_rejected_by_filters_and_counted() {
+    let _g = serial();
+    watchdog();
+    static FILTER_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    let parent = getpid();
+    let us: &'static [libc::pid_t] = Box::leak(vec![parent].into_boxed_slice());
+    let same = FILTER_RT
+        .install(SignalConfig::new(rt(13), |_| {}).accept(Accept::SameProcess))
+        .unwrap();
+    let listed = FILTER_RT
+        .install(SignalConfig::new(rt(14), |_| {}).accept(Accept::Pids(us)))
+        .unwrap();
+    static SAME: Accept = Accept::SameProcess;
+    let lenient = FILTER_RT
+        .install(SignalConfig::new(rt(15), |_| {}).accept(Accept::AllowUnverified(&SAME)))
+        .unwrap();
+
+    // Every forged siginfo claims to come from the parent itself.
+    let (child, go) = fork_child(move || {
+        for sig in [rt(13), rt(14)] {
+            for code in FORGED_CODES {
+                if forge(parent, sig, code, parent) != 0 {
+                    return 2;
+                }
+            }
+        }
+        // The lenient filter: a claim it checks (SI_QUEUE from pid 1) is
+        // rejected; a claim-less code and a matching claim pass.
+        for (code, claimed) in [(libc::SI_QUEUE, 1), (libc::SI_TIMER, 0), (libc::SI_QUEUE, parent)] {
+            if forge(parent, rt(15), code, claimed) != 0 {
+                return 3;
+            }
+        }
+        // The kernel refuses non-negative codes and SI_TKILL from another
+        // process: they are what a filter can trust.
+        if forge(parent, rt(13), libc::SI_USER, parent) != -1 || forge(parent, rt(13), -6, parent) != -1 {
+            return 4;
+        }
+        0
+    });
+    assert_eq!(release_and_reap(child, go), 0, "the forging child failed");
+    let n = FORGED_CODES.len() as u32;
+    wait_until("the forged signals", Duration::from_secs(20), || {
+        same.delivered() + same.rejected() == n
+            && listed.delivered() + listed.rejected() == n
+            && lenient.delivered() + lenient.rejected() == 3
+    });
+    println!(
+        "forged: SameProcess rejected {}/{n}, Pids rejected {}/{n}, AllowUnverified(SameProcess) accepted {}/3",
+        same.rejected(),
+        listed.rejected(),
+        lenient.delivered()
+    );
+    assert_eq!((same.delivered(), same.rejected()), (0, n));
+    assert_eq!((listed.delivered(), listed.rejected()), (0, n));
+    assert_eq!((lenient.delivered(), lenient.rejected()), (2, 1));
+
+    // Liveness: the filters still accept what they can verify.
+    // SAFETY: raising installed signals on this thread (SI_TKILL, filled by
+    // the kernel with our pid).
+    unsafe {
+        libc::raise(rt(13));
+        libc::raise(rt(14));
+    }
+    assert_eq!(same.delivered(), 1);
+    assert_eq!(listed.delivered(), 1);
+    drop((same, listed, lenient));
 }

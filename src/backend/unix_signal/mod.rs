@@ -87,10 +87,13 @@
 //! the child's reads would steal the parent's wake-ups. The crate's
 //! `pthread_atfork` child handler gives each runtime's event fd a fresh
 //! eventfd in the child, `dup3`'d onto the same descriptor number (a
-//! [`BorrowedFd`] the child holds stays valid), readable at once if the
-//! inherited one was (the child inherits the pending work too). Only
-//! async-signal-safe system calls. A process that does not go through the
-//! C library's `fork()` (a raw `clone`) skips the handler.
+//! [`BorrowedFd`] the child holds stays valid). The child's starts
+//! readable: it inherits whatever work was pending, and the inherited fd's
+//! state cannot say (the parent may write or read the shared object until
+//! the handler replaces it), so the child's event loop drains once, maybe
+//! for nothing. Only async-signal-safe system calls. A process that does
+//! not go through the C library's `fork()` (a raw `clone`) skips the
+//! handler.
 //!
 //! # Atomic orderings
 //!
@@ -618,7 +621,7 @@ fn raw_message(msg: &[u8]) {
 /// Called in the child right after `fork()` (single-threaded there): gives
 /// each runtime's event fd its own eventfd in the child, so the child
 /// neither steals the parent's wake-ups nor sends it its own. The new one
-/// takes the old one's number (`dup3`) and is readable if the old one was.
+/// takes the old one's number (`dup3`) and starts readable.
 /// Async-signal-safe system calls only; `errno` preserved.
 pub(crate) fn reset_event_fds_after_fork() {
     let saved = errno();
@@ -642,41 +645,33 @@ pub(crate) fn reset_event_fds_after_fork() {
 }
 
 /// Replaces the inherited eventfd `fd` by a fresh one at the same number,
-/// readable if `fd` was. `false` if no fresh eventfd could be made.
+/// readable. `false` if no fresh eventfd could be made.
+///
+/// Readable because the child inherits whatever work was pending at the
+/// fork, and the inherited fd's state cannot tell: between `fork()` and
+/// this handler the parent may still write the shared eventfd (a kick
+/// that belongs to the parent) or read it. One empty drain in the child
+/// costs less than a lost one.
 fn replace_event_fd(fd: c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: eventfd, poll, close and dup3 are system calls
-    // (async-signal-safe); `p` is one valid pollfd. `fd` is the inherited
-    // eventfd: closing it (only to make room if the file table is full)
-    // and dup3 onto it replace the child's copy only, never the parent's.
+    // SAFETY: eventfd, close, dup3 and write are system calls
+    // (async-signal-safe). `fd` is the inherited eventfd: closing it (only
+    // to make room if the file table is full) and dup3 onto it replace the
+    // child's copy only, never the parent's.
     unsafe {
-        let was_readable = libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0;
-        let mut new = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+        let mut new = libc::eventfd(1, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
         if new < 0 && *libc::__errno_location() == libc::EMFILE {
             // The file table is full: free the inherited slot and retry;
             // the new fd then usually takes `fd`'s number.
             libc::close(fd);
-            new = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
-            if new < 0 {
-                return false;
-            }
-        } else if new < 0 {
+            new = libc::eventfd(1, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+        }
+        if new < 0 {
             return false;
         }
         if new != fd {
-            if libc::dup3(new, fd, libc::O_CLOEXEC) < 0 {
-                libc::close(new);
-                return false;
-            }
+            let moved = libc::dup3(new, fd, libc::O_CLOEXEC) >= 0;
             libc::close(new);
-        }
-        if was_readable {
-            let one: u64 = 1;
-            libc::write(fd, (&one as *const u64).cast(), 8);
+            return moved;
         }
     }
     true
