@@ -415,9 +415,7 @@ fn a_host_bound_thread_taking_a_signal_raises_on_a_drained_cpu() {
     .join()
     .unwrap();
     assert_eq!(h.delivered(), 1);
-    let stranded: Vec<usize> = (cpus..512)
-        .filter(|&c| BIND_RT.pending(c) != 0)
-        .collect();
+    let stranded: Vec<usize> = (cpus..512).filter(|&c| BIND_RT.pending(c) != 0).collect();
     assert!(stranded.is_empty(), "raised on undrained CPUs {stranded:?}");
     let _ = BIND_RT.drain_all();
     assert_eq!(RUNS.load(Ordering::SeqCst), 1, "drain_all ran the raise");
@@ -610,7 +608,14 @@ fn forge(pid: libc::pid_t, sig: c_int, code: c_int, claimed: libc::pid_t) -> lib
     };
     // SAFETY: `info` is a 128-byte siginfo the kernel copies in; the
     // system call only reads it.
-    unsafe { libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, &info as *const RawSigInfo) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigqueueinfo,
+            pid,
+            sig,
+            &info as *const RawSigInfo,
+        )
+    }
 }
 
 /// Unverifiable codes a process can send another with rt_sigqueueinfo.
@@ -645,14 +650,20 @@ fn forged_sender_codes_are_rejected_by_filters_and_counted() {
         }
         // The lenient filter: a claim it checks (SI_QUEUE from pid 1) is
         // rejected; a claim-less code and a matching claim pass.
-        for (code, claimed) in [(libc::SI_QUEUE, 1), (libc::SI_TIMER, 0), (libc::SI_QUEUE, parent)] {
+        for (code, claimed) in [
+            (libc::SI_QUEUE, 1),
+            (libc::SI_TIMER, 0),
+            (libc::SI_QUEUE, parent),
+        ] {
             if forge(parent, rt(15), code, claimed) != 0 {
                 return 3;
             }
         }
         // The kernel refuses non-negative codes and SI_TKILL from another
         // process: they are what a filter can trust.
-        if forge(parent, rt(13), libc::SI_USER, parent) != -1 || forge(parent, rt(13), -6, parent) != -1 {
+        if forge(parent, rt(13), libc::SI_USER, parent) != -1
+            || forge(parent, rt(13), -6, parent) != -1
+        {
             return 4;
         }
         0
