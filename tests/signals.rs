@@ -8,7 +8,7 @@
 //!
 //! Children are made with `fork()`; the test binary is multithreaded, so a
 //! child calls only async-signal-safe functions (`read`, `write`,
-//! `sigqueue`, `kill`, `setresuid`, `sched_yield`, `_exit`).
+//! `sigqueue`, `kill`, `setresuid`, `nanosleep`, `_exit`).
 #![cfg(all(not(miri), target_os = "linux"))]
 
 #[path = "support/signal_queue.rs"]
@@ -347,15 +347,19 @@ fn release_and_reap(pid: libc::pid_t, go: c_int) -> c_int {
     libc::WEXITSTATUS(status)
 }
 
-/// `sigqueue(parent, sig, value)`, retrying EAGAIN; returns the retries, or
+/// `sigqueue(parent, sig, value)`, retrying EAGAIN after 100 µs; returns the retries, or
 /// -1 on another error. Async-signal-safe.
 fn queue_retrying(parent: libc::pid_t, sig: c_int, value: usize, retries: &mut u64) -> bool {
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000,
+    };
     loop {
         let v = libc::sigval {
             sival_ptr: value as *mut libc::c_void,
         };
-        // SAFETY: sigqueue and sched_yield are async-signal-safe system
-        // calls.
+        // SAFETY: sigqueue and nanosleep are async-signal-safe system
+        // calls; `pause` is a valid timespec.
         unsafe {
             if libc::sigqueue(parent, sig, v) == 0 {
                 return true;
@@ -364,7 +368,10 @@ fn queue_retrying(parent: libc::pid_t, sig: c_int, value: usize, retries: &mut u
                 return false;
             }
             *retries += 1;
-            libc::sched_yield();
+            // The receiver's queue is full: sleep rather than spin
+            // (`sched_yield` would keep competing with the receiver and
+            // the drain threads for the CPU on a loaded machine).
+            libc::nanosleep(&pause, std::ptr::null_mut());
         }
     }
 }
