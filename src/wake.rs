@@ -60,6 +60,11 @@ pub struct WakeWord {
     /// Threads inside `wait`. `notify` makes the system call only when
     /// this is non-zero.
     sleepers: AtomicU32,
+    /// The signal backend's event-fd slot for the runtime that owns this
+    /// word, plus one (0: none). Written at set-up (`Runtime::event_fd`),
+    /// read by `Signals::kick`; the same value in every word of a runtime.
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    event_slot: AtomicU32,
     #[cfg(loom)]
     model: (loom::sync::Mutex<()>, loom::sync::Condvar),
 }
@@ -80,6 +85,8 @@ impl WakeWord {
             WakeWord {
                 seq: AtomicU32::new(0),
                 sleepers: AtomicU32::new(0),
+                #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+                event_slot: AtomicU32::new(0),
                 #[cfg(loom)]
                 model: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             }
@@ -125,6 +132,33 @@ impl WakeWord {
         {
             self.wake_all();
         }
+    }
+
+    /// The event-fd slot (plus one, 0: none) of the signal runtime that
+    /// owns this word. Async-signal-safe (one load).
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    #[inline]
+    pub(crate) fn event_slot(&self) -> u32 {
+        // SeqCst: pairs with the SeqCst store in `set_event_slot` (the
+        // signal backend's "Atomic orderings").
+        self.event_slot.load(Ordering::SeqCst)
+    }
+
+    /// Records the owning runtime's event-fd slot (plus one).
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    pub(crate) fn set_event_slot(&self, slot: u32) {
+        // SeqCst: pairs with the SeqCst load in `event_slot`.
+        self.event_slot.store(slot, Ordering::SeqCst);
+    }
+
+    /// Sets the event-fd slot if none is set yet; `Err(existing)`
+    /// otherwise (a racing set-up won).
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    pub(crate) fn claim_event_slot(&self, slot: u32) -> Result<(), u32> {
+        // SeqCst: as `set_event_slot`.
+        self.event_slot
+            .compare_exchange(0, slot, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
     }
 
     /// Sleeps until [`notify`](WakeWord::notify) is called after `token`

@@ -8,11 +8,15 @@
 //!
 //! Children are made with `fork()`; the test binary is multithreaded, so a
 //! child calls only async-signal-safe functions (`read`, `write`,
-//! `sigqueue`, `kill`, `setresuid`, `sched_yield`, `_exit`).
+//! `sigqueue`, `kill`, `setresuid`, `nanosleep`, `_exit`).
 #![cfg(all(not(miri), target_os = "linux"))]
 
+#[path = "support/signal_queue.rs"]
+mod signal_queue;
 mod support;
+use signal_queue::CapSignalQueue;
 use std::cell::Cell;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -275,11 +279,10 @@ fn pollable_fd_becomes_readable_when_work_is_pending() {
             RUNS.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
-    let fd = POLL_RT.event_fd().unwrap();
+    let fd = POLL_RT.event_fd().unwrap().as_raw_fd();
     let h = POLL_RT
         .install(SignalConfig::new(rt(7), |_| POLL_RT.raise(WORK)))
         .unwrap();
-    let mut buf = 0u64;
     let poll = |timeout_ms| {
         let mut p = libc::pollfd {
             fd,
@@ -289,17 +292,16 @@ fn pollable_fd_becomes_readable_when_work_is_pending() {
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, timeout_ms) }
     };
+    // A new fd starts readable; the fd is this runtime's alone, so once
+    // cleared only its own kicks make it readable.
+    assert!(POLL_RT.clear_event_fd());
     for round in 1..=3 {
-        // Reset (other tests' kicks share the process-wide fd).
-        // SAFETY: reading 8 bytes into `buf` from our nonblocking eventfd.
-        unsafe { libc::read(fd, (&mut buf as *mut u64).cast(), 8) };
+        assert_eq!(poll(0), 0, "round {round}: readable before the signal");
         // SAFETY: raising an installed signal on this thread.
         unsafe { libc::raise(rt(7)) };
         assert_eq!(poll(5_000), 1, "round {round}: fd not readable");
-        // The protocol: read to reset, then drain.
-        // SAFETY: as above.
-        let n = unsafe { libc::read(fd, (&mut buf as *mut u64).cast(), 8) };
-        assert_eq!(n, 8);
+        // The protocol: clear, then drain.
+        assert!(POLL_RT.clear_event_fd());
         let _ = POLL_RT.drain_all();
         assert_eq!(RUNS.load(Ordering::SeqCst), round);
     }
@@ -345,15 +347,19 @@ fn release_and_reap(pid: libc::pid_t, go: c_int) -> c_int {
     libc::WEXITSTATUS(status)
 }
 
-/// `sigqueue(parent, sig, value)`, retrying EAGAIN; returns the retries, or
+/// `sigqueue(parent, sig, value)`, retrying EAGAIN after 100 µs; returns the retries, or
 /// -1 on another error. Async-signal-safe.
 fn queue_retrying(parent: libc::pid_t, sig: c_int, value: usize, retries: &mut u64) -> bool {
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000,
+    };
     loop {
         let v = libc::sigval {
             sival_ptr: value as *mut libc::c_void,
         };
-        // SAFETY: sigqueue and sched_yield are async-signal-safe system
-        // calls.
+        // SAFETY: sigqueue and nanosleep are async-signal-safe system
+        // calls; `pause` is a valid timespec.
         unsafe {
             if libc::sigqueue(parent, sig, v) == 0 {
                 return true;
@@ -362,7 +368,10 @@ fn queue_retrying(parent: libc::pid_t, sig: c_int, value: usize, retries: &mut u
                 return false;
             }
             *retries += 1;
-            libc::sched_yield();
+            // The receiver's queue is full: sleep rather than spin
+            // (`sched_yield` would keep competing with the receiver and
+            // the drain threads for the CPU on a loaded machine).
+            libc::nanosleep(&pause, std::ptr::null_mut());
         }
     }
 }
@@ -373,7 +382,20 @@ fn sender_filters_reject_and_count() {
     watchdog();
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
+    // `kill`: the kernel fills the sender's pid and uid (SI_USER).
     let sender = |sig: c_int| {
+        move || {
+            // SAFETY: kill is async-signal-safe.
+            if unsafe { libc::kill(parent, sig) } == 0 {
+                0
+            } else {
+                1
+            }
+        }
+    };
+    // `sigqueue`: the sender writes its pid and uid (SI_QUEUE), so a filter
+    // cannot verify them.
+    let queuer = |sig: c_int| {
         move || {
             let mut r = 0;
             if queue_retrying(parent, sig, 5, &mut r) {
@@ -384,8 +406,10 @@ fn sender_filters_reject_and_count() {
         }
     };
 
-    // Pid list: a listed child is accepted, an unlisted one rejected.
-    let (listed, go_listed) = fork_child(sender(rt(5)));
+    // Pid list: a listed child's kill is accepted, an unlisted one's
+    // rejected, and so is the listed child's sigqueue (unverifiable) unless
+    // the filter allows unverified senders.
+    let (listed, go_listed) = fork_child(move || sender(rt(5))() + queuer(rt(5))());
     let (unlisted, go_unlisted) = fork_child(sender(rt(5)));
     let pids: &'static [libc::pid_t] = Box::leak(vec![listed].into_boxed_slice());
     static FROM: AtomicU32 = AtomicU32::new(0);
@@ -399,11 +423,24 @@ fn sender_filters_reject_and_count() {
         .unwrap();
     assert_eq!(release_and_reap(unlisted, go_unlisted), 0);
     assert_eq!(release_and_reap(listed, go_listed), 0);
-    wait_until("both signals", Duration::from_secs(10), || {
-        h.delivered() + h.rejected() == 2
+    wait_until("three signals", Duration::from_secs(10), || {
+        h.delivered() + h.rejected() == 3
     });
-    assert_eq!((h.delivered(), h.rejected()), (1, 1));
+    assert_eq!((h.delivered(), h.rejected()), (1, 2));
     assert_eq!(FROM.load(Ordering::SeqCst), listed as u32);
+    h.uninstall().unwrap();
+    // Allowing unverified senders: a sigqueue claiming a listed pid passes.
+    let (listed, go_listed) = fork_child(queuer(rt(5)));
+    let pids: &'static [libc::pid_t] = Box::leak(vec![listed].into_boxed_slice());
+    let filter: &'static Accept = Box::leak(Box::new(Accept::Pids(pids)));
+    let h = RT
+        .install(SignalConfig::new(rt(5), |_| {}).accept(Accept::AllowUnverified(filter)))
+        .unwrap();
+    assert_eq!(release_and_reap(listed, go_listed), 0);
+    wait_until("the queued signal", Duration::from_secs(10), || {
+        h.delivered() + h.rejected() == 1
+    });
+    assert_eq!((h.delivered(), h.rejected()), (1, 0));
     h.uninstall().unwrap();
 
     // Same process: a child is rejected, this process's raise accepted.
@@ -501,6 +538,8 @@ fn storm(total: usize) {
     let allocs_before = HANDLER_ALLOCS.load(Ordering::SeqCst);
     let wrapped_before = WRAPPER_RUNS.load(Ordering::SeqCst);
     let usr1_every = 100;
+    // A short kernel queue: see `CapSignalQueue`.
+    let _queue = CapSignalQueue::new(4096);
 
     let mut fds = [0; 2];
     // SAFETY: a valid array for pipe.

@@ -4,16 +4,22 @@
 //! [`Runtime::bind_current_thread`]; from then on its `raise`, `schedule`
 //! and `drain` use that CPU's pending mask and tasklet lists. A thread that
 //! never bound itself counts as CPU 0, so a single-threaded program needs no
-//! set-up. Binding is per thread, not per runtime: a thread has one CPU
-//! index, as a CPU has one.
+//! set-up. Binding is per thread and backend, not per runtime: a thread has
+//! one `Host` CPU index, as a CPU has one.
 //!
 //! The binding lives in a `const`-initialised thread-local `Cell` without a
 //! destructor: reading it is one load from the thread's TLS block, with no
 //! lazy initialisation, lock or allocation, so it is safe in a signal
 //! handler too.
+//!
+//! Each std backend has its own binding ([`BindingKind`]): a thread bound
+//! as a `Host` CPU (a `Host` drain thread, say) that takes a signal must
+//! not make the `Signals` runtime raise on that index, which its drains
+//! may never serve (or which may be past its `N`).
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use std::thread::LocalKey;
 
 use crate::backend::{Backend, DrainThreads};
 use crate::percpu::CpuOutOfRange;
@@ -24,25 +30,50 @@ use crate::wake::WakeWord;
 const UNBOUND: usize = usize::MAX;
 
 std::thread_local! {
-    /// The CPU index this thread acts as, or `UNBOUND`. Shared by the std
-    /// backends (a thread has one CPU index, as a CPU has one): `Host`
-    /// reads an unbound thread as CPU 0, `Signals` asks the kernel.
-    /// `const`, no destructor: one TLS load, readable in a signal handler.
-    static CPU: Cell<usize> = const { Cell::new(UNBOUND) };
+    /// The `Host` CPU index this thread acts as, or `UNBOUND` (read as
+    /// CPU 0). `const`, no destructor: one TLS load.
+    static HOST_CPU: Cell<usize> = const { Cell::new(UNBOUND) };
+    /// The `Signals` CPU slot this thread claimed (its drain threads,
+    /// `drain_all`), or `UNBOUND` (the kernel's CPU is used). Readable in
+    /// a signal handler (one TLS load).
+    #[cfg(all(target_os = "linux", not(loom)))]
+    static SIGNALS_CPU: Cell<usize> = const { Cell::new(UNBOUND) };
 }
 
-/// The CPU the calling thread is bound to, if any.
+/// Which backend a thread's CPU binding is for: each std backend reads
+/// only its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BindingKind {
+    /// [`Host`]: [`Runtime::bind_current_thread`], the `bh-drain` threads.
+    Host,
+    /// [`Signals`](crate::Signals): the `bh-sig` threads and `drain_all`.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    Signals,
+}
+
+impl BindingKind {
+    fn key(self) -> &'static LocalKey<Cell<usize>> {
+        match self {
+            BindingKind::Host => &HOST_CPU,
+            #[cfg(all(target_os = "linux", not(loom)))]
+            BindingKind::Signals => &SIGNALS_CPU,
+        }
+    }
+}
+
+/// The CPU the calling thread is bound to for `kind`, if any.
 #[inline(always)]
-pub(crate) fn bound_cpu() -> Option<usize> {
-    let cpu = CPU.with(Cell::get);
+pub(crate) fn bound_cpu(kind: BindingKind) -> Option<usize> {
+    let cpu = kind.key().with(Cell::get);
     (cpu != UNBOUND).then_some(cpu)
 }
 
-/// Binds the calling thread to `cpu` (the caller checked the range) until
-/// the guard is dropped.
-pub(crate) fn bind_thread(cpu: usize) -> CpuBinding {
+/// Binds the calling thread to `cpu` for `kind` (the caller checked the
+/// range) until the guard is dropped.
+pub(crate) fn bind_thread(kind: BindingKind, cpu: usize) -> CpuBinding {
     CpuBinding {
-        previous: CPU.with(|c| c.replace(cpu)),
+        kind,
+        previous: kind.key().with(|c| c.replace(cpu)),
         _not_send: PhantomData,
     }
 }
@@ -70,7 +101,7 @@ pub struct Host;
 impl Backend for Host {
     #[inline(always)]
     fn current_cpu() -> usize {
-        bound_cpu().unwrap_or(0)
+        bound_cpu(BindingKind::Host).unwrap_or(0)
     }
 
     /// Wakes the CPU's drain thread, if [`Runtime::spawn_drain_threads`]
@@ -102,13 +133,14 @@ impl Backend for Host {
 #[derive(Debug)]
 #[must_use = "the binding is undone when the guard is dropped"]
 pub struct CpuBinding {
+    kind: BindingKind,
     previous: usize,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for CpuBinding {
     fn drop(&mut self) {
-        CPU.with(|c| c.set(self.previous));
+        self.kind.key().with(|c| c.set(self.previous));
     }
 }
 
@@ -137,7 +169,7 @@ impl<const N: usize> Runtime<Host, N> {
         if cpu >= N {
             return Err(CpuOutOfRange { cpu, cpus: N });
         }
-        Ok(bind_thread(cpu))
+        Ok(bind_thread(BindingKind::Host, cpu))
     }
 }
 

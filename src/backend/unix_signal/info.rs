@@ -10,8 +10,15 @@ const SI_TKILL: c_int = -6;
 ///
 /// `pid`, `uid` are the sender's for signals sent by a process (`kill`,
 /// `sigqueue`, `tgkill`/`raise`, message queues) and for `SIGCHLD` (the
-/// child); 0 otherwise. `value` is the `sigqueue`/timer/message-queue
+/// child); 0 otherwise. `value` is the `sigqueue`/timer/message-queue/AIO
 /// value (`sival_ptr`, as an integer); 0 otherwise.
+///
+/// Who wrote `pid` and `uid` depends on `code` (see [`Accept`] for the
+/// table): the kernel for `SI_USER` (`kill`) and `SI_TKILL` (`tgkill`,
+/// `raise`) and for kernel-generated signals (`code > 0`); the *sender*
+/// for `SI_QUEUE` and every other negative code, which any process
+/// allowed to signal this one can send with `rt_sigqueueinfo` and any
+/// `pid`/`uid` it likes ([`SigInfo::sender_is_verified`]).
 ///
 /// # Examples
 ///
@@ -20,6 +27,7 @@ const SI_TKILL: c_int = -6;
 /// let info = SigInfo { signal: libc::SIGUSR1, code: libc::SI_QUEUE, pid: 1, uid: 0, value: usize::MAX };
 /// assert_eq!(info.value_isize(), -1);
 /// assert!(info.is_queued());
+/// assert!(!info.sender_is_verified(), "sigqueue's pid is the sender's claim");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SigInfo {
@@ -59,8 +67,48 @@ impl SigInfo {
         self.code == libc::SI_QUEUE
     }
 
+    /// `true` if the kernel generated the signal itself (`code > 0`:
+    /// `SI_KERNEL`, `SIGCHLD`'s `CLD_*`, `SIGIO`'s `POLL_*`, faults). No
+    /// process can send such a code to another one: `rt_sigqueueinfo`
+    /// refuses `si_code >= 0` unless a process signals itself.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::SigInfo;
+    /// let hup = SigInfo { signal: libc::SIGHUP, code: 0x80, pid: 0, uid: 0, value: 0 };
+    /// assert!(hup.is_from_kernel()); // SI_KERNEL: a terminal hang-up, say
+    /// ```
+    pub const fn is_from_kernel(&self) -> bool {
+        self.code > 0
+    }
+
+    /// `true` if the kernel filled in `pid` and `uid`: `SI_USER` (`kill`)
+    /// and `SI_TKILL` (`tgkill`, `raise`). Other processes cannot send
+    /// these codes with `rt_sigqueueinfo`, so the sender is who the fields
+    /// say. Every other negative code (`SI_QUEUE`, `SI_TIMER`,
+    /// `SI_MESGQ`, `SI_ASYNCIO`, unknown ones) can be sent by any process
+    /// allowed to signal this one, with fields of its choosing.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::SigInfo;
+    /// let kill = SigInfo { signal: libc::SIGTERM, code: libc::SI_USER, pid: 9, uid: 0, value: 0 };
+    /// assert!(kill.sender_is_verified());
+    /// let timer = SigInfo { code: libc::SI_TIMER, ..kill };
+    /// assert!(!timer.sender_is_verified());
+    /// ```
+    pub const fn sender_is_verified(&self) -> bool {
+        matches!(self.code, libc::SI_USER | SI_TKILL)
+    }
+
     /// `true` if `pid`/`uid` name a sending process (as opposed to the
-    /// kernel, a timer or a fault).
+    /// kernel, a timer or a fault), verified or claimed.
     fn has_sender(&self) -> bool {
         matches!(
             self.code,
@@ -90,7 +138,10 @@ impl SigInfo {
                 out.uid = info.si_uid();
             }
         }
-        if matches!(out.code, libc::SI_QUEUE | libc::SI_TIMER | libc::SI_MESGQ) {
+        if matches!(
+            out.code,
+            libc::SI_QUEUE | libc::SI_TIMER | libc::SI_MESGQ | libc::SI_ASYNCIO
+        ) {
             // SAFETY: for these codes the kernel filled `sigval`.
             out.value = unsafe { info.si_value() }.sival_ptr as usize;
         }
@@ -98,48 +149,171 @@ impl SigInfo {
     }
 }
 
-/// Which senders a signal is accepted from. Signals without a sending
-/// process (kernel-generated, `si_code > 0`, timers) are always accepted.
+/// How deep [`Accept::AllowUnverified`] may nest before the filter counts
+/// as one that no process passes (a cycle of statics, say).
+const MAX_NESTING: usize = 4;
+
+/// Which senders a signal is accepted from.
 ///
-/// Caveat: `kill`/`tgkill` senders are filled in by the kernel and can be
-/// trusted; a process allowed to signal us can forge the pid/uid of a
-/// `SI_QUEUE` signal with a raw `rt_sigqueueinfo`. The filter keeps
-/// unrelated, well-behaved processes from driving the bottom half; it is
-/// not an authentication mechanism.
+/// A filter checks only what the kernel vouches for. By `si_code`:
+///
+/// | `si_code` | sent by | `pid`, `uid` filled by | a filter |
+/// | --- | --- | --- | --- |
+/// | `> 0` (`SI_KERNEL`, `CLD_*`, `POLL_*`, …) | the kernel | the kernel (`SIGCHLD`: the child) | accepts: no process can send these to another |
+/// | `SI_USER` (0), `SI_TKILL` (-6) | `kill`, `tgkill`, `raise` | the kernel | checks `pid`/`uid` |
+/// | `SI_QUEUE` (-1) | `sigqueue` | the sender (`rt_sigqueueinfo` copies them as given) | rejects: unverifiable |
+/// | `SI_TIMER`, `SI_MESGQ`, `SI_ASYNCIO`, `SI_SIGIO`, any other `< 0` | POSIX timers, `mq_notify`, AIO — or any process through `rt_sigqueueinfo` | the sender | rejects: unverifiable |
+///
+/// For the negative codes other than `SI_USER`/`SI_TKILL` the kernel only
+/// checks that the sender may signal this process at all (same uid, or
+/// privilege), never what it wrote into `siginfo`. So
+/// [`SameProcess`](Accept::SameProcess), [`SameUid`](Accept::SameUid) and
+/// [`Pids`](Accept::Pids) reject them, counted as rejected, unless
+/// wrapped in [`AllowUnverified`](Accept::AllowUnverified), which accepts
+/// them when the claimed sender passes the inner filter (`SI_QUEUE`,
+/// `SI_MESGQ`) or when they claim none (timers, AIO, unknown codes). That
+/// keeps honest but unrelated `sigqueue` senders out; it is not
+/// authentication.
 ///
 /// # Examples
 ///
 /// ```
 /// use bottomhalf::Accept;
 /// static TRUSTED: [libc::pid_t; 2] = [1, 42];
-/// let a = Accept::Pids(&TRUSTED);
-/// assert_ne!(a, Accept::Any);
+/// // `kill` from 1 or 42 (and kernel-generated signals):
+/// let strict = Accept::Pids(&TRUSTED);
+/// assert_ne!(strict, Accept::Any);
+/// // Also `sigqueue` payloads that claim to come from 1 or 42, and timers:
+/// static FILTER: Accept = Accept::Pids(&TRUSTED);
+/// let lenient = Accept::AllowUnverified(&FILTER);
+/// assert_ne!(lenient, strict);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Accept {
-    /// Every sender.
+    /// Every sender, verified or not.
     #[default]
     Any,
-    /// Only this process (`raise`, `kill(getpid())`, other threads).
+    /// Only this process (`raise`, `kill(getpid())`, other threads), and
+    /// the kernel.
     SameProcess,
-    /// Only processes of this process's real uid.
+    /// Only processes of this process's real uid, and the kernel.
     SameUid,
-    /// Only the listed processes.
+    /// Only the listed processes, and the kernel.
     Pids(&'static [libc::pid_t]),
+    /// The inner filter, and also signals whose sender the kernel does not
+    /// verify (type docs): accepted if their claimed sender passes the
+    /// inner filter, or if they claim none. Nesting adds nothing; more
+    /// than 4 levels (or a cycle of statics) make a filter that accepts
+    /// only the kernel.
+    AllowUnverified(&'static Accept),
 }
 
 impl Accept {
+    /// The innermost filter and whether unverified senders are allowed;
+    /// `None` if the nesting is too deep.
+    fn resolve(self) -> Option<(Accept, bool)> {
+        let mut filter = self;
+        let mut allow_unverified = false;
+        for _ in 0..=MAX_NESTING {
+            match filter {
+                Accept::AllowUnverified(inner) => {
+                    allow_unverified = true;
+                    filter = *inner;
+                }
+                f => return Some((f, allow_unverified)),
+            }
+        }
+        None
+    }
+
+    /// The filter's verdict on `info`. Async-signal-safe, bounded, never
+    /// panics.
     pub(super) fn accepts(self, info: &SigInfo) -> bool {
-        if !info.has_sender() {
+        if self == Accept::Any || info.is_from_kernel() {
             return true;
         }
-        match self {
+        let Some((filter, allow_unverified)) = self.resolve() else {
+            return false;
+        };
+        if !info.sender_is_verified() {
+            if !allow_unverified {
+                return false;
+            }
+            if !info.has_sender() {
+                return true;
+            }
+        }
+        match filter {
+            // AllowUnverified(&Any) is Any.
             Accept::Any => true,
             // SAFETY (both): no arguments; getpid/getuid are
             // async-signal-safe and cannot fail.
             Accept::SameProcess => info.pid == unsafe { libc::getpid() },
             Accept::SameUid => info.uid == unsafe { libc::getuid() },
             Accept::Pids(pids) => pids.contains(&info.pid),
+            // `resolve` returns a non-nested filter.
+            Accept::AllowUnverified(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Accept, SigInfo, SI_TKILL};
+
+    fn info(code: libc::c_int, pid: libc::pid_t) -> SigInfo {
+        SigInfo {
+            signal: libc::SIGUSR1,
+            code,
+            pid,
+            uid: 0,
+            value: 0,
+        }
+    }
+
+    #[test]
+    fn filters_reject_unverified_codes_unless_allowed() {
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        static ME_ONLY: Accept = Accept::SameProcess;
+        let strict = Accept::SameProcess;
+        let lenient = Accept::AllowUnverified(&ME_ONLY);
+        for code in [libc::SI_USER, SI_TKILL] {
+            assert!(strict.accepts(&info(code, me)));
+            assert!(!strict.accepts(&info(code, me + 1)));
+            assert!(!lenient.accepts(&info(code, me + 1)));
+        }
+        for code in [
+            libc::SI_TIMER,
+            libc::SI_ASYNCIO,
+            libc::SI_MESGQ,
+            -60,
+            -1000,
+            libc::SI_QUEUE,
+        ] {
+            assert!(!strict.accepts(&info(code, me)), "code {code} forged as us");
+            assert!(Accept::Any.accepts(&info(code, me + 1)));
+        }
+        // Claimed senders are checked when allowed; claim-less codes pass.
+        assert!(lenient.accepts(&info(libc::SI_QUEUE, me)));
+        assert!(!lenient.accepts(&info(libc::SI_QUEUE, me + 1)));
+        assert!(lenient.accepts(&info(libc::SI_TIMER, 0)));
+        // The kernel passes every filter.
+        for code in [0x80, libc::CLD_EXITED, 1] {
+            assert!(strict.accepts(&info(code, 12345)));
+        }
+    }
+
+    #[test]
+    fn a_cycle_of_allow_unverified_accepts_only_the_kernel() {
+        static A: Accept = Accept::AllowUnverified(&B);
+        static B: Accept = Accept::AllowUnverified(&A);
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        assert!(!A.accepts(&info(libc::SI_USER, me)));
+        assert!(A.accepts(&info(0x80, 0)));
+        static DEEP: Accept =
+            Accept::AllowUnverified(&Accept::AllowUnverified(&Accept::SameProcess));
+        assert!(DEEP.accepts(&info(libc::SI_QUEUE, me)));
     }
 }

@@ -36,22 +36,64 @@
 //! is async-signal-safe. The result is folded below the configured CPU
 //! count; a [`Runtime<Signals, N>`](crate::Runtime) must have `N` at least
 //! the number of configured CPUs, which every set-up function checks
-//! ([`SignalError::TooFewCpus`]). A thread bound to a CPU index (the
-//! drain threads, [`Runtime::drain_all`], or a thread bound with the host
-//! backend's binding, which both std backends share) gets that index
-//! instead: a `const`-initialised thread-local without a destructor, one
-//! TLS load.
+//! ([`SignalError::TooFewCpus`]).
+//!
+//! A thread that claimed a CPU slot *for this backend* (the drain threads,
+//! [`Runtime::drain_all`] while it drains) gets that slot instead: a
+//! `const`-initialised thread-local without a destructor, one TLS load,
+//! also folded below the configured CPU count. The host backend's binding
+//! ([`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread))
+//! is a different thread-local that this backend never reads: a `Host`
+//! drain thread bound to index 7 that takes a signal raises on the CPU the
+//! kernel says it runs on, which a `bh-sig` drain thread and `drain_all`
+//! serve. So a top half lands on a drained slot on every thread, and the
+//! index it computes is never out of range.
+//!
+//! # Drain threads and the signal mask
+//!
+//! Process-directed signals go to any thread that does not block them. If
+//! that is a drain thread, the only consumer of the bottom half spends its
+//! time in top halves, and in a storm the mailbox it should empty
+//! overflows. So [`Runtime::spawn_drain_threads`] starts its threads with
+//! every asynchronous signal blocked: the spawning thread blocks them
+//! around the spawn (a new thread inherits its creator's mask, so there is
+//! no window) and restores its own mask afterwards. The synchronous faults
+//! stay unblocked (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`,
+//! `SIGSYS`: blocking a fault the thread itself raises kills the process),
+//! as do the C library's internal signals (`pthread_sigmask` refuses to
+//! block them). Signals sent to a drain thread in particular (`tgkill`,
+//! `pthread_kill`) stay pending. [`Runtime::spawn_drain_threads_unmasked`]
+//! is the opt-out: its threads keep the spawning thread's mask.
 //!
 //! # The pollable file descriptor
 //!
-//! [`Runtime::event_fd`] returns one process-wide `eventfd`
-//! (`EFD_NONBLOCK | EFD_CLOEXEC`) that every kick writes to (an
-//! async-signal-safe `write(2)`), so it is readable when bottom-half work
-//! is pending that no drain is going to pick up by itself. Protocol for an
-//! event loop: when it is readable, first `read` 8 bytes from it (resets
-//! it; `EAGAIN` is fine), then call [`Runtime::drain_all`]. Reading first
-//! means a kick during the drain makes the fd readable again; a drain that
-//! runs out of budget kicks, so leftover work re-arms the fd too.
+//! [`Runtime::event_fd`] returns the runtime's own `eventfd`
+//! (`EFD_NONBLOCK | EFD_CLOEXEC`; one per runtime, created on first call,
+//! never closed), handed out as a [`BorrowedFd<'static>`] that no one can
+//! close. Every kick of the runtime (bottom-half work that no drain is
+//! going to pick up by itself) and every capture of a [`SigInfo`] into a
+//! mailbox adds 1 to it, an async-signal-safe `write(2)` with `errno`
+//! preserved, so it is readable whenever the runtime has work for the
+//! event loop. Protocol for an event loop: when it is readable, first
+//! [`Runtime::clear_event_fd`] (reads the counter, resetting it), then
+//! [`Runtime::drain_all`], then pop the capture mailboxes. Clearing first
+//! means a kick or capture during the drain makes the fd readable again; a
+//! drain that runs out of budget kicks, so leftover work re-arms it too.
+//!
+//! # `fork()`
+//!
+//! A child inherits the parent's eventfds: the same kernel object, so
+//! without care the child's kicks would wake the parent's event loop and
+//! the child's reads would steal the parent's wake-ups. The crate's
+//! `pthread_atfork` child handler gives each runtime's event fd a fresh
+//! eventfd in the child, `dup3`'d onto the same descriptor number (a
+//! [`BorrowedFd`] the child holds stays valid). The child's starts
+//! readable: it inherits whatever work was pending, and the inherited fd's
+//! state cannot say (the parent may write or read the shared object until
+//! the handler replaces it), so the child's event loop drains once, maybe
+//! for nothing. Only async-signal-safe system calls. A process that does
+//! not go through the C library's `fork()` (a raw `clone`) skips the
+//! handler.
 //!
 //! # Atomic orderings
 //!
@@ -59,6 +101,13 @@
 //! handler (increments `active`, then loads `state`) and uninstall (stores
 //! `state`, then loads `active`): all four are `SeqCst`, so uninstall never
 //! misses a handler that still reads the slot's configuration.
+//!
+//! A runtime's event-fd slot number (kept in its wake words) is stored by
+//! `event_fd` and loaded by every kick, both `SeqCst`, and `event_fd`
+//! makes a new fd readable right after storing the number: a kick that
+//! still read "no fd" comes before the store in the single total order, so
+//! its work was pending before the fd's first readiness, which the event
+//! loop's first drain sees.
 
 mod info;
 mod install;
@@ -66,14 +115,14 @@ mod install;
 pub use info::{Accept, SigInfo};
 pub use install::{SignalConfig, SignalError, SignalHandle};
 
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 use libc::c_int;
 
-use crate::backend::host::{bind_thread, bound_cpu};
+use crate::backend::host::{bind_thread, bound_cpu, BindingKind};
 use crate::backend::{Backend, DrainThreads, Host};
 use crate::softirq::{DrainOutcome, Runtime};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
 use crate::wake::WakeWord;
 use install::errno;
 
@@ -86,13 +135,57 @@ const MAX_SIGNAL: usize = 128;
 /// constant for the process), read by `current_cpu` from any context.
 static CPU_LIMIT: AtomicUsize = AtomicUsize::new(0);
 
-/// The process-wide eventfd, or -1. Set once (CAS) by `event_fd`; read by
-/// `kick` from any context.
-static EVENT_FD: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// How many runtimes of a process can have an event fd.
+const MAX_EVENT_FDS: usize = 64;
+
+/// "No descriptor" in [`EVENT_FDS`].
+const NO_FD: u32 = u32::MAX;
+
+/// The event fds, one per runtime that asked for one: entry `i` is the
+/// descriptor of the runtime whose wake words hold slot `i + 1`, or
+/// `NO_FD`. Entries are claimed (`EVENT_FDS_USED`) and written by
+/// `event_fd`, rewritten only by the fork child handler, read by every
+/// kick and capture from any context.
+static EVENT_FDS: [AtomicU32; MAX_EVENT_FDS] = [const { AtomicU32::new(NO_FD) }; MAX_EVENT_FDS];
+
+/// Entries of [`EVENT_FDS`] handed out so far (never above
+/// `MAX_EVENT_FDS`).
+static EVENT_FDS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Adds 1 to the event fd in slot `slot` (plus one; 0: none).
+/// Async-signal-safe; `errno` is preserved; never panics.
+#[inline]
+fn signal_event_fd(slot: u32) {
+    let Some(entry) = (slot as usize)
+        .checked_sub(1)
+        .and_then(|i| EVENT_FDS.get(i))
+    else {
+        return;
+    };
+    // Relaxed: the number was stored before the slot was published (SeqCst
+    // store of the slot, see "Atomic orderings").
+    let fd = entry.load(Ordering::Relaxed);
+    if fd == NO_FD {
+        return;
+    }
+    let one: u64 = 1;
+    // errno is put back so a kick from ordinary code or a handler does not
+    // clobber it. EAGAIN (counter saturated) still leaves the fd readable,
+    // which is all the protocol needs.
+    // SAFETY: errno is the calling thread's; `fd` is an eventfd of ours,
+    // never closed (after fork it is replaced in place by `dup3`); `one` is
+    // 8 readable bytes; write(2) is async-signal-safe.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::write(fd as c_int, (&one as *const u64).cast(), 8);
+        *libc::__errno_location() = saved;
+    }
+}
 
 /// The Unix-signal backend (Linux): the CPU is the one the caller runs on
 /// (`sched_getcpu`), the clock `CLOCK_MONOTONIC`, and a kick wakes the
-/// CPU's drain thread and makes [`Runtime::event_fd`] readable.
+/// CPU's drain thread and makes the runtime's [`Runtime::event_fd`]
+/// readable.
 ///
 /// A `Runtime<Signals, N>` needs `N` ≥ the number of configured CPUs; the
 /// set-up functions ([`Runtime::install`], [`Runtime::spawn_drain_threads`],
@@ -113,16 +206,17 @@ static EVENT_FD: AtomicUsize = AtomicUsize::new(usize::MAX);
 pub struct Signals;
 
 impl Backend for Signals {
-    /// `sched_getcpu()` folded below the configured CPU count (module
-    /// docs), or the CPU the calling thread claimed. Async-signal-safe.
+    /// `sched_getcpu()`, or the CPU slot the calling thread claimed for
+    /// this backend, folded below the configured CPU count (module docs).
+    /// The host backend's binding is not read. Async-signal-safe.
     #[inline]
     fn current_cpu() -> usize {
-        if let Some(bound) = bound_cpu() {
-            return bound;
-        }
         let limit = CPU_LIMIT.load(Ordering::Relaxed);
         if limit == 0 {
             return 0;
+        }
+        if let Some(bound) = bound_cpu(BindingKind::Signals) {
+            return bound % limit;
         }
         // SAFETY: no arguments, no memory; a vDSO read or the `getcpu`
         // system call, async-signal-safe (module docs). -1 on failure.
@@ -141,26 +235,13 @@ impl Backend for Signals {
         Host::now_ns()
     }
 
-    /// Wakes the CPU's drain thread and, if [`Runtime::event_fd`] created
-    /// the eventfd, adds 1 to it. Async-signal-safe; `errno` is preserved.
+    /// Wakes the CPU's drain thread and, if the runtime has an event fd
+    /// ([`Runtime::event_fd`]), adds 1 to it. Async-signal-safe; `errno`
+    /// is preserved.
     #[inline]
     fn kick(_cpu: usize, wake: &WakeWord) {
         wake.notify();
-        let fd = EVENT_FD.load(Ordering::Acquire);
-        if fd != usize::MAX {
-            let one: u64 = 1;
-            // errno is put back so a kick from ordinary code does not clobber
-            // it. EAGAIN (counter saturated) still leaves the fd readable,
-            // which is all the protocol needs.
-            // SAFETY: errno is the calling thread's; `fd` is the eventfd,
-            // never closed; `one` is 8 readable bytes; write(2) is
-            // async-signal-safe.
-            unsafe {
-                let errno = *libc::__errno_location();
-                libc::write(fd as c_int, (&one as *const u64).cast(), 8);
-                *libc::__errno_location() = errno;
-            }
-        }
+        signal_event_fd(wake.event_slot());
     }
 }
 
@@ -208,74 +289,207 @@ impl<const N: usize> Runtime<Signals, N> {
     }
 }
 
+/// The synchronous faults: never blocked in drain threads (a blocked fault
+/// the thread raises itself kills the process).
+const SYNCHRONOUS_FAULTS: [c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// Blocks every asynchronous signal in the calling thread until dropped,
+/// then restores the mask it had.
+struct BlockAsyncSignals {
+    previous: libc::sigset_t,
+}
+
+impl BlockAsyncSignals {
+    fn new() -> Result<BlockAsyncSignals, SignalError> {
+        // SAFETY: sigset_t is plain data and sigfillset/sigdelset fill it
+        // before use; pthread_sigmask reads `set` and writes `previous`,
+        // both valid for the call, and changes only this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            let mut previous: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in SYNCHRONOUS_FAULTS {
+                libc::sigdelset(&mut set, sig);
+            }
+            match libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous) {
+                0 => Ok(BlockAsyncSignals { previous }),
+                e => Err(SignalError::Os(e)),
+            }
+        }
+    }
+}
+
+impl Drop for BlockAsyncSignals {
+    fn drop(&mut self) {
+        // SAFETY: `previous` is the mask pthread_sigmask gave us; it only
+        // changes this thread's mask. Signals that arrived meanwhile for
+        // this thread are delivered now.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, core::ptr::null_mut()) };
+    }
+}
+
 impl<const N: usize> Runtime<Signals, N> {
-    /// The process-wide pollable file descriptor (an `eventfd`,
-    /// `EFD_NONBLOCK | EFD_CLOEXEC`, created on first call and never
-    /// closed): readable when bottom-half work is pending that no drain is
-    /// going to pick up by itself. Protocol: when readable, `read` 8 bytes
-    /// (resets it), then [`drain_all`](Runtime::drain_all).
+    /// This runtime's pollable file descriptor: an `eventfd`
+    /// (`EFD_NONBLOCK | EFD_CLOEXEC`), one per runtime, created on the
+    /// first call (and readable at once, so the event loop's first drain
+    /// picks up work raised before it) and never closed. It becomes
+    /// readable whenever the runtime has bottom-half work that no drain is
+    /// going to pick up by itself, and whenever a handler captures a
+    /// [`SigInfo`] into a mailbox. Protocol: when readable,
+    /// [`clear_event_fd`](Runtime::clear_event_fd), then
+    /// [`drain_all`](Runtime::drain_all), then pop the capture mailboxes
+    /// (module docs).
+    ///
+    /// Returned borrowed for `'static`: it cannot be closed through it (a
+    /// `File` or `OwnedFd` made from it would close the runtime's fd).
+    /// Hand it to `poll`, `epoll`, or tokio's `AsyncFd`.
     ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
     ///
     /// # Errors
     ///
-    /// [`SignalError::TooFewCpus`]; [`SignalError::Os`] if `eventfd` fails.
+    /// [`SignalError::TooFewCpus`]; [`SignalError::Os`] if `eventfd` fails,
+    /// or with `EMFILE` if 64 runtimes of this process already have one.
     ///
     /// # Examples
     ///
     /// ```
     /// use bottomhalf::{Config, Runtime, SignalConfig, Signals, Vector};
+    /// use std::os::fd::AsRawFd;
     /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
     /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     /// static RUNS: AtomicU32 = AtomicU32::new(0);
     /// const SIG_BH: Vector = Vector::new(9);
     /// RT.register(SIG_BH, "SIG", |_| { RUNS.fetch_add(1, Ordering::SeqCst); }).unwrap();
     /// let fd = RT.event_fd().unwrap();
     /// let _h = RT.install(SignalConfig::new(libc::SIGTTOU, |_| RT.raise(SIG_BH))).unwrap();
-    /// // SAFETY: raising a signal whose handler is installed; poll and read
-    /// // on our eventfd with valid buffers.
-    /// unsafe {
-    ///     libc::raise(libc::SIGTTOU);
-    ///     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    ///     assert_eq!(libc::poll(&mut p, 1, 1000), 1);
-    ///     let mut n = 0u64;
-    ///     libc::read(fd, (&mut n as *mut u64).cast(), 8);
-    /// }
+    /// // SAFETY: raising a signal whose handler is installed.
+    /// unsafe { libc::raise(libc::SIGTTOU) };
+    /// // The event loop: wait until readable, clear, drain.
+    /// let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    /// // SAFETY: one valid pollfd for the duration of the call.
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+    /// assert!(RT.clear_event_fd());
     /// let _ = RT.drain_all();
     /// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+    /// assert!(!RT.clear_event_fd(), "nothing new since");
     /// ```
-    pub fn event_fd(&self) -> Result<RawFd, SignalError> {
+    pub fn event_fd(&self) -> Result<BorrowedFd<'static>, SignalError> {
         self.check_cpus()?;
-        let fd = EVENT_FD.load(Ordering::Acquire);
-        if fd != usize::MAX {
-            return Ok(fd as RawFd);
+        let first = &self.cpu_state(0).wake;
+        let mut slot = first.event_slot();
+        if slot == 0 {
+            slot = self.create_event_fd()?;
         }
+        let fd = EVENT_FDS
+            .get(slot as usize - 1)
+            .map_or(NO_FD, |e| e.load(Ordering::Relaxed));
+        if fd == NO_FD {
+            // Only after a fork whose child could not replace the fd.
+            return Err(SignalError::Os(libc::EBADF));
+        }
+        // SAFETY: `fd` is an eventfd this crate created and never closes
+        // (after fork it is replaced in place by `dup3`, so the number
+        // stays open), so it is open for 'static.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd as c_int) })
+    }
+
+    /// Creates this runtime's eventfd and publishes its slot in every wake
+    /// word; returns the slot (plus one). Two racing callers: one slot
+    /// wins, the loser's fd is closed and its table entry left empty.
+    #[cold]
+    fn create_event_fd(&self) -> Result<u32, SignalError> {
         // SAFETY: plain system call.
-        let new = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if new < 0 {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
             return Err(SignalError::Os(errno()));
         }
-        // Release: pairs with the Acquire load in `kick`.
-        match EVENT_FD.compare_exchange(
-            usize::MAX,
-            new as usize,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Ok(new),
+        let close = || {
+            // SAFETY: `fd` is ours and nobody else has seen it.
+            unsafe { libc::close(fd) };
+        };
+        let Ok(index) = EVENT_FDS_USED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < MAX_EVENT_FDS).then_some(n + 1)
+        }) else {
+            close();
+            return Err(SignalError::Os(libc::EMFILE));
+        };
+        EVENT_FDS[index].store(fd as u32, Ordering::Relaxed);
+        let mine = index as u32 + 1;
+        let first = &self.cpu_state(0).wake;
+        // SeqCst, as every access to the slot ("Atomic orderings"); the
+        // CAS picks one winner among racing set-ups.
+        let slot = match first.claim_event_slot(mine) {
+            Ok(()) => mine,
             Err(winner) => {
-                // SAFETY: `new` is ours and nobody else has seen it.
-                unsafe { libc::close(new) };
-                Ok(winner as RawFd)
+                EVENT_FDS[index].store(NO_FD, Ordering::Relaxed);
+                close();
+                return Ok(winner);
             }
+        };
+        for cpu in 1..N {
+            self.cpu_state(cpu).wake.set_event_slot(slot);
+        }
+        // Readable at once: work raised before the slot was visible to its
+        // kick is pending, and the first drain must run it.
+        signal_event_fd(slot);
+        Ok(slot)
+    }
+
+    /// Reads and resets this runtime's event fd counter; `true` if it was
+    /// readable. Call it before [`drain_all`](Runtime::drain_all) when the
+    /// fd polls readable (module docs). Without an event fd, `false`.
+    ///
+    /// Top-half safe: no (meant for the event loop). Allocates: no.
+    /// Blocks: no (the fd is non-blocking).
+    ///
+    /// # Examples
+    ///
+    /// See [`Runtime::event_fd`].
+    pub fn clear_event_fd(&self) -> bool {
+        let Some(first) = (N > 0).then(|| &self.cpu_state(0).wake) else {
+            return false;
+        };
+        let slot = first.event_slot() as usize;
+        let Some(entry) = slot.checked_sub(1).and_then(|i| EVENT_FDS.get(i)) else {
+            return false;
+        };
+        let fd = entry.load(Ordering::Relaxed);
+        if fd == NO_FD {
+            return false;
+        }
+        let mut count = 0u64;
+        // SAFETY: reading 8 bytes into `count` from our non-blocking
+        // eventfd (never closed); EAGAIN when it was not readable.
+        let n = unsafe { libc::read(fd as c_int, (&mut count as *mut u64).cast(), 8) };
+        n == 8 && count != 0
+    }
+
+    /// Makes this runtime's event fd readable, for a handler that captured
+    /// a `SigInfo` (which raises nothing by itself). Does nothing if the
+    /// runtime has no event fd. Async-signal-safe, `errno` preserved,
+    /// never panics.
+    #[inline]
+    #[allow(dead_code)] // called by the handler's capture path (install.rs)
+    pub(crate) fn notify_event_fd(&self) {
+        if N > 0 {
+            signal_event_fd(self.cpu_state(0).wake.event_slot());
         }
     }
 
     /// Drains every CPU from the calling thread (for event loops): claims
-    /// CPU `c` for the thread, drains it, for each `c`; the thread's claim
-    /// is restored afterwards. Returns `Remaining` if some CPU ran out of
-    /// budget (it kicked, so the eventfd is readable again), else `Busy` if
-    /// some CPU was being drained elsewhere, else `Complete`.
+    /// CPU slot `c` for the thread, drains it, for each `c`; the thread's
+    /// claim is restored afterwards. Returns `Remaining` if some CPU ran
+    /// out of budget (it kicked, so the event fd is readable again), else
+    /// `Busy` if some CPU was being drained elsewhere, else `Complete`.
     ///
     /// Top-half safe: no (runs handlers). Allocates: no. Blocks: no.
     ///
@@ -283,12 +497,12 @@ impl<const N: usize> Runtime<Signals, N> {
     ///
     /// See [`Runtime::event_fd`].
     pub fn drain_all(&self) -> DrainOutcome {
-        let cpus = CPU_LIMIT.load(Ordering::Relaxed).clamp(1, N);
+        let cpus = CPU_LIMIT.load(Ordering::Relaxed).clamp(1, N.max(1));
         let mut outcome = DrainOutcome::Complete;
-        for cpu in 0..cpus {
-            // Restores the thread's previous binding when dropped, also on
+        for cpu in 0..cpus.min(N) {
+            // Restores the thread's previous claim when dropped, also on
             // unwind from a handler.
-            let _cpu = bind_thread(cpu);
+            let _cpu = bind_thread(BindingKind::Signals, cpu);
             match self.drain() {
                 DrainOutcome::Remaining => outcome = DrainOutcome::Remaining,
                 DrainOutcome::Busy if outcome == DrainOutcome::Complete => {
@@ -302,17 +516,25 @@ impl<const N: usize> Runtime<Signals, N> {
 
     /// Starts one drain thread per configured CPU: thread `c`, named
     /// `bh-sig/c`, pins itself to CPU `c` (`sched_setaffinity`; if the
-    /// process may not run there, it stays unpinned) and claims CPU `c`,
-    /// so a raise from a handler that ran on CPU `c` is drained by it. It
-    /// sleeps on the CPU's futex between kicks. Dropping the handle stops
-    /// and joins the threads.
+    /// process may not run there, it stays unpinned) and claims CPU slot
+    /// `c`, so a raise from a handler that ran on CPU `c` is drained by it.
+    /// It sleeps on the CPU's futex between kicks. Dropping the handle
+    /// stops and joins the threads.
+    ///
+    /// The threads start with every asynchronous signal blocked (all but
+    /// `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`), so
+    /// top halves run on the program's other threads and never steal the
+    /// drain threads' time (module docs). The calling thread's mask is
+    /// changed for the duration of the spawn and then restored. Opt out
+    /// with [`spawn_drain_threads_unmasked`](Runtime::spawn_drain_threads_unmasked).
     ///
     /// Top-half safe: no. Allocates: yes (threads). Blocks: no.
     ///
     /// # Errors
     ///
     /// [`SignalError::TooFewCpus`]; [`SignalError::Os`] if a thread could
-    /// not be spawned (the ones already started are stopped).
+    /// not be spawned (the ones already started are stopped) or the mask
+    /// could not be set.
     ///
     /// # Examples
     ///
@@ -335,9 +557,39 @@ impl<const N: usize> Runtime<Signals, N> {
     /// ```
     pub fn spawn_drain_threads(&'static self) -> Result<DrainThreads, SignalError> {
         let cpus = self.check_cpus()?;
+        let _blocked = BlockAsyncSignals::new()?;
+        self.spawn_drain_threads_for(cpus)
+    }
+
+    /// [`spawn_drain_threads`](Runtime::spawn_drain_threads) without the
+    /// signal mask: the threads inherit the calling thread's mask, so the
+    /// kernel may run top halves on them. For programs that manage masks
+    /// themselves, or need thread-directed signals (`pthread_kill`) to
+    /// reach the drain threads.
+    ///
+    /// Top-half safe: no. Allocates: yes (threads). Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn_drain_threads`](Runtime::spawn_drain_threads).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Runtime, Signals};
+    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    /// let drains = RT.spawn_drain_threads_unmasked().unwrap();
+    /// assert_eq!(drains.len(), RT.check_cpus().unwrap());
+    /// ```
+    pub fn spawn_drain_threads_unmasked(&'static self) -> Result<DrainThreads, SignalError> {
+        let cpus = self.check_cpus()?;
+        self.spawn_drain_threads_for(cpus)
+    }
+
+    fn spawn_drain_threads_for(&'static self, cpus: usize) -> Result<DrainThreads, SignalError> {
         DrainThreads::spawn(self, cpus, "bh-sig", |_rt, cpu| {
-            // The binding lasts as long as the thread.
-            core::mem::forget(bind_thread(cpu));
+            // The claim lasts as long as the thread.
+            core::mem::forget(bind_thread(BindingKind::Signals, cpu));
             pin_to(cpu)
         })
         .map_err(|e| SignalError::Os(e.raw_os_error().unwrap_or(libc::EAGAIN)))
@@ -360,20 +612,113 @@ fn pin_to(cpu: usize) -> bool {
     }
 }
 
-impl<const N: usize> Runtime<Signals, N> {
-    /// Makes this runtime's event fd readable, for a handler that captured
-    /// a `SigInfo` without raising anything. Async-signal-safe.
-    #[allow(dead_code)] // called by the handler's capture path
-    pub(crate) fn notify_event_fd(&self) {}
+/// Writes `msg` to stderr with `write(2)` (async-signal-safe).
+fn raw_message(msg: &[u8]) {
+    // SAFETY: `msg` is readable for its length; write is async-signal-safe.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
 /// Called in the child right after `fork()` (single-threaded there): gives
 /// each runtime's event fd its own eventfd in the child, so the child
-/// neither steals the parent's wake-ups nor sends it its own.
-pub(crate) fn reset_event_fds_after_fork() {}
+/// neither steals the parent's wake-ups nor sends it its own. The new one
+/// takes the old one's number (`dup3`) and starts readable.
+/// Async-signal-safe system calls only; `errno` preserved.
+pub(crate) fn reset_event_fds_after_fork() {
+    let saved = errno();
+    let used = EVENT_FDS_USED.load(Ordering::Relaxed).min(MAX_EVENT_FDS);
+    for entry in &EVENT_FDS[..used] {
+        let fd = entry.load(Ordering::Relaxed);
+        if fd == NO_FD {
+            continue;
+        }
+        if !replace_event_fd(fd as c_int) {
+            // The child's kicks must not reach the parent: this runtime has
+            // no event fd in the child from now on.
+            entry.store(NO_FD, Ordering::Relaxed);
+            raw_message(
+                b"bottomhalf: after fork, the child could not get its own event fd; the runtime's event fd is no longer written in this child\n",
+            );
+        }
+    }
+    // SAFETY: the calling thread's errno, put back as it was.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+/// Replaces the inherited eventfd `fd` by a fresh one at the same number,
+/// readable. `false` if no fresh eventfd could be made.
+///
+/// Readable because the child inherits whatever work was pending at the
+/// fork, and the inherited fd's state cannot tell: between `fork()` and
+/// this handler the parent may still write the shared eventfd (a kick
+/// that belongs to the parent) or read it. One empty drain in the child
+/// costs less than a lost one.
+fn replace_event_fd(fd: c_int) -> bool {
+    // SAFETY: eventfd, close, dup3 and write are system calls
+    // (async-signal-safe). `fd` is the inherited eventfd: closing it (only
+    // to make room if the file table is full) and dup3 onto it replace the
+    // child's copy only, never the parent's.
+    unsafe {
+        let mut new = libc::eventfd(1, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+        if new < 0 && *libc::__errno_location() == libc::EMFILE {
+            // The file table is full: free the inherited slot and retry;
+            // the new fd then usually takes `fd`'s number.
+            libc::close(fd);
+            new = libc::eventfd(1, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+        }
+        if new < 0 {
+            return false;
+        }
+        if new != fd {
+            let moved = libc::dup3(new, fd, libc::O_CLOEXEC) >= 0;
+            libc::close(new);
+            return moved;
+        }
+    }
+    true
+}
 
 /// The signal backend's part of the `fork()` child handler.
 pub(crate) fn after_fork_child() {
     install::reset_slots_after_fork();
     reset_event_fds_after_fork();
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use crate::{Config, Runtime, Signals};
+    use std::os::fd::AsRawFd;
+
+    fn readable(rt: &Runtime<Signals, 256>) -> bool {
+        let mut p = libc::pollfd {
+            fd: rt.event_fd().unwrap().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn notify_event_fd_makes_only_its_own_runtimes_fd_readable() {
+        static A: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+        static B: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+        // No fd yet: a no-op, not a panic.
+        A.notify_event_fd();
+        let (fa, fb) = (A.event_fd().unwrap(), B.event_fd().unwrap());
+        assert_ne!(fa.as_raw_fd(), fb.as_raw_fd(), "one fd per runtime");
+        assert_eq!(A.event_fd().unwrap().as_raw_fd(), fa.as_raw_fd(), "stable");
+        // New fds start readable (work raised before them is pending).
+        assert!(A.clear_event_fd() && B.clear_event_fd());
+        assert!(!readable(&A) && !readable(&B));
+
+        // SAFETY: the calling thread's errno.
+        unsafe { *libc::__errno_location() = 4242 };
+        A.notify_event_fd();
+        // SAFETY: as above.
+        assert_eq!(unsafe { *libc::__errno_location() }, 4242, "errno kept");
+        assert!(readable(&A), "the capture notification reached A's fd");
+        assert!(!readable(&B), "and not B's");
+        assert!(A.clear_event_fd());
+        assert!(!readable(&A) && !A.clear_event_fd());
+    }
 }
