@@ -50,6 +50,11 @@
 //!   delivered when the handler returns, to whatever disposition is in
 //!   force then.
 //!
+//! If uninstall found someone else's handler in place
+//! ([`SignalError::Replaced`]), that handler received the signal from the
+//! kernel and may call bottomhalf's as its "previous" handler: such calls
+//! are not forwarded again (that would run it twice) and count nothing.
+//!
 //! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
 //! counted in [`SignalHandle::lost`]: that is the only way a signal that
 //! reached the handler is neither run, forwarded nor counted as such.
@@ -549,6 +554,11 @@ struct Slot {
     data: UnsafeCell<SlotData>,
     /// Shared mode (written before `publish`, read by the fork handler).
     shared: AtomicBool,
+    /// Exclusive-mode uninstall found someone else's handler in place
+    /// (`Replaced`): that handler got the signal from the kernel and may
+    /// chain to ours, so late deliveries to ours are not forwarded again
+    /// (that would run it twice, or recurse). Cleared by `install`.
+    chained: AtomicBool,
     /// Set in a fork child if a handler of this shared-mode slot was
     /// inside the registry at the fork: uninstall must not call the
     /// registry (it would wait for that handler forever).
@@ -570,6 +580,7 @@ impl Slot {
                 runtime: None,
             }),
             shared: AtomicBool::new(false),
+            chained: AtomicBool::new(false),
             stranded: AtomicBool::new(false),
         }
     }
@@ -640,7 +651,7 @@ fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, exclusive:
             slot.state.leave();
             // Forwarding reads no slot data, so it runs outside: an
             // uninstall does not wait for a slow previous handler.
-            if exclusive {
+            if exclusive && !slot.chained.load(Ordering::Relaxed) {
                 forward(slot, sig, info, ctx, counters);
             }
         }
@@ -999,7 +1010,13 @@ impl SignalHandle {
     fn remove(&self) -> Result<(), SignalError> {
         let slot = self.slot();
         let result = match &self.owner {
-            Owner::Exclusive(previous) => restore_exclusive(self.signal, previous),
+            Owner::Exclusive(previous) => {
+                let r = restore_exclusive(self.signal, previous);
+                if r == Err(SignalError::Replaced(self.signal)) {
+                    slot.chained.store(true, Ordering::Relaxed);
+                }
+                r
+            }
             Owner::Shared(id) => {
                 if !slot.stranded.swap(false, Ordering::Relaxed) {
                     signal_hook_registry::unregister(*id);
@@ -1121,6 +1138,7 @@ impl<const N: usize> Runtime<Signals, N> {
         });
         slot.shared.store(shared, Ordering::Relaxed);
         slot.stranded.store(false, Ordering::Relaxed);
+        slot.chained.store(false, Ordering::Relaxed);
         let base = SignalCounts::total(config.signal);
         let owner = if shared {
             install_shared(config.signal, slot)?
