@@ -78,11 +78,17 @@ fn tokio_both_ways(tokio_first: bool) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut h = None;
         if !tokio_first {
-            h = Some(RT.install(SignalConfig::new(libc::SIGUSR1, our_top_half)).unwrap());
+            h = Some(
+                RT.install(SignalConfig::new(libc::SIGUSR1, our_top_half))
+                    .unwrap(),
+            );
         }
         let mut stream = signal(SignalKind::user_defined1()).unwrap();
         if tokio_first {
-            h = Some(RT.install(SignalConfig::new(libc::SIGUSR1, our_top_half)).unwrap());
+            h = Some(
+                RT.install(SignalConfig::new(libc::SIGUSR1, our_top_half))
+                    .unwrap(),
+            );
         }
         let h = h.unwrap();
         for round in 1..=3 {
@@ -116,9 +122,10 @@ fn shared_mode_chains_with_tokio_signal_tokio_first() {
 
 #[test]
 fn shared_mode_chains_with_tokio_signal_bottomhalf_first() {
-    if let Some(out) = scenario("shared_mode_chains_with_tokio_signal_bottomhalf_first", || {
-        tokio_both_ways(false)
-    }) {
+    if let Some(out) = scenario(
+        "shared_mode_chains_with_tokio_signal_bottomhalf_first",
+        || tokio_both_ways(false),
+    ) {
         expect_success("bottomhalf first", out);
     }
 }
@@ -141,7 +148,10 @@ fn signal_hook_both_ways(hook_first: bool) {
     if hook_first {
         id = Some(register(&theirs));
     }
-    h = h.or(Some(RT.install(SignalConfig::new(libc::SIGUSR2, our_top_half)).unwrap()));
+    h = h.or(Some(
+        RT.install(SignalConfig::new(libc::SIGUSR2, our_top_half))
+            .unwrap(),
+    ));
     if !hook_first {
         id = Some(register(&theirs));
     }
@@ -153,7 +163,11 @@ fn signal_hook_both_ways(hook_first: bool) {
     }
     h.uninstall().unwrap();
     raise(libc::SIGUSR2);
-    assert_eq!(theirs.load(Ordering::SeqCst), 4, "theirs stopped after our uninstall");
+    assert_eq!(
+        theirs.load(Ordering::SeqCst),
+        4,
+        "theirs stopped after our uninstall"
+    );
     assert_eq!(OURS.load(Ordering::SeqCst), 3, "ours ran after uninstall");
     assert!(signal_hook::low_level::unregister(id.unwrap()));
     println!("signal-hook first={hook_first}: both saw 3, theirs saw the 4th, alive");
@@ -170,9 +184,10 @@ fn shared_mode_chains_with_signal_hook_hook_first() {
 
 #[test]
 fn shared_mode_chains_with_signal_hook_bottomhalf_first() {
-    if let Some(out) = scenario("shared_mode_chains_with_signal_hook_bottomhalf_first", || {
-        signal_hook_both_ways(false)
-    }) {
+    if let Some(out) = scenario(
+        "shared_mode_chains_with_signal_hook_bottomhalf_first",
+        || signal_hook_both_ways(false),
+    ) {
         expect_success("bottomhalf first", out);
     }
 }
@@ -181,46 +196,49 @@ fn shared_mode_chains_with_signal_hook_bottomhalf_first() {
 /// signal-hook keeps working; a signal at SIG_IGN or SIG_DFL is taken.
 #[test]
 fn exclusive_mode_refuses_a_signal_another_handler_holds() {
-    if let Some(out) = scenario("exclusive_mode_refuses_a_signal_another_handler_holds", || {
-        let theirs = Arc::new(AtomicU32::new(0));
-        let t = Arc::clone(&theirs);
-        // SAFETY: the action only increments an atomic.
-        let id = unsafe {
-            signal_hook::low_level::register(libc::SIGUSR2, move || {
-                t.fetch_add(1, Ordering::SeqCst);
-            })
-        }
-        .unwrap();
-        let before = query(libc::SIGUSR2);
-        let err = RT
-            .install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
-            .unwrap_err();
-        assert_eq!(err, SignalError::HeldByOther(libc::SIGUSR2));
-        assert!(err.to_string().contains("held by another handler"), "{err}");
-        assert_eq!(query(libc::SIGUSR2).sa_sigaction, before.sa_sigaction);
-        raise(libc::SIGUSR2);
-        assert_eq!(theirs.load(Ordering::SeqCst), 1);
-        assert_eq!(OURS.load(Ordering::SeqCst), 0);
-        // Shared mode runs beside it.
-        let h = RT
-            .install(SignalConfig::new(libc::SIGUSR2, our_top_half))
+    if let Some(out) = scenario(
+        "exclusive_mode_refuses_a_signal_another_handler_holds",
+        || {
+            let theirs = Arc::new(AtomicU32::new(0));
+            let t = Arc::clone(&theirs);
+            // SAFETY: the action only increments an atomic.
+            let id = unsafe {
+                signal_hook::low_level::register(libc::SIGUSR2, move || {
+                    t.fetch_add(1, Ordering::SeqCst);
+                })
+            }
             .unwrap();
-        raise(libc::SIGUSR2);
-        assert_eq!((theirs.load(Ordering::SeqCst), h.handled()), (2, 1));
-        h.uninstall().unwrap();
-        signal_hook::low_level::unregister(id);
-        // SIG_IGN is taken and given back.
-        // SAFETY: setting SIG_IGN for SIGHUP.
-        unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-        let h = RT
-            .install(SignalConfig::new(libc::SIGHUP, our_top_half).exclusive())
-            .unwrap();
-        raise(libc::SIGHUP);
-        assert_eq!(h.handled(), 1);
-        h.uninstall().unwrap();
-        assert_eq!(query(libc::SIGHUP).sa_sigaction, libc::SIG_IGN);
-        println!("exclusive refused the held signal; took and restored SIG_IGN");
-    }) {
+            let before = query(libc::SIGUSR2);
+            let err = RT
+                .install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
+                .unwrap_err();
+            assert_eq!(err, SignalError::HeldByOther(libc::SIGUSR2));
+            assert!(err.to_string().contains("held by another handler"), "{err}");
+            assert_eq!(query(libc::SIGUSR2).sa_sigaction, before.sa_sigaction);
+            raise(libc::SIGUSR2);
+            assert_eq!(theirs.load(Ordering::SeqCst), 1);
+            assert_eq!(OURS.load(Ordering::SeqCst), 0);
+            // Shared mode runs beside it.
+            let h = RT
+                .install(SignalConfig::new(libc::SIGUSR2, our_top_half))
+                .unwrap();
+            raise(libc::SIGUSR2);
+            assert_eq!((theirs.load(Ordering::SeqCst), h.handled()), (2, 1));
+            h.uninstall().unwrap();
+            signal_hook::low_level::unregister(id);
+            // SIG_IGN is taken and given back.
+            // SAFETY: setting SIG_IGN for SIGHUP.
+            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+            let h = RT
+                .install(SignalConfig::new(libc::SIGHUP, our_top_half).exclusive())
+                .unwrap();
+            raise(libc::SIGHUP);
+            assert_eq!(h.handled(), 1);
+            h.uninstall().unwrap();
+            assert_eq!(query(libc::SIGHUP).sa_sigaction, libc::SIG_IGN);
+            println!("exclusive refused the held signal; took and restored SIG_IGN");
+        },
+    ) {
         expect_success("refusal", out);
     }
 }
@@ -232,36 +250,39 @@ fn exclusive_mode_refuses_a_signal_another_handler_holds() {
 /// the process).
 #[test]
 fn exclusive_uninstall_never_overwrites_a_newer_handler() {
-    if let Some(out) = scenario("exclusive_uninstall_never_overwrites_a_newer_handler", || {
-        let h = RT
-            .install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
+    if let Some(out) = scenario(
+        "exclusive_uninstall_never_overwrites_a_newer_handler",
+        || {
+            let h = RT
+                .install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
+                .unwrap();
+            let theirs = Arc::new(AtomicU32::new(0));
+            let t = Arc::clone(&theirs);
+            // SAFETY: the action only increments an atomic.
+            let _id = unsafe {
+                signal_hook::low_level::register(libc::SIGUSR2, move || {
+                    t.fetch_add(1, Ordering::SeqCst);
+                })
+            }
             .unwrap();
-        let theirs = Arc::new(AtomicU32::new(0));
-        let t = Arc::clone(&theirs);
-        // SAFETY: the action only increments an atomic.
-        let _id = unsafe {
-            signal_hook::low_level::register(libc::SIGUSR2, move || {
-                t.fetch_add(1, Ordering::SeqCst);
-            })
-        }
-        .unwrap();
-        let registry = query(libc::SIGUSR2).sa_sigaction;
-        raise(libc::SIGUSR2);
-        // The registry chains to ours (its previous handler).
-        assert_eq!((theirs.load(Ordering::SeqCst), h.handled()), (1, 1));
-        assert_eq!(h.uninstall(), Err(SignalError::Replaced(libc::SIGUSR2)));
-        assert_eq!(query(libc::SIGUSR2).sa_sigaction, registry, "left in place");
-        raise(libc::SIGUSR2);
-        assert_eq!(theirs.load(Ordering::SeqCst), 2, "theirs ran exactly once");
-        assert_eq!(OURS.load(Ordering::SeqCst), 1, "ours ran after uninstall");
-        // The slot is free again, and exclusive mode now refuses.
-        assert_eq!(
-            RT.install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
-                .unwrap_err(),
-            SignalError::HeldByOther(libc::SIGUSR2)
-        );
-        println!("uninstall left signal-hook's handler; it still fires; alive");
-    }) {
+            let registry = query(libc::SIGUSR2).sa_sigaction;
+            raise(libc::SIGUSR2);
+            // The registry chains to ours (its previous handler).
+            assert_eq!((theirs.load(Ordering::SeqCst), h.handled()), (1, 1));
+            assert_eq!(h.uninstall(), Err(SignalError::Replaced(libc::SIGUSR2)));
+            assert_eq!(query(libc::SIGUSR2).sa_sigaction, registry, "left in place");
+            raise(libc::SIGUSR2);
+            assert_eq!(theirs.load(Ordering::SeqCst), 2, "theirs ran exactly once");
+            assert_eq!(OURS.load(Ordering::SeqCst), 1, "ours ran after uninstall");
+            // The slot is free again, and exclusive mode now refuses.
+            assert_eq!(
+                RT.install(SignalConfig::new(libc::SIGUSR2, our_top_half).exclusive())
+                    .unwrap_err(),
+                SignalError::HeldByOther(libc::SIGUSR2)
+            );
+            println!("uninstall left signal-hook's handler; it still fires; alive");
+        },
+    ) {
         expect_success("no overwrite", out);
     }
 }
