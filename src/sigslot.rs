@@ -170,11 +170,6 @@ impl SlotState {
         self.state.store(EMPTY, Ordering::Release);
     }
 
-    /// Whether the slot is installed (ACTIVE). For reports only.
-    pub fn is_active(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ACTIVE
-    }
-
     /// In the child right after `fork()`, which has one thread: the
     /// handlers that were inside on the parent's other threads, and an
     /// install or uninstall that another thread was running, do not exist

@@ -559,6 +559,11 @@ struct Slot {
     /// chain to ours, so late deliveries to ours are not forwarded again
     /// (that would run it twice, or recurse). Cleared by `install`.
     chained: AtomicBool,
+    /// Exclusive-mode uninstall could not restore the previous disposition
+    /// (`sigaction` failed), so bottomhalf's handler may stay in force over
+    /// an empty slot: late deliveries are counted lost instead of being
+    /// re-queued to it. Cleared by `install`.
+    restore_failed: AtomicBool,
     /// Set in a fork child if a handler of this shared-mode slot was
     /// inside the registry at the fork: uninstall must not call the
     /// registry (it would wait for that handler forever).
@@ -581,6 +586,7 @@ impl Slot {
             }),
             shared: AtomicBool::new(false),
             chained: AtomicBool::new(false),
+            restore_failed: AtomicBool::new(false),
             stranded: AtomicBool::new(false),
         }
     }
@@ -639,6 +645,20 @@ fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, exclusive:
     let (Some(slot), Some(counters)) = (SLOTS.get(idx), COUNTERS.get(idx)) else {
         return;
     };
+    if try_run(slot, sig, info, counters) {
+        return;
+    }
+    // Gone. Forwarding reads no slot data, so it runs outside the slot: an
+    // uninstall does not wait for a slow previous handler.
+    if exclusive && !slot.chained.load(Ordering::Relaxed) {
+        forward(slot, sig, info, ctx, counters);
+    }
+}
+
+/// Enters the slot; if it is installed, runs the delivery through it
+/// (filter, capture, top half, counters) and returns `true`. Otherwise
+/// returns `false` having touched nothing but the slot's state.
+fn try_run(slot: &Slot, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) -> bool {
     match slot.state.enter() {
         Entered::Active => {
             // SAFETY: `enter` returned Active, so `data` is published and
@@ -646,14 +666,11 @@ fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, exclusive:
             let data = slot.data.with(|p| unsafe { *p });
             run(data, sig, info, counters);
             slot.state.leave();
+            true
         }
         Entered::Gone => {
             slot.state.leave();
-            // Forwarding reads no slot data, so it runs outside: an
-            // uninstall does not wait for a slow previous handler.
-            if exclusive && !slot.chained.load(Ordering::Relaxed) {
-                forward(slot, sig, info, ctx, counters);
-            }
+            false
         }
     }
 }
@@ -705,6 +722,10 @@ fn default_ignores(sig: c_int) -> bool {
     )
 }
 
+/// How many times `forward` finds bottomhalf's handler in force again
+/// over a slot that is gone before it re-queues the delivery instead.
+const FORWARD_RETRIES: u32 = 4;
+
 /// Passes a signal that reached the handler of a slot being uninstalled
 /// to the disposition in force now (module docs). Async-signal-safe.
 fn forward(
@@ -714,28 +735,45 @@ fn forward(
     ctx: *mut c_void,
     counters: &Counters,
 ) {
-    // SAFETY: an all-zero sigaction is a valid value; `cur` is writable;
-    // sigaction(2) with a null new action only reads the disposition and
-    // is async-signal-safe.
+    // SAFETY: an all-zero sigaction is a valid value.
     let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
-    if unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) } != 0 {
-        bump(&counters.lost);
-        return;
+    let mut tries = 0;
+    loop {
+        // SAFETY: `cur` is writable; sigaction(2) with a null new action
+        // only reads the disposition and is async-signal-safe.
+        if unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) } != 0 {
+            bump(&counters.lost);
+            return;
+        }
+        if cur.sa_sigaction != handler_addr() {
+            break;
+        }
+        // Our handler is in force again: a re-install. Its `publish` came
+        // before its `sigaction` and its uninstall's `begin_remove` comes
+        // after the restore, so the slot was live when we read the
+        // disposition: run the delivery through it now (counted there).
+        // If the slot is gone again, that uninstall has restored
+        // something since: read the disposition again. Every turn needs a
+        // whole install/uninstall cycle of another thread; after a few,
+        // re-queue (delivered when this handler returns). A restore that
+        // failed leaves our handler in force over an empty slot: that
+        // delivery is lost (counted), never bounced back here forever.
+        if slot.restore_failed.load(Ordering::Relaxed) {
+            bump(&counters.lost);
+            return;
+        }
+        if try_run(slot, sig, info, counters) {
+            return;
+        }
+        tries += 1;
+        if tries == FORWARD_RETRIES {
+            requeue(sig, info, counters);
+            return;
+        }
     }
     let h = cur.sa_sigaction;
     if h == libc::SIG_IGN || (h == libc::SIG_DFL && default_ignores(sig)) {
         bump(&counters.forwarded);
-        return;
-    }
-    if h == handler_addr() {
-        // A re-install made us the handler again: it gets the signal if it
-        // is live; a slot that is not (a restore that failed) must not
-        // bounce the signal back to itself forever.
-        if slot.state.is_active() {
-            requeue(sig, info, counters);
-        } else {
-            bump(&counters.lost);
-        }
         return;
     }
     if h == libc::SIG_DFL || cur.sa_flags & libc::SA_RESETHAND != 0 {
@@ -1012,8 +1050,10 @@ impl SignalHandle {
         let result = match &self.owner {
             Owner::Exclusive(previous) => {
                 let r = restore_exclusive(self.signal, previous);
-                if r == Err(SignalError::Replaced(self.signal)) {
-                    slot.chained.store(true, Ordering::Relaxed);
+                match r {
+                    Err(SignalError::Replaced(_)) => slot.chained.store(true, Ordering::Relaxed),
+                    Err(_) => slot.restore_failed.store(true, Ordering::Relaxed),
+                    Ok(()) => {}
                 }
                 r
             }
@@ -1139,6 +1179,7 @@ impl<const N: usize> Runtime<Signals, N> {
         slot.shared.store(shared, Ordering::Relaxed);
         slot.stranded.store(false, Ordering::Relaxed);
         slot.chained.store(false, Ordering::Relaxed);
+        slot.restore_failed.store(false, Ordering::Relaxed);
         let base = SignalCounts::total(config.signal);
         let owner = if shared {
             install_shared(config.signal, slot)?
