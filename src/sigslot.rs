@@ -175,12 +175,15 @@ impl SlotState {
     /// install or uninstall that another thread was running, do not exist
     /// here. Clears `active`; an unfinished install (INSTALLING: nothing
     /// was routed to the handler yet) or uninstall (REMOVING: the kernel
-    /// already routes the signal elsewhere) becomes EMPTY. Returns how
-    /// many handlers were inside at the fork.
-    pub fn reset_after_fork(&self) -> u32 {
+    /// already routes the signal elsewhere) becomes EMPTY, and so does any
+    /// state if `abandoned` (the caller knows another thread was in the
+    /// middle of installing or uninstalling this slot: no handle for it
+    /// exists in the child). Returns how many handlers were inside at the
+    /// fork.
+    pub fn reset_after_fork(&self, abandoned: bool) -> u32 {
         let stranded = self.active.swap(0, Ordering::Relaxed);
         let state = self.state.load(Ordering::Relaxed);
-        if state == INSTALLING || state == REMOVING {
+        if abandoned || state == INSTALLING || state == REMOVING {
             self.state.store(EMPTY, Ordering::Relaxed);
         }
         stranded

@@ -76,13 +76,22 @@
 //! In the child (one thread), [`reset_slots_after_fork`] forgets the
 //! handlers that were running on the parent's other threads and any
 //! install or uninstall another thread was in the middle of, so uninstall
-//! and install in the child never wait for them. `signal-hook-registry`
-//! counts the handlers inside it in the same way, and a child forked while
-//! one of them ran would wait for it forever in `unregister`/`register`:
-//! a shared-mode slot that had a handler inside at the fork is therefore
-//! uninstalled in the child without calling the registry (its action stays
-//! registered and does nothing), and shared-mode installs in that child are
-//! refused with [`SignalError::RegistryStranded`].
+//! and install in the child never wait for them. An uninstall that was in
+//! progress is finished in the child (the slot is free; in exclusive mode
+//! the saved disposition is put back if bottomhalf's handler is still in
+//! force); an install that was in progress never returned a handle there,
+//! so its slot is freed the same way. `signal-hook-registry` counts the
+//! handlers inside it in the same way, and a child forked while one of
+//! them ran, or while a thread was inside `register`/`unregister` (which
+//! hold its write lock), would wait forever in its next `register` or
+//! `unregister`: in that case a shared-mode slot is uninstalled in the
+//! child without calling the registry (its action stays registered and
+//! does nothing), and shared-mode installs in that child are refused with
+//! [`SignalError::RegistryStranded`]. The signals the registry already
+//! holds then stay with it (exclusive mode refuses them: `HeldByOther`);
+//! other signals can be taken in exclusive mode. What bottomhalf cannot
+//! see: a handler of *another* registry user running at the fork strands
+//! the registry just the same.
 //!
 //! Slot protocol and its orderings: `crate::sigslot`.
 
@@ -564,6 +573,17 @@ struct Slot {
     /// an empty slot: late deliveries are counted lost instead of being
     /// re-queued to it. Cleared by `install`.
     restore_failed: AtomicBool,
+    /// A thread is installing or uninstalling this slot (set after
+    /// `claim` until `install` returns, and from the start of an uninstall
+    /// until `finish_remove`). Read by the fork child handler: in a child
+    /// that thread does not exist, so its install is abandoned and its
+    /// uninstall finished there.
+    busy: AtomicBool,
+    /// Exclusive mode: the disposition to restore, readable once
+    /// `saved_valid` is set (Release, after the write). Written by the
+    /// installer that won `claim`; read only by the fork child handler.
+    saved: UnsafeCell<Option<libc::sigaction>>,
+    saved_valid: AtomicBool,
     /// Set in a fork child if a handler of this shared-mode slot was
     /// inside the registry at the fork: uninstall must not call the
     /// registry (it would wait for that handler forever).
@@ -587,6 +607,9 @@ impl Slot {
             shared: AtomicBool::new(false),
             chained: AtomicBool::new(false),
             restore_failed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            saved: UnsafeCell::new(None),
+            saved_valid: AtomicBool::new(false),
             stranded: AtomicBool::new(false),
         }
     }
@@ -596,6 +619,7 @@ impl Slot {
     fn release(&self) {
         self.state.begin_remove();
         self.state.wait_idle();
+        self.busy.store(false, Ordering::SeqCst);
         self.state.finish_remove();
     }
 }
@@ -605,6 +629,11 @@ static SLOTS: [Slot; MAX_SIGNAL] = [const { Slot::new() }; MAX_SIGNAL];
 /// Set in a fork child when a shared-mode handler was inside the registry
 /// at the fork: shared installs are refused from then on.
 static REGISTRY_STRANDED: AtomicBool = AtomicBool::new(false);
+
+/// Calls into `signal-hook-registry` (register/unregister) in progress in
+/// this process. In a fork child, a non-zero count means a thread that is
+/// gone holds the registry's write lock: shared installs are refused.
+static REGISTRY_CALLS: AtomicU32 = AtomicU32::new(0);
 
 // ---------------------------------------------------------------------------
 // The handler.
@@ -1047,6 +1076,10 @@ impl SignalHandle {
 
     fn remove(&self) -> Result<(), SignalError> {
         let slot = self.slot();
+        // SeqCst: seen by a fork child of any later instant (the fork
+        // handler reads it; `fork` copies memory after this store left
+        // the store buffer).
+        slot.busy.store(true, Ordering::SeqCst);
         let result = match &self.owner {
             Owner::Exclusive(previous) => {
                 let r = restore_exclusive(self.signal, previous);
@@ -1059,7 +1092,9 @@ impl SignalHandle {
             }
             Owner::Shared(id) => {
                 if !slot.stranded.swap(false, Ordering::Relaxed) {
+                    REGISTRY_CALLS.fetch_add(1, Ordering::SeqCst);
                     signal_hook_registry::unregister(*id);
+                    REGISTRY_CALLS.fetch_sub(1, Ordering::SeqCst);
                 }
                 Ok(())
             }
@@ -1180,12 +1215,17 @@ impl<const N: usize> Runtime<Signals, N> {
         slot.stranded.store(false, Ordering::Relaxed);
         slot.chained.store(false, Ordering::Relaxed);
         slot.restore_failed.store(false, Ordering::Relaxed);
+        slot.saved_valid.store(false, Ordering::Relaxed);
+        slot.busy.store(true, Ordering::SeqCst);
         let base = SignalCounts::total(config.signal);
         let owner = if shared {
-            install_shared(config.signal, slot)?
+            install_shared(config.signal, slot)
         } else {
-            install_exclusive(config.signal, slot)?
+            install_exclusive(config.signal, slot)
         };
+        // An install that failed has released the slot (`busy` cleared).
+        let owner = owner?;
+        slot.busy.store(false, Ordering::SeqCst);
         Ok(SignalHandle {
             signal: config.signal,
             owner,
@@ -1200,9 +1240,12 @@ fn install_shared(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
     // SAFETY: `shared_action` is async-signal-safe (the handler path: no
     // lock, no allocation, no panic); the signal is not one of the
     // registry's FORBIDDEN ones (`check_signal`).
-    match unsafe {
+    REGISTRY_CALLS.fetch_add(1, Ordering::SeqCst);
+    let r = unsafe {
         signal_hook_registry::register_sigaction(sig, move |info| shared_action(sig, info))
-    } {
+    };
+    REGISTRY_CALLS.fetch_sub(1, Ordering::SeqCst);
+    match r {
         Ok(id) => Ok(Owner::Shared(id)),
         Err(e) => {
             slot.release();
@@ -1214,11 +1257,13 @@ fn install_shared(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
 fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
     match query(sig) {
         Ok(cur) if is_handler(&cur) => {
+            slot.busy.store(false, Ordering::SeqCst);
             slot.state.abandon();
             return Err(SignalError::HeldByOther(sig));
         }
         Ok(_) => {}
         Err(e) => {
+            slot.busy.store(false, Ordering::SeqCst);
             slot.state.abandon();
             return Err(e);
         }
@@ -1251,6 +1296,11 @@ fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
         slot.release();
         return Err(SignalError::HeldByOther(sig));
     }
+    // SAFETY: we won `claim`; `saved` is read only by the fork child
+    // handler, and only once `saved_valid` is set below.
+    slot.saved.with_mut(|p| unsafe { *p = Some(previous) });
+    // Release: the fork child handler reads `saved` after an Acquire load.
+    slot.saved_valid.store(true, Ordering::Release);
     Ok(Owner::Exclusive(previous))
 }
 
@@ -1259,11 +1309,49 @@ fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
 /// or uninstalls other threads were in, do not exist in the child, so no
 /// slot may wait for them (module docs, "`fork()`").
 pub(crate) fn reset_slots_after_fork() {
-    for slot in &SLOTS {
-        let inside = slot.state.reset_after_fork();
-        if inside != 0 && slot.shared.load(Ordering::Relaxed) {
+    if REGISTRY_CALLS.swap(0, Ordering::Relaxed) != 0 {
+        REGISTRY_STRANDED.store(true, Ordering::Relaxed);
+    }
+    for (sig, slot) in SLOTS.iter().enumerate() {
+        let busy = slot.busy.swap(false, Ordering::Relaxed);
+        let shared = slot.shared.load(Ordering::Relaxed);
+        if busy && !shared {
+            finish_restore_in_child(sig as c_int, slot);
+        }
+        let inside = slot.state.reset_after_fork(busy);
+        if inside != 0 && shared {
             slot.stranded.store(true, Ordering::Relaxed);
             REGISTRY_STRANDED.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+/// In a fork child, for an exclusive-mode slot that a thread (gone here)
+/// was installing or uninstalling: if bottomhalf's handler is in force,
+/// puts the saved disposition back; without one (the fork came before it
+/// was saved), late deliveries are counted lost rather than re-queued.
+/// Async-signal-safe (sigaction only).
+fn finish_restore_in_child(sig: c_int, slot: &Slot) {
+    let Ok(cur) = query(sig) else {
+        return;
+    };
+    if cur.sa_sigaction != handler_addr() {
+        return;
+    }
+    // Acquire: pairs with the Release store after `saved` was written.
+    let saved = if slot.saved_valid.load(Ordering::Acquire) {
+        // SAFETY: `saved_valid` is set only after `saved` was written
+        // and nothing writes it until the next `claim` (none here: one
+        // thread, in the fork handler).
+        slot.saved.with(|p| unsafe { *p })
+    } else {
+        None
+    };
+    match saved {
+        // SAFETY: `previous` is the action sigaction gave the installer.
+        Some(previous) => unsafe {
+            libc::sigaction(sig, &previous, core::ptr::null_mut());
+        },
+        None => slot.restore_failed.store(true, Ordering::Relaxed),
     }
 }
