@@ -122,7 +122,10 @@ fn check_abort(mode: &str, out: Output) {
         "expected death by SIGABRT: {:?}\n{stderr}",
         out.status
     );
-    assert!(stderr.contains(CRATE_MESSAGE), "no crate message:\n{stderr}");
+    assert!(
+        stderr.contains(CRATE_MESSAGE),
+        "no crate message:\n{stderr}"
+    );
     assert!(
         !stderr.contains("panicked at"),
         "std's panic hook ran (it formats, locks and allocates):\n{stderr}"
@@ -168,7 +171,10 @@ fn ordinary_panics_reach_the_application_hook() {
             .unwrap();
         let r = std::thread::spawn(|| panic!("an ordinary panic")).join();
         assert!(r.is_err(), "the thread did not panic");
-        assert!(APP_HOOK.load(Ordering::SeqCst), "the application's hook did not run");
+        assert!(
+            APP_HOOK.load(Ordering::SeqCst),
+            "the application's hook did not run"
+        );
         // SAFETY: raising a signal whose handler is installed.
         unsafe { libc::raise(libc::SIGUSR2) };
         assert!(RAN.load(Ordering::SeqCst));

@@ -142,7 +142,9 @@ fn now() -> libc::timespec {
 
 fn elapsed_ns(from: &libc::timespec) -> u64 {
     let t = now();
-    ((t.tv_sec - from.tv_sec) as i64 * 1_000_000_000 + (t.tv_nsec - from.tv_nsec) as i64) as u64
+    let secs: i64 = t.tv_sec - from.tv_sec;
+    let nanos: i64 = t.tv_nsec - from.tv_nsec;
+    (secs * 1_000_000_000 + nanos) as u64
 }
 
 /// Forks the sender: it queues payloads `0, 1, ...` on `sig` to this

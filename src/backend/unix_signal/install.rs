@@ -44,11 +44,15 @@
 //!   `sa_mask` blocked for the call as the kernel would;
 //! - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
 //!   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
-//! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`,
-//!   or bottomhalf's handler again after a re-install) is re-queued to the
-//!   same thread with its original `siginfo` (`rt_tgsigqueueinfo`); it is
-//!   delivered when the handler returns, to whatever disposition is in
-//!   force then.
+//! - bottomhalf's handler again (another thread re-installed the
+//!   signal meanwhile): the delivery runs through the new installation
+//!   right away and is counted there (`handled` or `rejected`); if that
+//!   one is being uninstalled too, the disposition is read again, and
+//!   after a few such turns the delivery is re-queued as below;
+//! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
+//!   is re-queued to the same thread with its original `siginfo`
+//!   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
+//!   whatever disposition is in force then.
 //!
 //! If uninstall found someone else's handler in place
 //! ([`SignalError::Replaced`]), that handler received the signal from the
@@ -56,8 +60,11 @@
 //! are not forwarded again (that would run it twice) and count nothing.
 //!
 //! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
-//! counted in [`SignalHandle::lost`]: that is the only way a signal that
-//! reached the handler is neither run, forwarded nor counted as such.
+//! counted in [`SignalHandle::lost`], and so is a delivery that finds
+//! bottomhalf's handler in force over an empty slot after a restore that
+//! failed: those are the only ways a signal that reached the handler is
+//! neither run, forwarded nor counted as such. `tests/signal_uninstall_storm.rs`
+//! cycles install/uninstall under a `sigqueue` storm in both modes.
 //! [`SignalCounts::total`] gives the per-signal totals over every
 //! installation, including handlers that finished after their uninstall
 //! returned. In shared mode the registry itself passes every delivery to
@@ -435,7 +442,9 @@ pub(super) fn errno() -> c_int {
 /// ([`SignalHandle::counts`]) or for every installation in this process
 /// ([`SignalCounts::total`]). Every delivery that reaches bottomhalf's
 /// handler adds 1 to exactly one of `handled`, `rejected`, `forwarded`
-/// and `lost`; `captured` and `dropped` split the accepted deliveries of
+/// and `lost` (shared mode: except one that reaches the action after its
+/// uninstall began, which counts nothing: the registry has already passed
+/// it to the previous handler); `captured` and `dropped` split the accepted deliveries of
 /// a configuration with a capture mailbox (then `captured + dropped ==
 /// handled`). The counters are `u32` and wrap.
 ///
