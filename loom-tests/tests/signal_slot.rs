@@ -44,6 +44,14 @@ static FORWARDED: StdU32 = StdU32::new(0);
 static PREVIOUS: StdU32 = StdU32::new(0);
 static READING: StdU32 = StdU32::new(0);
 
+/// The bookkeeping above is shared by the tests of this file, which the
+/// harness runs on parallel threads: each test holds this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn reset() {
     for c in [&HANDLED, &FORWARDED, &PREVIOUS, &READING] {
         c.store(0, S);
@@ -101,6 +109,7 @@ fn deliver() {
 
 #[test]
 fn uninstall_waits_for_the_handler_and_nothing_is_lost() {
+    let _serial = serial();
     model(|| {
         reset();
         let _ = &*CTX;
@@ -115,6 +124,7 @@ fn uninstall_waits_for_the_handler_and_nothing_is_lost() {
 
 #[test]
 fn two_handlers_and_a_reinstall() {
+    let _serial = serial();
     model(|| {
         reset();
         let _ = &*CTX;
