@@ -47,7 +47,12 @@
 //! order, so it also holds in loom, which models `SeqCst` as `AcqRel`
 //! (a plain `SeqCst` load pair would be correct on hardware but would not
 //! be checkable). The orderings are `SeqCst`; the `sigslot_enter_relaxed`
-//! and `sigslot_remove_relaxed` mutants weaken one side each.
+//! and `sigslot_remove_relaxed` mutants weaken one side each. Loom catches
+//! the first (the handler would read the data without the edge from
+//! `publish`); the second it cannot show (it runs the RMWs of one location
+//! in interleaving order, so the weak outcome never occurs, and `leave`'s
+//! Release still orders the data): it is kept for hardware with weaker
+//! RMWs and is not in `loom-tests/mutants.txt`.
 //!
 //! `leave` is Release and `wait_idle`'s read Acquire: whatever the handler
 //! read from the data happens before the slot is reused.
