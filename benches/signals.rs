@@ -430,7 +430,7 @@ fn main() -> ExitCode {
         handle.close();
         thread.join().expect("iterator thread");
     }
-    let bh_delivered: Vec<u32> = bh_handles.iter().map(|h| h.delivered()).collect();
+    let bh_delivered: Vec<u32> = bh_handles.iter().map(|h| h.handled()).collect();
     drop(bh_handles);
     drop(drains);
 

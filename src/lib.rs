@@ -17,7 +17,7 @@
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
 //! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
 //! | [`Workqueue`], [`Work`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
-//! | [`Signals`], [`SignalConfig`], [`SigInfo`], [`Accept`], [`SignalHandle`], [`SignalError`] | the Unix-signal backend (feature `std`, Linux): top halves inside real signal handlers, lossless capture of real-time signals, sender filtering, exact uninstall, pinned per-CPU drain threads, a pollable `eventfd` |
+//! | [`Signals`], [`SignalConfig`], [`SignalMode`], [`SigInfo`], [`Accept`], [`SignalHandle`], [`SignalCounts`], [`SignalError`] | the Unix-signal backend (feature `std`, Linux): top halves inside real signal handlers, shared (chained with tokio::signal / signal-hook) or exclusive (exact restore), lossless capture of real-time signals, sender filtering, nothing lost around uninstall, pinned per-CPU drain threads, a pollable `eventfd` |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
 //! # Contexts
@@ -174,6 +174,8 @@ mod backend;
 mod fork;
 mod mailbox;
 mod percpu;
+#[cfg(any(loom, all(feature = "std", target_os = "linux")))]
+mod sigslot;
 mod softirq;
 mod stats;
 mod sync;
@@ -183,7 +185,9 @@ mod wake;
 mod workqueue;
 
 #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
-pub use backend::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Signals};
+pub use backend::{
+    Accept, SigInfo, SignalConfig, SignalCounts, SignalError, SignalHandle, SignalMode, Signals,
+};
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
 pub use backend::{CpuBinding, DrainThreads, Host};
@@ -193,6 +197,11 @@ pub use backend::{CpuBinding, DrainThreads, Host};
 pub use fork::loom_fork as __loom_fork;
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
+/// The signal slot state machine, for the loom model
+/// (`loom-tests/tests/signal_slot.rs`); not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sigslot::{Entered as LoomSigSlotEntered, SlotState as LoomSigSlot};
 pub use softirq::{
     Config, DrainOutcome, Handler, RegisterError, Runtime, Vector, VectorOutOfRange, MAX_VECTORS,
 };

@@ -357,7 +357,7 @@ fn storm_of_100k_over_4_rt_signals_from_another_process_drops_nothing() {
     let handled = || {
         handles
             .iter()
-            .map(|h| u64::from(h.delivered()))
+            .map(|h| u64::from(h.handled()))
             .sum::<u64>()
     };
     let dropped = || handles.iter().map(|h| u64::from(h.dropped())).sum::<u64>();
@@ -421,7 +421,7 @@ fn a_host_bound_thread_taking_a_signal_raises_on_a_drained_cpu() {
     })
     .join()
     .unwrap();
-    assert_eq!(h.delivered(), 1);
+    assert_eq!(h.handled(), 1);
     let stranded: Vec<usize> = (cpus..512).filter(|&c| BIND_RT.pending(c) != 0).collect();
     assert!(stranded.is_empty(), "raised on undrained CPUs {stranded:?}");
     let _ = BIND_RT.drain_all();
@@ -678,19 +678,19 @@ fn forged_sender_codes_are_rejected_by_filters_and_counted() {
     assert_eq!(release_and_reap(child, go), 0, "the forging child failed");
     let n = FORGED_CODES.len() as u32;
     wait_until("the forged signals", Duration::from_secs(20), || {
-        same.delivered() + same.rejected() == n
-            && listed.delivered() + listed.rejected() == n
-            && lenient.delivered() + lenient.rejected() == 3
+        same.handled() + same.rejected() == n
+            && listed.handled() + listed.rejected() == n
+            && lenient.handled() + lenient.rejected() == 3
     });
     println!(
         "forged: SameProcess rejected {}/{n}, Pids rejected {}/{n}, AllowUnverified(SameProcess) accepted {}/3",
         same.rejected(),
         listed.rejected(),
-        lenient.delivered()
+        lenient.handled()
     );
-    assert_eq!((same.delivered(), same.rejected()), (0, n));
-    assert_eq!((listed.delivered(), listed.rejected()), (0, n));
-    assert_eq!((lenient.delivered(), lenient.rejected()), (2, 1));
+    assert_eq!((same.handled(), same.rejected()), (0, n));
+    assert_eq!((listed.handled(), listed.rejected()), (0, n));
+    assert_eq!((lenient.handled(), lenient.rejected()), (2, 1));
 
     // Liveness: the filters still accept what they can verify.
     // SAFETY: raising installed signals on this thread (SI_TKILL, filled by
@@ -699,7 +699,7 @@ fn forged_sender_codes_are_rejected_by_filters_and_counted() {
         libc::raise(rt(13));
         libc::raise(rt(14));
     }
-    assert_eq!(same.delivered(), 1);
-    assert_eq!(listed.delivered(), 1);
+    assert_eq!(same.handled(), 1);
+    assert_eq!(listed.handled(), 1);
     drop((same, listed, lenient));
 }

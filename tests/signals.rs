@@ -158,9 +158,6 @@ fn errno_is_preserved_across_the_handler() {
     h.uninstall().unwrap();
 }
 
-/// A raw, non-SA_SIGINFO handler, the "previous disposition".
-extern "C" fn custom_handler(_sig: c_int) {}
-
 fn query(sig: c_int) -> libc::sigaction {
     // SAFETY: querying a disposition into a valid struct.
     unsafe {
@@ -178,14 +175,16 @@ fn same_action(a: &libc::sigaction, b: &libc::sigaction) -> bool {
     a.sa_sigaction == b.sa_sigaction && a.sa_flags == b.sa_flags && mask_eq
 }
 
+/// Exclusive mode gives back exactly what it took: `SIG_IGN` with its own
+/// flags and mask, plain `SIG_IGN`, `SIG_DFL` (a handler function it
+/// refuses to take: `tests/signal_modes.rs`).
 #[test]
-fn uninstall_and_drop_restore_the_previous_disposition_exactly() {
+fn exclusive_uninstall_and_drop_restore_the_previous_disposition_exactly() {
     watchdog();
-    // A custom handler with its own flags and mask.
-    // SAFETY: installing a valid plain handler for SIGTTIN.
+    // SAFETY: setting dispositions with valid structs.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = custom_handler as extern "C" fn(c_int) as usize;
+        act.sa_sigaction = libc::SIG_IGN;
         act.sa_flags = libc::SA_RESTART | libc::SA_NODEFER;
         libc::sigemptyset(&mut act.sa_mask);
         libc::sigaddset(&mut act.sa_mask, libc::SIGUSR2);
@@ -194,13 +193,14 @@ fn uninstall_and_drop_restore_the_previous_disposition_exactly() {
             libc::sigaction(libc::SIGTTIN, &act, std::ptr::null_mut()),
             0
         );
-        // SIG_IGN for SIGTTOU, SIG_DFL for SIGXCPU.
         libc::signal(libc::SIGTTOU, libc::SIG_IGN);
         libc::signal(libc::SIGXCPU, libc::SIG_DFL);
     }
     for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGXCPU] {
         let original = query(sig);
-        let h = RT.install(SignalConfig::new(sig, |_| {})).unwrap();
+        let h = RT
+            .install(SignalConfig::new(sig, |_| {}).exclusive())
+            .unwrap();
         assert!(!same_action(&query(sig), &original), "ours is installed");
         h.uninstall().unwrap();
         assert!(
@@ -208,7 +208,10 @@ fn uninstall_and_drop_restore_the_previous_disposition_exactly() {
             "uninstall restored {sig}"
         );
         // And through Drop.
-        drop(RT.install(SignalConfig::new(sig, |_| {})).unwrap());
+        drop(
+            RT.install(SignalConfig::new(sig, |_| {}).exclusive())
+                .unwrap(),
+        );
         assert!(same_action(&query(sig), &original), "drop restored {sig}");
     }
     assert_eq!(query(libc::SIGTTOU).sa_sigaction, libc::SIG_IGN);
@@ -256,10 +259,16 @@ fn refusals_have_clear_errors() {
 fn double_install_is_refused_until_uninstalled() {
     watchdog();
     let h = RT.install(SignalConfig::new(libc::SIGHUP, |_| {})).unwrap();
+    for cfg in [
+        SignalConfig::new(libc::SIGHUP, |_| {}),
+        SignalConfig::new(libc::SIGHUP, |_| {}).exclusive(),
+    ] {
+        let err = RT.install(cfg).unwrap_err();
+        assert_eq!(err, SignalError::AlreadyInstalled(libc::SIGHUP));
+    }
     let err = RT
         .install(SignalConfig::new(libc::SIGHUP, |_| {}))
         .unwrap_err();
-    assert_eq!(err, SignalError::AlreadyInstalled(libc::SIGHUP));
     assert!(err.to_string().contains("already"), "{err}");
     h.uninstall().unwrap();
     RT.install(SignalConfig::new(libc::SIGHUP, |_| {}))
@@ -424,9 +433,9 @@ fn sender_filters_reject_and_count() {
     assert_eq!(release_and_reap(unlisted, go_unlisted), 0);
     assert_eq!(release_and_reap(listed, go_listed), 0);
     wait_until("three signals", Duration::from_secs(10), || {
-        h.delivered() + h.rejected() == 3
+        h.handled() + h.rejected() == 3
     });
-    assert_eq!((h.delivered(), h.rejected()), (1, 2));
+    assert_eq!((h.handled(), h.rejected()), (1, 2));
     assert_eq!(FROM.load(Ordering::SeqCst), listed as u32);
     h.uninstall().unwrap();
     // Allowing unverified senders: a sigqueue claiming a listed pid passes.
@@ -438,9 +447,9 @@ fn sender_filters_reject_and_count() {
         .unwrap();
     assert_eq!(release_and_reap(listed, go_listed), 0);
     wait_until("the queued signal", Duration::from_secs(10), || {
-        h.delivered() + h.rejected() == 1
+        h.handled() + h.rejected() == 1
     });
-    assert_eq!((h.delivered(), h.rejected()), (1, 0));
+    assert_eq!((h.handled(), h.rejected()), (1, 0));
     h.uninstall().unwrap();
 
     // Same process: a child is rejected, this process's raise accepted.
@@ -454,7 +463,7 @@ fn sender_filters_reject_and_count() {
     });
     // SAFETY: raising an installed signal on this thread.
     unsafe { libc::raise(rt(6)) };
-    assert_eq!((h.delivered(), h.rejected()), (1, 1));
+    assert_eq!((h.handled(), h.rejected()), (1, 1));
     h.uninstall().unwrap();
 
     // Same uid: as root, a child that drops to uid 65534 may signal us only
@@ -484,7 +493,7 @@ fn sender_filters_reject_and_count() {
         });
         // SAFETY: raising an installed signal on this thread.
         unsafe { libc::raise(rt(8)) };
-        assert_eq!((h.delivered(), h.rejected()), (1, 1));
+        assert_eq!((h.handled(), h.rejected()), (1, 1));
         h.uninstall().unwrap();
     }
 }
@@ -576,7 +585,7 @@ fn storm(total: usize) {
     let delivered = || -> u64 {
         handles[..RT_SIGNALS as usize]
             .iter()
-            .map(|h| u64::from(h.delivered()))
+            .map(|h| u64::from(h.handled()))
             .sum()
     };
     wait_until("every payload", Duration::from_secs(40), || {
@@ -585,7 +594,7 @@ fn storm(total: usize) {
     let elapsed = started.elapsed();
     let dropped: u32 = handles.iter().map(|h| h.dropped()).sum();
     let usr1_sent = total.div_ceil(usr1_every);
-    let usr1 = handles[RT_SIGNALS as usize].delivered();
+    let usr1 = handles[RT_SIGNALS as usize].handled();
     println!(
         "storm: sent {total} sigqueue payloads + {usr1_sent} SIGUSR1; delivered {}; dropped {dropped}; \
          EAGAIN retries {retries}; SIGUSR1 delivered {usr1} (coalesced {}); {elapsed:?}",

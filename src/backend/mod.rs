@@ -28,7 +28,9 @@ pub use drain_threads::DrainThreads;
 #[cfg(feature = "std")]
 pub use host::{CpuBinding, Host};
 #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
-pub use unix_signal::{Accept, SigInfo, SignalConfig, SignalError, SignalHandle, Signals};
+pub use unix_signal::{
+    Accept, SigInfo, SignalConfig, SignalCounts, SignalError, SignalHandle, SignalMode, Signals,
+};
 
 /// The signal backend's part of the `fork()` child handler (`crate::fork`).
 #[cfg(all(feature = "std", target_os = "linux"))]

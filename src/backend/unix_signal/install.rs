@@ -1,5 +1,106 @@
-//! Installing a top half for a signal: the per-signal slot table, the
-//! handler, and the handle that uninstalls it.
+//! Installing a top half for a signal: the two modes, the per-signal slot
+//! table, the handler, the forwarding of signals that arrive around an
+//! uninstall, and the handle that uninstalls it.
+//!
+//! # Two modes
+//!
+//! **Shared** (the default, [`SignalMode::Shared`]) registers the top half
+//! as an action of `signal-hook-registry`, the registry that
+//! `tokio::signal`, `signal-hook` and `ctrlc` use. The registry owns the
+//! process handler for the signal and calls, for each delivery, the
+//! handler that was there before it first took the signal (if that was a
+//! function), then every registered action. So handlers installed before
+//! bottomhalf keep firing, so do registry users that come after it, and
+//! uninstall removes only bottomhalf's action (`unregister` waits until no
+//! handler still runs it). What stays behind: the registry's own handler
+//! is never removed, so after the last action is gone a signal whose
+//! disposition was `SIG_DFL` is ignored instead of, say, terminating the
+//! process (the registry's documented behaviour).
+//!
+//! **Exclusive** ([`SignalMode::Exclusive`], asked for with
+//! [`SignalConfig::exclusive`]) installs the crate's own handler with raw
+//! `sigaction` and restores, at uninstall, exactly the disposition it
+//! replaced: handler, mask, flags, `SIG_DFL` and `SIG_IGN` included. Only
+//! raw `sigaction` can give that: the registry never gives the signal
+//! back. In exchange it is exclusive: it refuses
+//! ([`SignalError::HeldByOther`]) a signal whose current disposition is
+//! another handler (`SIG_DFL` and `SIG_IGN` are taken, and given back),
+//! and its uninstall never overwrites a handler that is no longer its own:
+//! if someone replaced bottomhalf's handler since install, uninstall leaves
+//! theirs in place and returns [`SignalError::Replaced`].
+//!
+//! # Signals around an uninstall (exclusive mode)
+//!
+//! Uninstall first gives the signal back to the previous disposition, then
+//! marks the slot removed, then waits for the handlers still inside. A
+//! signal that the kernel routed to bottomhalf's handler before the
+//! restore, but whose handler looks at the slot after it was marked, is
+//! not dropped: the handler passes it on to the disposition in force now
+//! (read with `sigaction`, async-signal-safe) and counts it in
+//! [`SignalHandle::forwarded`]:
+//!
+//! - a function without `SA_RESETHAND` is called directly, `SA_SIGINFO`
+//!   honoured (three arguments, the original `siginfo`), with its
+//!   `sa_mask` blocked for the call as the kernel would;
+//! - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
+//!   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
+//! - bottomhalf's handler again (another thread re-installed the
+//!   signal meanwhile): the delivery runs through the new installation
+//!   right away and is counted there (`handled` or `rejected`); if that
+//!   one is being uninstalled too, the disposition is read again, and
+//!   after a few such turns the delivery is re-queued as below;
+//! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
+//!   is re-queued to the same thread with its original `siginfo`
+//!   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
+//!   whatever disposition is in force then.
+//!
+//! If uninstall found someone else's handler in place
+//! ([`SignalError::Replaced`]), that handler received the signal from the
+//! kernel and may call bottomhalf's as its "previous" handler: such calls
+//! are not forwarded again (that would run it twice) and count nothing.
+//!
+//! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
+//! counted in [`SignalHandle::lost`], and so is a delivery that finds
+//! bottomhalf's handler in force over an empty slot after a restore that
+//! failed: those are the only ways a signal that reached the handler is
+//! neither run, forwarded nor counted as such. `tests/signal_uninstall_storm.rs`
+//! cycles install/uninstall under a `sigqueue` storm in both modes.
+//! [`SignalCounts::total`] gives the per-signal totals over every
+//! installation, including handlers that finished after their uninstall
+//! returned. In shared mode the registry itself passes every delivery to
+//! the previous handler first, so `forwarded` stays 0.
+//!
+//! # Panics
+//!
+//! A top half that panics aborts the process with a fixed message written
+//! by `write(2)`, without allocating, locking or formatting in the handler
+//! (see `panic.rs` for what std does before the hook). The handler path
+//! itself never panics, whatever the signal number or `siginfo` (null
+//! included).
+//!
+//! # `fork()`
+//!
+//! In the child (one thread), [`reset_slots_after_fork`] forgets the
+//! handlers that were running on the parent's other threads and any
+//! install or uninstall another thread was in the middle of, so uninstall
+//! and install in the child never wait for them. An uninstall that was in
+//! progress is finished in the child (the slot is free; in exclusive mode
+//! the saved disposition is put back if bottomhalf's handler is still in
+//! force); an install that was in progress never returned a handle there,
+//! so its slot is freed the same way. `signal-hook-registry` counts the
+//! handlers inside it in the same way, and a child forked while one of
+//! them ran, or while a thread was inside `register`/`unregister` (which
+//! hold its write lock), would wait forever in its next `register` or
+//! `unregister`: in that case a shared-mode slot is uninstalled in the
+//! child without calling the registry (its action stays registered and
+//! does nothing), and shared-mode installs in that child are refused with
+//! [`SignalError::RegistryStranded`]. The signals the registry already
+//! holds then stay with it (exclusive mode refuses them: `HeldByOther`);
+//! other signals can be taken in exclusive mode. What bottomhalf cannot
+//! see: a handler of *another* registry user running at the fork strands
+//! the registry just the same.
+//!
+//! Slot protocol and its orderings: `crate::sigslot`.
 
 use core::ffi::c_void;
 use core::fmt;
@@ -7,10 +108,12 @@ use core::marker::PhantomData;
 
 use libc::c_int;
 
+use super::panic::{die, ensure_hook, InHandler, MESSAGE};
 use super::{Accept, SigInfo, Signals, MAX_SIGNAL};
 use crate::mailbox::MpscMailbox;
+use crate::sigslot::{Entered, SlotState};
 use crate::softirq::Runtime;
-use crate::sync::{AtomicU32, AtomicU8, OnUnwind, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU32, OnUnwind, Ordering, UnsafeCell};
 
 /// Where the handler captures `SigInfo`s: an `MpscMailbox` of any size.
 trait Capture: Sync {
@@ -23,8 +126,56 @@ impl<const M: usize> Capture for MpscMailbox<SigInfo, M> {
     }
 }
 
+/// The installing runtime, as the handler sees it: after a capture it
+/// makes the runtime's event fd readable.
+trait EventNotify: Sync {
+    fn notify(&self);
+}
+
+impl<const N: usize> EventNotify for Runtime<Signals, N> {
+    fn notify(&self) {
+        self.notify_event_fd();
+    }
+}
+
+/// How a top half takes its signal; see [`SignalConfig::mode`].
+///
+/// - `Shared` (default): an action of `signal-hook-registry`, chained with
+///   every other registry user (tokio::signal, signal-hook, ctrlc) and
+///   with a handler installed before it; uninstall removes only this
+///   action.
+/// - `Exclusive`: raw `sigaction`; refuses a signal another handler holds
+///   ([`SignalError::HeldByOther`]); uninstall restores the previous
+///   disposition exactly, unless someone replaced the handler meanwhile
+///   ([`SignalError::Replaced`]: theirs is left in place). Signals that
+///   arrive during an uninstall are run, forwarded to the restored
+///   disposition, or counted ([`SignalHandle::forwarded`],
+///   [`SignalHandle::lost`]).
+///
+/// Why exclusive mode uses raw `sigaction`: the registry never gives a
+/// signal back (its handler stays after the last action is removed), so it
+/// cannot restore `SIG_DFL`, `SIG_IGN` or another library's flags and mask.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{SignalConfig, SignalMode};
+/// let cfg = SignalConfig::new(libc::SIGUSR2, |_| {});
+/// assert_eq!(cfg.signal_mode(), SignalMode::Shared);
+/// assert_eq!(cfg.exclusive().signal_mode(), SignalMode::Exclusive);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SignalMode {
+    /// Through `signal-hook-registry`, chained with other users.
+    #[default]
+    Shared,
+    /// Raw `sigaction`, exact restore, refuses a signal held by another
+    /// handler.
+    Exclusive,
+}
+
 /// How to handle one signal: the top half, an optional capture mailbox,
-/// and a sender filter. Passed to [`Runtime::install`].
+/// a sender filter and the mode. Passed to [`Runtime::install`].
 ///
 /// # Examples
 ///
@@ -42,10 +193,12 @@ pub struct SignalConfig {
     top_half: fn(&SigInfo),
     capture: Option<&'static dyn Capture>,
     accept: Accept,
+    mode: SignalMode,
 }
 
 impl SignalConfig {
-    /// Runs `top_half` inside the handler of `signal`, for every sender.
+    /// Runs `top_half` inside the handler of `signal`, for every sender,
+    /// in shared mode.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -58,12 +211,14 @@ impl SignalConfig {
             top_half,
             capture: None,
             accept: Accept::Any,
+            mode: SignalMode::Shared,
         }
     }
 
     /// Pushes every accepted signal's [`SigInfo`] into `mailbox` before the
-    /// top half runs; a full mailbox counts a drop (here, in
-    /// [`SignalHandle::dropped`], and in the mailbox's own counter).
+    /// top half runs, and makes the runtime's event fd readable; a full
+    /// mailbox counts a drop (here, in [`SignalHandle::dropped`], and in
+    /// the mailbox's own counter).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -89,6 +244,28 @@ impl SignalConfig {
         SignalConfig { accept, ..self }
     }
 
+    /// Chooses the mode ([`SignalMode`]; default shared).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalMode`].
+    pub const fn mode(self, mode: SignalMode) -> Self {
+        SignalConfig { mode, ..self }
+    }
+
+    /// Exclusive mode: `.mode(SignalMode::Exclusive)`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalMode`].
+    pub const fn exclusive(self) -> Self {
+        self.mode(SignalMode::Exclusive)
+    }
+
     /// The signal number.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
@@ -99,6 +276,17 @@ impl SignalConfig {
     pub const fn signal(&self) -> c_int {
         self.signal
     }
+
+    /// The mode.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalMode`].
+    pub const fn signal_mode(&self) -> SignalMode {
+        self.mode
+    }
 }
 
 impl fmt::Debug for SignalConfig {
@@ -107,6 +295,7 @@ impl fmt::Debug for SignalConfig {
             .field("signal", &self.signal)
             .field("capture", &self.capture.is_some())
             .field("accept", &self.accept)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +323,19 @@ pub enum SignalError {
     Reserved(c_int),
     /// This signal already has a top half installed by this crate.
     AlreadyInstalled(c_int),
+    /// Exclusive mode: another handler (a function, not `SIG_DFL` or
+    /// `SIG_IGN`) holds this signal; nothing was changed. Use shared mode
+    /// to run beside it.
+    HeldByOther(c_int),
+    /// Exclusive-mode uninstall: the signal's handler is no longer
+    /// bottomhalf's (someone installed theirs after it), so it was left in
+    /// place instead of restoring the disposition saved at install. The
+    /// top half is uninstalled all the same.
+    Replaced(c_int),
+    /// Shared mode, in a child forked while a `signal-hook-registry`
+    /// handler ran on another thread of the parent: the registry would
+    /// wait for that handler forever (module docs of the signal backend).
+    RegistryStranded(c_int),
     /// The runtime has fewer CPU slots than the machine has CPUs.
     TooFewCpus {
         /// The runtime's `N`.
@@ -186,6 +388,21 @@ impl fmt::Display for SignalError {
                     "signal {s} already has a top half installed; uninstall it first"
                 )
             }
+            SignalError::HeldByOther(s) => write!(
+                f,
+                "signal {s} is held by another handler; exclusive mode refuses to replace it \
+                 (use the shared mode to run beside it)"
+            ),
+            SignalError::Replaced(s) => write!(
+                f,
+                "signal {s}'s handler was replaced by someone else after install; \
+                 left in place instead of restoring the saved disposition"
+            ),
+            SignalError::RegistryStranded(s) => write!(
+                f,
+                "signal {s}: this process was forked while a signal-hook-registry handler ran \
+                 on another thread; the registry would wait for it forever (use exclusive mode)"
+            ),
             SignalError::TooFewCpus { slots, cpus } => write!(
                 f,
                 "Runtime<Signals, {slots}> is too small: the machine has {cpus} configured CPUs"
@@ -219,121 +436,446 @@ pub(super) fn errno() -> c_int {
 }
 
 // ---------------------------------------------------------------------------
-// The per-signal table and the handler.
+// Counters.
 
-const EMPTY: u8 = 0;
-const INSTALLING: u8 = 1;
-const ACTIVE: u8 = 2;
-const REMOVING: u8 = 3;
-
-/// One signal's installation.
+/// What happened to the deliveries of one signal: for one installation
+/// ([`SignalHandle::counts`]) or for every installation in this process
+/// ([`SignalCounts::total`]). Every delivery that reaches bottomhalf's
+/// handler adds 1 to exactly one of `handled`, `rejected`, `forwarded`
+/// and `lost` (shared mode: except one that reaches the action after its
+/// uninstall began, which counts nothing: the registry has already passed
+/// it to the previous handler); `captured` and `dropped` split the accepted deliveries of
+/// a configuration with a capture mailbox (then `captured + dropped ==
+/// handled`). The counters are `u32` and wrap.
 ///
-/// `state`: EMPTY → INSTALLING (1, `install` wins the CAS; it alone writes
-/// `config`) → ACTIVE (2, `install`, before `sigaction`) → REMOVING (3,
-/// `uninstall`, after restoring the previous disposition; it then waits
-/// for `active` to reach 0) → EMPTY (4, `uninstall`). The handler reads
-/// `config` only between incrementing `active` and decrementing it, and
-/// only if it saw ACTIVE (module docs, "Atomic orderings").
-struct Slot {
-    state: AtomicU8,
-    /// Handlers between their `active` increment and decrement.
-    active: AtomicU32,
-    config: UnsafeCell<Option<SignalConfig>>,
-    /// Accepted deliveries (the top half ran).
-    delivered: AtomicU32,
-    /// Deliveries refused by the sender filter.
-    rejected: AtomicU32,
-    /// Captures refused by a full mailbox.
-    dropped: AtomicU32,
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, Runtime, SignalConfig, SignalCounts, Signals};
+/// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+/// let before = SignalCounts::total(libc::SIGXCPU);
+/// let h = RT.install(SignalConfig::new(libc::SIGXCPU, |_| {})).unwrap();
+/// // SAFETY: raising a signal whose handler is installed.
+/// unsafe { libc::raise(libc::SIGXCPU) };
+/// assert_eq!(h.counts().handled, 1);
+/// h.uninstall().unwrap();
+/// assert_eq!(SignalCounts::total(libc::SIGXCPU).handled, before.handled + 1);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalCounts {
+    /// The top half ran (the sender filter accepted the signal).
+    pub handled: u32,
+    /// The `SigInfo` was pushed into the capture mailbox.
+    pub captured: u32,
+    /// The capture mailbox was full (the top half still ran).
+    pub dropped: u32,
+    /// The sender filter refused the signal; nothing ran.
+    pub rejected: u32,
+    /// Arrived while the slot was being uninstalled (exclusive mode) and
+    /// was passed on to the disposition in force (module docs of
+    /// [`SignalMode`]).
+    pub forwarded: u32,
+    /// Arrived while the slot was being uninstalled and could not be
+    /// passed on (the kernel refused the re-queue).
+    pub lost: u32,
 }
 
-// SAFETY: `config` is written only by the installer that won EMPTY →
-// INSTALLING, while no handler reads it (see `Slot`); everything else is
-// atomic. `SignalConfig` holds a `fn`, a `&'static dyn Capture` (`Sync`)
-// and plain data.
-unsafe impl Sync for Slot {}
+impl SignalCounts {
+    /// Totals for `signal` over every installation in this process,
+    /// including handlers that finished after their uninstall returned.
+    /// All zero for a signal number out of range.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalCounts`].
+    pub fn total(signal: c_int) -> SignalCounts {
+        match usize::try_from(signal).ok().and_then(|s| COUNTERS.get(s)) {
+            Some(c) => c.snapshot(),
+            None => SignalCounts::default(),
+        }
+    }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const SLOT: Slot = Slot {
-    state: AtomicU8::new(EMPTY),
-    active: AtomicU32::new(0),
-    config: UnsafeCell::new(None),
-    delivered: AtomicU32::new(0),
-    rejected: AtomicU32::new(0),
-    dropped: AtomicU32::new(0),
-};
-
-static SLOTS: [Slot; MAX_SIGNAL] = [SLOT; MAX_SIGNAL];
-
-/// Writes `msg` to stderr with `write(2)` and aborts: the handler's panic
-/// path (no formatting, no allocation, no lock).
-fn die(msg: &[u8]) -> ! {
-    // SAFETY: `msg` is readable for its length; write and abort are
-    // async-signal-safe.
-    unsafe {
-        libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::abort()
+    fn since(self, base: SignalCounts) -> SignalCounts {
+        SignalCounts {
+            handled: self.handled.wrapping_sub(base.handled),
+            captured: self.captured.wrapping_sub(base.captured),
+            dropped: self.dropped.wrapping_sub(base.dropped),
+            rejected: self.rejected.wrapping_sub(base.rejected),
+            forwarded: self.forwarded.wrapping_sub(base.forwarded),
+            lost: self.lost.wrapping_sub(base.lost),
+        }
     }
 }
 
-extern "C" fn handler(sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_void) {
+/// One signal's cumulative counters (never reset: a handle subtracts the
+/// values it saw at install). Incremented by handlers; read anywhere.
+struct Counters {
+    /// Release, after the top half: whoever reads it (Acquire) sees what
+    /// the counted top halves did.
+    handled: AtomicU32,
+    captured: AtomicU32,
+    dropped: AtomicU32,
+    rejected: AtomicU32,
+    forwarded: AtomicU32,
+    lost: AtomicU32,
+}
+
+impl Counters {
+    const fn new() -> Counters {
+        Counters {
+            handled: AtomicU32::new(0),
+            captured: AtomicU32::new(0),
+            dropped: AtomicU32::new(0),
+            rejected: AtomicU32::new(0),
+            forwarded: AtomicU32::new(0),
+            lost: AtomicU32::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> SignalCounts {
+        SignalCounts {
+            // Acquire: pairs with the Release increment after the top half.
+            handled: self.handled.load(Ordering::Acquire),
+            captured: self.captured.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(c: &AtomicU32) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+static COUNTERS: [Counters; MAX_SIGNAL] = [const { Counters::new() }; MAX_SIGNAL];
+
+// ---------------------------------------------------------------------------
+// The per-signal table.
+
+/// What the handler reads while the slot is ACTIVE.
+#[derive(Clone, Copy)]
+struct SlotData {
+    config: Option<SignalConfig>,
+    runtime: Option<&'static dyn EventNotify>,
+}
+
+/// One signal's installation: the `sigslot` state machine and the data it
+/// guards. `data` is written only by the installer that won
+/// `SlotState::claim`, before `publish`; handlers read it only after
+/// `enter` returned `Active` and before `leave`.
+struct Slot {
+    state: SlotState,
+    data: UnsafeCell<SlotData>,
+    /// Shared mode (written before `publish`, read by the fork handler).
+    shared: AtomicBool,
+    /// Exclusive-mode uninstall found someone else's handler in place
+    /// (`Replaced`): that handler got the signal from the kernel and may
+    /// chain to ours, so late deliveries to ours are not forwarded again
+    /// (that would run it twice, or recurse). Cleared by `install`.
+    chained: AtomicBool,
+    /// Exclusive-mode uninstall could not restore the previous disposition
+    /// (`sigaction` failed), so bottomhalf's handler may stay in force over
+    /// an empty slot: late deliveries are counted lost instead of being
+    /// re-queued to it. Cleared by `install`.
+    restore_failed: AtomicBool,
+    /// A thread is installing or uninstalling this slot (set after
+    /// `claim` until `install` returns, and from the start of an uninstall
+    /// until `finish_remove`). Read by the fork child handler: in a child
+    /// that thread does not exist, so its install is abandoned and its
+    /// uninstall finished there.
+    busy: AtomicBool,
+    /// Exclusive mode: the disposition to restore, readable once
+    /// `saved_valid` is set (Release, after the write). Written by the
+    /// installer that won `claim`; read only by the fork child handler.
+    saved: UnsafeCell<Option<libc::sigaction>>,
+    saved_valid: AtomicBool,
+    /// Set in a fork child if a handler of this shared-mode slot was
+    /// inside the registry at the fork: uninstall must not call the
+    /// registry (it would wait for that handler forever).
+    stranded: AtomicBool,
+}
+
+// SAFETY: `data` is written only by the installer that won `claim`,
+// while no handler reads it (the `sigslot` protocol); everything else is
+// atomic. `SlotData` holds a `fn`, `&'static dyn` references to `Sync`
+// types and plain data.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            state: SlotState::new(),
+            data: UnsafeCell::new(SlotData {
+                config: None,
+                runtime: None,
+            }),
+            shared: AtomicBool::new(false),
+            chained: AtomicBool::new(false),
+            restore_failed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            saved: UnsafeCell::new(None),
+            saved_valid: AtomicBool::new(false),
+            stranded: AtomicBool::new(false),
+        }
+    }
+
+    /// (4) of the slot protocol: wait for the handlers inside, then free
+    /// the slot.
+    fn release(&self) {
+        self.state.begin_remove();
+        self.state.wait_idle();
+        self.busy.store(false, Ordering::SeqCst);
+        self.state.finish_remove();
+    }
+}
+
+static SLOTS: [Slot; MAX_SIGNAL] = [const { Slot::new() }; MAX_SIGNAL];
+
+/// Set in a fork child when a shared-mode handler was inside the registry
+/// at the fork: shared installs are refused from then on.
+static REGISTRY_STRANDED: AtomicBool = AtomicBool::new(false);
+
+/// Calls into `signal-hook-registry` (register/unregister) in progress in
+/// this process. In a fork child, a non-zero count means a thread that is
+/// gone holds the registry's write lock: shared installs are refused.
+static REGISTRY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+// ---------------------------------------------------------------------------
+// The handler.
+
+type SigActionFn = extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+type SigHandlerFn = extern "C" fn(c_int);
+
+fn handler_addr() -> libc::sighandler_t {
+    handler as SigActionFn as libc::sighandler_t
+}
+
+/// The exclusive-mode handler.
+extern "C" fn handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let saved = errno();
-    dispatch(sig, info);
+    {
+        let _in = InHandler::enter();
+        dispatch(sig, info, ctx, true);
+    }
     // SAFETY: the interrupted code's errno, put back as it was.
     unsafe { *libc::__errno_location() = saved };
 }
 
+/// The shared-mode action (the registry saves and restores `errno`).
+fn shared_action(sig: c_int, info: &libc::siginfo_t) {
+    let _in = InHandler::enter();
+    let info = info as *const libc::siginfo_t as *mut libc::siginfo_t;
+    dispatch(sig, info, core::ptr::null_mut(), false);
+}
+
 /// The handler body, in a Rust-ABI frame so that an unwinding top half
 /// runs the abort guard here rather than reaching the `extern "C"` edge.
-fn dispatch(sig: c_int, info: *mut libc::siginfo_t) {
-    let Some(slot) = usize::try_from(sig).ok().and_then(|s| SLOTS.get(s)) else {
+/// Total: no input makes it panic (a signal number outside the table
+/// returns, a null `siginfo` gives a `SigInfo` with only the signal).
+fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, exclusive: bool) {
+    let Some(idx) = usize::try_from(sig).ok() else {
         return;
     };
-    // SeqCst: the store-buffering pair with `uninstall` (module docs).
-    slot.active.fetch_add(1, Ordering::SeqCst);
-    if slot.state.load(Ordering::SeqCst) == ACTIVE {
-        // SAFETY: ACTIVE was seen after our `active` increment, so the
-        // config is published (Release-or-stronger store of ACTIVE after
-        // the write) and cannot be rewritten before we decrement.
-        let config = slot.config.with(|p| unsafe { *p });
-        if let Some(config) = config {
-            // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO
-            // handler; null only if someone calls us by hand.
-            let info = match unsafe { info.as_ref() } {
-                Some(raw) => unsafe { SigInfo::from_raw(raw) },
-                None => SigInfo {
-                    signal: sig,
-                    code: 0,
-                    pid: 0,
-                    uid: 0,
-                    value: 0,
-                },
-            };
-            if config.accept.accepts(&info) {
-                if let Some(mb) = config.capture {
-                    if !mb.capture(info) {
-                        slot.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                let guard = OnUnwind(|| {
-                    die(b"bottomhalf: a signal top half panicked; aborting (a handler must not unwind)\n")
-                });
-                (config.top_half)(&info);
-                core::mem::forget(guard);
-                // Counted after the top half, Release: whoever reads the
-                // count (Acquire, `SignalHandle::delivered`) sees what the
-                // counted top halves did.
-                slot.delivered.fetch_add(1, Ordering::Release);
-            } else {
-                slot.rejected.fetch_add(1, Ordering::Relaxed);
-            }
+    let (Some(slot), Some(counters)) = (SLOTS.get(idx), COUNTERS.get(idx)) else {
+        return;
+    };
+    if try_run(slot, sig, info, counters) {
+        return;
+    }
+    // Gone. Forwarding reads no slot data, so it runs outside the slot: an
+    // uninstall does not wait for a slow previous handler.
+    if exclusive && !slot.chained.load(Ordering::Relaxed) {
+        forward(slot, sig, info, ctx, counters);
+    }
+}
+
+/// Enters the slot; if it is installed, runs the delivery through it
+/// (filter, capture, top half, counters) and returns `true`. Otherwise
+/// returns `false` having touched nothing but the slot's state.
+fn try_run(slot: &Slot, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) -> bool {
+    match slot.state.enter() {
+        Entered::Active => {
+            // SAFETY: `enter` returned Active, so `data` is published and
+            // is not rewritten before our `leave` (sigslot protocol).
+            let data = slot.data.with(|p| unsafe { *p });
+            run(data, sig, info, counters);
+            slot.state.leave();
+            true
+        }
+        Entered::Gone => {
+            slot.state.leave();
+            false
         }
     }
-    slot.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn run(data: SlotData, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) {
+    let Some(config) = data.config else {
+        return;
+    };
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler
+    // (and the registry a reference); null only if called by hand.
+    let info = match unsafe { info.as_ref() } {
+        // SAFETY: a siginfo the kernel filled for this delivery.
+        Some(raw) => unsafe { SigInfo::from_raw(raw) },
+        None => SigInfo {
+            signal: sig,
+            code: 0,
+            pid: 0,
+            uid: 0,
+            value: 0,
+        },
+    };
+    if !config.accept.accepts(&info) {
+        bump(&counters.rejected);
+        return;
+    }
+    if let Some(mb) = config.capture {
+        if mb.capture(info) {
+            bump(&counters.captured);
+            if let Some(rt) = data.runtime {
+                rt.notify();
+            }
+        } else {
+            bump(&counters.dropped);
+        }
+    }
+    let guard = OnUnwind(|| die(MESSAGE));
+    (config.top_half)(&info);
+    core::mem::forget(guard);
+    // Release, after the top half: pairs with the Acquire in `snapshot`.
+    counters.handled.fetch_add(1, Ordering::Release);
+}
+
+/// Signals whose default action is to ignore them (`SIGCONT`'s is to
+/// continue, which already happened).
+fn default_ignores(sig: c_int) -> bool {
+    matches!(
+        sig,
+        libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT
+    )
+}
+
+/// How many times `forward` finds bottomhalf's handler in force again
+/// over a slot that is gone before it re-queues the delivery instead.
+const FORWARD_RETRIES: u32 = 4;
+
+/// Passes a signal that reached the handler of a slot being uninstalled
+/// to the disposition in force now (module docs). Async-signal-safe.
+fn forward(
+    slot: &Slot,
+    sig: c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut c_void,
+    counters: &Counters,
+) {
+    // SAFETY: an all-zero sigaction is a valid value.
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    let mut tries = 0;
+    loop {
+        // SAFETY: `cur` is writable; sigaction(2) with a null new action
+        // only reads the disposition and is async-signal-safe.
+        if unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) } != 0 {
+            bump(&counters.lost);
+            return;
+        }
+        if cur.sa_sigaction != handler_addr() {
+            break;
+        }
+        // Our handler is in force again: a re-install. Its `publish` came
+        // before its `sigaction` and its uninstall's `begin_remove` comes
+        // after the restore, so the slot was live when we read the
+        // disposition: run the delivery through it now (counted there).
+        // If the slot is gone again, that uninstall has restored
+        // something since: read the disposition again. Every turn needs a
+        // whole install/uninstall cycle of another thread; after a few,
+        // re-queue (delivered when this handler returns). A restore that
+        // failed leaves our handler in force over an empty slot: that
+        // delivery is lost (counted), never bounced back here forever.
+        if slot.restore_failed.load(Ordering::Relaxed) {
+            bump(&counters.lost);
+            return;
+        }
+        if try_run(slot, sig, info, counters) {
+            return;
+        }
+        tries += 1;
+        if tries == FORWARD_RETRIES {
+            requeue(sig, info, counters);
+            return;
+        }
+    }
+    let h = cur.sa_sigaction;
+    if h == libc::SIG_IGN || (h == libc::SIG_DFL && default_ignores(sig)) {
+        bump(&counters.forwarded);
+        return;
+    }
+    if h == libc::SIG_DFL || cur.sa_flags & libc::SA_RESETHAND != 0 {
+        requeue(sig, info, counters);
+        return;
+    }
+    // A function: call it as the kernel would, with its mask blocked.
+    // SAFETY: `old` is writable; pthread_sigmask is async-signal-safe and
+    // only changes this thread's mask, which is put back below.
+    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let masked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &cur.sa_mask, &mut old) } == 0;
+    if cur.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the disposition is a three-argument handler (SA_SIGINFO)
+        // installed by its owner; it gets this delivery's arguments.
+        let f: SigActionFn = unsafe { core::mem::transmute::<usize, SigActionFn>(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the disposition is a one-argument handler.
+        let f: SigHandlerFn = unsafe { core::mem::transmute::<usize, SigHandlerFn>(h) };
+        f(sig);
+    }
+    if masked {
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
+    }
+    bump(&counters.forwarded);
+}
+
+/// Queues `sig` again to the calling thread with its original `siginfo`
+/// (the signal is blocked inside the handler, so it is delivered when the
+/// handler returns, to the disposition then in force).
+fn requeue(sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) {
+    // SAFETY: getpid/gettid and the raw system calls are async-signal-safe;
+    // `info` is the kernel's siginfo for this delivery (or null: then a
+    // plain tgkill); sending to our own thread group any si_code is allowed.
+    let rc = unsafe {
+        let pid = libc::getpid();
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        if info.is_null() {
+            libc::syscall(libc::SYS_tgkill, pid, tid, sig)
+        } else {
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, info)
+        }
+    };
+    if rc == 0 {
+        bump(&counters.forwarded);
+    } else {
+        bump(&counters.lost);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The handle.
+
+enum Owner {
+    /// Exclusive mode: the disposition to restore.
+    Exclusive(libc::sigaction),
+    /// Shared mode: our registry action.
+    Shared(signal_hook_registry::SigId),
 }
 
 /// An installed top half; [`uninstall`](SignalHandle::uninstall) or drop
-/// restores the disposition that was there before.
+/// removes it (shared mode: removes this action from the registry;
+/// exclusive mode: restores the disposition that was there before).
 ///
 /// # Examples
 ///
@@ -351,27 +893,29 @@ fn dispatch(sig: c_int, info: *mut libc::siginfo_t) {
 /// // SAFETY: raising a signal whose handler is installed.
 /// unsafe { libc::raise(libc::SIGWINCH) };
 /// assert_eq!(HITS.load(Ordering::Relaxed), 1);
-/// assert_eq!(h.delivered(), 1);
+/// assert_eq!(h.handled(), 1);
 /// h.uninstall().unwrap();
 /// ```
 #[must_use = "dropping the handle uninstalls the top half"]
 pub struct SignalHandle {
     signal: c_int,
-    previous: libc::sigaction,
+    owner: Owner,
+    /// The signal's totals at install.
+    base: SignalCounts,
     _not_send: PhantomData<*const ()>,
 }
 
-// SAFETY: `previous` is plain data; uninstalling from another thread is
-// fine (sigaction is process-wide). Not Sync: `uninstall` consumes it.
+// SAFETY: `owner` is plain data; uninstalling from another thread is fine
+// (sigaction and the registry are process-wide). Not Sync: `uninstall`
+// consumes it.
 unsafe impl Send for SignalHandle {}
 
 impl fmt::Debug for SignalHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalHandle")
             .field("signal", &self.signal)
-            .field("delivered", &self.delivered())
-            .field("rejected", &self.rejected())
-            .field("dropped", &self.dropped())
+            .field("mode", &self.mode())
+            .field("counts", &self.counts())
             .finish_non_exhaustive()
     }
 }
@@ -392,16 +936,79 @@ impl SignalHandle {
         self.signal
     }
 
-    /// Deliveries accepted by the filter (the top half ran).
+    /// The mode it was installed in.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Runtime, SignalConfig, SignalMode, Signals};
+    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    /// let h = RT.install(SignalConfig::new(libc::SIGXFSZ, |_| {}).exclusive()).unwrap();
+    /// assert_eq!(h.mode(), SignalMode::Exclusive);
+    /// ```
+    pub fn mode(&self) -> SignalMode {
+        match self.owner {
+            Owner::Exclusive(_) => SignalMode::Exclusive,
+            Owner::Shared(_) => SignalMode::Shared,
+        }
+    }
+
+    /// All counters since this install ([`SignalCounts`]). A handler of an
+    /// earlier installation of the same signal that finished after its
+    /// uninstall returned may be counted here.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalCounts`].
+    pub fn counts(&self) -> SignalCounts {
+        SignalCounts::total(self.signal).since(self.base)
+    }
+
+    /// Deliveries whose top half ran (accepted by the filter).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
     /// # Examples
     ///
     /// See [`SignalHandle`].
-    pub fn delivered(&self) -> u32 {
-        // Acquire: pairs with the Release increment after the top half.
-        self.slot().delivered.load(Ordering::Acquire)
+    pub fn handled(&self) -> u32 {
+        self.counts().handled
+    }
+
+    /// `SigInfo`s pushed into the capture mailbox.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalHandle::dropped`].
+    pub fn captured(&self) -> u32 {
+        self.counts().captured
+    }
+
+    /// Captures refused because the mailbox was full (the top half still
+    /// ran).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, MpscMailbox, Runtime, SigInfo, SignalConfig, Signals};
+    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    /// static ONE: MpscMailbox<SigInfo, 1> = MpscMailbox::new();
+    /// let h = RT.install(SignalConfig::new(libc::SIGPROF, |_| {}).capture(&ONE)).unwrap();
+    /// // SAFETY: raising a signal whose handler is installed.
+    /// unsafe { libc::raise(libc::SIGPROF); libc::raise(libc::SIGPROF) };
+    /// assert_eq!((h.handled(), h.captured(), h.dropped()), (2, 1, 1));
+    /// assert_eq!(ONE.consumer().unwrap().pop().unwrap().signal, libc::SIGPROF);
+    /// ```
+    pub fn dropped(&self) -> u32 {
+        self.counts().dropped
     }
 
     /// Deliveries refused by the sender filter ([`Accept`]).
@@ -419,95 +1026,158 @@ impl SignalHandle {
     ///     .unwrap();
     /// // SAFETY: raising a signal whose handler is installed.
     /// unsafe { libc::raise(libc::SIGURG) };
-    /// assert_eq!((h.delivered(), h.rejected()), (0, 1));
+    /// assert_eq!((h.handled(), h.rejected()), (0, 1));
     /// ```
     pub fn rejected(&self) -> u32 {
-        self.slot().rejected.load(Ordering::Relaxed)
+        self.counts().rejected
     }
 
-    /// Captures refused because the mailbox was full.
+    /// Deliveries that reached the handler while it was being uninstalled
+    /// and were passed on to the disposition in force (exclusive mode;
+    /// module docs of [`SignalMode`]).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
     /// # Examples
     ///
-    /// ```
-    /// use bottomhalf::{Config, MpscMailbox, Runtime, SigInfo, SignalConfig, Signals};
-    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
-    /// static ONE: MpscMailbox<SigInfo, 1> = MpscMailbox::new();
-    /// let h = RT.install(SignalConfig::new(libc::SIGPROF, |_| {}).capture(&ONE)).unwrap();
-    /// // SAFETY: raising a signal whose handler is installed.
-    /// unsafe { libc::raise(libc::SIGPROF); libc::raise(libc::SIGPROF) };
-    /// assert_eq!(h.dropped(), 1);
-    /// assert_eq!(ONE.consumer().unwrap().pop().unwrap().signal, libc::SIGPROF);
-    /// ```
-    pub fn dropped(&self) -> u32 {
-        self.slot().dropped.load(Ordering::Relaxed)
+    /// See [`SignalCounts`] (`SignalCounts::total` sees the ones counted
+    /// after the handle is gone).
+    pub fn forwarded(&self) -> u32 {
+        self.counts().forwarded
     }
 
-    /// Restores the previous disposition, then waits for handlers still
-    /// running on other threads to finish.
+    /// Deliveries that reached the handler while it was being uninstalled
+    /// and could not be passed on (the kernel refused the re-queue).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// See [`SignalCounts`].
+    pub fn lost(&self) -> u32 {
+        self.counts().lost
+    }
+
+    /// Removes the top half and waits for handlers still running it on
+    /// other threads. Shared mode: unregisters the action. Exclusive mode:
+    /// restores the disposition saved at install, if the handler is still
+    /// bottomhalf's; signals that arrive meanwhile are run, forwarded or
+    /// counted (module docs of [`SignalMode`]).
     ///
     /// Top-half safe: no (must not run inside this signal's handler: it
-    /// would wait for itself). Allocates: no. Blocks: yes, briefly.
+    /// would wait for itself). Allocates: shared mode yes (the registry
+    /// copies its table). Blocks: yes, briefly.
     ///
     /// # Errors
     ///
-    /// [`SignalError::Os`] if `sigaction` fails (it cannot for a signal
-    /// that was installed); the slot is released all the same.
+    /// [`SignalError::Replaced`] (exclusive mode: someone else's handler
+    /// was left in place); [`SignalError::Os`] if `sigaction` fails. The
+    /// top half is uninstalled either way.
     ///
     /// # Examples
     ///
     /// See [`SignalHandle`].
     pub fn uninstall(self) -> Result<(), SignalError> {
-        let r = self.restore();
+        let r = self.remove();
         core::mem::forget(self);
         r
     }
 
-    fn restore(&self) -> Result<(), SignalError> {
-        // SAFETY: `previous` is the action `sigaction` gave us at install.
-        let rc = unsafe { libc::sigaction(self.signal, &self.previous, core::ptr::null_mut()) };
-        let result = if rc == 0 {
-            Ok(())
-        } else {
-            Err(SignalError::Os(errno()))
-        };
+    fn remove(&self) -> Result<(), SignalError> {
         let slot = self.slot();
-        // SeqCst: the store-buffering pair with `dispatch` (module docs).
-        slot.state.store(REMOVING, Ordering::SeqCst);
-        while slot.active.load(Ordering::SeqCst) != 0 {
-            crate::sync::spin_wait();
-        }
-        slot.state.store(EMPTY, Ordering::SeqCst);
+        // SeqCst: seen by a fork child of any later instant (the fork
+        // handler reads it; `fork` copies memory after this store left
+        // the store buffer).
+        slot.busy.store(true, Ordering::SeqCst);
+        let result = match &self.owner {
+            Owner::Exclusive(previous) => {
+                let r = restore_exclusive(self.signal, previous);
+                match r {
+                    Err(SignalError::Replaced(_)) => slot.chained.store(true, Ordering::Relaxed),
+                    Err(_) => slot.restore_failed.store(true, Ordering::Relaxed),
+                    Ok(()) => {}
+                }
+                r
+            }
+            Owner::Shared(id) => {
+                if !slot.stranded.swap(false, Ordering::Relaxed) {
+                    REGISTRY_CALLS.fetch_add(1, Ordering::SeqCst);
+                    signal_hook_registry::unregister(*id);
+                    REGISTRY_CALLS.fetch_sub(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        };
+        slot.release();
         result
     }
 }
 
 impl Drop for SignalHandle {
     fn drop(&mut self) {
-        let _ = self.restore();
+        let _ = self.remove();
     }
 }
 
+fn query(sig: c_int) -> Result<libc::sigaction, SignalError> {
+    // SAFETY: an all-zero sigaction is valid; a null new action only reads.
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    if unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) } != 0 {
+        return Err(SignalError::Os(errno()));
+    }
+    Ok(cur)
+}
+
+/// `act` is a handler function (neither `SIG_DFL` nor `SIG_IGN`).
+fn is_handler(act: &libc::sigaction) -> bool {
+    act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN
+}
+
+/// Puts `previous` back if the handler is still ours (module docs).
+fn restore_exclusive(sig: c_int, previous: &libc::sigaction) -> Result<(), SignalError> {
+    if query(sig)?.sa_sigaction != handler_addr() {
+        return Err(SignalError::Replaced(sig));
+    }
+    // SAFETY: an all-zero sigaction is valid; `previous` is what sigaction
+    // gave us at install; `old` is writable.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    if unsafe { libc::sigaction(sig, previous, &mut old) } != 0 {
+        return Err(SignalError::Os(errno()));
+    }
+    if old.sa_sigaction != handler_addr() {
+        // Someone installed theirs between the check and the exchange:
+        // give it back (signals in that instant went to `previous`).
+        // SAFETY: `old` is the action sigaction just gave us.
+        unsafe { libc::sigaction(sig, &old, core::ptr::null_mut()) };
+        return Err(SignalError::Replaced(sig));
+    }
+    Ok(())
+}
+
 impl<const N: usize> Runtime<Signals, N> {
-    /// Installs `config`'s top half as the handler of its signal
-    /// (`SA_SIGINFO | SA_RESTART`, no extra signals masked), saving the
-    /// previous disposition for [`SignalHandle::uninstall`].
+    /// Installs `config`'s top half for its signal, in the config's
+    /// [`SignalMode`] (shared by default: a `signal-hook-registry` action;
+    /// exclusive: raw `sigaction` with `SA_SIGINFO | SA_RESTART`, no extra
+    /// signals masked, the previous disposition saved for uninstall).
     ///
     /// Inside the handler: `errno` is saved; the sender filter runs (a
     /// rejection is counted and nothing else happens); the `SigInfo` is
-    /// captured if asked; the top half runs; `errno` is restored. If the
-    /// top half panics, the handler writes a raw message and aborts.
+    /// captured if asked (and this runtime's event fd made readable); the
+    /// top half runs; `errno` is restored. If the top half panics, the
+    /// handler writes a raw message and aborts, allocating nothing (the
+    /// first install wraps the process panic hook for that).
     ///
-    /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
+    /// Top-half safe: no (set-up). Allocates: yes (shared mode: the
+    /// registry's action; the first install: the panic hook wrapper).
+    /// Blocks: no.
     ///
     /// # Errors
     ///
     /// [`SignalError::OutOfRange`], [`SignalError::Forbidden`],
     /// [`SignalError::Reserved`] for signals that cannot be handled here,
-    /// [`SignalError::AlreadyInstalled`], [`SignalError::TooFewCpus`],
-    /// [`SignalError::Os`].
+    /// [`SignalError::AlreadyInstalled`], [`SignalError::HeldByOther`]
+    /// (exclusive mode), [`SignalError::RegistryStranded`] (shared mode
+    /// after a fork), [`SignalError::TooFewCpus`], [`SignalError::Os`].
     ///
     /// # Examples
     ///
@@ -530,54 +1200,167 @@ impl<const N: usize> Runtime<Signals, N> {
     /// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
     /// drop(h);
     /// ```
-    pub fn install(&self, config: SignalConfig) -> Result<SignalHandle, SignalError> {
+    pub fn install(&'static self, config: SignalConfig) -> Result<SignalHandle, SignalError> {
         let sig = check_signal(config.signal)?;
         self.check_cpus()?;
+        let shared = config.mode == SignalMode::Shared;
+        if shared && REGISTRY_STRANDED.load(Ordering::Relaxed) {
+            return Err(SignalError::RegistryStranded(config.signal));
+        }
+        ensure_hook();
         let slot = &SLOTS[sig];
-        if slot
-            .state
-            .compare_exchange(EMPTY, INSTALLING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if !slot.state.claim() {
             return Err(SignalError::AlreadyInstalled(config.signal));
         }
-        // SAFETY: we won EMPTY → INSTALLING: no handler reads `config`
-        // (they see a state other than ACTIVE) and no other installer runs.
-        slot.config.with_mut(|p| unsafe { *p = Some(config) });
-        slot.delivered.store(0, Ordering::Relaxed);
-        slot.rejected.store(0, Ordering::Relaxed);
-        slot.dropped.store(0, Ordering::Relaxed);
-        // SeqCst (release half): publishes `config` to `dispatch`.
-        slot.state.store(ACTIVE, Ordering::SeqCst);
-
-        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty
-        // mask, no flags); we fill what we use.
-        let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
-        let mut previous: libc::sigaction = unsafe { core::mem::zeroed() };
-        action.sa_sigaction =
-            handler as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        // SAFETY: `action.sa_mask` is a valid sigset; `handler` has the
-        // SA_SIGINFO signature; `previous` is writable. sigaction is
-        // process-wide and the slot is ours.
-        let rc = unsafe {
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(config.signal, &action, &mut previous)
+        // SAFETY: we won `claim`: no handler reads `data` (they see a
+        // state other than ACTIVE) and no other installer runs.
+        slot.data.with_mut(|p| unsafe {
+            *p = SlotData {
+                config: Some(config),
+                runtime: Some(self),
+            }
+        });
+        slot.shared.store(shared, Ordering::Relaxed);
+        slot.stranded.store(false, Ordering::Relaxed);
+        slot.chained.store(false, Ordering::Relaxed);
+        slot.restore_failed.store(false, Ordering::Relaxed);
+        slot.saved_valid.store(false, Ordering::Relaxed);
+        slot.busy.store(true, Ordering::SeqCst);
+        let base = SignalCounts::total(config.signal);
+        let owner = if shared {
+            install_shared(config.signal, slot)
+        } else {
+            install_exclusive(config.signal, slot)
         };
-        if rc != 0 {
-            let e = errno();
-            slot.state.store(EMPTY, Ordering::SeqCst);
-            return Err(SignalError::Os(e));
-        }
+        // An install that failed has released the slot (`busy` cleared).
+        let owner = owner?;
+        slot.busy.store(false, Ordering::SeqCst);
         Ok(SignalHandle {
             signal: config.signal,
-            previous,
+            owner,
+            base,
             _not_send: PhantomData,
         })
     }
 }
 
+fn install_shared(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
+    slot.state.publish();
+    // SAFETY: `shared_action` is async-signal-safe (the handler path: no
+    // lock, no allocation, no panic); the signal is not one of the
+    // registry's FORBIDDEN ones (`check_signal`).
+    REGISTRY_CALLS.fetch_add(1, Ordering::SeqCst);
+    let r = unsafe {
+        signal_hook_registry::register_sigaction(sig, move |info| shared_action(sig, info))
+    };
+    REGISTRY_CALLS.fetch_sub(1, Ordering::SeqCst);
+    match r {
+        Ok(id) => Ok(Owner::Shared(id)),
+        Err(e) => {
+            slot.release();
+            Err(SignalError::Os(e.raw_os_error().unwrap_or(libc::EINVAL)))
+        }
+    }
+}
+
+fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
+    match query(sig) {
+        Ok(cur) if is_handler(&cur) => {
+            slot.busy.store(false, Ordering::SeqCst);
+            slot.state.abandon();
+            return Err(SignalError::HeldByOther(sig));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            slot.busy.store(false, Ordering::SeqCst);
+            slot.state.abandon();
+            return Err(e);
+        }
+    }
+    slot.state.publish();
+    // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask,
+    // no flags); we fill what we use.
+    let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+    let mut previous: libc::sigaction = unsafe { core::mem::zeroed() };
+    action.sa_sigaction = handler_addr();
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `action.sa_mask` is a valid sigset; `handler` has the
+    // SA_SIGINFO signature; `previous` is writable. sigaction is
+    // process-wide and the slot is ours.
+    let rc = unsafe {
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(sig, &action, &mut previous)
+    };
+    if rc != 0 {
+        let e = errno();
+        slot.release();
+        return Err(SignalError::Os(e));
+    }
+    if is_handler(&previous) {
+        // Someone installed a handler between the check and the exchange:
+        // give it back and refuse (signals in that instant ran our top
+        // half, which was live).
+        // SAFETY: `previous` is the action sigaction just gave us.
+        unsafe { libc::sigaction(sig, &previous, core::ptr::null_mut()) };
+        slot.release();
+        return Err(SignalError::HeldByOther(sig));
+    }
+    // SAFETY: we won `claim`; `saved` is read only by the fork child
+    // handler, and only once `saved_valid` is set below.
+    slot.saved.with_mut(|p| unsafe { *p = Some(previous) });
+    // Release: the fork child handler reads `saved` after an Acquire load.
+    slot.saved_valid.store(true, Ordering::Release);
+    Ok(Owner::Exclusive(previous))
+}
+
 /// Called in the child right after `fork()` (single-threaded there): the
-/// handlers that were running on the parent's other threads do not exist
-/// in the child, so no slot may wait for them.
-pub(crate) fn reset_slots_after_fork() {}
+/// handlers that were running on the parent's other threads, and installs
+/// or uninstalls other threads were in, do not exist in the child, so no
+/// slot may wait for them (module docs, "`fork()`").
+pub(crate) fn reset_slots_after_fork() {
+    if REGISTRY_CALLS.swap(0, Ordering::Relaxed) != 0 {
+        REGISTRY_STRANDED.store(true, Ordering::Relaxed);
+    }
+    for (sig, slot) in SLOTS.iter().enumerate() {
+        let busy = slot.busy.swap(false, Ordering::Relaxed);
+        let shared = slot.shared.load(Ordering::Relaxed);
+        if busy && !shared {
+            finish_restore_in_child(sig as c_int, slot);
+        }
+        let inside = slot.state.reset_after_fork(busy);
+        if inside != 0 && shared {
+            slot.stranded.store(true, Ordering::Relaxed);
+            REGISTRY_STRANDED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// In a fork child, for an exclusive-mode slot that a thread (gone here)
+/// was installing or uninstalling: if bottomhalf's handler is in force,
+/// puts the saved disposition back; without one (the fork came before it
+/// was saved), late deliveries are counted lost rather than re-queued.
+/// Async-signal-safe (sigaction only).
+fn finish_restore_in_child(sig: c_int, slot: &Slot) {
+    let Ok(cur) = query(sig) else {
+        return;
+    };
+    if cur.sa_sigaction != handler_addr() {
+        return;
+    }
+    // Acquire: pairs with the Release store after `saved` was written.
+    let saved = if slot.saved_valid.load(Ordering::Acquire) {
+        // SAFETY: `saved_valid` is set only after `saved` was written
+        // and nothing writes it until the next `claim` (none here: one
+        // thread, in the fork handler).
+        slot.saved.with(|p| unsafe { *p })
+    } else {
+        None
+    };
+    match saved {
+        // SAFETY: `previous` is the action sigaction gave the installer.
+        Some(previous) => unsafe {
+            libc::sigaction(sig, &previous, core::ptr::null_mut());
+        },
+        None => slot.restore_failed.store(true, Ordering::Relaxed),
+    }
+}

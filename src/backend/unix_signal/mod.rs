@@ -12,20 +12,14 @@
 //! - The CPU is the one the handler runs on (`sched_getcpu`), so a raise
 //!   from a handler lands on that CPU's pending mask and that CPU's drain
 //!   thread (pinned there) runs it.
-//! - Uninstalling restores exactly the disposition that was there before.
+//! - Uninstalling removes only this top half ([`SignalMode`]); signals that
+//!   arrive around it are run, forwarded or counted ([`SignalCounts`]).
 //!
-//! # Why raw `sigaction`, not `signal-hook-registry`
+//! # Shared and exclusive mode
 //!
-//! The registry multiplexes many actions over one handler that it never
-//! removes: unregistering an action leaves the registry's own handler in
-//! place, chained to whatever was there before. The contract here is that
-//! uninstall restores the previous disposition *exactly* (handler, mask,
-//! flags; `SIG_DFL` and `SIG_IGN` included), which only the `sigaction`
-//! saved at install time can give. It also keeps the handler path to one
-//! table lookup and no `Arc` traversal. The price: one installation per
-//! signal (a second one is refused with [`SignalError::AlreadyInstalled`]),
-//! and installing over another library's handler replaces it until
-//! uninstall (it is not chained).
+//! Shared (default): a `signal-hook-registry` action, chained with
+//! tokio::signal, signal-hook and ctrlc. Exclusive: raw `sigaction`, exact
+//! restore, refuses a signal another handler holds. See [`SignalMode`].
 //!
 //! # Finding the CPU, async-signal-safely
 //!
@@ -111,9 +105,10 @@
 
 mod info;
 mod install;
+mod panic;
 
 pub use info::{Accept, SigInfo};
-pub use install::{SignalConfig, SignalError, SignalHandle};
+pub use install::{SignalConfig, SignalCounts, SignalError, SignalHandle, SignalMode};
 
 use std::os::fd::BorrowedFd;
 
