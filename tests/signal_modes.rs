@@ -368,14 +368,26 @@ fn odd_siginfo(mode: bottomhalf::SignalMode, sig: c_int) {
         (-1000, 8),
     ];
     let top_half = |info: &bottomhalf::SigInfo| {
-        SEEN.fetch_add(1, Ordering::SeqCst);
+        // The pid first: the sender waits for SEEN, and the handler may run
+        // on another thread.
         LAST_PID.store(info.pid, Ordering::SeqCst);
+        SEEN.fetch_add(1, Ordering::SeqCst);
     };
     let h = RT
         .install(SignalConfig::new(sig, top_half).mode(mode))
         .unwrap();
     for (i, &(code, pid)) in cases.iter().enumerate() {
         forge(sig, code, pid, i);
+        // Process-directed: usually handled on this thread before the
+        // call returns, but the kernel may pick another thread.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while (SEEN.load(Ordering::SeqCst) as usize) < i + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "case {i} never handled"
+            );
+            std::thread::yield_now();
+        }
         if code == libc::SI_QUEUE {
             assert_eq!(LAST_PID.load(Ordering::SeqCst), pid, "forged pid passed on");
         }
@@ -393,6 +405,15 @@ fn odd_siginfo(mode: bottomhalf::SignalMode, sig: c_int) {
         .unwrap();
     for (i, &(code, pid)) in cases.iter().enumerate() {
         forge(sig, code, pid, i);
+    }
+    // Deliveries may run on another thread: wait until all are counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while {
+        let c = h.counts();
+        ((c.handled + c.rejected) as usize) < cases.len()
+    } {
+        assert!(std::time::Instant::now() < deadline, "{:?}", h.counts());
+        std::thread::yield_now();
     }
     let c = h.counts();
     assert_eq!((c.handled + c.rejected) as usize, cases.len(), "{c:?}");

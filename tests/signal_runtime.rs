@@ -354,12 +354,7 @@ fn storm_of_100k_over_4_rt_signals_from_another_process_drops_nothing() {
         assert_eq!(libc::read(fds[0], (&mut retries as *mut u64).cast(), 8), 8);
         libc::close(fds[0]);
     }
-    let handled = || {
-        handles
-            .iter()
-            .map(|h| u64::from(h.handled()))
-            .sum::<u64>()
-    };
+    let handled = || handles.iter().map(|h| u64::from(h.handled())).sum::<u64>();
     let dropped = || handles.iter().map(|h| u64::from(h.dropped())).sum::<u64>();
     wait_until("every payload", Duration::from_secs(60), || {
         handled() == STORM as u64 && STORM_MB.is_empty() && !STORM_BH.is_scheduled()
