@@ -76,6 +76,17 @@
 //! `leave` is Release and `wait_idle`'s read Acquire: whatever the handler
 //! read from the data happens before the slot is reused.
 //!
+//! Every write of `state` (`claim`, `publish`, `abandon`, `begin_remove`,
+//! `finish_remove`) is an RMW, because `enter`'s `fetch_or(0)` is a write
+//! too, and a handler may enter at any time (a late frame, after the
+//! uninstall returned). With a plain store on one side, loom, which keeps
+//! a partial modification order, can leave the store and a concurrent
+//! `fetch_or(0)` unordered and let a later `claim` read the value the
+//! `fetch_or` rewrote (a stale `REMOVING` after `finish_remove`): RMW
+//! atomicity forbids that on hardware, and with RMWs only the model's
+//! order of `state` is the interleaving order. The fork reset, single
+//! threaded, keeps plain stores.
+//!
 //! The identity check has a behavioural mutant, `sigslot_ident_ignored`
 //! (`enter` accepts any published installation): the model's handler of
 //! an earlier installation then runs the next one's data, and the model
@@ -150,14 +161,16 @@ impl SlotState {
         let ident = (generation << 1) | u32::from(tag);
         // Relaxed: published by the Release store of ACTIVE below.
         self.ident.store(ident, Ordering::Relaxed);
-        self.state.store(ACTIVE, Ordering::SeqCst);
+        // A swap, not a store: every write of `state` is an RMW (module
+        // docs, "Atomic orderings").
+        self.state.swap(ACTIVE, Ordering::SeqCst);
         ident
     }
 
     /// (5) `INSTALLING → EMPTY`: an install that gives up before it
     /// published anything (so no handler can have read the data).
     pub fn abandon(&self) {
-        self.state.store(EMPTY, Ordering::Release);
+        self.state.swap(EMPTY, Ordering::Release);
     }
 
     /// The entry of a handler that belongs to the installation `ident`
@@ -239,7 +252,9 @@ impl SlotState {
     /// (4) `REMOVING → EMPTY`, after `wait_idle`: the data may be
     /// rewritten by the next `claim`.
     pub fn finish_remove(&self) {
-        self.state.store(EMPTY, Ordering::Release);
+        // A swap: a handler that enters now (a late frame) writes `state`
+        // too (module docs, "Atomic orderings").
+        self.state.swap(EMPTY, Ordering::Release);
     }
 
     /// In the child right after `fork()`, which has one thread: the

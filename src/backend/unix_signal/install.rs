@@ -45,26 +45,79 @@
 //! - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
 //!   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
 //! - bottomhalf's handler again (another thread re-installed the
-//!   signal meanwhile): the delivery runs through the new installation
-//!   right away and is counted there (`handled` or `rejected`); if that
-//!   one is being uninstalled too, the disposition is read again, and
-//!   after a few such turns the delivery is re-queued as below;
+//!   signal in exclusive mode meanwhile): the delivery runs through the
+//!   new installation right away and is counted there (`handled` or
+//!   `rejected`); if that one is being uninstalled too, the disposition is
+//!   read again, and after a few such turns the delivery is re-queued as
+//!   below;
+//! - the registry's handler (another thread installed the signal in
+//!   shared mode meanwhile; the handler found that installation and left
+//!   it alone): it is called like any function, and runs the new action,
+//!   which counts the delivery too (`forwarded` here, `handled` there);
 //! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
 //!   is re-queued to the same thread with its original `siginfo`
 //!   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
 //!   whatever disposition is in force then.
 //!
+//! # Which installation a handler runs
+//!
+//! Every installation has an identity (a per-slot generation and its mode;
+//! `crate::sigslot`). A registry action captures its installation's
+//! identity at registration and runs that installation only: an action
+//! still running after its uninstall began, or one a fork child inherited
+//! from an install that never returned there, runs nothing and counts
+//! nothing (the registry already passed the delivery to the previous
+//! handler). The exclusive handler is one function for every exclusive
+//! installation: it runs the exclusive installation in force, if any, and
+//! never a shared one (a registry that took the signal over may hold
+//! bottomhalf's exclusive handler as its "previous" one and call it before
+//! the action: the top half would run twice per delivery).
+//!
+//! # An exclusive handler left behind
+//!
 //! If uninstall found someone else's handler in place
 //! ([`SignalError::Replaced`]), that handler received the signal from the
-//! kernel and may call bottomhalf's as its "previous" handler: such calls
-//! are not forwarded again (that would run it twice) and count nothing.
+//! kernel and may call bottomhalf's as its "previous" handler, and it may
+//! do so for as long as it lives; an uninstall that could not restore the
+//! previous disposition leaves bottomhalf's handler in force, and whoever
+//! takes the signal next (the registry included: it never drops its
+//! previous handler) may chain to it the same way. From then on, until an
+//! exclusive install takes the signal from `SIG_DFL`/`SIG_IGN` again, a
+//! call into bottomhalf's exclusive handler that finds no exclusive
+//! installation is never forwarded (forwarding a chained call would run
+//! the other handler again, or recurse forever). It is counted once:
+//!
+//! - in [`SignalCounts::retired`] if another handler is in force. Such a
+//!   call is either a genuine late delivery (the kernel routed it to
+//!   bottomhalf's handler before it was replaced) or a chained call from
+//!   the replacing handler. Both come with the kernel's `siginfo` and
+//!   context, and nothing portable tells a handler whether the kernel or
+//!   another handler called it, so the counter holds both: for a replacing
+//!   handler that chains, one per delivery it received;
+//! - in [`SignalCounts::lost`] if bottomhalf's handler is in force (a
+//!   failed restore, or a replacing handler that put it back): the kernel
+//!   delivered it there and there is nowhere to pass it on;
+//! - nowhere while a shared-mode installation of the signal is in force:
+//!   the registry calls its previous handler (which chains here) and then
+//!   the action, which counts the delivery (`handled` or `rejected`). A
+//!   genuine late delivery that reaches the old handler only after a new
+//!   shared install (its frame set up before the replace, and not entered
+//!   until after an uninstall and an install on other threads) is the one
+//!   case counted nowhere; it cannot be told from the registry's chained
+//!   call, which is counted by the action.
+//!
+//! Independently of these flags, a call into bottomhalf's handler made by
+//! the handler that `forward` (below) is calling on the same thread for
+//! the same signal is that same delivery coming back: it runs and counts
+//! nothing (a thread-local marker, set around the call).
 //!
 //! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
-//! counted in [`SignalHandle::lost`], and so is a delivery that finds
-//! bottomhalf's handler in force over an empty slot after a restore that
-//! failed: those are the only ways a signal that reached the handler is
-//! neither run, forwarded nor counted as such. `tests/signal_uninstall_storm.rs`
-//! cycles install/uninstall under a `sigqueue` storm in both modes.
+//! counted in [`SignalHandle::lost`]: with the cases above, those are the
+//! only ways a signal that reached the handler is neither run nor
+//! forwarded. `tests/signal_uninstall_storm.rs` cycles install/uninstall
+//! under a `sigqueue` storm in both modes; `tests/signal_modes.rs` covers
+//! the handler left behind (a shared re-install after `Replaced` runs the
+//! top half once; a late delivery after `Replaced` is counted).
 //! [`SignalCounts::total`] gives the per-signal totals over every
 //! installation, including handlers that finished after their uninstall
 //! returned. In shared mode the registry itself passes every delivery to
@@ -87,7 +140,14 @@
 //! progress is finished in the child (the slot is free; in exclusive mode
 //! the saved disposition is put back if bottomhalf's handler is still in
 //! force); an install that was in progress never returned a handle there,
-//! so its slot is freed the same way. `signal-hook-registry` counts the
+//! so its slot is freed the same way. If that install had registered its
+//! registry action already, the action stays registered in the child
+//! (there is no handle to remove it) and runs nothing: its identity is
+//! not the next install's. If the fork came before an exclusive install
+//! saved the disposition it replaced, bottomhalf's handler stays in force
+//! in the child and is left behind (above): a shared install there takes
+//! it as the registry's previous handler, and the top half still runs once
+//! per delivery. `signal-hook-registry` counts the
 //! handlers inside it in the same way, and a child forked while one of
 //! them ran, or while a thread was inside `register`/`unregister` (which
 //! hold its write lock), would wait forever in its next `register` or
@@ -150,7 +210,8 @@ impl<const N: usize> EventNotify for Runtime<Signals, N> {
 ///   ([`SignalError::Replaced`]: theirs is left in place). Signals that
 ///   arrive during an uninstall are run, forwarded to the restored
 ///   disposition, or counted ([`SignalHandle::forwarded`],
-///   [`SignalHandle::lost`]).
+///   [`SignalHandle::lost`], [`SignalCounts::retired`] for calls into a
+///   handler that an uninstall left behind).
 ///
 /// Why exclusive mode uses raw `sigaction`: the registry never gives a
 /// signal back (its handler stays after the last action is removed), so it
@@ -446,7 +507,9 @@ pub(super) fn errno() -> c_int {
 /// after its uninstall began, or an action of another installation, which
 /// counts nothing: the registry has already passed it to the previous
 /// handler; `retired` also counts calls from a handler that chains to a
-/// replaced one, see its docs); `captured` and `dropped` split the
+/// replaced one, see its docs; a late exclusive-mode delivery forwarded
+/// to the registry of a new shared installation counts `forwarded`, and
+/// the action it reaches counts it again); `captured` and `dropped` split the
 /// accepted deliveries of a configuration with a capture mailbox (then
 /// `captured + dropped == handled`). The counters are `u32` and wrap.
 ///
