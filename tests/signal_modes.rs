@@ -627,7 +627,7 @@ fn late_delivery_to_a_replaced_exclusive_handler_is_counted() {
             // SA_SIGINFO signature.
             unsafe {
                 let mut act: libc::sigaction = std::mem::zeroed();
-                act.sa_sigaction = replace_and_uninstall as usize;
+                act.sa_sigaction = replace_and_uninstall as SigActionFn as usize;
                 act.sa_flags = libc::SA_SIGINFO;
                 libc::sigemptyset(&mut act.sa_mask);
                 assert_eq!(libc::sigaction(trigger, &act, std::ptr::null_mut()), 0);

@@ -72,7 +72,10 @@ fn install() {
 
 /// Installs data `value` with identity tag `tag`; returns the identity.
 fn install_as(value: u32, tag: bool) -> u32 {
-    assert!(CTX.slot.claim(), "claim failed installing {value}: {:?}", CTX.slot);
+    assert!(
+        CTX.slot.claim(),
+        "install of {value}: the slot was not free"
+    );
     // SAFETY (model): we won `claim`; loom checks the edge to readers.
     CTX.data.with_mut(|p| unsafe { *p = value });
     let ident = CTX.slot.publish(tag);

@@ -1220,7 +1220,9 @@ impl SignalHandle {
     }
 
     /// Deliveries that reached the handler while it was being uninstalled
-    /// and could not be passed on (the kernel refused the re-queue).
+    /// and could not be passed on (the kernel refused the re-queue), or
+    /// reached bottomhalf's exclusive handler left in force with no
+    /// installation behind it ([`SignalCounts::lost`]).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
