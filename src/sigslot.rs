@@ -26,11 +26,30 @@
 //! 5. `install` gives up (the system call failed, or exclusive mode
 //!    refused): nothing was routed here, or what was has left (it waits).
 //!
-//! A handler brackets everything it does with [`enter`](SlotState::enter)
-//! and [`leave`](SlotState::leave). It may read the slot's data only if
-//! `enter` returned [`Entered::Active`]; with [`Entered::Gone`] it must
-//! pass the signal on without touching the data (the caller forwards it
-//! to the current disposition, or counts it).
+//! A handler brackets everything it does with an `enter` call
+//! ([`enter_exact`](SlotState::enter_exact) or
+//! [`enter_tagged`](SlotState::enter_tagged)) and
+//! [`leave`](SlotState::leave). It may read the slot's data only if
+//! `enter` returned [`Entered::Active`]; with [`Entered::Other`] or
+//! [`Entered::Gone`] it must pass the signal on without touching the data
+//! (the caller forwards it to the current disposition, or counts it).
+//!
+//! # Identity
+//!
+//! Each installation has an identity, chosen by `publish`: a generation
+//! (one more than the slot's previous installation's, so it survives a
+//! fork reset) and a one-bit tag the installer picks (the signal backend:
+//! its mode). A handler says which installation it belongs to: a
+//! registry action captures the exact identity at registration
+//! (`enter_exact`); the exclusive handler, one function for every
+//! exclusive installation, asks for the tag (`enter_tagged`). `enter`
+//! returns `Active` only if the published identity matches, and `Other`
+//! for an installation that is not the caller's. So a handler left behind
+//! by an earlier installation (an action orphaned by a fork, an exclusive
+//! handler that another library kept as its "previous" one and chains to)
+//! never runs the current one's data. The identity is written before the
+//! `publish` store and read after `enter`'s RMW saw ACTIVE: the same edge
+//! as the data. A generation wraps after 2^31 installs of one slot.
 //!
 //! # Atomic orderings
 //!
@@ -56,6 +75,22 @@
 //!
 //! `leave` is Release and `wait_idle`'s read Acquire: whatever the handler
 //! read from the data happens before the slot is reused.
+//!
+//! Every write of `state` (`claim`, `publish`, `abandon`, `begin_remove`,
+//! `finish_remove`) is an RMW, because `enter`'s `fetch_or(0)` is a write
+//! too, and a handler may enter at any time (a late frame, after the
+//! uninstall returned). With a plain store on one side, loom, which keeps
+//! a partial modification order, can leave the store and a concurrent
+//! `fetch_or(0)` unordered and let a later `claim` read the value the
+//! `fetch_or` rewrote (a stale `REMOVING` after `finish_remove`): RMW
+//! atomicity forbids that on hardware, and with RMWs only the model's
+//! order of `state` is the interleaving order. The fork reset, single
+//! threaded, keeps plain stores.
+//!
+//! The identity check has a behavioural mutant, `sigslot_ident_ignored`
+//! (`enter` accepts any published installation): the model's handler of
+//! an earlier installation then runs the next one's data, and the model
+//! fails.
 
 use crate::sync::{ordering, spin_wait, AtomicU32, AtomicU8, Ordering};
 
@@ -64,12 +99,15 @@ const INSTALLING: u8 = 1;
 const ACTIVE: u8 = 2;
 const REMOVING: u8 = 3;
 
-/// What [`SlotState::enter`] found.
+/// What [`SlotState::enter_exact`] / [`SlotState::enter_tagged`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entered {
-    /// The slot's data is published and stays valid until
-    /// [`SlotState::leave`].
+    /// The caller's installation: the slot's data is published and stays
+    /// valid until [`SlotState::leave`].
     Active,
+    /// Another installation is published (not the caller's identity, or
+    /// not its tag): do not touch the data; pass the signal on.
+    Other,
     /// Not installed (being installed, being removed, or empty): do not
     /// touch the data; pass the signal on.
     Gone,
@@ -82,6 +120,10 @@ pub struct SlotState {
     /// install and uninstall (and the fork child handler); read by
     /// handlers with an RMW that leaves it unchanged.
     state: AtomicU8,
+    /// The published installation's identity: generation << 1 | tag
+    /// (module docs). Written by the installer that won `claim`, before
+    /// `publish`'s store; read by handlers after `enter` saw ACTIVE.
+    ident: AtomicU32,
     /// Handlers between `enter` and `leave`. Incremented and decremented
     /// by handlers; read by `wait_idle`; reset by the fork child handler.
     active: AtomicU32,
@@ -93,6 +135,7 @@ impl SlotState {
         pub fn new() -> SlotState {
             SlotState {
                 state: AtomicU8::new(EMPTY),
+                ident: AtomicU32::new(0),
                 active: AtomicU32::new(0),
             }
         }
@@ -106,21 +149,49 @@ impl SlotState {
     }
 
     /// (2) `INSTALLING → ACTIVE`: publishes the data written since
-    /// `claim` (Release-or-stronger; pairs with `enter`'s RMW).
-    pub fn publish(&self) {
-        self.state.store(ACTIVE, Ordering::SeqCst);
+    /// `claim` and a new identity, the next generation with `tag`, which
+    /// it returns (Release-or-stronger; pairs with `enter`'s RMW). Only
+    /// by the installer that won `claim`.
+    pub fn publish(&self, tag: bool) -> u32 {
+        // Relaxed: the previous installation's identity was written by
+        // the previous claim winner, which happens before our `claim`
+        // (its `finish_remove` Release, our CAS Acquire); in a fork child
+        // there is one thread.
+        let generation = (self.ident.load(Ordering::Relaxed) >> 1).wrapping_add(1);
+        let ident = (generation << 1) | u32::from(tag);
+        // Relaxed: published by the Release store of ACTIVE below.
+        self.ident.store(ident, Ordering::Relaxed);
+        // A swap, not a store: every write of `state` is an RMW (module
+        // docs, "Atomic orderings").
+        self.state.swap(ACTIVE, Ordering::SeqCst);
+        ident
     }
 
     /// (5) `INSTALLING → EMPTY`: an install that gives up before it
     /// published anything (so no handler can have read the data).
     pub fn abandon(&self) {
-        self.state.store(EMPTY, Ordering::Release);
+        self.state.swap(EMPTY, Ordering::Release);
     }
 
-    /// The handler's entry: counts itself in, then reads the state.
-    /// Top-half safe; wait-free (two RMWs).
+    /// The entry of a handler that belongs to the installation `ident`
+    /// (the value `publish` returned): counts itself in, then reads the
+    /// state; [`Entered::Active`] only if that installation is published.
+    /// Top-half safe; wait-free (two RMWs and a load).
     #[inline]
-    pub fn enter(&self) -> Entered {
+    pub fn enter_exact(&self, ident: u32) -> Entered {
+        self.enter(|published| published == ident)
+    }
+
+    /// The entry of a handler that belongs to whichever installation has
+    /// the tag `tag` (module docs): like [`enter_exact`](Self::enter_exact),
+    /// but any generation matches.
+    #[inline]
+    pub fn enter_tagged(&self, tag: bool) -> Entered {
+        self.enter(|published| published & 1 == u32::from(tag))
+    }
+
+    #[inline]
+    fn enter(&self, mine: impl FnOnce(u32) -> bool) -> Entered {
         // SeqCst: first half of the store-buffering pair with
         // `begin_remove` + `wait_idle` (module docs).
         self.active.fetch_add(1, Ordering::SeqCst);
@@ -129,10 +200,18 @@ impl SlotState {
         let state = self
             .state
             .fetch_or(0, ordering!("sigslot_enter_relaxed", SeqCst, Relaxed));
-        if state == ACTIVE {
+        if state != ACTIVE {
+            return Entered::Gone;
+        }
+        // Relaxed: ordered after `publish`'s store by the RMW above (the
+        // same edge as the data); not rewritten before our `leave`.
+        let published = self.ident.load(Ordering::Relaxed);
+        // The `sigslot_ident_ignored` mutant (a behavioural one) runs any
+        // published installation, as the handler did before identities.
+        if cfg!(bh_mutant = "sigslot_ident_ignored") || mine(published) {
             Entered::Active
         } else {
-            Entered::Gone
+            Entered::Other
         }
     }
 
@@ -146,7 +225,8 @@ impl SlotState {
 
     /// (3) `ACTIVE → REMOVING` (also `INSTALLING → REMOVING` for an
     /// install that gives up): handlers that enter from now on see
-    /// [`Entered::Gone`]. Call it after the kernel stopped routing the
+    /// [`Entered::Gone`]. The identity stays (the next `publish` takes the
+    /// next generation). Call it after the kernel stopped routing the
     /// signal to the handler.
     pub fn begin_remove(&self) {
         // An RMW (swap): second half of the store-buffering pair; it reads
@@ -172,7 +252,9 @@ impl SlotState {
     /// (4) `REMOVING → EMPTY`, after `wait_idle`: the data may be
     /// rewritten by the next `claim`.
     pub fn finish_remove(&self) {
-        self.state.store(EMPTY, Ordering::Release);
+        // A swap: a handler that enters now (a late frame) writes `state`
+        // too (module docs, "Atomic orderings").
+        self.state.swap(EMPTY, Ordering::Release);
     }
 
     /// In the child right after `fork()`, which has one thread: the
@@ -183,8 +265,10 @@ impl SlotState {
     /// already routes the signal elsewhere) becomes EMPTY, and so does any
     /// state if `abandoned` (the caller knows another thread was in the
     /// middle of installing or uninstalling this slot: no handle for it
-    /// exists in the child). Returns how many handlers were inside at the
-    /// fork.
+    /// exists in the child). The identity stays: a handler the child
+    /// inherited from that install (a registry action registered before
+    /// the fork) sees [`Entered::Other`] once the slot is installed again.
+    /// Returns how many handlers were inside at the fork.
     pub fn reset_after_fork(&self, abandoned: bool) -> u32 {
         let stranded = self.active.swap(0, Ordering::Relaxed);
         let state = self.state.load(Ordering::Relaxed);

@@ -445,3 +445,221 @@ fn odd_siginfo_never_panics_the_handler_and_is_counted() {
         expect_success("odd siginfo", out);
     }
 }
+
+// ---------------------------------------------------------------------------
+// A handler that replaced bottomhalf's exclusive one (issue 8, items 1-2;
+// review: the handler ran whichever installation was current).
+
+/// The disposition bottomhalf's exclusive handler was when `chaining`
+/// (or `plain`) replaced it.
+static mut REPLACED: libc::sigaction = unsafe { std::mem::zeroed() };
+/// Calls into `chaining` / `plain`.
+static THEIRS: AtomicU32 = AtomicU32::new(0);
+
+type SigActionFn = extern "C" fn(c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Another library's handler that chains to the one it replaced (as
+/// libjsig, crash reporters and language runtimes do).
+extern "C" fn chaining(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    THEIRS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: REPLACED was written before this handler was installed.
+    let prev = unsafe { (*std::ptr::addr_of!(REPLACED)).sa_sigaction };
+    if prev != libc::SIG_DFL && prev != libc::SIG_IGN {
+        // SAFETY: the previous handler was an SA_SIGINFO one (bottomhalf's).
+        let f: SigActionFn = unsafe { std::mem::transmute::<usize, SigActionFn>(prev) };
+        f(sig, info, ctx);
+    }
+}
+
+/// Another library's handler that does not chain.
+extern "C" fn plain(_sig: c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    THEIRS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs `f` over `sig` with raw `sigaction`, saving what it replaced
+/// in `REPLACED`.
+fn replace_with(sig: c_int, f: SigActionFn) {
+    // SAFETY: a zeroed sigaction is valid; `f` has the SA_SIGINFO
+    // signature; REPLACED is written only here, before `f` can run.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = f as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(
+            libc::sigaction(sig, &act, std::ptr::addr_of_mut!(REPLACED)),
+            0
+        );
+    }
+}
+
+/// Exclusive install; another library installs a handler that chains to
+/// bottomhalf's; uninstall leaves it (`Replaced`). Then:
+/// - a refused exclusive re-install (`HeldByOther`) and a raise: theirs
+///   runs once, ours nothing, and the process is alive (before the fix the
+///   refused install forgot the chain and the handler forwarded the call
+///   back to theirs, which called ours again: unbounded recursion);
+/// - a shared install (the registry takes over with theirs as its
+///   "previous"): one raise runs our top half once (it ran twice: once
+///   through the chain to the exclusive handler, which ran whatever
+///   installation was current, once as the registry action), theirs once;
+/// - the shared uninstall and a raise: theirs once, ours nothing, alive.
+#[test]
+fn shared_reinstall_after_replaced_runs_the_top_half_once() {
+    if let Some(out) = scenario(
+        "shared_reinstall_after_replaced_runs_the_top_half_once",
+        || {
+            use bottomhalf::SignalCounts;
+            let sig = libc::SIGRTMIN() + 7;
+            let h = RT
+                .install(SignalConfig::new(sig, our_top_half).exclusive())
+                .unwrap();
+            replace_with(sig, chaining);
+            raise(sig);
+            // Theirs chains to ours, still installed: runs once.
+            assert_eq!((THEIRS.load(Ordering::SeqCst), h.handled()), (1, 1));
+            assert_eq!(h.uninstall(), Err(SignalError::Replaced(sig)));
+            let base = SignalCounts::total(sig);
+            assert_eq!(
+                RT.install(SignalConfig::new(sig, our_top_half).exclusive())
+                    .unwrap_err(),
+                SignalError::HeldByOther(sig)
+            );
+            raise(sig);
+            assert_eq!(THEIRS.load(Ordering::SeqCst), 2, "theirs ran once");
+            assert_eq!(OURS.load(Ordering::SeqCst), 1, "ours ran after uninstall");
+            let h2 = RT.install(SignalConfig::new(sig, our_top_half)).unwrap();
+            OURS.store(0, Ordering::SeqCst);
+            raise(sig);
+            let hits = OURS.load(Ordering::SeqCst);
+            println!(
+                "one raise after Replaced + shared re-install: top half ran {hits} time(s), \
+                 handled() = {}, theirs ran {}",
+                h2.handled(),
+                THEIRS.load(Ordering::SeqCst) - 2
+            );
+            assert_eq!(hits, 1, "top half ran {hits} times for one delivery");
+            assert_eq!(h2.handled(), 1);
+            assert_eq!(THEIRS.load(Ordering::SeqCst), 3, "theirs ran once");
+            h2.uninstall().unwrap();
+            raise(sig);
+            assert_eq!(THEIRS.load(Ordering::SeqCst), 4, "theirs ran once");
+            assert_eq!(OURS.load(Ordering::SeqCst), 1, "ours ran after uninstall");
+            let c = SignalCounts::total(sig);
+            println!(
+                "after Replaced, 3 raises: handled +{}, retired +{}, forwarded +{}, lost +{}; alive",
+                c.handled - base.handled,
+                c.retired - base.retired,
+                c.forwarded - base.forwarded,
+                c.lost - base.lost
+            );
+            // The chained calls with no installation are counted once
+            // each (`retired`); with the shared one in force, the action
+            // counts the delivery and the chained call counts nothing.
+            assert_eq!(c.handled - base.handled, 1);
+            assert_eq!(c.retired - base.retired, 2);
+            assert_eq!((c.forwarded, c.lost), (base.forwarded, base.lost));
+        },
+    ) {
+        expect_success("shared re-install after Replaced", out);
+    }
+}
+
+/// Blocks or unblocks `sigs` on this thread.
+fn mask_all(how: c_int, sigs: &[c_int]) {
+    // SAFETY: a valid sigset for pthread_sigmask; only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
+    }
+}
+
+static LATE_HANDLE: std::sync::Mutex<Option<bottomhalf::SignalHandle>> =
+    std::sync::Mutex::new(None);
+/// 1: the uninstall inside `replace_and_uninstall` returned `Replaced`.
+static LATE_RESULT: AtomicU32 = AtomicU32::new(0);
+/// `OURS` when `replace_and_uninstall` ran (our top half must not have
+/// run before it).
+static OURS_BEFORE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The handler of the second signal: another library replaces
+/// bottomhalf's handler of the first (not chaining), and bottomhalf's
+/// handle is uninstalled (`Replaced`), all while a delivery of the first
+/// signal is already routed to bottomhalf's handler (its frame is under
+/// this one).
+extern "C" fn replace_and_uninstall(_: c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let sig = libc::SIGRTMIN() + 7;
+    OURS_BEFORE.store(OURS.load(Ordering::SeqCst), Ordering::SeqCst);
+    replace_with(sig, plain);
+    // The main thread is in pthread_sigmask: it holds no lock.
+    let h = LATE_HANDLE.try_lock().ok().and_then(|mut g| g.take());
+    if let Some(h) = h {
+        if h.uninstall() == Err(SignalError::Replaced(sig)) {
+            LATE_RESULT.store(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Exclusive mode, item 2: a delivery the kernel routed to bottomhalf's
+/// handler before another library replaced it, reaching the handler after
+/// the uninstall returned `Replaced`, is counted (before the fix: counted
+/// nowhere). Made deterministic with two pending signals: unblocking both
+/// at once makes the kernel set up the lower one's frame (bottomhalf's
+/// handler) and then the higher one's on top; the higher one's handler
+/// runs first and does the replace and the uninstall.
+///
+/// (`retired`). A call from a handler that chains to the retired one
+/// looks the same to it and is counted there once too:
+/// `shared_reinstall_after_replaced_runs_the_top_half_once`.
+#[test]
+fn late_delivery_to_a_replaced_exclusive_handler_is_counted() {
+    if let Some(out) = scenario(
+        "late_delivery_to_a_replaced_exclusive_handler_is_counted",
+        || {
+            use bottomhalf::SignalCounts;
+            let sig = libc::SIGRTMIN() + 7;
+            let trigger = libc::SIGRTMIN() + 8;
+            // SAFETY: a zeroed sigaction is valid; the handler has the
+            // SA_SIGINFO signature.
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = replace_and_uninstall as SigActionFn as usize;
+                act.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut act.sa_mask);
+                assert_eq!(libc::sigaction(trigger, &act, std::ptr::null_mut()), 0);
+            }
+            let h = RT
+                .install(SignalConfig::new(sig, our_top_half).exclusive())
+                .unwrap();
+            *LATE_HANDLE.lock().unwrap() = Some(h);
+            let base = SignalCounts::total(sig);
+            mask_all(libc::SIG_BLOCK, &[sig, trigger]);
+            raise(sig);
+            raise(trigger);
+            mask_all(libc::SIG_UNBLOCK, &[sig, trigger]);
+            assert_eq!(LATE_RESULT.load(Ordering::SeqCst), 1, "uninstall: Replaced");
+            assert_eq!(
+                OURS_BEFORE.load(Ordering::SeqCst),
+                0,
+                "frames in that order"
+            );
+            // The delivery was routed to ours, not theirs.
+            assert_eq!(THEIRS.load(Ordering::SeqCst), 0);
+            assert_eq!(OURS.load(Ordering::SeqCst), 0, "ours ran after uninstall");
+            let c = SignalCounts::total(sig);
+            let counted = (c.handled - base.handled)
+                + (c.forwarded - base.forwarded)
+                + (c.lost - base.lost)
+                + (c.retired - base.retired);
+            println!("late delivery after Replaced: counted {counted} time(s): {c:?}");
+            assert_eq!(counted, 1, "the late delivery was counted nowhere");
+            assert_eq!(c.retired - base.retired, 1, "counted as retired");
+        },
+    ) {
+        expect_success("late delivery after Replaced", out);
+    }
+}

@@ -45,26 +45,79 @@
 //! - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
 //!   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
 //! - bottomhalf's handler again (another thread re-installed the
-//!   signal meanwhile): the delivery runs through the new installation
-//!   right away and is counted there (`handled` or `rejected`); if that
-//!   one is being uninstalled too, the disposition is read again, and
-//!   after a few such turns the delivery is re-queued as below;
+//!   signal in exclusive mode meanwhile): the delivery runs through the
+//!   new installation right away and is counted there (`handled` or
+//!   `rejected`); if that one is being uninstalled too, the disposition is
+//!   read again, and after a few such turns the delivery is re-queued as
+//!   below;
+//! - the registry's handler (another thread installed the signal in
+//!   shared mode meanwhile; the handler found that installation and left
+//!   it alone): it is called like any function, and runs the new action,
+//!   which counts the delivery too (`forwarded` here, `handled` there);
 //! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
 //!   is re-queued to the same thread with its original `siginfo`
 //!   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
 //!   whatever disposition is in force then.
 //!
+//! # Which installation a handler runs
+//!
+//! Every installation has an identity (a per-slot generation and its mode;
+//! `crate::sigslot`). A registry action captures its installation's
+//! identity at registration and runs that installation only: an action
+//! still running after its uninstall began, or one a fork child inherited
+//! from an install that never returned there, runs nothing and counts
+//! nothing (the registry already passed the delivery to the previous
+//! handler). The exclusive handler is one function for every exclusive
+//! installation: it runs the exclusive installation in force, if any, and
+//! never a shared one (a registry that took the signal over may hold
+//! bottomhalf's exclusive handler as its "previous" one and call it before
+//! the action: the top half would run twice per delivery).
+//!
+//! # An exclusive handler left behind
+//!
 //! If uninstall found someone else's handler in place
 //! ([`SignalError::Replaced`]), that handler received the signal from the
-//! kernel and may call bottomhalf's as its "previous" handler: such calls
-//! are not forwarded again (that would run it twice) and count nothing.
+//! kernel and may call bottomhalf's as its "previous" handler, and it may
+//! do so for as long as it lives; an uninstall that could not restore the
+//! previous disposition leaves bottomhalf's handler in force, and whoever
+//! takes the signal next (the registry included: it never drops its
+//! previous handler) may chain to it the same way. From then on, until an
+//! exclusive install takes the signal from `SIG_DFL`/`SIG_IGN` again, a
+//! call into bottomhalf's exclusive handler that finds no exclusive
+//! installation is never forwarded (forwarding a chained call would run
+//! the other handler again, or recurse forever). It is counted once:
+//!
+//! - in [`SignalCounts::retired`] if another handler is in force. Such a
+//!   call is either a genuine late delivery (the kernel routed it to
+//!   bottomhalf's handler before it was replaced) or a chained call from
+//!   the replacing handler. Both come with the kernel's `siginfo` and
+//!   context, and nothing portable tells a handler whether the kernel or
+//!   another handler called it, so the counter holds both: for a replacing
+//!   handler that chains, one per delivery it received;
+//! - in [`SignalCounts::lost`] if bottomhalf's handler is in force (a
+//!   failed restore, or a replacing handler that put it back): the kernel
+//!   delivered it there and there is nowhere to pass it on;
+//! - nowhere while a shared-mode installation of the signal is in force:
+//!   the registry calls its previous handler (which chains here) and then
+//!   the action, which counts the delivery (`handled` or `rejected`). A
+//!   genuine late delivery that reaches the old handler only after a new
+//!   shared install (its frame set up before the replace, and not entered
+//!   until after an uninstall and an install on other threads) is the one
+//!   case counted nowhere; it cannot be told from the registry's chained
+//!   call, which is counted by the action.
+//!
+//! Independently of these flags, a call into bottomhalf's handler made by
+//! the handler that `forward` (below) is calling on the same thread for
+//! the same signal is that same delivery coming back: it runs and counts
+//! nothing (a thread-local marker, set around the call).
 //!
 //! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
-//! counted in [`SignalHandle::lost`], and so is a delivery that finds
-//! bottomhalf's handler in force over an empty slot after a restore that
-//! failed: those are the only ways a signal that reached the handler is
-//! neither run, forwarded nor counted as such. `tests/signal_uninstall_storm.rs`
-//! cycles install/uninstall under a `sigqueue` storm in both modes.
+//! counted in [`SignalHandle::lost`]: with the cases above, those are the
+//! only ways a signal that reached the handler is neither run nor
+//! forwarded. `tests/signal_uninstall_storm.rs` cycles install/uninstall
+//! under a `sigqueue` storm in both modes; `tests/signal_modes.rs` covers
+//! the handler left behind (a shared re-install after `Replaced` runs the
+//! top half once; a late delivery after `Replaced` is counted).
 //! [`SignalCounts::total`] gives the per-signal totals over every
 //! installation, including handlers that finished after their uninstall
 //! returned. In shared mode the registry itself passes every delivery to
@@ -87,7 +140,14 @@
 //! progress is finished in the child (the slot is free; in exclusive mode
 //! the saved disposition is put back if bottomhalf's handler is still in
 //! force); an install that was in progress never returned a handle there,
-//! so its slot is freed the same way. `signal-hook-registry` counts the
+//! so its slot is freed the same way. If that install had registered its
+//! registry action already, the action stays registered in the child
+//! (there is no handle to remove it) and runs nothing: its identity is
+//! not the next install's. If the fork came before an exclusive install
+//! saved the disposition it replaced, bottomhalf's handler stays in force
+//! in the child and is left behind (above): a shared install there takes
+//! it as the registry's previous handler, and the top half still runs once
+//! per delivery. `signal-hook-registry` counts the
 //! handlers inside it in the same way, and a child forked while one of
 //! them ran, or while a thread was inside `register`/`unregister` (which
 //! hold its write lock), would wait forever in its next `register` or
@@ -150,7 +210,8 @@ impl<const N: usize> EventNotify for Runtime<Signals, N> {
 ///   ([`SignalError::Replaced`]: theirs is left in place). Signals that
 ///   arrive during an uninstall are run, forwarded to the restored
 ///   disposition, or counted ([`SignalHandle::forwarded`],
-///   [`SignalHandle::lost`]).
+///   [`SignalHandle::lost`], [`SignalCounts::retired`] for calls into a
+///   handler that an uninstall left behind).
 ///
 /// Why exclusive mode uses raw `sigaction`: the registry never gives a
 /// signal back (its handler stays after the last action is removed), so it
@@ -441,12 +502,16 @@ pub(super) fn errno() -> c_int {
 /// What happened to the deliveries of one signal: for one installation
 /// ([`SignalHandle::counts`]) or for every installation in this process
 /// ([`SignalCounts::total`]). Every delivery that reaches bottomhalf's
-/// handler adds 1 to exactly one of `handled`, `rejected`, `forwarded`
-/// and `lost` (shared mode: except one that reaches the action after its
-/// uninstall began, which counts nothing: the registry has already passed
-/// it to the previous handler); `captured` and `dropped` split the accepted deliveries of
-/// a configuration with a capture mailbox (then `captured + dropped ==
-/// handled`). The counters are `u32` and wrap.
+/// handler adds 1 to exactly one of `handled`, `rejected`, `forwarded`,
+/// `lost` and `retired` (shared mode: except one that reaches the action
+/// after its uninstall began, or an action of another installation, which
+/// counts nothing: the registry has already passed it to the previous
+/// handler; `retired` also counts calls from a handler that chains to a
+/// replaced one, see its docs; a late exclusive-mode delivery forwarded
+/// to the registry of a new shared installation counts `forwarded`, and
+/// the action it reaches counts it again); `captured` and `dropped` split the
+/// accepted deliveries of a configuration with a capture mailbox (then
+/// `captured + dropped == handled`). The counters are `u32` and wrap.
 ///
 /// # Examples
 ///
@@ -476,8 +541,24 @@ pub struct SignalCounts {
     /// [`SignalMode`]).
     pub forwarded: u32,
     /// Arrived while the slot was being uninstalled and could not be
-    /// passed on (the kernel refused the re-queue).
+    /// passed on (the kernel refused the re-queue), or reached
+    /// bottomhalf's exclusive handler while it was in force with no
+    /// installation behind it (module docs of [`SignalMode`]).
     pub lost: u32,
+    /// Calls into bottomhalf's exclusive handler after an uninstall left
+    /// it behind with another handler in force (exclusive mode,
+    /// [`SignalError::Replaced`]; or a restore that failed), while no
+    /// installation of the signal could take them. Each is either a
+    /// delivery the kernel routed to bottomhalf's handler before it was
+    /// replaced, or a call from the handler that replaced it, chaining to
+    /// it as its previous one. The two look the same to the handler (the
+    /// same `siginfo` and context), so each is counted here once, runs no
+    /// top half and is not forwarded (forwarding a chained call would run
+    /// the other handler again, or recurse). Not counted while a
+    /// shared-mode installation of the signal is in force: the registry
+    /// then calls its previous handler (which chains here) and then the
+    /// action, which counts the delivery (module docs of [`SignalMode`]).
+    pub retired: u32,
 }
 
 impl SignalCounts {
@@ -505,6 +586,7 @@ impl SignalCounts {
             rejected: self.rejected.wrapping_sub(base.rejected),
             forwarded: self.forwarded.wrapping_sub(base.forwarded),
             lost: self.lost.wrapping_sub(base.lost),
+            retired: self.retired.wrapping_sub(base.retired),
         }
     }
 }
@@ -520,6 +602,7 @@ struct Counters {
     rejected: AtomicU32,
     forwarded: AtomicU32,
     lost: AtomicU32,
+    retired: AtomicU32,
 }
 
 impl Counters {
@@ -531,6 +614,7 @@ impl Counters {
             rejected: AtomicU32::new(0),
             forwarded: AtomicU32::new(0),
             lost: AtomicU32::new(0),
+            retired: AtomicU32::new(0),
         }
     }
 
@@ -543,6 +627,7 @@ impl Counters {
             rejected: self.rejected.load(Ordering::Relaxed),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            retired: self.retired.load(Ordering::Relaxed),
         }
     }
 }
@@ -572,16 +657,20 @@ struct Slot {
     data: UnsafeCell<SlotData>,
     /// Shared mode (written before `publish`, read by the fork handler).
     shared: AtomicBool,
-    /// Exclusive-mode uninstall found someone else's handler in place
-    /// (`Replaced`): that handler got the signal from the kernel and may
-    /// chain to ours, so late deliveries to ours are not forwarded again
-    /// (that would run it twice, or recurse). Cleared by `install`.
-    chained: AtomicBool,
-    /// Exclusive-mode uninstall could not restore the previous disposition
-    /// (`sigaction` failed), so bottomhalf's handler may stay in force over
-    /// an empty slot: late deliveries are counted lost instead of being
-    /// re-queued to it. Cleared by `install`.
-    restore_failed: AtomicBool,
+    /// An exclusive-mode uninstall left bottomhalf's handler behind: it
+    /// found someone else's handler in place (`Replaced`), which may hold
+    /// ours as its previous one and chain to it, or it could not restore
+    /// the previous disposition (a failed `sigaction`, or a fork child
+    /// without the saved one), so ours may stay in force, and whoever
+    /// takes the signal next (the registry included) may chain to it. Calls
+    /// into the exclusive handler that find no exclusive installation are
+    /// then never forwarded (that would run the other handler again, or
+    /// recurse): counted `retired` (or `lost` while ours is in force).
+    /// Sticky across shared installs (the registry never drops its
+    /// previous handler); cleared by an exclusive install that took the
+    /// signal from `SIG_DFL`/`SIG_IGN` (no handler in force to chain).
+    /// Set before `begin_remove`, read after `enter`: the same edge.
+    lent: AtomicBool,
     /// A thread is installing or uninstalling this slot (set after
     /// `claim` until `install` returns, and from the start of an uninstall
     /// until `finish_remove`). Read by the fork child handler: in a child
@@ -614,8 +703,7 @@ impl Slot {
                 runtime: None,
             }),
             shared: AtomicBool::new(false),
-            chained: AtomicBool::new(false),
-            restore_failed: AtomicBool::new(false),
+            lent: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             saved: UnsafeCell::new(None),
             saved_valid: AtomicBool::new(false),
@@ -654,63 +742,136 @@ fn handler_addr() -> libc::sighandler_t {
     handler as SigActionFn as libc::sighandler_t
 }
 
+/// The identity tags (`SlotState::publish`) of the two modes.
+const SHARED_TAG: bool = true;
+const EXCLUSIVE_TAG: bool = false;
+
+std::thread_local! {
+    /// Signals (bit `sig`) whose delivery this thread is passing on, in
+    /// `forward`, to a handler function. A call into the exclusive handler
+    /// for such a signal while the bit is set comes from that function
+    /// chaining to ours (the kernel blocks the signal while our handler
+    /// runs): the delivery is being forwarded already. `const`, no
+    /// destructor: touching it in a handler never allocates.
+    static FORWARDING: core::cell::Cell<u128> = const { core::cell::Cell::new(0) };
+}
+
+fn forwarding(sig: c_int) -> bool {
+    let bit = 1u128.checked_shl(sig as u32).unwrap_or(0);
+    FORWARDING.try_with(|f| f.get() & bit != 0).unwrap_or(false)
+}
+
+/// Sets (`on`) or clears `sig`'s bit in `FORWARDING`.
+fn mark_forwarding(sig: c_int, on: bool) {
+    let bit = 1u128.checked_shl(sig as u32).unwrap_or(0);
+    let _ = FORWARDING.try_with(|f| f.set(if on { f.get() | bit } else { f.get() & !bit }));
+}
+
 /// The exclusive-mode handler.
 extern "C" fn handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let saved = errno();
     {
         let _in = InHandler::enter();
-        dispatch(sig, info, ctx, true);
+        dispatch_exclusive(sig, info, ctx);
     }
     // SAFETY: the interrupted code's errno, put back as it was.
     unsafe { *libc::__errno_location() = saved };
 }
 
-/// The shared-mode action (the registry saves and restores `errno`).
-fn shared_action(sig: c_int, info: &libc::siginfo_t) {
+/// The shared-mode action of the installation `ident` (the registry saves
+/// and restores `errno`). Runs that installation only: an action whose
+/// installation is gone (being uninstalled, or orphaned in a fork child)
+/// counts nothing; the registry has passed the delivery to the previous
+/// handler already.
+fn shared_action(sig: c_int, ident: u32, info: &libc::siginfo_t) {
     let _in = InHandler::enter();
     let info = info as *const libc::siginfo_t as *mut libc::siginfo_t;
-    dispatch(sig, info, core::ptr::null_mut(), false);
+    if let Some((slot, counters)) = lookup(sig) {
+        try_run(slot, sig, info, counters, slot.state.enter_exact(ident));
+    }
 }
 
-/// The handler body, in a Rust-ABI frame so that an unwinding top half
-/// runs the abort guard here rather than reaching the `extern "C"` edge.
-/// Total: no input makes it panic (a signal number outside the table
-/// returns, a null `siginfo` gives a `SigInfo` with only the signal).
-fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, exclusive: bool) {
-    let Some(idx) = usize::try_from(sig).ok() else {
+/// The slot and counters of `sig`, if it is in the table. Total: never
+/// panics, whatever the number.
+fn lookup(sig: c_int) -> Option<(&'static Slot, &'static Counters)> {
+    let idx = usize::try_from(sig).ok()?;
+    Some((SLOTS.get(idx)?, COUNTERS.get(idx)?))
+}
+
+/// The exclusive handler's body, in a Rust-ABI frame so that an unwinding
+/// top half runs the abort guard here rather than reaching the
+/// `extern "C"` edge. Total: no input makes it panic (a signal number
+/// outside the table returns, a null `siginfo` gives a `SigInfo` with only
+/// the signal). Runs only an exclusive installation (any generation: the
+/// kernel calls this one function for all of them); otherwise the call is
+/// forwarded or counted (module docs).
+fn dispatch_exclusive(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let Some((slot, counters)) = lookup(sig) else {
         return;
     };
-    let (Some(slot), Some(counters)) = (SLOTS.get(idx), COUNTERS.get(idx)) else {
-        return;
-    };
-    if try_run(slot, sig, info, counters) {
+    if forwarding(sig) {
+        // The handler `forward` is calling on this thread chains to ours:
+        // this delivery is being passed on (and counted) there already.
         return;
     }
-    // Gone. Forwarding reads no slot data, so it runs outside the slot: an
-    // uninstall does not wait for a slow previous handler.
-    if exclusive && !slot.chained.load(Ordering::Relaxed) {
+    let found = try_run(
+        slot,
+        sig,
+        info,
+        counters,
+        slot.state.enter_tagged(EXCLUSIVE_TAG),
+    );
+    if found == Entered::Active {
+        return;
+    }
+    // Not ours to run. Forwarding reads no slot data, so it runs outside
+    // the slot: an uninstall does not wait for a slow previous handler.
+    // Relaxed: set before the `begin_remove` that `enter` read from.
+    if slot.lent.load(Ordering::Relaxed) {
+        left_behind(sig, found, counters);
+    } else {
         forward(slot, sig, info, ctx, counters);
     }
 }
 
-/// Enters the slot; if it is installed, runs the delivery through it
-/// (filter, capture, top half, counters) and returns `true`. Otherwise
-/// returns `false` having touched nothing but the slot's state.
-fn try_run(slot: &Slot, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) -> bool {
-    match slot.state.enter() {
-        Entered::Active => {
-            // SAFETY: `enter` returned Active, so `data` is published and
-            // is not rewritten before our `leave` (sigslot protocol).
-            let data = slot.data.with(|p| unsafe { *p });
-            run(data, sig, info, counters);
-            slot.state.leave();
-            true
-        }
-        Entered::Gone => {
-            slot.state.leave();
-            false
-        }
+/// A call into the exclusive handler that an uninstall left behind
+/// (`Slot::lent`) and that found no exclusive installation (module docs).
+/// Never forwarded: it may come from the handler in force chaining to
+/// ours.
+fn left_behind(sig: c_int, found: Entered, counters: &Counters) {
+    if found == Entered::Other {
+        // A shared installation is in force: the registry holds the
+        // handler that chains here as its previous one, and calls the
+        // action next, which counts the delivery.
+        return;
     }
+    match query(sig) {
+        Ok(cur) if cur.sa_sigaction != handler_addr() => bump(&counters.retired),
+        // Ours in force with no installation behind it: the kernel
+        // delivered it here, and a re-queue would come back here.
+        _ => bump(&counters.lost),
+    }
+}
+
+/// Runs the delivery through the slot if `found` (what the caller's
+/// `enter` returned) is `Active` (filter, capture, top half, counters),
+/// then leaves the slot; returns `found`. Otherwise touches nothing but
+/// the slot's state.
+fn try_run(
+    slot: &Slot,
+    sig: c_int,
+    info: *mut libc::siginfo_t,
+    counters: &Counters,
+    found: Entered,
+) -> Entered {
+    if found == Entered::Active {
+        // SAFETY: `enter` returned Active, so `data` is published and is
+        // not rewritten before our `leave` (sigslot protocol).
+        let data = slot.data.with(|p| unsafe { *p });
+        run(data, sig, info, counters);
+    }
+    slot.state.leave();
+    found
 }
 
 fn run(data: SlotData, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) {
@@ -793,14 +954,16 @@ fn forward(
         // If the slot is gone again, that uninstall has restored
         // something since: read the disposition again. Every turn needs a
         // whole install/uninstall cycle of another thread; after a few,
-        // re-queue (delivered when this handler returns). A restore that
-        // failed leaves our handler in force over an empty slot: that
-        // delivery is lost (counted), never bounced back here forever.
-        if slot.restore_failed.load(Ordering::Relaxed) {
+        // re-queue (delivered when this handler returns). An uninstall
+        // that left ours behind (`lent`: a restore that failed) may leave
+        // it in force over an empty slot: that delivery is lost (counted),
+        // never bounced back here forever.
+        if slot.lent.load(Ordering::Relaxed) {
             bump(&counters.lost);
             return;
         }
-        if try_run(slot, sig, info, counters) {
+        let found = slot.state.enter_tagged(EXCLUSIVE_TAG);
+        if try_run(slot, sig, info, counters, found) == Entered::Active {
             return;
         }
         tries += 1;
@@ -808,6 +971,12 @@ fn forward(
             requeue(sig, info, counters);
             return;
         }
+    }
+    if slot.lent.load(Ordering::Relaxed) {
+        // An uninstall on another thread left ours behind meanwhile: the
+        // handler in force may chain to ours (`Slot::lent`).
+        bump(&counters.retired);
+        return;
     }
     let h = cur.sa_sigaction;
     if h == libc::SIG_IGN || (h == libc::SIG_DFL && default_ignores(sig)) {
@@ -823,6 +992,9 @@ fn forward(
     // only changes this thread's mask, which is put back below.
     let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
     let masked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &cur.sa_mask, &mut old) } == 0;
+    // A call back into ours from `h` (it holds ours as its previous one)
+    // is this same delivery: it must not be run or forwarded again.
+    mark_forwarding(sig, true);
     if cur.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the disposition is a three-argument handler (SA_SIGINFO)
         // installed by its owner; it gets this delivery's arguments.
@@ -833,6 +1005,7 @@ fn forward(
         let f: SigHandlerFn = unsafe { core::mem::transmute::<usize, SigHandlerFn>(h) };
         f(sig);
     }
+    mark_forwarding(sig, false);
     if masked {
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
@@ -1047,7 +1220,9 @@ impl SignalHandle {
     }
 
     /// Deliveries that reached the handler while it was being uninstalled
-    /// and could not be passed on (the kernel refused the re-queue).
+    /// and could not be passed on (the kernel refused the re-queue), or
+    /// reached bottomhalf's exclusive handler left in force with no
+    /// installation behind it ([`SignalCounts::lost`]).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -1092,10 +1267,12 @@ impl SignalHandle {
         let result = match &self.owner {
             Owner::Exclusive(previous) => {
                 let r = restore_exclusive(self.signal, previous);
-                match r {
-                    Err(SignalError::Replaced(_)) => slot.chained.store(true, Ordering::Relaxed),
-                    Err(_) => slot.restore_failed.store(true, Ordering::Relaxed),
-                    Ok(()) => {}
+                if r.is_err() {
+                    // Replaced (theirs may chain to ours) or not restored
+                    // (ours may stay in force): ours is left behind. Before
+                    // `begin_remove`, which publishes it to the handlers
+                    // that find the slot gone.
+                    slot.lent.store(true, Ordering::Relaxed);
                 }
                 r
             }
@@ -1222,8 +1399,6 @@ impl<const N: usize> Runtime<Signals, N> {
         });
         slot.shared.store(shared, Ordering::Relaxed);
         slot.stranded.store(false, Ordering::Relaxed);
-        slot.chained.store(false, Ordering::Relaxed);
-        slot.restore_failed.store(false, Ordering::Relaxed);
         slot.saved_valid.store(false, Ordering::Relaxed);
         slot.busy.store(true, Ordering::SeqCst);
         let base = SignalCounts::total(config.signal);
@@ -1245,13 +1420,16 @@ impl<const N: usize> Runtime<Signals, N> {
 }
 
 fn install_shared(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
-    slot.state.publish();
+    // The action runs this installation only (its identity), never a
+    // later one: an action orphaned by a fork child's reset, or still
+    // running after its uninstall began, finds another identity.
+    let ident = slot.state.publish(SHARED_TAG);
     // SAFETY: `shared_action` is async-signal-safe (the handler path: no
     // lock, no allocation, no panic); the signal is not one of the
     // registry's FORBIDDEN ones (`check_signal`).
     REGISTRY_CALLS.fetch_add(1, Ordering::SeqCst);
     let r = unsafe {
-        signal_hook_registry::register_sigaction(sig, move |info| shared_action(sig, info))
+        signal_hook_registry::register_sigaction(sig, move |info| shared_action(sig, ident, info))
     };
     REGISTRY_CALLS.fetch_sub(1, Ordering::SeqCst);
     match r {
@@ -1277,7 +1455,7 @@ fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
             return Err(e);
         }
     }
-    slot.state.publish();
+    slot.state.publish(EXCLUSIVE_TAG);
     // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask,
     // no flags); we fill what we use.
     let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
@@ -1305,6 +1483,9 @@ fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
         slot.release();
         return Err(SignalError::HeldByOther(sig));
     }
+    // We took the signal from SIG_DFL/SIG_IGN: no handler in force holds
+    // ours as its previous one any more (`lent`).
+    slot.lent.store(false, Ordering::Relaxed);
     // SAFETY: we won `claim`; `saved` is read only by the fork child
     // handler, and only once `saved_valid` is set below.
     slot.saved.with_mut(|p| unsafe { *p = Some(previous) });
@@ -1361,6 +1542,6 @@ fn finish_restore_in_child(sig: c_int, slot: &Slot) {
         Some(previous) => unsafe {
             libc::sigaction(sig, &previous, core::ptr::null_mut());
         },
-        None => slot.restore_failed.store(true, Ordering::Relaxed),
+        None => slot.lent.store(true, Ordering::Relaxed),
     }
 }
