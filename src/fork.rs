@@ -85,6 +85,14 @@
 //! weakened (`fork_repair_load_relaxed`, `fork_repair_store_release`: not
 //! listed as mutants, since they break nothing).
 //!
+//! The kick check (`CpuFork::stale`, read by `raise` only when it finds
+//! `draining` set) loads the stamp Relaxed: a stale answer makes a
+//! spurious kick; reading `gen` while the flag read was the parent's
+//! means the raise's SeqCst load of the flag precedes the repairer's
+//! SeqCst clear of it, so the raise's `fetch_or` precedes the mask swap of
+//! the drain that follows every repair, which takes the work. The loom
+//! model `a_raise_on_an_inherited_flag_is_drained_or_kicked` checks it.
+//!
 //! Both state machines are small types (`Registry`, `CpuFork`) whose
 //! atomics come from `crate::sync`, so loom checks them:
 //! `loom-tests/tests/fork.rs` reaches them through `loom_fork` (re-exported
