@@ -31,13 +31,30 @@
 //!   `REPAIRING` stamp of that generation keeps two child threads from
 //!   doing it at once; the
 //!   loser returns `Busy`, and the winner goes on to drain the loser's
-//!   work). Spawning drain threads repairs every CPU of the runtime first,
-//!   so a kick skipped because of a stale flag cannot leave them asleep.
+//!   work). Spawning drain threads repairs every CPU of the runtime first.
+//!   Until a CPU is repaired, `raise` does not trust its flag: its kick
+//!   check, when it finds the flag set (and only then), also compares the
+//!   CPU's stamp with the generation and kicks if the stamp is older, so
+//!   an event loop or drain thread that waits for kicks is woken even if
+//!   no drain has run on that CPU in the child (a drain that finds
+//!   nothing pending returns before it repairs). The raise's fast path,
+//!   flag clear, is unchanged: one `fetch_or` and one load.
 //! - The forking thread itself may be inside a drain (a bottom half that
 //!   forks, for example to exec a program). Its drains are recorded in a
-//!   thread-local stack: the child keeps those CPUs' `draining` flags
-//!   (stamping them repaired) and leaves the tasklets of those runtimes as
-//!   they are, because the continuing drain owns the list it took.
+//!   thread-local stack (`DrainMark`): the CPU's `CpuFork`, and, while a
+//!   tasklet callback of that drain runs, the `TakenList` of that list
+//!   run: the tasklet it is running and the rest of the list it took.
+//!   The child handler keeps those CPUs' `draining` flags and stamps
+//!   them with the new generation, in every runtime (with tasklets or
+//!   not), so no drain of the child, nested in the forking one or on a
+//!   thread the child starts, clears the flag under the drain that goes
+//!   on: it returns `Busy`, and the continuing drain runs the work. The
+//!   continuing drain owns exactly what it holds: the tasklet it runs
+//!   keeps RUN (and a HANDOFF, which its `finish` links; pending on no
+//!   list without one, it is linked again as a schedule during its run
+//!   would be), and the rest of its taken list is marked as listed, so
+//!   it is not linked twice. Every other tasklet, of that runtime too, is
+//!   repaired as above.
 //!
 //! # Atomic orderings
 //!
@@ -67,6 +84,14 @@
 //! first one alone sufficing, the loom model passes with only the stamp
 //! weakened (`fork_repair_load_relaxed`, `fork_repair_store_release`: not
 //! listed as mutants, since they break nothing).
+//!
+//! The kick check (`CpuFork::stale`, read by `raise` only when it finds
+//! `draining` set) loads the stamp Relaxed: a stale answer makes a
+//! spurious kick; reading `gen` while the flag read was the parent's
+//! means the raise's SeqCst load of the flag precedes the repairer's
+//! SeqCst clear of it, so the raise's `fetch_or` precedes the mask swap of
+//! the drain that follows every repair, which takes the work. The loom
+//! model `a_raise_on_an_inherited_flag_is_drained_or_kicked` checks it.
 //!
 //! Both state machines are small types (`Registry`, `CpuFork`) whose
 //! atomics come from `crate::sync`, so loom checks them:
@@ -116,6 +141,15 @@ impl CpuFork {
     }
 }
 
+/// Without `fork` (no `std`, or not Unix) a flag is never a parent's.
+#[cfg(not(any(loom, all(feature = "std", unix))))]
+impl CpuFork {
+    #[inline(always)]
+    pub(crate) fn stale(&self) -> bool {
+        false
+    }
+}
+
 /// Set in `CpuFork::gen` (with the generation) while a context repairs
 /// the CPU. A stamp left by a repairer of an older generation (a thread
 /// of a parent that was itself a forked child) is merely stale.
@@ -134,6 +168,25 @@ impl CpuFork {
             return Some(());
         }
         self.repair_slow(draining, gen)
+    }
+
+    /// `true` if this CPU's `draining` flag may be a parent thread's (the
+    /// stamp is not this generation's): `raise`'s kick check then kicks
+    /// even though the flag is set. Read only on that check's rare path
+    /// (the flag set).
+    #[inline]
+    pub(crate) fn stale(&self) -> bool {
+        if cfg!(bh_mutant = "fork_kick_ignores_stamp") {
+            return false;
+        }
+        // Relaxed: a wrong answer either way is harmless. Stale while a
+        // child context repairs the CPU: a spurious kick. `gen` while the
+        // flag the caller read is still the parent's: the caller's SeqCst
+        // load of the flag precedes the repairer's SeqCst clear of it, so
+        // its raise precedes the mask swap of the drain that follows every
+        // repair (`drain`'s own, or the first one of each thread that
+        // `spawn_drain_threads` starts), which takes the work.
+        self.gen.load(Ordering::Relaxed) != generation()
     }
 
     #[cold]
@@ -373,6 +426,73 @@ pub(crate) struct DrainMark {
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
+/// What a tasklet list run (`TaskletList::run`) holds while a callback
+/// runs: the tasklet it runs and the rest of the list it took. Recorded in
+/// the thread's innermost drain mark ([`TakenList::mark`]), so that the
+/// child handler of a fork made from that callback leaves exactly these to
+/// the run, which goes on in the child. Empty without `fork`.
+pub(crate) struct TakenList {
+    /// The tasklet whose callback runs, or null between callbacks.
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    running: core::cell::Cell<*const Tasklet>,
+    /// The tasklets the run has taken and not started yet, linked through
+    /// `next` (the run's own links, in run order).
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    rest: core::cell::Cell<*const Tasklet>,
+}
+
+impl TakenList {
+    #[inline(always)]
+    pub(crate) fn new() -> TakenList {
+        TakenList {
+            #[cfg(all(feature = "std", unix, not(loom)))]
+            running: core::cell::Cell::new(core::ptr::null()),
+            #[cfg(all(feature = "std", unix, not(loom)))]
+            rest: core::cell::Cell::new(core::ptr::null()),
+        }
+    }
+
+    /// Records the list in the calling thread's innermost drain mark until
+    /// the returned guard is dropped (also when a callback unwinds).
+    #[inline(always)]
+    pub(crate) fn mark(&self) -> TakenMark<'_> {
+        TakenMark {
+            #[cfg(all(feature = "std", unix, not(loom)))]
+            slot: imp::mark_taken(self),
+            _list: core::marker::PhantomData,
+        }
+    }
+
+    /// Before `t`'s callback: `t` runs, and `rest` (null or the next
+    /// tasklet taken, linked through `next`) is still the run's.
+    #[inline(always)]
+    pub(crate) fn running(&self, t: &'static Tasklet, rest: *mut Tasklet) {
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        {
+            self.running.set(t);
+            self.rest.set(rest);
+        }
+        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        let _ = (t, rest);
+    }
+
+    /// After the callback returned (or unwound).
+    #[inline(always)]
+    pub(crate) fn ran(&self) {
+        #[cfg(all(feature = "std", unix, not(loom)))]
+        self.running.set(core::ptr::null());
+    }
+}
+
+/// Keeps a [`TakenList`] recorded in the thread's drain mark.
+#[must_use]
+pub(crate) struct TakenMark<'a> {
+    /// The drain stack slot it is recorded in (`usize::MAX`: none).
+    #[cfg(all(feature = "std", unix, not(loom)))]
+    slot: usize,
+    _list: core::marker::PhantomData<&'a TakenList>,
+}
+
 mod sealed {
     /// A runtime's part of the fork repair, reached through a tasklet's
     /// `&'static dyn TaskletRuntime` (this is its supertrait). Implemented
@@ -384,11 +504,6 @@ mod sealed {
         #[cfg(all(feature = "std", unix, not(loom)))]
         #[doc(hidden)]
         fn fork_child_runtime(&self, gen: u32);
-        /// The runtime's address, to compare with the forking thread's
-        /// drains.
-        #[cfg(all(feature = "std", unix, not(loom)))]
-        #[doc(hidden)]
-        fn fork_addr(&self) -> usize;
     }
 }
 pub(crate) use sealed::RuntimeFork;
@@ -397,11 +512,6 @@ impl<B: Backend, const N: usize> RuntimeFork for Runtime<B, N> {
     #[cfg(all(feature = "std", unix, not(loom)))]
     fn fork_child_runtime(&self, gen: u32) {
         imp::child_runtime(self, gen);
-    }
-
-    #[cfg(all(feature = "std", unix, not(loom)))]
-    fn fork_addr(&self) -> usize {
-        core::ptr::from_ref(self) as usize
     }
 }
 
@@ -422,7 +532,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
         #[cfg(all(feature = "std", unix, not(loom)))]
         {
-            Some(imp::mark_drain(self.fork_addr(), cpu))
+            Some(imp::mark_drain(&self.cpu_state(cpu).fork))
         }
         #[cfg(not(all(feature = "std", unix, not(loom))))]
         {
@@ -579,7 +689,7 @@ mod imp {
     use core::marker::PhantomData;
     use core::ptr;
 
-    use super::{DrainMark, Registry, REPAIRING};
+    use super::{CpuFork, DrainMark, Registry, TakenList, TakenMark, REPAIRING};
     use crate::backend::Backend;
     use crate::softirq::Runtime;
     use crate::sync::{AtomicU32, AtomicU8, Ordering};
@@ -596,8 +706,10 @@ mod imp {
     /// The process's registry of scheduled tasklets.
     pub(super) static REGISTRY: Registry = Registry::new();
 
-    /// Drains this thread is inside, innermost last: (runtime address,
-    /// CPU). Nested drains beyond the stack's size are only counted.
+    /// Drains this thread is inside, innermost last: (address of the
+    /// drained CPU's `CpuFork`, address of the `TakenList` of the tasklet
+    /// list run that drain is in, or 0). Nested drains beyond the stack's
+    /// size are only counted.
     const STACK: usize = 4;
 
     std::thread_local! {
@@ -697,23 +809,47 @@ mod imp {
             return;
         };
         let drains = &drains[..depth];
+        // 0. The forking thread's own drains go on in the child. Their
+        //    CPUs keep `draining`, stamped with this generation so that no
+        //    lazy repair clears it under them (in every runtime, with
+        //    tasklets or not); the tasklet each one runs keeps RUN, and the
+        //    rest of the list it took stays its own (marked as listed, so
+        //    it is not linked again).
+        let mut running = [ptr::null::<Tasklet>(); STACK];
+        for (here, &(cpu, taken)) in running.iter_mut().zip(drains) {
+            // SAFETY: the `CpuFork` of a CPU this thread is draining: the
+            // drain's frame, which borrows the runtime, is below us on this
+            // thread's stack (the child handler runs inside it).
+            let cpu = unsafe { &*(cpu as *const CpuFork) };
+            cpu.gen.store(gen, Ordering::SeqCst);
+            if taken == 0 {
+                continue;
+            }
+            // SAFETY: a `TakenList` on the frame of a list run of that
+            // drain; its mark is removed before the run returns or unwinds,
+            // so the run is below us on this stack too.
+            let taken = unsafe { &*(taken as *const TakenList) };
+            *here = taken.running.get();
+            let mut node = taken.rest.get();
+            while !node.is_null() {
+                // SAFETY: taken nodes are `&'static Tasklet`s (`push` links
+                // only those); the run has not started them, so their
+                // links are its own and unchanged.
+                let t: &'static Tasklet = unsafe { &*node };
+                t.fork.listed.store(gen, Ordering::Relaxed);
+                node = t.next.load(Ordering::Relaxed);
+            }
+        }
         // 1. Runtimes: clear stale `draining` flags, mark linked tasklets.
         REGISTRY.for_each_registered(|t| t.runtime().fork_child_runtime(gen));
         // 2. Tasklets: clear RUN, relink what is pending on no list.
         REGISTRY.for_each_registered(|t| {
-            let rt = t.runtime().fork_addr();
-            if drains.iter().any(|&(r, _)| r == rt) {
-                // The forking thread is inside a drain of this runtime and
-                // may hold any of its tasklets on the list it took.
-                return;
-            }
-            child_tasklet(t, gen);
+            child_tasklet(t, gen, running.contains(&ptr::from_ref(t)));
         });
     }
 
     /// Step 1 for one runtime (`RuntimeFork::fork_child_runtime`).
     pub(super) fn child_runtime<B: Backend, const N: usize>(rt: &Runtime<B, N>, gen: u32) {
-        let addr = ptr::from_ref(rt) as usize;
         let drains = forking_thread_drains();
         for cpu in 0..N {
             let st = rt.cpu_state(cpu);
@@ -721,7 +857,8 @@ mod imp {
                 continue;
             }
             st.fork.walked.store(gen, Ordering::Relaxed);
-            let ours = drains.is_some_and(|(d, n)| d[..n].contains(&(addr, cpu)));
+            let addr = ptr::from_ref(&st.fork) as usize;
+            let ours = drains.is_some_and(|(d, n)| d[..n].iter().any(|&(c, _)| c == addr));
             if !ours {
                 let _ = st.draining.swap(false, Ordering::SeqCst);
             }
@@ -732,16 +869,29 @@ mod imp {
         }
     }
 
-    /// Step 2 for one tasklet.
-    fn child_tasklet(t: &'static Tasklet, gen: u32) {
+    /// Step 2 for one tasklet; `running_here`: the forking thread is in
+    /// its callback (that run goes on in the child).
+    fn child_tasklet(t: &'static Tasklet, gen: u32, running_here: bool) {
         let s = t.state.load(Ordering::Relaxed);
         let listed = t.fork.listed.load(Ordering::Relaxed) == gen;
-        // A hand-off (HANDOFF, only with RUN) was for the runner's
-        // `finish`, which never comes here: the tasklet is on no list and
-        // is relinked below like any other pending one.
-        let mut new = s & !(RUN | HANDOFF);
-        let relink = !listed && s & COUNT_MASK != 0 && s & (PARKED | KILLED) == 0;
-        if !listed && s & KILLED != 0 && s & PARKED == 0 {
+        // A run on another parent thread never finishes here: clear RUN. A
+        // hand-off (HANDOFF, only with RUN) was for that runner's `finish`,
+        // which never comes either: the tasklet is on no list and is
+        // relinked below like any other pending one. The forking thread's
+        // own run keeps both: its `finish` clears RUN and links a tasklet
+        // handed off to it.
+        let mut new = if running_here {
+            s
+        } else {
+            s & !(RUN | HANDOFF)
+        };
+        let linked_by_finish = running_here && s & HANDOFF != 0;
+        // Pending on no list. Running here, it is linked as a schedule
+        // during its run would link it (a drain that starts it before the
+        // run ends hands it off to this run's `finish`).
+        let relink =
+            !listed && !linked_by_finish && s & COUNT_MASK != 0 && s & (PARKED | KILLED) == 0;
+        if !listed && !linked_by_finish && s & KILLED != 0 && s & PARKED == 0 {
             // Nobody will drop this pending run: no drain holds it.
             new &= !COUNT_MASK;
         }
@@ -756,18 +906,46 @@ mod imp {
         }
     }
 
-    /// Pushes (runtime, cpu) on the thread's drain stack.
+    /// Pushes the drained CPU on the thread's drain stack.
     #[inline(always)]
-    pub(super) fn mark_drain(rt: usize, cpu: usize) -> DrainMark {
+    pub(super) fn mark_drain(cpu: &CpuFork) -> DrainMark {
         DEPTH.with(|d| {
             let depth = d.get();
             if depth < STACK {
-                DRAINS.with(|s| s[depth].set((rt, cpu)));
+                DRAINS.with(|s| s[depth].set((ptr::from_ref(cpu) as usize, 0)));
             }
             d.set(depth + 1);
         });
         DrainMark {
             _not_send: PhantomData,
+        }
+    }
+
+    /// Records `list` in the innermost drain's slot; returns the slot, or
+    /// `usize::MAX` outside a recorded drain.
+    #[inline(always)]
+    pub(super) fn mark_taken(list: &TakenList) -> usize {
+        let depth = DEPTH.with(Cell::get);
+        if depth == 0 || depth > STACK {
+            return usize::MAX;
+        }
+        let slot = depth - 1;
+        DRAINS.with(|s| {
+            let (cpu, _) = s[slot].get();
+            s[slot].set((cpu, ptr::from_ref(list) as usize));
+        });
+        slot
+    }
+
+    impl Drop for TakenMark<'_> {
+        #[inline(always)]
+        fn drop(&mut self) {
+            if self.slot < STACK {
+                DRAINS.with(|s| {
+                    let (cpu, _) = s[self.slot].get();
+                    s[self.slot].set((cpu, 0));
+                });
+            }
         }
     }
 

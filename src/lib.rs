@@ -49,10 +49,12 @@
 //!   "draining" flag is cleared by the child handler (runtimes that have
 //!   scheduled a tasklet) or by the child's first drain of that CPU (every
 //!   runtime; `spawn_drain_threads` does it for every CPU before it starts
-//!   the threads). Until then a raise on that CPU does not kick, so an
-//!   event loop that waits for the event fd drains once before it first
-//!   waits in the child. Pending masks are inherited as they are: what was
-//!   raised and not yet taken runs in the child's next drain.
+//!   the threads). Until then a raise on that CPU kicks even though the
+//!   flag is set, so an event loop that waits for the event fd (or a drain
+//!   thread) is woken by new work. Pending masks are inherited as they
+//!   are, without a kick: what was raised and not yet taken runs in the
+//!   child's next drain, so an event loop drains once before it first
+//!   waits in the child.
 //! - **A tasklet run** on another parent thread is over in the child: the
 //!   tasklet is not running there, so [`Tasklet::disable`] and
 //!   [`Tasklet::kill`] return, and it can be scheduled and runs again. The
@@ -77,9 +79,13 @@
 //! lists `fork` as async-signal-safe); [`Runtime::irq_enter`] nesting left
 //! open by another parent thread (that CPU's `irq_exit` then does not
 //! drain; call [`Runtime::drain`]). When the forking thread is itself
-//! inside a drain (a bottom half that forks, usually to `exec`), the child
-//! keeps that drain's CPU and that runtime's tasklets as they are, for
-//! the drain to finish them. An [`MpscMailbox`] push that another parent
+//! inside a drain (a bottom half that forks, usually to `exec`), that
+//! drain goes on in the child and keeps its CPU (another drain of it,
+//! nested or on a thread the child starts, returns
+//! [`DrainOutcome::Busy`] and leaves the work to it), the tasklet it is
+//! running (still running until its callback returns) and the rest of the
+//! tasklet list it took (run once, by it); every other tasklet, of any
+//! runtime, is repaired as above. An [`MpscMailbox`] push that another parent
 //! thread had reserved but not finished, or a consumer handle another
 //! thread held, is not repaired (the mailbox stays blocked at that item in
 //! the child); hand mailboxes to a child only when their producers are

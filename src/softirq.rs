@@ -653,11 +653,16 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// drain re-reads the mask after clearing `draining` (SeqCst on both
     /// sides, see `drain`), so it runs the new work itself and a kick would
     /// only make a spurious drain (an empty PendSV, a needless futex wake).
+    /// In a child of `fork()` the flag may be a parent thread's, for a
+    /// drain that does not exist there: with the flag set, a CPU whose
+    /// fork stamp is not this generation's is kicked anyway
+    /// (`crate::fork`; one more load, only when the flag is set).
     #[inline]
     fn kick_unless_draining(&self, cpu: usize, st: &CpuState) {
         if !st
             .draining
             .load(ordering!("kick_check_relaxed", SeqCst, Relaxed))
+            || st.fork.stale()
         {
             B::kick(cpu, &st.wake);
         }

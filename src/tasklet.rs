@@ -858,6 +858,9 @@ impl TaskletList {
             t.next.store(fifo, Ordering::Relaxed);
             fifo = ptr::from_ref(t).cast_mut();
         }
+        // For a fork made from a callback: what this run holds (`crate::fork`).
+        let taken = crate::fork::TakenList::new();
+        let _taken = taken.mark();
         let mut requeued = false;
         while !fifo.is_null() {
             // SAFETY: as above.
@@ -888,7 +891,9 @@ impl TaskletList {
                             self.push(u);
                         }
                     });
+                    taken.running(t, fifo);
                     (t.func)();
+                    taken.ran();
                     core::mem::forget(guard);
                     if t.finish() {
                         requeue(t);

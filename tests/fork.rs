@@ -520,3 +520,431 @@ fn mpsc_scenario() {
 fn fork_while_an_mpsc_push_is_half_done() {
     in_own_process("fork_while_an_mpsc_push_is_half_done", mpsc_scenario);
 }
+
+// ---------------------------------------------------------------------------
+// 6. An event loop in the child (the `Signals` backend's event fd) after a
+//    fork made while a parent drain thread was inside a vector handler of a
+//    runtime without tasklets. The child's first `drain_all` finds nothing
+//    pending, so no drain of the CPU repairs its `draining` flag; a raise
+//    after it must still make the event fd readable.
+
+#[cfg(target_os = "linux")]
+static EV_RT: Runtime<bottomhalf::Signals, 256> = Runtime::new(Config::DEFAULT);
+#[cfg(target_os = "linux")]
+static EV_ENTERED: AtomicBool = AtomicBool::new(false);
+#[cfg(target_os = "linux")]
+static EV_RUNS: AtomicU32 = AtomicU32::new(0);
+#[cfg(target_os = "linux")]
+const EV_BLOCK: Vector = Vector::new(5);
+#[cfg(target_os = "linux")]
+const EV_WORK: Vector = Vector::new(8);
+
+/// Pins the calling thread to the first CPU it may run on and returns it
+/// (the `Signals` backend's current CPU is the one the thread runs on).
+#[cfg(target_os = "linux")]
+fn pin_to_first_allowed_cpu() -> usize {
+    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity
+    // and sched_setaffinity(0, ..) read or write `set` only and apply to
+    // this thread; CPU_ISSET/CPU_SET bounds-check against the set's size.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        let size = core::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap();
+        let mut one: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
+        cpu
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn event_loop_scenario() {
+    use std::os::fd::AsRawFd;
+
+    EV_RT
+        .register(EV_BLOCK, "BLOCK", |_| block_until_released(&EV_ENTERED))
+        .unwrap();
+    EV_RT
+        .register(EV_WORK, "WORK", |_| {
+            EV_RUNS.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let drains = EV_RT.spawn_drain_threads().unwrap();
+    let cpu = pin_to_first_allowed_cpu();
+    assert!(cpu < drains.len(), "no drain thread for CPU {cpu}");
+    // This CPU's drain thread takes BLOCK and stays in its handler.
+    EV_RT.raise(EV_BLOCK);
+    wait_for(&EV_ENTERED);
+    let pid = fork_child(|| {
+        IN_CHILD.store(true, Ordering::SeqCst);
+        let fd = EV_RT.event_fd().unwrap().as_raw_fd();
+        // The event loop: readable -> clear -> drain_all -> wait.
+        let _ = EV_RT.clear_event_fd();
+        check(EV_RT.drain_all().is_complete(), 1, "first drain_all");
+        let _ = EV_RT.clear_event_fd();
+        // A top half (called directly) raises on the pinned CPU.
+        EV_RT.raise(EV_WORK);
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one valid pollfd for at most 2 s.
+        let n = unsafe { libc::poll(&mut p, 1, 2000) };
+        check(
+            n == 1,
+            2,
+            "a raise after the first drain_all did not make the event fd readable",
+        );
+        check(EV_RT.clear_event_fd(), 3, "the event fd had no event");
+        check(EV_RT.drain_all().is_complete(), 4, "second drain_all");
+        check(EV_RUNS.load(Ordering::SeqCst) == 1, 5, "WORK did not run");
+    });
+    RELEASE.store(true, Ordering::SeqCst);
+    assert_child_ok(pid);
+    drop(drains);
+    assert_eq!(
+        EV_RUNS.load(Ordering::SeqCst),
+        0,
+        "the parent never raised WORK"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_child_event_loop_gets_kicks_after_a_fork_during_a_drain() {
+    in_own_process(
+        "a_child_event_loop_gets_kicks_after_a_fork_during_a_drain",
+        event_loop_scenario,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. A bottom half forks (as before an `exec`) while another parent thread
+//    runs a tasklet of the same runtime: in the child that tasklet is not
+//    running, runs again when scheduled, and `kill` returns. The child's
+//    checks run after its copy of the forking drain has returned.
+
+static BH_RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+static BH_ENTERED: AtomicBool = AtomicBool::new(false);
+static BH_RUNS: AtomicU32 = AtomicU32::new(0);
+static BH_SLOW: Tasklet = Tasklet::new(&BH_RT, || {
+    BH_RUNS.fetch_add(1, Ordering::SeqCst);
+    if !IN_CHILD.load(Ordering::SeqCst) {
+        block_until_released(&BH_ENTERED);
+    }
+});
+const BH_FORK: Vector = Vector::new(7);
+/// The pid `fork` returned in `BH_FORK`'s handler (0 in the child).
+static BH_PID: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Forks from a bottom half; the child only sets itself up here (watchdog,
+/// `IN_CHILD`) and goes on with the drain it forked in.
+fn fork_in_bottom_half() {
+    // SAFETY: as in `fork_child`; the child calls only the crate under
+    // test, std's thread spawn and sleep, alarm and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: alarm re-arms the child's own timer.
+        unsafe { libc::alarm(CHILD_WATCHDOG) };
+        IN_CHILD.store(true, Ordering::SeqCst);
+    }
+    BH_PID.store(pid as u32, Ordering::SeqCst);
+}
+
+/// Drains `rt` on this thread, where a bottom half forks and stores the
+/// pid in `pid`. In the child (pid 0) it never returns: it runs `checks`
+/// on the drain's outcome and `_exit`s with 0, or 100 if the drain or the
+/// checks panicked (a panic must not unwind into the copy of the test
+/// harness, whose other threads do not exist in the child: it would end
+/// the child with status 0). In the parent it returns the outcome.
+fn drain_and_check_child<B: Backend, const N: usize>(
+    rt: &'static Runtime<B, N>,
+    pid: &AtomicU32,
+    checks: fn(DrainOutcome),
+) -> DrainOutcome {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.drain()));
+    if pid.load(Ordering::SeqCst) != 0 {
+        return outcome.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    }
+    let code = match outcome.map(|o| std::panic::catch_unwind(|| checks(o))) {
+        Ok(Ok(())) => 0,
+        _ => 100,
+    };
+    // SAFETY: ends the child without running the parent's atexit handlers
+    // or flushing inherited stdio buffers.
+    unsafe { libc::_exit(code) }
+}
+
+fn bottom_half_fork_scenario() {
+    BH_RT
+        .register(BH_FORK, "FORK", |_| fork_in_bottom_half())
+        .unwrap();
+    let other = thread::spawn(|| {
+        let _cpu = BH_RT.bind_current_thread(1).unwrap();
+        BH_SLOW.schedule();
+        BH_RT.drain()
+    });
+    wait_for(&BH_ENTERED);
+    let _cpu = BH_RT.bind_current_thread(0).unwrap();
+    BH_RT.raise(BH_FORK);
+    let outcome = drain_and_check_child(&BH_RT, &BH_PID, |outcome| {
+        check(outcome.is_complete(), 1, "the forking drain");
+        check(BH_SLOW.schedule(), 2, "BH_SLOW cannot be scheduled");
+        check(BH_RT.drain().is_complete(), 3, "drain after schedule");
+        check(
+            BH_RUNS.load(Ordering::SeqCst) == 2,
+            4,
+            "BH_SLOW, running on another parent thread, did not run in the child",
+        );
+        // kill() must not wait for the parent's run.
+        let killer = thread::spawn(|| BH_SLOW.kill());
+        check(wait_joined(killer), 5, "kill() does not return");
+    });
+    RELEASE.store(true, Ordering::SeqCst);
+    assert!(outcome.is_complete());
+    assert!(other.join().unwrap().is_complete());
+    assert_child_ok(BH_PID.load(Ordering::SeqCst) as libc::pid_t);
+    assert_eq!(BH_RUNS.load(Ordering::SeqCst), 1);
+}
+
+/// `true` if `h` finishes within 5 s (then it is joined).
+fn wait_joined(h: thread::JoinHandle<()>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !h.is_finished() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    h.join().is_ok()
+}
+
+#[test]
+fn fork_from_a_bottom_half_repairs_a_tasklet_running_elsewhere() {
+    in_own_process(
+        "fork_from_a_bottom_half_repairs_a_tasklet_running_elsewhere",
+        bottom_half_fork_scenario,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 8. A tasklet forks from its callback. The child goes on with that run:
+//    the tasklet stays running until its callback returns there, the rest
+//    of the list its drain took runs once, and the forking tasklet, which
+//    another parent thread had scheduled again and taken onto its own
+//    list (behind a tasklet it was running), is not lost.
+
+/// A time budget the blocking callbacks do not exhaust: every drain here
+/// runs to `Complete`.
+static TF_RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT.time_budget_ns(60_000_000_000));
+static TF_FORKER_IN: AtomicBool = AtomicBool::new(false);
+static TF_OTHER_ENTERED: AtomicBool = AtomicBool::new(false);
+static TF_FORKED: AtomicBool = AtomicBool::new(false);
+static TF_FORKER_RUNS: AtomicU32 = AtomicU32::new(0);
+static TF_AFTER_RUNS: AtomicU32 = AtomicU32::new(0);
+static TF_OTHER_RUNS: AtomicU32 = AtomicU32::new(0);
+static TF_PID: AtomicU32 = AtomicU32::new(u32::MAX);
+/// The child's `disable` of the forking tasklet, started in its callback.
+static mut TF_DISABLER: Option<thread::JoinHandle<()>> = None;
+
+static TF_FORKER: Tasklet = Tasklet::new(&TF_RT, || {
+    TF_FORKER_RUNS.fetch_add(1, Ordering::SeqCst);
+    if TF_FORKED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    TF_FORKER_IN.store(true, Ordering::SeqCst);
+    // The other thread has taken [TF_OTHER, TF_FORKER] off CPU 1's list
+    // and is inside TF_OTHER.
+    wait_for(&TF_OTHER_ENTERED);
+    // SAFETY: as in `fork_child`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    TF_PID.store(pid as u32, Ordering::SeqCst);
+    if pid == 0 {
+        // SAFETY: alarm re-arms the child's own timer.
+        unsafe { libc::alarm(CHILD_WATCHDOG) };
+        IN_CHILD.store(true, Ordering::SeqCst);
+        // This run goes on in the child: `disable` waits for it to end.
+        let disabler = thread::spawn(|| TF_FORKER.disable());
+        thread::sleep(Duration::from_millis(50));
+        check(
+            !disabler.is_finished(),
+            20,
+            "disable() returned while the forking tasklet was still running",
+        );
+        // SAFETY: the child's own copy; it has one thread that touches it.
+        unsafe { TF_DISABLER = Some(disabler) };
+    }
+});
+static TF_AFTER: Tasklet = Tasklet::new(&TF_RT, || {
+    TF_AFTER_RUNS.fetch_add(1, Ordering::SeqCst);
+});
+static TF_OTHER: Tasklet = Tasklet::new(&TF_RT, || {
+    TF_OTHER_RUNS.fetch_add(1, Ordering::SeqCst);
+    if !IN_CHILD.load(Ordering::SeqCst) {
+        block_until_released(&TF_OTHER_ENTERED);
+    }
+});
+
+fn tasklet_fork_scenario() {
+    let other = thread::spawn(|| {
+        let _cpu = TF_RT.bind_current_thread(1).unwrap();
+        wait_for(&TF_FORKER_IN);
+        TF_OTHER.schedule();
+        // TF_FORKER runs on CPU 0: this schedule links it here again.
+        assert!(TF_FORKER.schedule());
+        TF_RT.drain()
+    });
+    let _cpu = TF_RT.bind_current_thread(0).unwrap();
+    TF_FORKER.schedule();
+    TF_AFTER.schedule(); // behind TF_FORKER on the list the drain takes
+    let outcome = drain_and_check_child(&TF_RT, &TF_PID, |outcome| {
+        check(
+            outcome.is_complete(),
+            1,
+            &format!("the forking drain: {outcome:?}"),
+        );
+        // SAFETY: the child's own copy; it has one thread that touches it.
+        let disabler = unsafe { (*core::ptr::addr_of_mut!(TF_DISABLER)).take() };
+        check(
+            disabler.is_some_and(wait_joined),
+            2,
+            "disable() did not return after the forking run ended",
+        );
+        check(
+            TF_AFTER_RUNS.load(Ordering::SeqCst) == 1,
+            3,
+            "the rest of the forking drain's list did not run exactly once",
+        );
+        // The schedule the other parent thread had taken is pending
+        // (parked by the disable): it runs once enabled.
+        check(TF_FORKER.is_scheduled(), 4, "the forking tasklet was lost");
+        TF_FORKER.enable();
+        check(TF_RT.drain().is_complete(), 5, "drain after enable");
+        check(
+            TF_FORKER_RUNS.load(Ordering::SeqCst) == 2,
+            6,
+            "the forking tasklet's pending schedule did not run",
+        );
+        // The run the other parent thread was in is over here.
+        check(TF_OTHER.schedule(), 7, "TF_OTHER cannot be scheduled");
+        check(TF_RT.drain().is_complete(), 8, "drain");
+        check(
+            TF_OTHER_RUNS.load(Ordering::SeqCst) == 2,
+            9,
+            "TF_OTHER did not run in the child",
+        );
+        let killer = thread::spawn(|| TF_OTHER.kill());
+        check(wait_joined(killer), 10, "kill() does not return");
+        check(TF_AFTER.schedule(), 11, "TF_AFTER cannot be scheduled");
+        check(TF_RT.drain().is_complete(), 12, "last drain");
+        check(
+            TF_AFTER_RUNS.load(Ordering::SeqCst) == 2,
+            13,
+            "TF_AFTER did not run again",
+        );
+    });
+    RELEASE.store(true, Ordering::SeqCst);
+    assert!(outcome.is_complete());
+    assert!(other.join().unwrap().is_complete());
+    assert_child_ok(TF_PID.load(Ordering::SeqCst) as libc::pid_t);
+    // The parent: the forking run, then the other thread's hand-off.
+    assert!(TF_RT.drain().is_complete());
+    assert_eq!(
+        (
+            TF_FORKER_RUNS.load(Ordering::SeqCst),
+            TF_AFTER_RUNS.load(Ordering::SeqCst),
+            TF_OTHER_RUNS.load(Ordering::SeqCst)
+        ),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn fork_from_a_tasklet_keeps_its_run_and_the_list_it_took() {
+    in_own_process(
+        "fork_from_a_tasklet_keeps_its_run_and_the_list_it_took",
+        tasklet_fork_scenario,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. A bottom half of a runtime without tasklets forks. In the child the
+//    drain it forked in goes on, so its CPU stays taken: a nested drain
+//    there, or one from a thread the child starts, returns `Busy`, and the
+//    forking drain runs the work after the handler returns.
+
+/// As `TF_RT`: the forking pass (fork, a thread) does not run it out of
+/// time, so the forking drain runs the work in its next pass.
+static NS_RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT.time_budget_ns(60_000_000_000));
+const NS_FORK: Vector = Vector::new(4);
+const NS_WORK: Vector = Vector::new(5);
+static NS_WORK_RUNS: AtomicU32 = AtomicU32::new(0);
+static NS_PID: AtomicU32 = AtomicU32::new(u32::MAX);
+
+fn nested_drain_scenario() {
+    NS_RT
+        .register(NS_FORK, "FORK", |_| {
+            // SAFETY: as in `fork_child`.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            NS_PID.store(pid as u32, Ordering::SeqCst);
+            if pid != 0 {
+                return;
+            }
+            // SAFETY: alarm re-arms the child's own timer.
+            unsafe { libc::alarm(CHILD_WATCHDOG) };
+            IN_CHILD.store(true, Ordering::SeqCst);
+            NS_RT.raise(NS_WORK);
+            check(
+                NS_RT.drain() == DrainOutcome::Busy,
+                1,
+                "a nested drain of the forking drain's CPU was let in",
+            );
+            let other = thread::spawn(|| NS_RT.drain()).join();
+            check(
+                other.is_ok_and(|o| o == DrainOutcome::Busy),
+                2,
+                "a child thread's drain of the forking drain's CPU was let in",
+            );
+            check(
+                NS_WORK_RUNS.load(Ordering::SeqCst) == 0,
+                3,
+                "WORK ran inside the forking handler",
+            );
+        })
+        .unwrap();
+    NS_RT
+        .register(NS_WORK, "WORK", |_| {
+            NS_WORK_RUNS.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    NS_RT.raise(NS_FORK);
+    let outcome = drain_and_check_child(&NS_RT, &NS_PID, |outcome| {
+        check(outcome.is_complete(), 4, "the forking drain");
+        check(
+            NS_WORK_RUNS.load(Ordering::SeqCst) == 1,
+            5,
+            "the forking drain did not run WORK",
+        );
+        NS_RT.raise(NS_WORK);
+        check(NS_RT.drain().is_complete(), 6, "a later drain");
+        check(NS_WORK_RUNS.load(Ordering::SeqCst) == 2, 7, "WORK again");
+    });
+    assert!(outcome.is_complete());
+    assert_child_ok(NS_PID.load(Ordering::SeqCst) as libc::pid_t);
+    assert_eq!(NS_WORK_RUNS.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_child_keeps_the_cpu_of_the_drain_it_forked_in() {
+    in_own_process(
+        "a_child_keeps_the_cpu_of_the_drain_it_forked_in",
+        nested_drain_scenario,
+    );
+}

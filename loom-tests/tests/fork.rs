@@ -1,5 +1,6 @@
-//! loom models: the `fork()` registry of scheduled tasklets, and the lazy
-//! per-CPU repair of a stale `draining` flag in a child.
+//! loom models: the `fork()` registry of scheduled tasklets, the lazy
+//! per-CPU repair of a stale `draining` flag in a child, and the kick of a
+//! raise that finds such a flag.
 //!
 //! See `README.md` ("fork") for what each model checks and which mutants it
 //! catches. Both state machines live in `src/fork.rs`; the models reach
@@ -8,7 +9,7 @@
 #![cfg(loom)]
 
 use bottomhalf::__loom_fork::{self as fork, Registry, REPAIRING};
-use bottomhalf::{Config, DrainOutcome, Runtime, Tasklet, Vector};
+use bottomhalf::{Backend, Config, DrainOutcome, Runtime, Tasklet, Vector, WakeWord};
 use bottomhalf_loom_tests::loom;
 use bottomhalf_loom_tests::{bind_cpu, model, spawn_on, Count, InFlight, LoomCpu};
 use loom::cell::UnsafeCell;
@@ -37,6 +38,26 @@ struct Ctx {
     runs_a: Count,
     runs_b: Count,
     runs_c: Count,
+    /// Kicks of `KickCount` (the kick model).
+    kicks: Count,
+}
+
+/// [`LoomCpu`] whose `kick` is counted: a raise that leaves its work to
+/// nobody must have kicked.
+struct KickCount;
+
+impl Backend for KickCount {
+    fn current_cpu() -> usize {
+        LoomCpu::current_cpu()
+    }
+
+    fn now_ns() -> u64 {
+        0
+    }
+
+    fn kick(_cpu: usize, _wake: &WakeWord) {
+        CTX.kicks.inc();
+    }
 }
 
 loom::lazy_static! {
@@ -49,7 +70,10 @@ loom::lazy_static! {
         runs_a: Count::new(),
         runs_b: Count::new(),
         runs_c: Count::new(),
+        kicks: Count::new(),
     };
+    /// The runtime of the kick model.
+    static ref RTK: Runtime<KickCount, 1> = Runtime::new(Config::DEFAULT);
     /// Tasklets of the registry model (never scheduled: only registered).
     static ref TA: Tasklet = Tasklet::new(&*RT, || {});
     static ref TB: Tasklet = Tasklet::new(&*RT, || {});
@@ -285,4 +309,47 @@ fn child_repairs_a_drain_left_by_the_parent() {
 #[test]
 fn a_stale_repairing_stamp_is_not_a_wedge() {
     child_repairs_inherited_drain((GEN - 1) | REPAIRING);
+}
+
+// ---------------------------------------------------------------------------
+// The kick of a raise on an inherited flag
+// ---------------------------------------------------------------------------
+
+/// A child whose CPU 0 was being drained by a parent thread (stamp of the
+/// parent's generation, `draining` set; the runtime has no tasklets, so the
+/// child handler does not touch it). One child thread raises `VA`, as a top
+/// half; another drains, as an event loop does when it wakes, and may find
+/// nothing pending, in which case it returns before it repairs the CPU.
+///
+/// After the join, the raise was either drained (nothing pending, `VA` ran
+/// once) or kicked: never left pending with no kick, which would leave an
+/// event loop or drain thread that waits for kicks asleep for good. A kick
+/// may be spurious (the raise read the stale flag while the drain was
+/// repairing), never missing.
+#[test]
+fn a_raise_on_an_inherited_flag_is_drained_or_kicked() {
+    model(|| {
+        bind_cpu(0);
+        RTK.register(VA, "A", handler_c).unwrap();
+        let _ = &*CTX;
+        fork::inherit_drain(&*RTK, 0, GEN - 1);
+        fork::set_generation(GEN);
+
+        let top_half = spawn_on(0, || RTK.raise(VA));
+        let event_loop = spawn_on(0, || RTK.drain());
+        top_half.join().unwrap();
+        let outcome = event_loop.join().unwrap();
+
+        let pending = RTK.pending(0);
+        assert!(
+            pending == 0 || CTX.kicks.get() > 0,
+            "VA left pending with no kick (drain {outcome:?}): a waiting event loop never wakes"
+        );
+        assert_eq!(
+            CTX.runs_c.get(),
+            usize::from(pending == 0),
+            "VA ran {} times with the mask {pending:#x}",
+            CTX.runs_c.get()
+        );
+    });
 }
