@@ -308,7 +308,7 @@ fn mailbox_high_water_never_exceeds_the_capacity_under_concurrency() {
 fn mpsc_retried_pushes_are_refused_not_dropped() {
     static MB: MpscMailbox<u32, 4> = MpscMailbox::new();
     const PRODUCERS: u32 = 2;
-    const EACH: u32 = 20_000;
+    const EACH: u32 = if cfg!(miri) { 500 } else { 20_000 };
     // Set if the consumer gives up, so the producers stop retrying and the
     // scope can end (a failing test must not hang).
     static GIVE_UP: AtomicBool = AtomicBool::new(false);
