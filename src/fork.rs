@@ -482,6 +482,24 @@ impl Tasklet {
     }
 }
 
+/// The fork generation as the mailboxes see it: [`generation`] where a
+/// process can fork (and under loom, where a model sets it), 0 elsewhere,
+/// so a build without `fork` folds every check away. `MpscMailbox` repairs
+/// itself lazily with it (see `mailbox.rs`, "fork()"): mailboxes are not
+/// registered here, since a mailbox borrowed as `&self` may be moved or
+/// dropped after its first push, which a registry could not see.
+#[inline(always)]
+pub(crate) fn mailbox_generation() -> u32 {
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    {
+        generation()
+    }
+    #[cfg(not(any(loom, all(feature = "std", unix))))]
+    {
+        0
+    }
+}
+
 /// The fork generation under `--cfg loom`: set by a model's main thread
 /// before it spawns anything ([`loom_fork::set_generation`]), as the child
 /// handler sets it before any thread of the child exists; read with the
