@@ -507,6 +507,8 @@ fn mpsc_child() {
 }
 
 fn mpsc_scenario() {
+    // Pushes only when there is room, so that much of its time is spent
+    // inside a push, copying an item into its slot.
     let producers: Vec<_> = (0..2)
         .map(|_| {
             thread::Builder::new()
@@ -514,14 +516,17 @@ fn mpsc_scenario() {
                 .spawn(|| {
                     let item = Box::new([7u8; BIG]);
                     while !STOP.load(Ordering::SeqCst) {
-                        let _ = MB.push(*item);
+                        if MB.len() < MPSC_N {
+                            let _ = MB.push(*item);
+                        } else {
+                            thread::yield_now();
+                        }
                     }
                 })
                 .unwrap()
         })
         .collect();
-    // Takes the consumer handle once and keeps it, popping, so the mailbox
-    // rarely fills (the producers are mostly inside a push) and every fork
+    // Takes the consumer handle once and keeps it, popping, so every fork
     // finds the handle held by this thread.
     let consumer = thread::Builder::new()
         .stack_size(8 << 20)
@@ -574,4 +579,73 @@ fn mpsc_scenario() {
 #[test]
 fn fork_while_an_mpsc_push_is_half_done() {
     in_own_process("fork_while_an_mpsc_push_is_half_done", mpsc_scenario);
+}
+
+// ---------------------------------------------------------------------------
+// 6. The consumer handle that the forking thread itself holds: in the child
+//    it keeps working until another handle is taken there (it re-adopts the
+//    consumer token on its next pop); once another one is taken, it is dead
+//    (pops nothing) and dropping it frees nothing.
+
+static OWN: bottomhalf::MpscMailbox<u32, 4> = bottomhalf::MpscMailbox::new();
+static mut OWN_RX: Option<bottomhalf::MpscConsumer<'static, u32, 4>> = None;
+
+fn own_rx() -> &'static mut Option<bottomhalf::MpscConsumer<'static, u32, 4>> {
+    // SAFETY: only the scenario's (and its child's) one thread touches it.
+    unsafe { &mut *core::ptr::addr_of_mut!(OWN_RX) }
+}
+
+fn own_handle_scenario() {
+    use bottomhalf::MailboxError::ConsumerTaken;
+    *own_rx() = Some(OWN.consumer().unwrap());
+    OWN.push(1).unwrap();
+    OWN.push(2).unwrap();
+    // A: the forking thread's handle keeps the mailbox.
+    let a = fork_child(|| {
+        let rx = own_rx().as_mut().unwrap();
+        check(rx.pop() == Some(1), 60, "the forking thread's handle pops");
+        check(
+            OWN.consumer().err() == Some(ConsumerTaken),
+            61,
+            "a second handle while the forking thread's is alive",
+        );
+        check(rx.pop() == Some(2), 62, "the handle pops again");
+        *own_rx() = None;
+        let Ok(mut rx) = OWN.consumer() else {
+            return check(false, 63, "dropping the handle freed the consumer");
+        };
+        OWN.push(3).unwrap();
+        check(rx.pop() == Some(3), 64, "a new handle pops");
+    });
+    assert_child_ok(a);
+    // B: a handle taken in the child first; the inherited one is dead.
+    let b = fork_child(|| {
+        let Ok(mut fresh) = OWN.consumer() else {
+            return check(false, 70, "the child cannot take a handle");
+        };
+        let old = own_rx().as_mut().unwrap();
+        check(old.pop().is_none(), 71, "the inherited handle still pops");
+        check(fresh.pop() == Some(1), 72, "the new handle pops the oldest");
+        *own_rx() = None;
+        check(
+            OWN.consumer().err() == Some(ConsumerTaken),
+            73,
+            "dropping the dead handle freed the live one's token",
+        );
+        check(fresh.pop() == Some(2), 74, "the new handle pops on");
+        drop(fresh);
+        check(OWN.consumer().is_ok(), 75, "the token is free again");
+    });
+    assert_child_ok(b);
+    // The parent's handle is untouched by its children.
+    let rx = own_rx().as_mut().unwrap();
+    assert_eq!((rx.pop(), rx.pop(), rx.pop()), (Some(1), Some(2), None));
+}
+
+#[test]
+fn fork_while_the_forking_thread_holds_an_mpsc_consumer() {
+    in_own_process(
+        "fork_while_the_forking_thread_holds_an_mpsc_consumer",
+        own_handle_scenario,
+    );
 }
