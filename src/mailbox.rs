@@ -24,7 +24,10 @@
 //!   the type system's, not a comment's.
 //! - [`MpscMailbox`]: any number of producers (nested interrupts, signal
 //!   handlers on several threads), one consumer. Its ring is this crate's
-//!   own and has a loom model.
+//!   own and has a loom model. It repairs itself in a child of `fork()`
+//!   (see "fork()" on the type): the child's producers are gated behind a
+//!   record of the fork's next ticket, so the child's first consumer can
+//!   tell the tickets of producers the child does not have from its own.
 //!
 //! A typical bottom half pairs a mailbox with a tasklet: the top half
 //! pushes, then schedules; the tasklet pops until empty.
@@ -562,6 +565,43 @@ struct Slot<T> {
 ///
 /// `N` must be a power of two (checked at compile time).
 ///
+/// # fork()
+///
+/// (Feature `std`, Unix.) A child of `fork()` has only the forking thread,
+/// so a `push` another parent thread was in the middle of never finishes
+/// there, and a consumer handle another parent thread held is never
+/// dropped. Neither leaves the child's mailbox stuck:
+///
+/// - The first context of the child that reserves a ticket or takes the
+///   consumer records the ticket the fork left as next (one compare-and-
+///   swap, once per mailbox and fork; lock-free and top-half safe). Every
+///   later push of the child checks that record (one load and a compare
+///   beside the process's fork generation), so each ticket of the child
+///   is drawn after it, and the tickets before it are known to belong to
+///   the parent.
+/// - The first consumer handle of the child (from [`consumer`], or the
+///   forking thread's own, below) gives back the slot of a pop that a
+///   parent thread had left half-done, and marks each ticket drawn before
+///   the fork and never published: `pop` steps over it, gives its slot
+///   back and counts it in [`dropped`]. So in the child everything that
+///   was queued at the fork is popped or counted as dropped, and every
+///   slot comes back. The item of a stepped-over ticket (perhaps half
+///   written) is not dropped: its destructor does not run.
+/// - The consumer token records the fork generation of the handle that
+///   holds it. A token held in the parent counts as free in the child,
+///   except for the forking thread's own handle: its next `pop` takes the
+///   token again if no handle has been taken in the child since (and then
+///   repairs as above). Once another handle is taken, the inherited one is
+///   dead: its `pop` returns `None` and dropping it frees nothing. Either
+///   way, at most one handle pops in the child.
+///
+/// Not repaired: a push interrupted on the forking thread itself (a fork
+/// from a signal handler that interrupted `push`; see the crate docs):
+/// `pop` waits for that ticket, as for any producer still running.
+///
+/// [`consumer`]: MpscMailbox::consumer
+/// [`dropped`]: MpscMailbox::dropped
+///
 /// # Examples
 ///
 /// ```
@@ -1012,9 +1052,10 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         self.len() == 0
     }
 
-    /// Items lost because the mailbox was full: refused
-    /// [`push`](MpscMailbox::push)es (see "Dropped or refused" in the
-    /// module docs).
+    /// Items lost: refused [`push`](MpscMailbox::push)es because the
+    /// mailbox was full (see "Dropped or refused" in the module docs), and,
+    /// in a child of `fork()`, pushes that a parent thread had not finished
+    /// (see "fork()").
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
