@@ -482,7 +482,7 @@ fn mpsc_child() {
         54,
         "an item queued at the fork was neither popped nor counted as dropped",
     );
-    check(MB.len() == 0, 50, "a reserved slot was never given back");
+    check(MB.is_empty(), 50, "a reserved slot was never given back");
     // Every slot comes back: fill the mailbox and empty it, twice.
     for _ in 0..2 {
         let mut ok = 0;
