@@ -33,6 +33,13 @@
 //!   loser returns `Busy`, and the winner goes on to drain the loser's
 //!   work). Spawning drain threads repairs every CPU of the runtime first,
 //!   so a kick skipped because of a stale flag cannot leave them asleep.
+//! - `MpscMailbox`es are not registered (a mailbox used through `&self`
+//!   may be moved or dropped after its first push, which a registry would
+//!   not see); each repairs itself lazily against the generation this
+//!   handler bumps: the first context of a new generation records the
+//!   fork's next ticket (every later push checks the record first), and
+//!   the generation's first consumer steps over the older tickets that were
+//!   never published (`mailbox.rs`, "fork()" on `MpscMailbox`).
 //! - The forking thread itself may be inside a drain (a bottom half that
 //!   forks, for example to exec a program). Its drains are recorded in a
 //!   thread-local stack: the child keeps those CPUs' `draining` flags
