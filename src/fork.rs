@@ -39,6 +39,13 @@
 //!   no drain has run on that CPU in the child (a drain that finds
 //!   nothing pending returns before it repairs). The raise's fast path,
 //!   flag clear, is unchanged: one `fetch_or` and one load.
+//! - `MpscMailbox`es are not registered (a mailbox used through `&self`
+//!   may be moved or dropped after its first push, which a registry would
+//!   not see); each repairs itself lazily against the generation this
+//!   handler bumps: the first context of a new generation records the
+//!   fork's next ticket (every later push checks the record first), and
+//!   the generation's first consumer steps over the older tickets that were
+//!   never published (`mailbox.rs`, "fork()" on `MpscMailbox`).
 //! - The forking thread itself may be inside a drain (a bottom half that
 //!   forks, for example to exec a program). Its drains are recorded in a
 //!   thread-local stack (`DrainMark`): the CPU's `CpuFork`, and, while a
@@ -589,6 +596,24 @@ impl Tasklet {
         // loom atomics.
         #[cfg(not(all(feature = "std", unix, not(loom))))]
         let _ = (&self.fork, self.runtime());
+    }
+}
+
+/// The fork generation as the mailboxes see it: [`generation`] where a
+/// process can fork (and under loom, where a model sets it), 0 elsewhere,
+/// so a build without `fork` folds every check away. `MpscMailbox` repairs
+/// itself lazily with it (see `mailbox.rs`, "fork()"): mailboxes are not
+/// registered here, since a mailbox borrowed as `&self` may be moved or
+/// dropped after its first push, which a registry could not see.
+#[inline(always)]
+pub(crate) fn mailbox_generation() -> u32 {
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    {
+        generation()
+    }
+    #[cfg(not(any(loom, all(feature = "std", unix))))]
+    {
+        0
     }
 }
 

@@ -73,6 +73,21 @@
 //!   its own.
 //! - **Signals** (the [`Signals`] backend): the child handler also resets
 //!   what the signal backend holds per process (see [`Signals`]).
+//! - **An [`MpscMailbox`]** repairs itself in the child (see "fork()" on
+//!   [`MpscMailbox`]): a push that another parent thread had reserved and
+//!   not finished is stepped over by `pop` and counted in `dropped()`, so
+//!   everything queued at the fork is popped or counted and no slot stays
+//!   taken; a consumer handle that another parent thread held does not
+//!   keep [`MpscMailbox::consumer`] returning `ConsumerTaken`. A handle
+//!   the forking thread holds keeps working in the child until another
+//!   handle is taken there. The first push and the first `consumer` of
+//!   each mailbox in the child take a slow path once.
+//! - **A [`Mailbox`]** (single producer) has no half-done state: its ring
+//!   publishes a push or a pop with one store. Its two ends exist once, for
+//!   the mailbox's life: an end that another parent thread held is gone in
+//!   the child (`split` does not hand out another), while the ends the
+//!   forking thread holds keep working. Give a child only the single-
+//!   producer mailboxes whose ends the forking thread owns.
 //!
 //! Not repaired: a fork made from a signal handler that interrupted a
 //! top half of this crate on the forking thread itself (POSIX no longer
@@ -85,11 +100,9 @@
 //! [`DrainOutcome::Busy`] and leaves the work to it), the tasklet it is
 //! running (still running until its callback returns) and the rest of the
 //! tasklet list it took (run once, by it); every other tasklet, of any
-//! runtime, is repaired as above. An [`MpscMailbox`] push that another parent
-//! thread had reserved but not finished, or a consumer handle another
-//! thread held, is not repaired (the mailbox stays blocked at that item in
-//! the child); hand mailboxes to a child only when their producers are
-//! quiescent.
+//! runtime, is repaired as above. An [`MpscMailbox`] push interrupted on the
+//! forking thread itself (a fork from a signal handler, as above) is not
+//! stepped over: the mailbox waits for it.
 //!
 //! ```
 //! use bottomhalf::{Config, Host, Runtime, Tasklet};

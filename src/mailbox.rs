@@ -24,7 +24,10 @@
 //!   the type system's, not a comment's.
 //! - [`MpscMailbox`]: any number of producers (nested interrupts, signal
 //!   handlers on several threads), one consumer. Its ring is this crate's
-//!   own and has a loom model.
+//!   own and has a loom model. It repairs itself in a child of `fork()`
+//!   (see "fork()" on the type): the child's producers are gated behind a
+//!   record of the fork's next ticket, so the child's first consumer can
+//!   tell the tickets of producers the child does not have from its own.
 //!
 //! A typical bottom half pairs a mailbox with a tasklet: the top half
 //! pushes, then schedules; the tasklet pops until empty.
@@ -562,6 +565,43 @@ struct Slot<T> {
 ///
 /// `N` must be a power of two (checked at compile time).
 ///
+/// # fork()
+///
+/// (Feature `std`, Unix.) A child of `fork()` has only the forking thread,
+/// so a `push` another parent thread was in the middle of never finishes
+/// there, and a consumer handle another parent thread held is never
+/// dropped. Neither leaves the child's mailbox stuck:
+///
+/// - The first context of the child that reserves a ticket or takes the
+///   consumer records the ticket the fork left as next (one compare-and-
+///   swap, once per mailbox and fork; lock-free and top-half safe). Every
+///   later push of the child checks that record (one load and a compare
+///   beside the process's fork generation), so each ticket of the child
+///   is drawn after it, and the tickets before it are known to belong to
+///   the parent.
+/// - The first consumer handle of the child (from [`consumer`], or the
+///   forking thread's own, below) gives back the slot of a pop that a
+///   parent thread had left half-done, and marks each ticket drawn before
+///   the fork and never published: `pop` steps over it, gives its slot
+///   back and counts it in [`dropped`]. So in the child everything that
+///   was queued at the fork is popped or counted as dropped, and every
+///   slot comes back. The item of a stepped-over ticket (perhaps half
+///   written) is not dropped: its destructor does not run.
+/// - The consumer token records the fork generation of the handle that
+///   holds it. A token held in the parent counts as free in the child,
+///   except for the forking thread's own handle: its next `pop` takes the
+///   token again if no handle has been taken in the child since (and then
+///   repairs as above). Once another handle is taken, the inherited one is
+///   dead: its `pop` returns `None` and dropping it frees nothing. Either
+///   way, at most one handle pops in the child.
+///
+/// Not repaired: a push interrupted on the forking thread itself (a fork
+/// from a signal handler that interrupted `push`; see the crate docs):
+/// `pop` waits for that ticket, as for any producer still running.
+///
+/// [`consumer`]: MpscMailbox::consumer
+/// [`dropped`]: MpscMailbox::dropped
+///
 /// # Examples
 ///
 /// ```
@@ -592,10 +632,20 @@ pub struct MpscMailbox<T, const N: usize> {
     /// reservation is ordered after the pops that made its room.
     state: AtomicUsize,
     /// Next ticket to pop (`HALF` bits, wrapping). Read and written only by
-    /// the live consumer.
+    /// the holder of the consumer token.
     head: UnsafeCell<usize>,
-    /// A consumer handle is alive.
-    consumer_taken: AtomicBool,
+    /// The consumer token: `generation << 1 | HELD`, where `generation` is
+    /// the fork generation in which a handle last took it (always 0
+    /// without `fork`) and `HELD` is set while that handle is alive. A
+    /// token held in an older generation belongs to a handle of a parent
+    /// process (see "fork()").
+    consumer_token: AtomicU32,
+    /// The fork record: the fork generation (upper `HALF` bits, truncated)
+    /// and the next ticket at that fork (lower half). Written once per
+    /// generation, by the first producer or consumer of the generation
+    /// (`fork_record`), before any ticket of it is drawn.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    fork: AtomicUsize,
     /// Items lost: `push` calls refused because the mailbox was full.
     dropped: AtomicU32,
     /// `try_push` calls refused because the mailbox was full (the caller
@@ -607,8 +657,8 @@ pub struct MpscMailbox<T, const N: usize> {
 
 // SAFETY: producers move `T`s in from any thread and the one consumer moves
 // them out (so `T: Send`); slots are handed over by the `state` word and
-// each slot's `ready` word, `head` belongs to the one live consumer (guarded
-// by `consumer_taken`), the rest are atomics.
+// each slot's `ready` word, `head` belongs to the one handle that holds the
+// consumer token (`consumer_token`), the rest are atomics.
 unsafe impl<T: Send, const N: usize> Sync for MpscMailbox<T, N> {}
 
 impl<T, const N: usize> MpscMailbox<T, N> {
@@ -616,6 +666,14 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     const HALF: u32 = usize::BITS / 2;
     const TICKET_MASK: usize = (1 << Self::HALF) - 1;
     const USED_ONE: usize = 1 << Self::HALF;
+    /// In a slot's `ready` word, with `ticket + 1`: the ticket was drawn
+    /// before a `fork` by a producer that the child does not have, and
+    /// `pop` steps over it (see "fork()"). Outside the ticket bits, so no
+    /// `ready` stamp of a push equals it.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    const SKIP: usize = 1 << Self::HALF;
+    /// The `HELD` bit of the consumer token.
+    const HELD: u32 = 1;
     const CHECK: () = assert!(
         N.is_power_of_two() && N < (1 << (usize::BITS / 2 - 1)),
         "MpscMailbox capacity must be a power of two below 2^(usize::BITS/2 - 1) (32768 on 32-bit targets)"
@@ -651,7 +709,9 @@ impl<T, const N: usize> MpscMailbox<T, N> {
                 slots,
                 state: AtomicUsize::new(0),
                 head: UnsafeCell::new(0),
-                consumer_taken: AtomicBool::new(false),
+                consumer_token: AtomicU32::new(0),
+                #[cfg(any(loom, all(feature = "std", unix)))]
+                fork: AtomicUsize::new(0),
                 dropped: AtomicU32::new(0),
                 refused: AtomicU32::new(0),
                 high_water: AtomicU32::new(0),
@@ -728,11 +788,32 @@ impl<T, const N: usize> MpscMailbox<T, N> {
 
     #[inline(always)]
     fn enqueue(&self, item: T) -> Result<(), T> {
+        let Some(ticket) = self.reserve() else {
+            return Err(item);
+        };
+        let slot = &self.slots[ticket % N];
+        // SAFETY: the reservation above and the ticket make this producer
+        // the only one to touch this slot until it publishes `ready`; the
+        // consumer reads it only after seeing `ready == ticket + 1`.
+        slot.value.with_mut(|p| unsafe { (*p).write(item) });
+        // Release: publishes the write to the consumer's Acquire load.
+        slot.ready.store(
+            (ticket + 1) & Self::TICKET_MASK,
+            ordering!("mpsc_publish_relaxed", Release, Relaxed),
+        );
+        Ok(())
+    }
+
+    /// Draws a ticket and reserves its slot, or `None` if `N` are used.
+    #[inline(always)]
+    fn reserve(&self) -> Option<usize> {
+        #[cfg(any(loom, all(feature = "std", unix)))]
+        self.fork_gate(crate::fork::mailbox_generation());
         let mut state = self.state.load(Ordering::Relaxed);
-        let ticket = loop {
+        loop {
             let used = state >> Self::HALF;
             if used == N {
-                return Err(item);
+                return None;
             }
             let ticket = state & Self::TICKET_MASK;
             let next = ((used + 1) << Self::HALF) | ((ticket + 1) & Self::TICKET_MASK);
@@ -752,25 +833,142 @@ impl<T, const N: usize> MpscMailbox<T, N> {
                     if used > self.high_water.load(Ordering::Relaxed) {
                         self.high_water.fetch_max(used, Ordering::Relaxed);
                     }
-                    break ticket;
+                    return Some(ticket);
                 }
                 Err(now) => state = now,
             }
-        };
-        let slot = &self.slots[ticket % N];
-        // SAFETY: the reservation above and the ticket make this producer
-        // the only one to touch this slot until it publishes `ready`; the
-        // consumer reads it only after seeing `ready == ticket + 1`.
-        slot.value.with_mut(|p| unsafe { (*p).write(item) });
-        // Release: publishes the write to the consumer's Acquire load.
-        slot.ready.store(
-            (ticket + 1) & Self::TICKET_MASK,
-            ordering!("mpsc_publish_relaxed", Release, Relaxed),
-        );
-        Ok(())
+        }
+    }
+
+    /// The token of a consumer handle taken in fork generation `gen`.
+    #[inline(always)]
+    const fn token(gen: u32) -> u32 {
+        (gen << 1) | Self::HELD
+    }
+
+    /// A fork generation as the fork record holds it (upper half of a
+    /// word: truncated to `HALF` bits on 32-bit targets).
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[inline(always)]
+    const fn gen_bits(gen: u32) -> usize {
+        gen as usize & Self::TICKET_MASK
+    }
+
+    /// `ready` of a slot whose `ticket` `pop` steps over.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[inline(always)]
+    const fn skip_stamp(ticket: usize) -> usize {
+        ((ticket + 1) & Self::TICKET_MASK) | Self::SKIP
+    }
+
+    /// Every reservation's first step (and the consumer repair's): makes
+    /// sure the fork record is of generation `gen`, so that each ticket
+    /// of this process is drawn after it. One Acquire load and a compare
+    /// when it is.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[inline(always)]
+    fn fork_gate(&self, gen: u32) {
+        // Acquire: pairs with the Release CAS in `fork_record` (of this
+        // context or another): the reservation that follows is ordered
+        // after that CAS's load of `state`, so the recorded ticket is
+        // older than every ticket drawn in this generation.
+        let record = self
+            .fork
+            .load(ordering!("mpsc_fork_gate_relaxed", Acquire, Relaxed));
+        if record >> Self::HALF != Self::gen_bits(gen) {
+            self.fork_record(record, gen);
+        }
+    }
+
+    /// The first context of fork generation `gen` that touches the
+    /// mailbox records the next ticket: every ticket before it was drawn
+    /// before the fork, since every context of this process passes
+    /// `fork_gate` before it draws one. Lock-free, top-half safe: another
+    /// context's CAS can only have installed a record of `gen` too.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cold]
+    fn fork_record(&self, mut record: usize, gen: u32) {
+        let g = Self::gen_bits(gen);
+        while record >> Self::HALF != g {
+            let next = self.state.load(Ordering::Relaxed) & Self::TICKET_MASK;
+            // Release: publishes our load of `state` to the gates that read
+            // this record (Acquire). Failure Acquire: we may read another
+            // context's record of `gen`, and our reservation must then be
+            // ordered after its load of `state`.
+            match self.fork.compare_exchange(
+                record,
+                (g << Self::HALF) | next,
+                ordering!("mpsc_fork_record_relaxed", Release, Relaxed),
+                ordering!("mpsc_fork_gate_relaxed", Acquire, Relaxed),
+            ) {
+                Ok(_) => return,
+                Err(now) => record = now,
+            }
+        }
+    }
+
+    /// The consumer's part of the fork repair, by the context that takes
+    /// the consumer token in fork generation `gen` before anything is
+    /// popped in it (`consumer`, a parent's handle that re-adopts it, or
+    /// the mailbox's `Drop`): gives back the slot of a pop that a parent
+    /// thread left half-done, and marks every ticket drawn before the fork
+    /// and never published as one `pop` steps over (counting it as
+    /// dropped). Bounded by `N`, allocation-free.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cold]
+    fn fork_repair(&self, gen: u32) {
+        self.fork_gate(gen);
+        // Relaxed: `fork_gate` read (Acquire) or wrote this generation's
+        // record, which is not written again in this generation.
+        let fork_next = self.fork.load(Ordering::Relaxed) & Self::TICKET_MASK;
+        // SAFETY: the caller holds the consumer token, which makes `head`
+        // its own.
+        let head = self.head.with(|p| unsafe { *p });
+        // A pop that moved `head` and then stopped (its thread is not in
+        // this process) before it gave its slot back: the used count is
+        // higher than the tickets from `head` to the next one. Reservations
+        // move both together, so one load of the word tells it exactly.
+        let state = self.state.load(Ordering::Relaxed);
+        let used = state >> Self::HALF;
+        let outstanding = (state & Self::TICKET_MASK).wrapping_sub(head) & Self::TICKET_MASK;
+        if used > outstanding {
+            // Release: as the `fetch_sub` in `pop`.
+            self.state
+                .fetch_sub((used - outstanding) << Self::HALF, Ordering::Release);
+        }
+        // Tickets from `head` to the fork's next ticket were drawn before
+        // the fork: each was published, or its producer is a thread this
+        // process does not have. No producer of this process touches their
+        // slots meanwhile: it draws a ticket only while fewer than `N` are
+        // outstanding, so below `head + N`, whose slot's previous ticket is
+        // below `head`.
+        let pending = fork_next.wrapping_sub(head) & Self::TICKET_MASK;
+        let mut ticket = head;
+        for _ in 0..pending.min(N) {
+            let slot = &self.slots[ticket % N];
+            // Relaxed: a stamp of this slot written before the fork, or our
+            // own skip stamp, which only this consumer reads.
+            if slot.ready.load(Ordering::Relaxed) != (ticket + 1) & Self::TICKET_MASK {
+                slot.ready
+                    .store(Self::skip_stamp(ticket), Ordering::Relaxed);
+            }
+            ticket = (ticket + 1) & Self::TICKET_MASK;
+        }
+    }
+
+    /// Draws a ticket and never publishes it: a producer that a `fork`
+    /// leaves behind, for the loom models.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn __loom_reserve_unpublished(&self) -> bool {
+        self.reserve().is_some()
     }
 
     /// The consumer handle, while no other is alive.
+    ///
+    /// In a child of `fork()`, a handle that a parent thread held is not
+    /// alive: the first handle taken in the child repairs what the parent's
+    /// threads left half-done (see "fork()" on [`MpscMailbox`]).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -789,12 +987,38 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// assert!(mb.consumer().is_ok());
     /// ```
     pub fn consumer(&self) -> Result<MpscConsumer<'_, T, N>, MailboxError> {
-        // Acquire: pairs with the Release in `MpscConsumer::drop`, so this
-        // handle sees the previous one's `head`.
-        if self.consumer_taken.swap(true, Ordering::Acquire) {
-            return Err(MailboxError::ConsumerTaken);
+        let gen = crate::fork::mailbox_generation();
+        let mine = Self::token(gen);
+        let mut seen = self.consumer_token.load(Ordering::Relaxed);
+        loop {
+            if seen == mine {
+                return Err(MailboxError::ConsumerTaken);
+            }
+            // Free, or held by a handle of an older fork generation: that
+            // handle belongs to a thread of a parent process, or is the
+            // forking thread's own, which re-adopts the token only while
+            // nobody took it (`MpscConsumer::pop`).
+            // Acquire: pairs with the Release in `MpscConsumer::drop`, so
+            // this handle sees the previous one's `head`.
+            match self.consumer_token.compare_exchange_weak(
+                seen,
+                mine,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
         }
-        Ok(MpscConsumer { mailbox: self })
+        #[cfg(any(loom, all(feature = "std", unix)))]
+        if seen >> 1 != gen {
+            // The first handle of this fork generation.
+            self.fork_repair(gen);
+        }
+        Ok(MpscConsumer {
+            mailbox: self,
+            token: mine,
+        })
     }
 
     /// Items queued or being queued now.
@@ -828,9 +1052,10 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         self.len() == 0
     }
 
-    /// Items lost because the mailbox was full: refused
-    /// [`push`](MpscMailbox::push)es (see "Dropped or refused" in the
-    /// module docs).
+    /// Items lost: refused [`push`](MpscMailbox::push)es because the
+    /// mailbox was full (see "Dropped or refused" in the module docs), and,
+    /// in a child of `fork()`, pushes that a parent thread had not finished
+    /// (see "fork()").
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -892,8 +1117,17 @@ impl<T, const N: usize> Default for MpscMailbox<T, N> {
 impl<T, const N: usize> Drop for MpscMailbox<T, N> {
     fn drop(&mut self) {
         // `&mut self`: no producer or consumer is active. Drop the items
-        // that were published and never popped.
-        let mut rx = MpscConsumer { mailbox: self };
+        // that were published and never popped (stepping over the tickets
+        // of producers that a `fork` left behind).
+        let gen = crate::fork::mailbox_generation();
+        #[cfg(any(loom, all(feature = "std", unix)))]
+        if self.consumer_token.load(Ordering::Relaxed) >> 1 != gen {
+            self.fork_repair(gen);
+        }
+        let mut rx = MpscConsumer {
+            mailbox: self,
+            token: Self::token(gen),
+        };
         while rx.pop().is_some() {}
         core::mem::forget(rx);
     }
@@ -925,6 +1159,8 @@ impl<T, const N: usize> fmt::Debug for MpscMailbox<T, N> {
 /// ```
 pub struct MpscConsumer<'a, T, const N: usize> {
     mailbox: &'a MpscMailbox<T, N>,
+    /// The consumer token this handle took (its fork generation, `HELD`).
+    token: u32,
 }
 
 impl<T, const N: usize> MpscConsumer<'_, T, N> {
@@ -945,18 +1181,25 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
     /// assert_eq!(rx.pop(), Some(1));
     /// ```
     pub fn pop(&mut self) -> Option<T> {
+        #[cfg(any(loom, all(feature = "std", unix)))]
+        if self.token >> 1 != crate::fork::mailbox_generation() && !self.readopt() {
+            return None;
+        }
         let mb = self.mailbox;
-        // SAFETY: `head` belongs to the one live consumer (this handle, by
-        // `consumer_taken`); the handle is `&mut self`, so no other access
-        // overlaps.
+        // SAFETY: `head` belongs to the holder of the consumer token (this
+        // handle: taken in this fork generation, or re-adopted above); the
+        // handle is `&mut self`, so no other access overlaps.
         let head = mb.head.with(|p| unsafe { *p });
         let slot = &mb.slots[head % N];
         // Acquire: pairs with the Release store of `ready` in `push`.
-        if slot
+        let ready = slot
             .ready
-            .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed))
-            != (head + 1) & MpscMailbox::<T, N>::TICKET_MASK
-        {
+            .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed));
+        if ready != (head + 1) & MpscMailbox::<T, N>::TICKET_MASK {
+            #[cfg(any(loom, all(feature = "std", unix)))]
+            if ready == MpscMailbox::<T, N>::skip_stamp(head) {
+                return self.pop_after_skips(head);
+            }
             return None;
         }
         // SAFETY: `ready == head + 1` means the producer of ticket `head`
@@ -976,6 +1219,59 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
     }
 }
 
+impl<T, const N: usize> MpscConsumer<'_, T, N> {
+    /// A handle of an older fork generation: it was alive when this
+    /// process was forked, so it is the forking thread's own (no other
+    /// thread of the parent is here to use it). It takes the token of this
+    /// generation if no handle has been taken here since (then it repairs
+    /// the mailbox as that handle would have); otherwise it is dead and
+    /// pops nothing.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cold]
+    fn readopt(&mut self) -> bool {
+        let gen = crate::fork::mailbox_generation();
+        let mine = MpscMailbox::<T, N>::token(gen);
+        // Acquire: as in `consumer`.
+        if self
+            .mailbox
+            .consumer_token
+            .compare_exchange(self.token, mine, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.token = mine;
+        self.mailbox.fork_repair(gen);
+        true
+    }
+
+    /// Steps over ticket `head` and the marked ones after it, then pops.
+    /// `fork_repair` marked them: their producers are not in this process.
+    /// Gives each slot back and counts its item as dropped. The slot's
+    /// contents (perhaps half-written) are left as they are, never
+    /// dropped.
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cold]
+    fn pop_after_skips(&mut self, mut head: usize) -> Option<T> {
+        let mb = self.mailbox;
+        loop {
+            head = (head + 1) & MpscMailbox::<T, N>::TICKET_MASK;
+            // SAFETY: as in `pop`.
+            mb.head.with_mut(|p| unsafe { *p = head });
+            // Release: as in `pop` (the slot is given back).
+            mb.state
+                .fetch_sub(MpscMailbox::<T, N>::USED_ONE, Ordering::Release);
+            mb.dropped.fetch_add(1, Ordering::Relaxed);
+            // Relaxed: only this consumer writes skip stamps; `pop` loads
+            // the slot again with Acquire.
+            let ready = mb.slots[head % N].ready.load(Ordering::Relaxed);
+            if ready != MpscMailbox::<T, N>::skip_stamp(head) {
+                return self.pop();
+            }
+        }
+    }
+}
+
 impl<T, const N: usize> Iterator for MpscConsumer<'_, T, N> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
@@ -985,8 +1281,17 @@ impl<T, const N: usize> Iterator for MpscConsumer<'_, T, N> {
 
 impl<T, const N: usize> Drop for MpscConsumer<'_, T, N> {
     fn drop(&mut self) {
-        // Release: pairs with the Acquire swap in `consumer`.
-        self.mailbox.consumer_taken.store(false, Ordering::Release);
+        let token = &self.mailbox.consumer_token;
+        let free = self.token & !MpscMailbox::<T, N>::HELD;
+        if self.token >> 1 == crate::fork::mailbox_generation() {
+            // Release: pairs with the Acquire CAS in `consumer`.
+            token.store(free, Ordering::Release);
+        } else {
+            // A handle of an older fork generation frees the token only if
+            // no handle took it in this process (then the next one repairs).
+            // Release: as above.
+            let _ = token.compare_exchange(self.token, free, Ordering::Release, Ordering::Relaxed);
+        }
     }
 }
 
