@@ -11,37 +11,25 @@
 //! line written with `write(2)`.
 #![cfg(all(not(miri), target_os = "linux"))]
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bottomhalf::{Config, Runtime, SigInfo, SignalConfig, SignalError, SignalMode, Signals};
 use libc::c_int;
 
+mod support;
+use support::process::{self, reap};
+use support::signal::{query, raise, wait_until};
+
+/// How long the parent waits for another thread to get somewhere.
+const WAIT: Duration = Duration::from_secs(5);
+
 static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
 
 /// In the child for `name`: arms a watchdog, runs `body`, exits 0. In the
 /// parent: re-runs this binary for `name` only and checks it exited 0.
 fn scenario(name: &str, body: impl FnOnce()) {
-    if std::env::var("BH_SCENARIO").as_deref() == Ok(name) {
-        // SAFETY: alarm only arms this process's SIGALRM timer.
-        unsafe { libc::alarm(30) };
-        body();
-        std::process::exit(0);
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BH_SCENARIO", name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    assert!(
-        out.status.success(),
-        "scenario {name} failed: {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    process::expect_success(name, process::scenario(name, 30, &[], body));
 }
 
 fn sig() -> c_int {
@@ -72,26 +60,8 @@ fn fast_top_half(_: &SigInfo) {
     FAST.fetch_add(1, Ordering::SeqCst);
 }
 
-fn raise(s: c_int) {
-    // SAFETY: raising a signal that has a handler (or is ignored) here.
-    unsafe { libc::raise(s) };
-}
-
 fn disposition(s: c_int) -> libc::sighandler_t {
-    // SAFETY: querying a disposition into a valid struct.
-    unsafe {
-        let mut cur: libc::sigaction = std::mem::zeroed();
-        assert_eq!(libc::sigaction(s, std::ptr::null(), &mut cur), 0);
-        cur.sa_sigaction
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    query(s).sa_sigaction
 }
 
 /// In the forked child: writes `msg` (no allocation, no lock) and returns
@@ -123,31 +93,9 @@ fn child_handles(s: c_int, code: c_int) -> c_int {
 /// Forks; the child runs `body` under `alarm(10)` and `_exit`s with its
 /// result. Returns the pid.
 fn fork_checked(body: impl FnOnce() -> c_int) -> libc::pid_t {
-    // SAFETY: fork; the child has one thread and runs only `body` (which
-    // uses the crate's install/uninstall, sigaction, raise and write) and
-    // `_exit`.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            libc::alarm(10);
-            libc::_exit(body());
-        }
-        pid
-    }
-}
-
-fn reap(pid: libc::pid_t) -> c_int {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status),
-        "the fork child died (signal {}; SIGALRM = {} means it hung)",
-        libc::WTERMSIG(status),
-        libc::SIGALRM
-    );
-    libc::WEXITSTATUS(status)
+    // The child has one thread and runs only `body` (which uses the crate's
+    // install/uninstall, sigaction, raise and write) and `_exit`.
+    process::fork_with_watchdog(10, body)
 }
 
 /// Installs the slow top half on `sig()` in `mode` and runs it on a new
@@ -161,7 +109,7 @@ fn slow_top_half_running(
         .install(SignalConfig::new(sig(), slow_top_half).mode(mode))
         .unwrap();
     let t = std::thread::spawn(|| raise(sig()));
-    wait_until("the top half to start", || {
+    wait_until("the top half to start", WAIT, || {
         ENTERED.load(Ordering::SeqCst) == 1
     });
     (h, t)
@@ -216,13 +164,13 @@ fn fork_during_uninstall(mode: SignalMode) {
             uninstalling.store(true, Ordering::SeqCst);
             h.uninstall()
         });
-        wait_until("the uninstall to start", || {
+        wait_until("the uninstall to start", WAIT, || {
             uninstalling.load(Ordering::SeqCst)
         });
         if mode == SignalMode::Exclusive {
             // It restored the disposition; it is now waiting for the top
             // half (`wait_idle`).
-            wait_until("the restore", || disposition(sig()) != ours);
+            wait_until("the restore", WAIT, || disposition(sig()) != ours);
         }
         // Shared: inside `unregister`, waiting for the registry handler.
         std::thread::sleep(Duration::from_millis(50));

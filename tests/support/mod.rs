@@ -1,4 +1,14 @@
 //! Shared pieces of the integration tests.
+//!
+//! Each test binary includes this with `mod support;` and uses only some of
+//! it, hence the `dead_code` allows.
+
+#[cfg(unix)]
+#[allow(dead_code)]
+pub mod process;
+#[cfg(target_os = "linux")]
+#[allow(dead_code)]
+pub mod signal;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -7,6 +17,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// (`alloc`, `alloc_zeroed`, and `realloc`'s new size); `on_dealloc` runs
 /// for `dealloc`. Each test decides what to record (a thread-local "in a top
 /// half" flag, a count); the hooks must not allocate.
+#[allow(dead_code)] // not every test binary that includes `support` uses it
 pub struct RecordingAlloc {
     pub on_alloc: fn(usize),
     pub on_dealloc: fn(),
