@@ -7,7 +7,7 @@
 //! an `alarm` watchdog; the parent checks the child's exit and output.
 #![cfg(all(not(miri), target_os = "linux"))]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,49 +15,17 @@ use std::time::Duration;
 use bottomhalf::{Config, Runtime, SignalConfig, SignalError, Signals};
 use libc::c_int;
 
+mod support;
+use support::process::{self, expect_success};
+use support::signal::{query, raise};
+
 static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
 
 /// In the child for `name`: arms the watchdog, runs `body`, exits 0.
 /// In the parent: re-runs this test binary for `name` only, as a child,
 /// and returns its output.
 fn scenario(name: &str, body: impl FnOnce()) -> Option<Output> {
-    if std::env::var("BH_SCENARIO").as_deref() == Ok(name) {
-        // SAFETY: alarm only arms this process's SIGALRM timer.
-        unsafe { libc::alarm(30) };
-        body();
-        std::process::exit(0);
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BH_SCENARIO", name)
-        .output()
-        .unwrap();
-    Some(out)
-}
-
-fn expect_success(name: &str, out: Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    assert!(
-        out.status.success(),
-        "scenario {name} failed: {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-fn raise(sig: c_int) {
-    // SAFETY: raising a signal that has a handler in these scenarios.
-    unsafe { libc::raise(sig) };
-}
-
-fn query(sig: c_int) -> libc::sigaction {
-    // SAFETY: querying a disposition into a valid struct.
-    unsafe {
-        let mut cur: libc::sigaction = std::mem::zeroed();
-        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut cur), 0);
-        cur
-    }
+    Some(process::scenario(name, 30, &[], body))
 }
 
 static OURS: AtomicU32 = AtomicU32::new(0);
