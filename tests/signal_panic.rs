@@ -14,10 +14,14 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bottomhalf::{Config, Runtime, SigInfo, SignalConfig, SignalMode, Signals};
+
+mod support;
+use support::process;
+use support::signal::raise;
 
 static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
 
@@ -76,20 +80,12 @@ static ALLOC: MarkingAlloc = MarkingAlloc;
 /// dies inside it). In the parent: re-runs this binary for `name` only,
 /// with `RUST_BACKTRACE=1`, and returns its output.
 fn scenario(name: &str, body: impl FnOnce()) -> Option<Output> {
-    if std::env::var("BH_SCENARIO").as_deref() == Ok(name) {
-        // SAFETY: alarm only arms this process's SIGALRM timer.
-        unsafe { libc::alarm(30) };
-        body();
-        std::process::exit(0);
-    }
-    Some(
-        Command::new(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--nocapture", "--test-threads=1"])
-            .env("BH_SCENARIO", name)
-            .env("RUST_BACKTRACE", "1")
-            .output()
-            .unwrap(),
-    )
+    Some(process::scenario(
+        name,
+        30,
+        &[("RUST_BACKTRACE", "1")],
+        body,
+    ))
 }
 
 fn panicking_top_half(_: &SigInfo) {
@@ -103,8 +99,7 @@ fn panic_in_top_half(mode: SignalMode) {
     let _h = RT
         .install(SignalConfig::new(libc::SIGUSR1, panicking_top_half).mode(mode))
         .unwrap();
-    // SAFETY: raising a signal whose handler is installed.
-    unsafe { libc::raise(libc::SIGUSR1) };
+    raise(libc::SIGUSR1);
     eprintln!("the process survived a panicking top half");
     std::process::exit(3);
 }
@@ -175,19 +170,11 @@ fn ordinary_panics_reach_the_application_hook() {
             APP_HOOK.load(Ordering::SeqCst),
             "the application's hook did not run"
         );
-        // SAFETY: raising a signal whose handler is installed.
-        unsafe { libc::raise(libc::SIGUSR2) };
+        raise(libc::SIGUSR2);
         assert!(RAN.load(Ordering::SeqCst));
         h.uninstall().unwrap();
         println!("ordinary panic: the application's hook ran; the top half still runs");
     }) {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        print!("{stdout}");
-        assert!(
-            out.status.success(),
-            "{:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        process::expect_success("ordinary panic", out);
     }
 }

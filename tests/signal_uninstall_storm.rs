@@ -14,13 +14,15 @@
 //! watchdog; the parent checks its exit status and prints its figures.
 #![cfg(all(not(miri), target_os = "linux"))]
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bottomhalf::{Config, Runtime, SigInfo, SignalConfig, SignalCounts, Signals};
 use libc::c_int;
+
+mod support;
+use support::process;
 
 static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
 
@@ -35,26 +37,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// In the child for `name`: arms the watchdog, runs `body`, exits 0. In
 /// the parent: re-runs this binary for `name` only and checks it exited 0.
 fn scenario(name: &str, body: impl FnOnce()) {
-    if std::env::var("BH_SCENARIO").as_deref() == Ok(name) {
-        // SAFETY: alarm only arms this process's SIGALRM timer.
-        unsafe { libc::alarm(60) };
-        body();
-        std::process::exit(0);
-    }
+    process::run_if_scenario(name, 60, body);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BH_SCENARIO", name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    assert!(
-        out.status.success(),
-        "scenario {name} failed: {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let out = process::reexec(process::SCENARIO_VAR, name, &[], &[]);
+    process::expect_success(name, out);
 }
 
 fn storm_signal() -> c_int {
