@@ -26,7 +26,10 @@ use libc::c_int;
 
 #[path = "support/signal_queue.rs"]
 mod signal_queue;
+mod support;
 use signal_queue::CapSignalQueue;
+use support::process::{fork_gated, release_and_reap};
+use support::signal::{queue_retrying, rt, wait_until};
 
 const WATCHDOG: u32 = 120;
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -40,109 +43,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn rt(k: c_int) -> c_int {
-    libc::SIGRTMIN() + k
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() }
-}
-
-/// Forks a child that waits for a byte on a pipe, then runs `body` (which
-/// must use async-signal-safe calls only) and `_exit`s with its result.
-/// Returns (pid, the pipe's write end).
-fn fork_child(body: impl FnOnce() -> c_int) -> (libc::pid_t, c_int) {
-    let mut fds = [0; 2];
-    // SAFETY: a valid 2-int array for pipe; fork, then in the child only
-    // async-signal-safe calls (read, close, the body's, _exit).
-    unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            libc::close(fds[1]);
-            let mut b = 0u8;
-            libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
-            let rc = body();
-            libc::_exit(rc);
-        }
-        libc::close(fds[0]);
-        (pid, fds[1])
-    }
-}
-
-/// Lets the child run and waits for it (at most 60 s; then it is killed,
-/// as a child that deadlocked is); its exit status, or 1000 + the signal
-/// that killed it.
-fn release_and_reap(pid: libc::pid_t, go: c_int) -> c_int {
-    let b = 1u8;
-    let mut status = 0;
-    // SAFETY: writing one byte to our pipe end and closing it.
-    unsafe {
-        libc::write(go, (&b as *const u8).cast(), 1);
-        libc::close(go);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // SAFETY: waiting for our own child without blocking.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "waitpid failed");
-        if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child {pid} hung");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if libc::WIFSIGNALED(status) {
-        1000 + libc::WTERMSIG(status)
-    } else {
-        libc::WEXITSTATUS(status)
-    }
-}
-
-/// `sigqueue(pid, sig, value)`, retrying EAGAIN after 100 µs (counted in `retries`);
-/// `false` on another error. Async-signal-safe.
-fn queue_retrying(pid: libc::pid_t, sig: c_int, value: usize, retries: &mut u64) -> bool {
-    let pause = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000,
-    };
-    loop {
-        let v = libc::sigval {
-            sival_ptr: value as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue and nanosleep are async-signal-safe system
-        // calls; `pause` is a valid timespec.
-        unsafe {
-            if libc::sigqueue(pid, sig, v) == 0 {
-                return true;
-            }
-            if *libc::__errno_location() != libc::EAGAIN {
-                return false;
-            }
-            *retries += 1;
-            // The receiver's queue is full: sleep rather than spin
-            // (`sched_yield` would keep competing with the receiver and
-            // the drain threads for the CPU on a loaded machine).
-            libc::nanosleep(&pause, std::ptr::null_mut());
-        }
-    }
 }
 
 fn poll_readable(fd: c_int, timeout_ms: c_int) -> bool {
@@ -332,7 +235,7 @@ fn storm_of_100k_over_4_rt_signals_from_another_process_drops_nothing() {
     let report = fds[1];
     let parent = getpid();
     let started = Instant::now();
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         let mut retries = 0u64;
         for seq in 0..STORM {
             let sig = rt((seq % STORM_SIGNALS as usize) as c_int);
@@ -436,7 +339,7 @@ fn an_out_of_range_host_binding_does_not_panic_the_handler() {
     // In a child: before the fix the handler panicked (index 1000 of 512
     // slots), which aborts, or in a forked child may deadlock in the panic
     // hook (the reaper kills it).
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         let Ok(_cpu) = HOST_RT.bind_current_thread(1000) else {
             return 2;
         };
@@ -522,7 +425,7 @@ fn after_fork_parent_and_child_event_fds_are_independent() {
     // 1. Once a child cleared its fd (it starts readable: the child
     // inherits whatever work was pending), the child's kick makes its own
     // fd readable, never the parent's.
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         let _ = FORK_RT.clear_event_fd();
         if poll_readable(fd, 0) {
             return 11;
@@ -544,7 +447,7 @@ fn after_fork_parent_and_child_event_fds_are_independent() {
     // readable.
     FORK_RT.raise(V);
     assert!(poll_readable(fd, 0));
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         if !FORK_RT.clear_event_fd() {
             return 20;
         }
@@ -563,7 +466,7 @@ fn after_fork_parent_and_child_event_fds_are_independent() {
 
     // 3. The parent kicks while a child lives (maybe before the child's
     // fork handler ran): the child's fd, once cleared, stays quiet.
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         let _ = FORK_RT.clear_event_fd();
         if poll_readable(fd, 300) {
             return 30;
@@ -642,7 +545,7 @@ fn forged_sender_codes_are_rejected_by_filters_and_counted() {
         .unwrap();
 
     // Every forged siginfo claims to come from the parent itself.
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         for sig in [rt(13), rt(14)] {
             for code in FORGED_CODES {
                 if forge(parent, sig, code, parent) != 0 {

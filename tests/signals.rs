@@ -20,6 +20,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::process::{fork_gated, release_and_reap};
+use support::signal::{query, queue_retrying, rt, wait_until};
 use support::RecordingAlloc;
 
 use bottomhalf::{
@@ -48,18 +50,6 @@ fn errno() -> c_int {
 fn set_errno(v: c_int) {
     // SAFETY: the calling thread's errno.
     unsafe { *libc::__errno_location() = v };
-}
-
-fn rt(k: c_int) -> c_int {
-    libc::SIGRTMIN() + k
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -156,15 +146,6 @@ fn errno_is_preserved_across_the_handler() {
         assert_eq!(errno(), 777, "the handler leaked its errno");
     }
     h.uninstall().unwrap();
-}
-
-fn query(sig: c_int) -> libc::sigaction {
-    // SAFETY: querying a disposition into a valid struct.
-    unsafe {
-        let mut cur: libc::sigaction = std::mem::zeroed();
-        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut cur), 0);
-        cur
-    }
 }
 
 fn same_action(a: &libc::sigaction, b: &libc::sigaction) -> bool {
@@ -318,72 +299,7 @@ fn pollable_fd_becomes_readable_when_work_is_pending() {
 }
 
 // ---------------------------------------------------------------------------
-// Children.
-
-/// Forks a child that waits for a byte on a pipe, then runs `body` (which
-/// must use async-signal-safe calls only) and `_exit`s with its result.
-/// Returns (pid, the pipe's write end).
-fn fork_child(body: impl FnOnce() -> c_int) -> (libc::pid_t, c_int) {
-    let mut fds = [0; 2];
-    // SAFETY: a valid 2-int array for pipe; fork, then in the child only
-    // async-signal-safe calls (read, close, the body's, _exit).
-    unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            libc::close(fds[1]);
-            let mut b = 0u8;
-            libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
-            let rc = body();
-            libc::_exit(rc);
-        }
-        libc::close(fds[0]);
-        (pid, fds[1])
-    }
-}
-
-fn release_and_reap(pid: libc::pid_t, go: c_int) -> c_int {
-    let b = 1u8;
-    let mut status = 0;
-    // SAFETY: writing one byte to our pipe end; waiting for our own child.
-    unsafe {
-        libc::write(go, (&b as *const u8).cast(), 1);
-        libc::close(go);
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-    }
-    assert!(libc::WIFEXITED(status), "child {pid} died: {status}");
-    libc::WEXITSTATUS(status)
-}
-
-/// `sigqueue(parent, sig, value)`, retrying EAGAIN after 100 µs; returns the retries, or
-/// -1 on another error. Async-signal-safe.
-fn queue_retrying(parent: libc::pid_t, sig: c_int, value: usize, retries: &mut u64) -> bool {
-    let pause = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000,
-    };
-    loop {
-        let v = libc::sigval {
-            sival_ptr: value as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue and nanosleep are async-signal-safe system
-        // calls; `pause` is a valid timespec.
-        unsafe {
-            if libc::sigqueue(parent, sig, v) == 0 {
-                return true;
-            }
-            if *libc::__errno_location() != libc::EAGAIN {
-                return false;
-            }
-            *retries += 1;
-            // The receiver's queue is full: sleep rather than spin
-            // (`sched_yield` would keep competing with the receiver and
-            // the drain threads for the CPU on a loaded machine).
-            libc::nanosleep(&pause, std::ptr::null_mut());
-        }
-    }
-}
+// Children (made with `support::process::fork_gated`).
 
 #[test]
 fn sender_filters_reject_and_count() {
@@ -418,8 +334,8 @@ fn sender_filters_reject_and_count() {
     // Pid list: a listed child's kill is accepted, an unlisted one's
     // rejected, and so is the listed child's sigqueue (unverifiable) unless
     // the filter allows unverified senders.
-    let (listed, go_listed) = fork_child(move || sender(rt(5))() + queuer(rt(5))());
-    let (unlisted, go_unlisted) = fork_child(sender(rt(5)));
+    let (listed, go_listed) = fork_gated(move || sender(rt(5))() + queuer(rt(5))());
+    let (unlisted, go_unlisted) = fork_gated(sender(rt(5)));
     let pids: &'static [libc::pid_t] = Box::leak(vec![listed].into_boxed_slice());
     static FROM: AtomicU32 = AtomicU32::new(0);
     let h = RT
@@ -439,7 +355,7 @@ fn sender_filters_reject_and_count() {
     assert_eq!(FROM.load(Ordering::SeqCst), listed as u32);
     h.uninstall().unwrap();
     // Allowing unverified senders: a sigqueue claiming a listed pid passes.
-    let (listed, go_listed) = fork_child(queuer(rt(5)));
+    let (listed, go_listed) = fork_gated(queuer(rt(5)));
     let pids: &'static [libc::pid_t] = Box::leak(vec![listed].into_boxed_slice());
     let filter: &'static Accept = Box::leak(Box::new(Accept::Pids(pids)));
     let h = RT
@@ -456,7 +372,7 @@ fn sender_filters_reject_and_count() {
     let h = RT
         .install(SignalConfig::new(rt(6), |_| {}).accept(Accept::SameProcess))
         .unwrap();
-    let (child, go) = fork_child(sender(rt(6)));
+    let (child, go) = fork_gated(sender(rt(6)));
     assert_eq!(release_and_reap(child, go), 0);
     wait_until("the child's signal", Duration::from_secs(10), || {
         h.rejected() == 1
@@ -477,7 +393,7 @@ fn sender_filters_reject_and_count() {
         // SAFETY: changing only the saved uid; glibc applies it to every
         // thread. Restored below.
         assert_eq!(unsafe { libc::setresuid(0, 0, 65534) }, 0);
-        let (child, go) = fork_child(move || {
+        let (child, go) = fork_gated(move || {
             // SAFETY: setresuid is async-signal-safe (a system call in a
             // single-threaded child).
             if unsafe { libc::setresuid(65534, 65534, 65534) } != 0 {
@@ -557,7 +473,7 @@ fn storm(total: usize) {
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     let started = Instant::now();
-    let (child, go) = fork_child(move || {
+    let (child, go) = fork_gated(move || {
         let mut retries = 0u64;
         for seq in 0..total {
             if !queue_retrying(parent, rt((seq % 3) as c_int), seq, &mut retries) {
