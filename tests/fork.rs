@@ -9,12 +9,17 @@
 //! number of the check that failed) under an `alarm` watchdog; the parent
 //! asserts the child's exit status.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bottomhalf::{Backend, Config, DrainOutcome, Host, Runtime, Tasklet, Vector};
+
+mod support;
+use support::process;
+
+/// The environment variable that selects a scenario in `in_own_process`.
+const VAR: &str = "BH_FORK_SCENARIO";
 
 /// Seconds before SIGALRM kills a hung child (or scenario process).
 const CHILD_WATCHDOG: u32 = 10;
@@ -23,23 +28,13 @@ const SCENARIO_WATCHDOG: u32 = 60;
 /// Runs `scenario` in a re-executed copy of this binary when called from
 /// the test harness, or runs it here when this is that copy.
 fn in_own_process(name: &str, scenario: fn()) {
-    if std::env::var("BH_FORK_SCENARIO").as_deref() == Ok(name) {
+    if process::is_scenario(VAR, name) {
         // SAFETY: alarm only re-arms this process's SIGALRM timer.
         unsafe { libc::alarm(SCENARIO_WATCHDOG) };
         scenario();
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--test-threads=1",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env("BH_FORK_SCENARIO", name)
-        .output()
-        .unwrap();
+    let out = process::reexec(VAR, name, &["--include-ignored"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     print!("{stdout}");
@@ -68,42 +63,22 @@ fn check(ok: bool, code: i32, what: &str) {
 /// Forks; runs `child` in the child under a watchdog and `_exit(0)`s;
 /// returns the child's pid to the parent.
 fn fork_child(child: fn()) -> libc::pid_t {
-    // SAFETY: after fork in this multithreaded process the child calls only
-    // what the scenario needs: the crate under test, std's thread spawn and
+    // After fork in this multithreaded process the child calls only what
+    // the scenario needs: the crate under test, std's thread spawn and
     // sleep (glibc's fork makes malloc usable in the child), alarm and
-    // _exit. It never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm re-arms the child's own timer.
-        unsafe { libc::alarm(CHILD_WATCHDOG) };
-        // A panic must not unwind into the copy of the test harness (which
-        // would report on the parent's behalf): it fails the child.
-        let code = match std::panic::catch_unwind(child) {
-            Ok(()) => 0,
-            Err(_) => 100,
-        };
-        // SAFETY: ends the child without running the parent's atexit
-        // handlers or flushing inherited stdio buffers.
-        unsafe { libc::_exit(code) };
-    }
-    pid
+    // _exit. It never returns into the test harness: a panic must not
+    // unwind into the copy of the test harness (which would report on the
+    // parent's behalf), it fails the child.
+    process::fork_with_watchdog(CHILD_WATCHDOG, || match std::panic::catch_unwind(child) {
+        Ok(()) => 0,
+        Err(_) => 100,
+    })
 }
 
-/// Waits for the child and asserts that it exited with 0.
+/// Waits for the child and asserts that it exited with 0 (not killed by a
+/// signal: a hang ends with SIGALRM).
 fn assert_child_ok(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is writable.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid);
-    assert!(
-        !libc::WIFSIGNALED(status),
-        "the child was killed by signal {} (a hang ends with SIGALRM = {})",
-        libc::WTERMSIG(status),
-        libc::SIGALRM
-    );
-    assert!(libc::WIFEXITED(status));
-    assert_eq!(libc::WEXITSTATUS(status), 0, "a check failed in the child");
+    assert_eq!(process::reap(pid), 0, "a check failed in the child");
 }
 
 fn wait_for(flag: &AtomicBool) {

@@ -14,6 +14,9 @@ use bottomhalf::{Work, Workqueue, WorkqueueError};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::process;
+
 static LONG_STARTED: AtomicBool = AtomicBool::new(false);
 static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
 /// Running in the parent's worker when the parent forks.
@@ -49,24 +52,13 @@ fn a_child_refuses_the_inherited_workqueue_drops_it_and_runs_a_new_one() {
     assert!(wq.queue(&BEHIND));
     assert!(LONG.is_running() && BEHIND.is_pending());
 
-    // SAFETY: fork has no preconditions; the child only runs `child`, which
-    // ends with `_exit` and never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        child(wq);
-    }
-
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is a valid out-pointer.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid);
-    assert!(
-        libc::WIFEXITED(status),
-        "the child did not exit (killed by signal {}: 14 is the alarm watchdog, a hang)",
-        libc::WTERMSIG(status)
-    );
-    assert_eq!(libc::WEXITSTATUS(status), 0, "the child's checks failed");
+    // The child only runs `child_checks` (panics caught) and ends with
+    // `_exit`: it never returns into the test harness. Only the child takes
+    // `wq` out of the option (the closure runs there alone).
+    let mut wq = Some(wq);
+    let pid = process::fork_with_watchdog(WATCHDOG / 3, || child(wq.take().unwrap()));
+    assert_eq!(process::reap(pid), 0, "the child's checks failed");
+    let wq = wq.unwrap();
 
     // The parent's workqueue is untouched by the child.
     assert_eq!(wq.flush(), Ok(()));
@@ -74,14 +66,15 @@ fn a_child_refuses_the_inherited_workqueue_drops_it_and_runs_a_new_one() {
     drop(wq);
 }
 
-/// The child: runs the checks, exits 0 if they pass, 1 otherwise.
-fn child(wq: Workqueue) -> ! {
-    // SAFETY: as above, for the child's own timer (not inherited).
-    unsafe { libc::alarm(WATCHDOG / 3) };
+/// The child (under its own `alarm`, not inherited): runs the checks; its
+/// exit status, 0 if they pass, 1 otherwise.
+fn child(wq: Workqueue) -> libc::c_int {
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_checks(wq))).is_ok();
-    // SAFETY: `_exit` ends the child without running the parent's atexit
-    // handlers or the test harness.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    if ok {
+        0
+    } else {
+        1
+    }
 }
 
 fn child_checks(wq: Workqueue) {
