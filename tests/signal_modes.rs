@@ -255,41 +255,16 @@ fn exclusive_uninstall_never_overwrites_a_newer_handler() {
     }
 }
 
-/// A `siginfo_t` as a sender of `rt_sigqueueinfo` lays it out (64-bit
-/// Linux: the union starts at byte 16; `_rt` is pid, uid, sigval).
-#[cfg(target_pointer_width = "64")]
-#[repr(C)]
-struct ForgedInfo {
-    signo: c_int,
-    errno: c_int,
-    code: c_int,
-    _pad: c_int,
-    pid: libc::pid_t,
-    uid: libc::uid_t,
-    value: usize,
-    _rest: [u8; 96],
-}
-
 /// Queues `sig` to this process with a siginfo the caller makes up. The
 /// kernel accepts any negative `si_code` but `SI_TKILL` (those, and the
 /// kernel's own positive codes, only from the thread whose id is the
 /// process id); `SI_USER` and `SI_TKILL` are sent with `kill`/`tgkill`.
 #[cfg(target_pointer_width = "64")]
 fn forge(sig: c_int, code: c_int, pid: libc::pid_t, value: usize) {
+    use support::signal::{rt_sigqueueinfo, ForgedInfo};
     const _: () = assert!(std::mem::size_of::<ForgedInfo>() == 128);
-    let info = ForgedInfo {
-        signo: sig,
-        errno: 0,
-        code,
-        _pad: 0,
-        pid,
-        uid: 4242,
-        value,
-        _rest: [0; 96],
-    };
-    // SAFETY: rt_sigqueueinfo with a readable 128-byte siginfo, to our own
-    // process; the signal is blocked on this thread by the caller or has a
-    // handler.
+    // SAFETY: to our own process; the signal is blocked on this thread by
+    // the caller or has a handler.
     let rc = unsafe {
         match code {
             libc::SI_USER => libc::kill(libc::getpid(), sig) as libc::c_long,
@@ -299,12 +274,7 @@ fn forge(sig: c_int, code: c_int, pid: libc::pid_t, value: usize) {
                 libc::syscall(libc::SYS_gettid),
                 sig,
             ),
-            _ => libc::syscall(
-                libc::SYS_rt_sigqueueinfo,
-                libc::getpid(),
-                sig,
-                &info as *const ForgedInfo,
-            ),
+            _ => rt_sigqueueinfo(libc::getpid(), sig, code, pid, 4242, value),
         }
     };
     assert_eq!(rc, 0, "rt_sigqueueinfo refused code {code}");

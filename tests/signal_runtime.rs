@@ -29,7 +29,7 @@ mod signal_queue;
 mod support;
 use signal_queue::CapSignalQueue;
 use support::process::{fork_gated, release_and_reap};
-use support::signal::{queue_retrying, rt, wait_until};
+use support::signal::{queue_retrying, rt, rt_sigqueueinfo, wait_until};
 
 const WATCHDOG: u32 = 120;
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -483,44 +483,12 @@ fn after_fork_parent_and_child_event_fds_are_independent() {
 // ---------------------------------------------------------------------------
 // Item 6: sender filters against forged siginfo.
 
-/// The `siginfo_t` layout of `rt_sigqueueinfo` senders on 64-bit Linux
-/// (x86-64, arm64): the `_rt` member after three ints and padding.
-#[repr(C)]
-struct RawSigInfo {
-    signo: c_int,
-    errno: c_int,
-    code: c_int,
-    _pad: c_int,
-    pid: libc::pid_t,
-    uid: libc::uid_t,
-    value: usize,
-    _rest: [u64; 12],
-}
-
 /// Sends `sig` to `pid` with `rt_sigqueueinfo`, claiming `code` and
 /// sender `claimed`; the system call's result. Async-signal-safe.
 fn forge(pid: libc::pid_t, sig: c_int, code: c_int, claimed: libc::pid_t) -> libc::c_long {
-    let info = RawSigInfo {
-        signo: sig,
-        errno: 0,
-        code,
-        _pad: 0,
-        pid: claimed,
-        // SAFETY: getuid cannot fail.
-        uid: unsafe { libc::getuid() },
-        value: 77,
-        _rest: [0; 12],
-    };
-    // SAFETY: `info` is a 128-byte siginfo the kernel copies in; the
-    // system call only reads it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigqueueinfo,
-            pid,
-            sig,
-            &info as *const RawSigInfo,
-        )
-    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    rt_sigqueueinfo(pid, sig, code, claimed, uid, 77)
 }
 
 /// Unverifiable codes a process can send another with rt_sigqueueinfo.

@@ -63,3 +63,51 @@ pub fn queue_retrying(pid: libc::pid_t, sig: c_int, value: usize, retries: &mut 
         }
     }
 }
+
+/// A `siginfo_t` as a sender of `rt_sigqueueinfo` lays it out on 64-bit
+/// Linux (x86-64, arm64): the union starts at byte 16; `_rt` is pid, uid,
+/// sigval. 128 bytes there.
+#[repr(C)]
+pub struct ForgedInfo {
+    pub signo: c_int,
+    pub errno: c_int,
+    pub code: c_int,
+    pub _pad: c_int,
+    pub pid: libc::pid_t,
+    pub uid: libc::uid_t,
+    pub value: usize,
+    pub _rest: [u64; 12],
+}
+
+/// Sends `sig` to `pid` with `rt_sigqueueinfo`, claiming `code`, sender
+/// `claimed` with `uid` and payload `value`; the system call's result.
+/// Async-signal-safe.
+pub fn rt_sigqueueinfo(
+    pid: libc::pid_t,
+    sig: c_int,
+    code: c_int,
+    claimed: libc::pid_t,
+    uid: libc::uid_t,
+    value: usize,
+) -> libc::c_long {
+    let info = ForgedInfo {
+        signo: sig,
+        errno: 0,
+        code,
+        _pad: 0,
+        pid: claimed,
+        uid,
+        value,
+        _rest: [0; 12],
+    };
+    // SAFETY: `info` is a 128-byte siginfo the kernel copies in; the
+    // system call only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigqueueinfo,
+            pid,
+            sig,
+            &info as *const ForgedInfo,
+        )
+    }
+}
