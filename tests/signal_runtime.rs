@@ -28,20 +28,11 @@ use libc::c_int;
 mod signal_queue;
 mod support;
 use signal_queue::CapSignalQueue;
-use support::process::{fork_gated, release_and_reap};
+use support::process::{fork_gated, release_and_reap, serial, watchdog};
 use support::signal::{queue_retrying, rt, rt_sigqueueinfo, wait_until};
 
 const WATCHDOG: u32 = 120;
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn watchdog() {
-    // SAFETY: alarm only re-arms the process's SIGALRM timer.
-    unsafe { libc::alarm(WATCHDOG) };
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail.
@@ -103,8 +94,8 @@ fn bit(sig: c_int) -> u64 {
 
 #[test]
 fn drain_threads_block_async_signals_and_the_opt_out_does_not() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     static MASK_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     let cpus = MASK_RT.check_cpus().unwrap();
     // SAFETY: reading this thread's mask into a valid sigset.
@@ -209,8 +200,8 @@ fn storm_top_half(_: &SigInfo) {
 
 #[test]
 fn storm_of_100k_over_4_rt_signals_from_another_process_drops_nothing() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     // Reproducing the old behaviour: BH_STORM_UNMASKED=1 lets the kernel
     // run top halves on the drain threads (20-30% dropped on a loaded
     // 2-core machine).
@@ -298,7 +289,7 @@ static HOST_RT: Runtime<Host, 1024> = Runtime::new(Config::DEFAULT);
 
 #[test]
 fn a_host_bound_thread_taking_a_signal_raises_on_a_drained_cpu() {
-    watchdog();
+    watchdog(WATCHDOG);
     static RUNS: AtomicU32 = AtomicU32::new(0);
     const V: Vector = Vector::new(5);
     BIND_RT
@@ -329,8 +320,8 @@ fn a_host_bound_thread_taking_a_signal_raises_on_a_drained_cpu() {
 
 #[test]
 fn an_out_of_range_host_binding_does_not_panic_the_handler() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     const V: Vector = Vector::new(9);
     let h = BIND_RT
         .install(SignalConfig::new(rt(11), |_| BIND_RT.raise(V)))
@@ -365,7 +356,7 @@ fn an_out_of_range_host_binding_does_not_panic_the_handler() {
 
 #[test]
 fn event_fds_are_per_runtime_and_a_kick_reaches_only_its_own() {
-    watchdog();
+    watchdog(WATCHDOG);
     static EA: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     static EB: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     const V: Vector = Vector::new(7);
@@ -387,7 +378,7 @@ fn event_fds_are_per_runtime_and_a_kick_reaches_only_its_own() {
 
 #[test]
 fn a_capture_with_an_empty_top_half_makes_the_event_fd_readable() {
-    watchdog();
+    watchdog(WATCHDOG);
     static CAP_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     static CAP_MB: MpscMailbox<SigInfo, 16> = MpscMailbox::new();
     let fd = CAP_RT.event_fd().unwrap().as_raw_fd();
@@ -414,8 +405,8 @@ fn a_capture_with_an_empty_top_half_makes_the_event_fd_readable() {
 
 #[test]
 fn after_fork_parent_and_child_event_fds_are_independent() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     static FORK_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     const V: Vector = Vector::new(8);
     FORK_RT.register(V, "FORK", |_| {}).unwrap();
@@ -496,8 +487,8 @@ const FORGED_CODES: [c_int; 4] = [libc::SI_TIMER, libc::SI_ASYNCIO, -42, libc::S
 
 #[test]
 fn forged_sender_codes_are_rejected_by_filters_and_counted() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     static FILTER_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     let parent = getpid();
     let us: &'static [libc::pid_t] = Box::leak(vec![parent].into_boxed_slice());

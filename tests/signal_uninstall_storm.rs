@@ -38,7 +38,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// the parent: re-runs this binary for `name` only and checks it exited 0.
 fn scenario(name: &str, body: impl FnOnce()) {
     process::run_if_scenario(name, 60, body);
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = process::serial(&SERIAL);
     let out = process::reexec(process::SCENARIO_VAR, name, &[], &[]);
     process::expect_success(name, out);
 }

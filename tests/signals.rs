@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::process::{fork_gated, release_and_reap};
+use support::process::{fork_gated, release_and_reap, serial, watchdog};
 use support::signal::{query, queue_retrying, rt, wait_until};
 use support::RecordingAlloc;
 
@@ -32,15 +32,6 @@ use libc::c_int;
 
 const WATCHDOG: u32 = 60;
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn watchdog() {
-    // SAFETY: alarm only re-arms the process's SIGALRM timer.
-    unsafe { libc::alarm(WATCHDOG) };
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn errno() -> c_int {
     // SAFETY: the calling thread's errno.
@@ -107,7 +98,7 @@ fn wrap_handler(sig: c_int) {
 
 #[test]
 fn allocator_self_test_sees_allocations_in_the_flagged_region() {
-    let _g = serial();
+    let _g = serial(&SERIAL);
     let before = HANDLER_ALLOCS.load(Ordering::SeqCst);
     IN_HANDLER.with(|f| f.set(true));
     drop(std::hint::black_box(Box::new(7u64)));
@@ -123,7 +114,7 @@ static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
 
 #[test]
 fn errno_is_preserved_across_the_handler() {
-    watchdog();
+    watchdog(WATCHDOG);
     static RAN: AtomicU32 = AtomicU32::new(0);
     let h = RT
         .install(SignalConfig::new(libc::SIGUSR2, |_| {
@@ -161,7 +152,7 @@ fn same_action(a: &libc::sigaction, b: &libc::sigaction) -> bool {
 /// refuses to take: `tests/signal_modes.rs`).
 #[test]
 fn exclusive_uninstall_and_drop_restore_the_previous_disposition_exactly() {
-    watchdog();
+    watchdog(WATCHDOG);
     // SAFETY: setting dispositions with valid structs.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
@@ -201,7 +192,7 @@ fn exclusive_uninstall_and_drop_restore_the_previous_disposition_exactly() {
 
 #[test]
 fn refusals_have_clear_errors() {
-    watchdog();
+    watchdog(WATCHDOG);
     for (sig, name) in [
         (libc::SIGKILL, "SIGKILL"),
         (libc::SIGSTOP, "SIGSTOP"),
@@ -238,7 +229,7 @@ fn refusals_have_clear_errors() {
 
 #[test]
 fn double_install_is_refused_until_uninstalled() {
-    watchdog();
+    watchdog(WATCHDOG);
     let h = RT.install(SignalConfig::new(libc::SIGHUP, |_| {})).unwrap();
     for cfg in [
         SignalConfig::new(libc::SIGHUP, |_| {}),
@@ -260,7 +251,7 @@ fn double_install_is_refused_until_uninstalled() {
 
 #[test]
 fn pollable_fd_becomes_readable_when_work_is_pending() {
-    watchdog();
+    watchdog(WATCHDOG);
     static POLL_RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
     static RUNS: AtomicU32 = AtomicU32::new(0);
     const WORK: Vector = Vector::new(11);
@@ -303,8 +294,8 @@ fn pollable_fd_becomes_readable_when_work_is_pending() {
 
 #[test]
 fn sender_filters_reject_and_count() {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     // `kill`: the kernel fills the sender's pid and uid (SI_USER).
@@ -443,8 +434,8 @@ fn storm_top_half(_: &SigInfo) {
 }
 
 fn storm(total: usize) {
-    let _g = serial();
-    watchdog();
+    let _g = serial(&SERIAL);
+    watchdog(WATCHDOG);
     assert!(total <= STORM_MAX);
     for s in &SEEN[..total] {
         s.store(0, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! runs under an `alarm` watchdog: a hang dies of SIGALRM.
 
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -159,4 +160,19 @@ pub fn release_and_reap(pid: libc::pid_t, go: c_int) -> c_int {
     } else {
         libc::WEXITSTATUS(status)
     }
+}
+
+/// Arms (or re-arms) this process's `alarm(secs)` watchdog: a hang kills
+/// the process with SIGALRM. The timer is process-wide; a later call
+/// replaces it.
+pub fn watchdog(secs: u32) {
+    // SAFETY: alarm only re-arms the process's SIGALRM timer.
+    unsafe { libc::alarm(secs) };
+}
+
+/// Takes `lock`, which serializes the tests of one binary that must not
+/// overlap (forks, storms, drain threads); a test that panicked holding it
+/// does not fail the others.
+pub fn serial(lock: &'static Mutex<()>) -> MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
 }
