@@ -24,12 +24,10 @@ use bottomhalf::{
 };
 use libc::c_int;
 
-#[path = "support/signal_queue.rs"]
-mod signal_queue;
 mod support;
-use signal_queue::CapSignalQueue;
 use support::process::{fork_gated, release_and_reap, serial, watchdog};
 use support::signal::{queue_retrying, rt, rt_sigqueueinfo, wait_until};
+use support::signal_queue::CapSignalQueue;
 
 const WATCHDOG: u32 = 120;
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -11,10 +11,7 @@
 //! `sigqueue`, `kill`, `setresuid`, `nanosleep`, `_exit`).
 #![cfg(all(not(miri), target_os = "linux"))]
 
-#[path = "support/signal_queue.rs"]
-mod signal_queue;
 mod support;
-use signal_queue::CapSignalQueue;
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -22,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::process::{fork_gated, release_and_reap, serial, watchdog};
 use support::signal::{query, queue_retrying, rt, wait_until};
+use support::signal_queue::CapSignalQueue;
 use support::RecordingAlloc;
 
 use bottomhalf::{

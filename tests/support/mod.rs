@@ -9,6 +9,9 @@ pub mod process;
 #[cfg(target_os = "linux")]
 #[allow(dead_code)]
 pub mod signal;
+#[cfg(target_os = "linux")]
+#[allow(dead_code)]
+pub mod signal_queue;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
