@@ -9,6 +9,9 @@
 //! number of the check that failed) under an `alarm` watchdog; the parent
 //! asserts the child's exit status.
 
+// fork() and re-exec are not available under miri.
+#![cfg(all(unix, not(miri)))]
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
