@@ -1019,8 +1019,9 @@ fn dropping_a_workqueue_from_its_own_item_does_not_deadlock() {
         drop(wq); // joins from a helper thread
     });
     let wq = Workqueue::builder("suicide").threads(1).build().unwrap();
-    wq.queue(&KILLER);
-    *HOLDER.lock().unwrap() = Some(wq);
+    // Queued under the lock, with the workqueue already in HOLDER: KILLER
+    // can run before this thread stores it (then `take` finds nothing).
+    HOLDER.lock().unwrap().insert(wq).queue(&KILLER);
     wait_until("the drop", || {
         HOLDER.lock().unwrap().is_none() && OTHER.runs() == 1
     });
@@ -1557,11 +1558,14 @@ fn flushing_a_queue_holding_the_callers_next_instance_is_an_error_not_a_deadlock
 fn dropping_a_queue_holding_the_callers_next_instance_is_no_deadlock() {
     static HOLDER: Mutex<Option<Workqueue>> = Mutex::new(None);
     static DROPPED: AtomicBool = AtomicBool::new(false);
+    static TOOK: AtomicBool = AtomicBool::new(false);
     // Runs first on B; meanwhile queued on A, where it waits for this run.
     static Z: Work = Work::new("z2", |w| {
         if w.runs() == 0 {
             wait_until("Z queued on A", || Z.is_pending());
-            drop(HOLDER.lock().unwrap().take());
+            let a = HOLDER.lock().unwrap().take();
+            TOOK.store(a.is_some(), Ordering::SeqCst);
+            drop(a);
             DROPPED.store(true, Ordering::SeqCst);
         }
     });
@@ -1569,12 +1573,16 @@ fn dropping_a_queue_holding_the_callers_next_instance_is_no_deadlock() {
     let b = Box::new(Workqueue::builder("onxd-b").threads(1).build().unwrap());
     b.queue(&Z);
     wait_until("Z running on b", || Z.is_running());
-    a.queue(&Z);
-    *HOLDER.lock().unwrap() = Some(a);
+    // Queued under the lock, with `a` already in HOLDER: Z sees its
+    // instance pending as soon as it is queued, and a `take` before this
+    // thread stored `a` would find nothing (`a` then lived on in HOLDER
+    // and its worker never exited: the test timed out on "a joined").
+    HOLDER.lock().unwrap().insert(a).queue(&Z);
     if !within(Duration::from_secs(10), || DROPPED.load(Ordering::SeqCst)) {
         Box::leak(b);
         panic!("dropping a queue holding the caller's next instance deadlocked");
     }
+    assert!(TOOK.load(Ordering::SeqCst), "Z found no workqueue to drop");
     // A helper thread finished the stop: it drained Z's instance on a.
     wait_until("Z's run on a", || Z.runs() == 2);
     #[cfg(all(target_os = "linux", not(miri)))]
