@@ -20,7 +20,7 @@ QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
 THUMB_TARGETS=(thumbv6m-none-eabi thumbv7m-none-eabi)
 LOOM_PKG=bottomhalf-loom-tests
-LOOM_RUSTFLAGS="--cfg loom -C debug-assertions"
+LOOM_RUSTFLAGS="--cfg bottomhalf_loom -C debug-assertions"
 LOOM_PREEMPTIONS=2
 MUTANT_RUN_LIMIT=${BH_MUTANT_TIMEOUT:-600}  # seconds per mutant model run
 MUTANT_BUILD_LIMIT=900   # seconds per mutant build

@@ -103,21 +103,21 @@
 //! Both state machines are small types (`Registry`, `CpuFork`) whose
 //! atomics come from `crate::sync`, so loom checks them:
 //! `loom-tests/tests/fork.rs` reaches them through `loom_fork` (re-exported
-//! as `bottomhalf::__loom_fork` under `--cfg loom` only), and the process's
+//! as `bottomhalf::__loom_fork` under `--cfg bottomhalf_loom` only), and the process's
 //! one `Registry` is a `static` outside loom.
 
 use crate::backend::Backend;
 use crate::softirq::Runtime;
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 use crate::sync::{ordering, AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use crate::tasklet::Tasklet;
 
-#[cfg(all(feature = "std", unix, not(loom)))]
+#[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
 pub(crate) use imp::{ensure_atfork, generation};
 
 /// loom builds have no child handler (loom's atomics cannot live in the
 /// statics it needs); the backend's part of it is then unused.
-#[cfg(all(loom, feature = "std", target_os = "linux"))]
+#[cfg(all(bottomhalf_loom, feature = "std", target_os = "linux"))]
 const _: fn() = crate::backend::after_fork_child;
 
 /// The fork state of one CPU of a runtime (a field of `CpuState`).
@@ -127,11 +127,11 @@ pub(crate) struct CpuFork {
     /// generation with the `REPAIRING` bit. Written by the first drain of
     /// the CPU in a new generation ([`CpuFork::repair`]), by the child
     /// handler, and by `spawn_drain_threads`.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     gen: crate::sync::AtomicU32,
     /// The generation in which the child handler last walked this CPU's
     /// tasklet lists (so a runtime with many tasklets is walked once).
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     walked: crate::sync::AtomicU32,
 }
 
@@ -139,9 +139,9 @@ impl CpuFork {
     crate::sync::loom_const_fn! {
         pub(crate) fn new() -> CpuFork {
             CpuFork {
-                #[cfg(any(loom, all(feature = "std", unix)))]
+                #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
                 gen: crate::sync::AtomicU32::new(0),
-                #[cfg(all(feature = "std", unix, not(loom)))]
+                #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
                 walked: crate::sync::AtomicU32::new(0),
             }
         }
@@ -149,7 +149,7 @@ impl CpuFork {
 }
 
 /// Without `fork` (no `std`, or not Unix) a flag is never a parent's.
-#[cfg(not(any(loom, all(feature = "std", unix))))]
+#[cfg(not(any(bottomhalf_loom, all(feature = "std", unix))))]
 impl CpuFork {
     #[inline(always)]
     pub(crate) fn stale(&self) -> bool {
@@ -160,10 +160,10 @@ impl CpuFork {
 /// Set in `CpuFork::gen` (with the generation) while a context repairs
 /// the CPU. A stamp left by a repairer of an older generation (a thread
 /// of a parent that was itself a forked child) is merely stale.
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 const REPAIRING: u32 = 1 << 31;
 
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 impl CpuFork {
     /// The lazy per-CPU repair (`Runtime::fork_enter`), for the CPU whose
     /// `draining` flag is `draining`, in fork generation `gen`: `None`
@@ -244,15 +244,15 @@ impl CpuFork {
 pub(crate) struct TaskletFork {
     /// `NEW`, `LINKING` (a context is pushing it on the registry) or
     /// `LINKED`. Only moves forward.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     state: crate::sync::AtomicU8,
     /// The next registered tasklet. Written once, by the context that won
     /// `NEW → LINKING`, before its push publishes it.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     next: crate::sync::AtomicPtr<Tasklet>,
     /// The generation in which the child handler found it on a list (or
     /// linked it). Written only by the child handler.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     listed: crate::sync::AtomicU32,
 }
 
@@ -260,30 +260,30 @@ impl TaskletFork {
     crate::sync::loom_const_fn! {
         pub(crate) fn new() -> TaskletFork {
             TaskletFork {
-                #[cfg(any(loom, all(feature = "std", unix)))]
+                #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
                 state: crate::sync::AtomicU8::new(0),
-                #[cfg(any(loom, all(feature = "std", unix)))]
+                #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
                 next: crate::sync::AtomicPtr::new(core::ptr::null_mut()),
-                #[cfg(all(feature = "std", unix, not(loom)))]
+                #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
                 listed: crate::sync::AtomicU32::new(0),
             }
         }
     }
 }
 
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 const NEW: u8 = 0;
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 const LINKING: u8 = 1;
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 const LINKED: u8 = 2;
 
 /// Straggler records a [`Registry`] keeps.
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 const STRAGGLERS: usize = 16;
 
 /// The registry of scheduled tasklets (one per process: `imp::REGISTRY`).
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 pub(crate) struct Registry {
     /// Registered tasklets, newest first, linked through
     /// `TaskletFork::next`. Only `register` pushes; nothing is unlinked.
@@ -299,7 +299,7 @@ pub(crate) struct Registry {
     untracked: AtomicU32,
 }
 
-#[cfg(any(loom, all(feature = "std", unix)))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
 impl Registry {
     crate::sync::loom_const_fn! {
         pub(crate) fn new() -> Registry {
@@ -412,14 +412,14 @@ impl Registry {
 
     /// Every registered tasklet, possibly more than once: the list, then
     /// the straggler records.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     pub(crate) fn for_each_registered(&self, mut f: impl FnMut(&'static Tasklet)) {
         self.for_each_linked(&mut f);
         self.for_each_straggler(f);
     }
 
     /// Straggler records lost because the table was full.
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     pub(crate) fn untracked(&self) -> u32 {
         self.untracked.load(Ordering::Relaxed)
     }
@@ -429,7 +429,7 @@ impl Registry {
 /// dropped (see `Runtime::fork_enter`).
 #[must_use]
 pub(crate) struct DrainMark {
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -440,11 +440,11 @@ pub(crate) struct DrainMark {
 /// the run, which goes on in the child. Empty without `fork`.
 pub(crate) struct TakenList {
     /// The tasklet whose callback runs, or null between callbacks.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     running: core::cell::Cell<*const Tasklet>,
     /// The tasklets the run has taken and not started yet, linked through
     /// `next` (the run's own links, in run order).
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     rest: core::cell::Cell<*const Tasklet>,
 }
 
@@ -452,9 +452,9 @@ impl TakenList {
     #[inline(always)]
     pub(crate) fn new() -> TakenList {
         TakenList {
-            #[cfg(all(feature = "std", unix, not(loom)))]
+            #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
             running: core::cell::Cell::new(core::ptr::null()),
-            #[cfg(all(feature = "std", unix, not(loom)))]
+            #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
             rest: core::cell::Cell::new(core::ptr::null()),
         }
     }
@@ -464,7 +464,7 @@ impl TakenList {
     #[inline(always)]
     pub(crate) fn mark(&self) -> TakenMark<'_> {
         TakenMark {
-            #[cfg(all(feature = "std", unix, not(loom)))]
+            #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
             slot: imp::mark_taken(self),
             _list: core::marker::PhantomData,
         }
@@ -474,19 +474,19 @@ impl TakenList {
     /// tasklet taken, linked through `next`) is still the run's.
     #[inline(always)]
     pub(crate) fn running(&self, t: &'static Tasklet, rest: *mut Tasklet) {
-        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         {
             self.running.set(t);
             self.rest.set(rest);
         }
-        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        #[cfg(not(all(feature = "std", unix, not(bottomhalf_loom))))]
         let _ = (t, rest);
     }
 
     /// After the callback returned (or unwound).
     #[inline(always)]
     pub(crate) fn ran(&self) {
-        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         self.running.set(core::ptr::null());
     }
 }
@@ -495,7 +495,7 @@ impl TakenList {
 #[must_use]
 pub(crate) struct TakenMark<'a> {
     /// The drain stack slot it is recorded in (`usize::MAX`: none).
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     slot: usize,
     _list: core::marker::PhantomData<&'a TakenList>,
 }
@@ -508,7 +508,7 @@ mod sealed {
         /// In the child handler: clears the stale `draining` flag of every
         /// CPU (except those the forking thread drains) and marks the
         /// tasklets linked on its lists.
-        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         #[doc(hidden)]
         fn fork_child_runtime(&self, gen: u32);
     }
@@ -516,7 +516,7 @@ mod sealed {
 pub(crate) use sealed::RuntimeFork;
 
 impl<B: Backend, const N: usize> RuntimeFork for Runtime<B, N> {
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     fn fork_child_runtime(&self, gen: u32) {
         imp::child_runtime(self, gen);
     }
@@ -532,16 +532,16 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// child handler of a fork made from inside this drain.
     #[inline(always)]
     pub(crate) fn fork_enter(&self, cpu: usize) -> Option<DrainMark> {
-        #[cfg(any(loom, all(feature = "std", unix)))]
+        #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         {
             let st = self.cpu_state(cpu);
             st.fork.repair(&st.draining, generation())?;
         }
-        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         {
             Some(imp::mark_drain(&self.cpu_state(cpu).fork))
         }
-        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        #[cfg(not(all(feature = "std", unix, not(bottomhalf_loom))))]
         {
             // No forking thread to record (loom models have no child
             // handler); without `fork` the stamps are empty.
@@ -554,7 +554,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// if this process is a child forked since they were last checked. A
     /// no-op in the process that first loaded the crate. Set-up only (it
     /// may have to wait for another thread's repair of a CPU).
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     pub(crate) fn repair_after_fork(&self) {
         let gen = generation();
         for cpu in 0..N {
@@ -570,7 +570,7 @@ impl crate::tasklet::TaskletList {
     /// Calls `f` for every tasklet linked on the list. Only where nothing
     /// else runs (the child handler): the links are read without owning
     /// them.
-    #[cfg(all(feature = "std", unix, not(loom)))]
+    #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     pub(crate) fn for_each_linked(&self, mut f: impl FnMut(&'static Tasklet)) {
         let mut node = self.head.load(crate::sync::Ordering::Acquire);
         while !node.is_null() {
@@ -589,12 +589,12 @@ impl Tasklet {
     /// before the count CAS. Top-half safe.
     #[inline(always)]
     pub(crate) fn fork_register(&'static self) {
-        #[cfg(all(feature = "std", unix, not(loom)))]
+        #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         imp::REGISTRY.register(self);
         // loom: the models register into a `Registry` of their own
         // (`loom_fork::Registry`), since a process-wide one cannot hold
         // loom atomics.
-        #[cfg(not(all(feature = "std", unix, not(loom))))]
+        #[cfg(not(all(feature = "std", unix, not(bottomhalf_loom))))]
         let _ = (&self.fork, self.runtime());
     }
 }
@@ -607,33 +607,33 @@ impl Tasklet {
 /// dropped after its first push, which a registry could not see.
 #[inline(always)]
 pub(crate) fn mailbox_generation() -> u32 {
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     {
         generation()
     }
-    #[cfg(not(any(loom, all(feature = "std", unix))))]
+    #[cfg(not(any(bottomhalf_loom, all(feature = "std", unix))))]
     {
         0
     }
 }
 
-/// The fork generation under `--cfg loom`: set by a model's main thread
+/// The fork generation under `--cfg bottomhalf_loom`: set by a model's main thread
 /// before it spawns anything ([`loom_fork::set_generation`]), as the child
 /// handler sets it before any thread of the child exists; read with the
 /// production code's `Relaxed` load. Not a loom atomic: nothing changes it
 /// while modelled threads run, so it adds no interleavings to the models
 /// that never fork.
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 static GENERATION: crate::sync::UnmodelledAtomicU32 = crate::sync::UnmodelledAtomicU32::new(0);
 
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
 }
 
 /// What the loom models in `loom-tests/tests/fork.rs` reach of this module
-/// (re-exported as `bottomhalf::__loom_fork`; only under `--cfg loom`).
-#[cfg(loom)]
+/// (re-exported as `bottomhalf::__loom_fork`; only under `--cfg bottomhalf_loom`).
+#[cfg(bottomhalf_loom)]
 #[doc(hidden)]
 pub mod loom_fork {
     use crate::backend::Backend;
@@ -708,7 +708,7 @@ pub mod loom_fork {
     }
 }
 
-#[cfg(all(feature = "std", unix, not(loom)))]
+#[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
 mod imp {
     use core::cell::Cell;
     use core::marker::PhantomData;
@@ -992,7 +992,7 @@ mod imp {
     }
 }
 
-#[cfg(all(test, feature = "std", unix, not(loom)))]
+#[cfg(all(test, feature = "std", unix, not(bottomhalf_loom)))]
 mod tests {
     use super::imp;
     use crate::{Config, Host, Runtime, Tasklet, Vector};

@@ -193,7 +193,7 @@ mod backend;
 mod fork;
 mod mailbox;
 mod percpu;
-#[cfg(any(loom, all(feature = "std", target_os = "linux")))]
+#[cfg(any(bottomhalf_loom, all(feature = "std", target_os = "linux")))]
 mod sigslot;
 mod softirq;
 mod stats;
@@ -203,22 +203,22 @@ mod wake;
 #[cfg(feature = "std")]
 mod workqueue;
 
-#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+#[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
 pub use backend::{
     Accept, SigInfo, SignalConfig, SignalCounts, SignalError, SignalHandle, SignalMode, Signals,
 };
 pub use backend::{Backend, BareMetal, Board};
 #[cfg(feature = "std")]
 pub use backend::{CpuBinding, DrainThreads, Host};
-/// The `fork` state machines, for the loom models (`--cfg loom` only).
-#[cfg(loom)]
+/// The `fork` state machines, for the loom models (`--cfg bottomhalf_loom` only).
+#[cfg(bottomhalf_loom)]
 #[doc(hidden)]
 pub use fork::loom_fork as __loom_fork;
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
 /// The signal slot state machine, for the loom model
 /// (`loom-tests/tests/signal_slot.rs`); not part of the API.
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 #[doc(hidden)]
 pub use sigslot::{Entered as LoomSigSlotEntered, SlotState as LoomSigSlot};
 pub use softirq::{

@@ -644,7 +644,7 @@ pub struct MpscMailbox<T, const N: usize> {
     /// and the next ticket at that fork (lower half). Written once per
     /// generation, by the first producer or consumer of the generation
     /// (`fork_record`), before any ticket of it is drawn.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     fork: AtomicUsize,
     /// Items lost: `push` calls refused because the mailbox was full.
     dropped: AtomicU32,
@@ -670,7 +670,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// before a `fork` by a producer that the child does not have, and
     /// `pop` steps over it (see "fork()"). Outside the ticket bits, so no
     /// `ready` stamp of a push equals it.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     const SKIP: usize = 1 << Self::HALF;
     /// The `HELD` bit of the consumer token.
     const HELD: u32 = 1;
@@ -710,7 +710,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
                 state: AtomicUsize::new(0),
                 head: UnsafeCell::new(0),
                 consumer_token: AtomicU32::new(0),
-                #[cfg(any(loom, all(feature = "std", unix)))]
+                #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
                 fork: AtomicUsize::new(0),
                 dropped: AtomicU32::new(0),
                 refused: AtomicU32::new(0),
@@ -807,7 +807,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// Draws a ticket and reserves its slot, or `None` if `N` are used.
     #[inline(always)]
     fn reserve(&self) -> Option<usize> {
-        #[cfg(any(loom, all(feature = "std", unix)))]
+        #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         self.fork_gate(crate::fork::mailbox_generation());
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -848,14 +848,14 @@ impl<T, const N: usize> MpscMailbox<T, N> {
 
     /// A fork generation as the fork record holds it (upper half of a
     /// word: truncated to `HALF` bits on 32-bit targets).
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[inline(always)]
     const fn gen_bits(gen: u32) -> usize {
         gen as usize & Self::TICKET_MASK
     }
 
     /// `ready` of a slot whose `ticket` `pop` steps over.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[inline(always)]
     const fn skip_stamp(ticket: usize) -> usize {
         ((ticket + 1) & Self::TICKET_MASK) | Self::SKIP
@@ -865,7 +865,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// sure the fork record is of generation `gen`, so that each ticket
     /// of this process is drawn after it. One Acquire load and a compare
     /// when it is.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[inline(always)]
     fn fork_gate(&self, gen: u32) {
         // Acquire: pairs with the Release CAS in `fork_record` (of this
@@ -885,7 +885,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// before the fork, since every context of this process passes
     /// `fork_gate` before it draws one. Lock-free, top-half safe: another
     /// context's CAS can only have installed a record of `gen` too.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[cold]
     fn fork_record(&self, mut record: usize, gen: u32) {
         let g = Self::gen_bits(gen);
@@ -914,7 +914,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     /// thread left half-done, and marks every ticket drawn before the fork
     /// and never published as one `pop` steps over (counting it as
     /// dropped). Bounded by `N`, allocation-free.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[cold]
     fn fork_repair(&self, gen: u32) {
         self.fork_gate(gen);
@@ -958,7 +958,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
 
     /// Draws a ticket and never publishes it: a producer that a `fork`
     /// leaves behind, for the loom models.
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     #[doc(hidden)]
     pub fn __loom_reserve_unpublished(&self) -> bool {
         self.reserve().is_some()
@@ -1010,7 +1010,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
                 Err(now) => seen = now,
             }
         }
-        #[cfg(any(loom, all(feature = "std", unix)))]
+        #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         if seen >> 1 != gen {
             // The first handle of this fork generation.
             self.fork_repair(gen);
@@ -1120,7 +1120,7 @@ impl<T, const N: usize> Drop for MpscMailbox<T, N> {
         // that were published and never popped (stepping over the tickets
         // of producers that a `fork` left behind).
         let gen = crate::fork::mailbox_generation();
-        #[cfg(any(loom, all(feature = "std", unix)))]
+        #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         if self.consumer_token.load(Ordering::Relaxed) >> 1 != gen {
             self.fork_repair(gen);
         }
@@ -1181,7 +1181,7 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
     /// assert_eq!(rx.pop(), Some(1));
     /// ```
     pub fn pop(&mut self) -> Option<T> {
-        #[cfg(any(loom, all(feature = "std", unix)))]
+        #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         if self.token >> 1 != crate::fork::mailbox_generation() && !self.readopt() {
             return None;
         }
@@ -1196,7 +1196,7 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
             .ready
             .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed));
         if ready != (head + 1) & MpscMailbox::<T, N>::TICKET_MASK {
-            #[cfg(any(loom, all(feature = "std", unix)))]
+            #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
             if ready == MpscMailbox::<T, N>::skip_stamp(head) {
                 return self.pop_after_skips(head);
             }
@@ -1226,7 +1226,7 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
     /// generation if no handle has been taken here since (then it repairs
     /// the mailbox as that handle would have); otherwise it is dead and
     /// pops nothing.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[cold]
     fn readopt(&mut self) -> bool {
         let gen = crate::fork::mailbox_generation();
@@ -1250,7 +1250,7 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
     /// Gives each slot back and counts its item as dropped. The slot's
     /// contents (perhaps half-written) are left as they are, never
     /// dropped.
-    #[cfg(any(loom, all(feature = "std", unix)))]
+    #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[cold]
     fn pop_after_skips(&mut self, mut head: usize) -> Option<T> {
         let mb = self.mailbox;

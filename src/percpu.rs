@@ -190,7 +190,7 @@ impl<T: fmt::Debug, const N: usize> fmt::Debug for PerCpu<T, N> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     use super::*;
     use std::string::ToString;

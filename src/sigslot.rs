@@ -1,6 +1,6 @@
 //! The state machine of one signal slot: what a signal handler and the
 //! install/uninstall path share, and nothing else (no `libc`, so it also
-//! compiles under `--cfg loom`, where `loom-tests/tests/signal_slot.rs`
+//! compiles under `--cfg bottomhalf_loom`, where `loom-tests/tests/signal_slot.rs`
 //! models it with the handler as a thread).
 //!
 //! # States

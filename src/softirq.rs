@@ -1060,7 +1060,7 @@ impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
 // `B` is only a type-level choice of functions (PhantomData<fn() -> B>).
 unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}
 
-#[cfg(all(test, not(loom), feature = "std"))]
+#[cfg(all(test, not(bottomhalf_loom), feature = "std"))]
 mod tests {
     use super::*;
     use crate::Host;

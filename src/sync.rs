@@ -5,7 +5,7 @@
 //!
 //! | build | atomics | `UnsafeCell` |
 //! | --- | --- | --- |
-//! | `--cfg loom` | `loom::sync::atomic` | `loom::cell::UnsafeCell` |
+//! | `--cfg bottomhalf_loom` | `loom::sync::atomic` | `loom::cell::UnsafeCell` |
 //! | target with compare-and-swap | `core::sync::atomic` | wrapper over `core::cell::UnsafeCell` |
 //! | target without it (thumbv6m) | `portable_atomic` (its `critical-section` feature) | wrapper over `core::cell::UnsafeCell` |
 //!
@@ -14,24 +14,24 @@
 //! closure API (`with`, `with_mut`), so one body of code compiles both ways.
 //!
 //! loom's types have no `const` constructors, so the crate's `const fn`
-//! constructors are plain `fn`s under `--cfg loom` ([`loom_const_fn!`]).
+//! constructors are plain `fn`s under `--cfg bottomhalf_loom` ([`loom_const_fn!`]).
 
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
 
-#[cfg(all(not(loom), target_has_atomic = "32"))]
+#[cfg(all(not(bottomhalf_loom), target_has_atomic = "32"))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
 
-#[cfg(all(not(loom), not(target_has_atomic = "32")))]
+#[cfg(all(not(bottomhalf_loom), not(target_has_atomic = "32")))]
 pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
 
-/// An atomic loom does not see, under `--cfg loom` only: for a value that
+/// An atomic loom does not see, under `--cfg bottomhalf_loom` only: for a value that
 /// no modelled thread changes (the `fork` generation, which in a real
 /// process only the single-threaded child handler writes), so reading it
 /// adds no interleavings to the models.
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 pub(crate) use core::sync::atomic::AtomicU32 as UnmodelledAtomicU32;
 
 /// A hint inside a bounded wait loop (bottom half only; never in a top half).
@@ -40,27 +40,27 @@ pub(crate) use core::sync::atomic::AtomicU32 as UnmodelledAtomicU32;
 /// to explore a wait loop without diverging.
 #[inline]
 pub(crate) fn spin_wait() {
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     loom::thread::yield_now();
-    #[cfg(all(not(loom), feature = "std"))]
+    #[cfg(all(not(bottomhalf_loom), feature = "std"))]
     std::thread::yield_now();
-    #[cfg(all(not(loom), not(feature = "std")))]
+    #[cfg(all(not(bottomhalf_loom), not(feature = "std")))]
     core::hint::spin_loop();
 }
 
 /// `core::cell::UnsafeCell` with loom's closure API.
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T: ?Sized>(core::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(core::cell::UnsafeCell::new(value))
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 impl<T: ?Sized> UnsafeCell<T> {
     /// Runs `f` with a shared raw pointer to the contents.
     #[inline(always)]
@@ -75,18 +75,18 @@ impl<T: ?Sized> UnsafeCell<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
 /// Declares a constructor that is `const fn` normally and a plain `fn` under
-/// `--cfg loom`, whose types have no `const` constructors.
+/// `--cfg bottomhalf_loom`, whose types have no `const` constructors.
 macro_rules! loom_const_fn {
     ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$($lt:lifetime),*>)? ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
-        #[cfg(not(loom))]
+        #[cfg(not(bottomhalf_loom))]
         $(#[$attr])*
         $vis const fn $name $(<$($lt),*>)? ($($arg: $ty),*) -> $ret $body
 
-        #[cfg(loom)]
+        #[cfg(bottomhalf_loom)]
         $(#[$attr])*
         $vis fn $name $(<$($lt),*>)? ($($arg: $ty),*) -> $ret $body
     };
@@ -133,11 +133,11 @@ pub(crate) use ordering;
 /// `array::from_fn` under loom (whose constructors are not `const`).
 macro_rules! array_of {
     ($expr:expr; $n:expr) => {{
-        #[cfg(not(loom))]
+        #[cfg(not(bottomhalf_loom))]
         {
             [const { $expr }; $n]
         }
-        #[cfg(loom)]
+        #[cfg(bottomhalf_loom)]
         {
             core::array::from_fn(|_| $expr)
         }

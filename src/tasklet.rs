@@ -909,7 +909,7 @@ impl TaskletList {
     }
 }
 
-#[cfg(all(test, not(loom), feature = "std"))]
+#[cfg(all(test, not(bottomhalf_loom), feature = "std"))]
 mod tests {
     use super::*;
     use crate::{Config, Host, Runtime};

@@ -15,7 +15,7 @@
 //! systems fall back to sleeping in 1 ms steps (documented on
 //! [`WakeWord::wait`]).
 //!
-//! Under `--cfg loom` the futex is modelled with loom's `Mutex` and
+//! Under `--cfg bottomhalf_loom` the futex is modelled with loom's `Mutex` and
 //! `Condvar`: the comparison and the sleep happen under the mutex, which is
 //! exactly the atomicity the kernel gives.
 //!
@@ -63,9 +63,9 @@ pub struct WakeWord {
     /// The signal backend's event-fd slot for the runtime that owns this
     /// word, plus one (0: none). Written at set-up (`Runtime::event_fd`),
     /// read by `Signals::kick`; the same value in every word of a runtime.
-    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    #[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
     event_slot: AtomicU32,
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     model: (loom::sync::Mutex<()>, loom::sync::Condvar),
 }
 
@@ -85,9 +85,9 @@ impl WakeWord {
             WakeWord {
                 seq: AtomicU32::new(0),
                 sleepers: AtomicU32::new(0),
-                #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+                #[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
                 event_slot: AtomicU32::new(0),
-                #[cfg(loom)]
+                #[cfg(bottomhalf_loom)]
                 model: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             }
         }
@@ -136,7 +136,7 @@ impl WakeWord {
 
     /// The event-fd slot (plus one, 0: none) of the signal runtime that
     /// owns this word. Async-signal-safe (one load).
-    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    #[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
     #[inline]
     pub(crate) fn event_slot(&self) -> u32 {
         // SeqCst: pairs with the SeqCst store in `set_event_slot` (the
@@ -145,7 +145,7 @@ impl WakeWord {
     }
 
     /// Records the owning runtime's event-fd slot (plus one).
-    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    #[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
     pub(crate) fn set_event_slot(&self, slot: u32) {
         // SeqCst: pairs with the SeqCst load in `event_slot`.
         self.event_slot.store(slot, Ordering::SeqCst);
@@ -153,7 +153,7 @@ impl WakeWord {
 
     /// Sets the event-fd slot if none is set yet; `Err(existing)`
     /// otherwise (a racing set-up won).
-    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    #[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
     pub(crate) fn claim_event_slot(&self, slot: u32) -> Result<(), u32> {
         // SeqCst: as `set_event_slot`.
         self.event_slot
@@ -186,7 +186,7 @@ impl WakeWord {
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    #[cfg(all(not(loom), target_os = "linux", feature = "std"))]
+    #[cfg(all(not(bottomhalf_loom), target_os = "linux", feature = "std"))]
     fn sleep(&self, token: u32, timeout: Option<Duration>) {
         let ts = timeout.map(|d| libc::timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -211,7 +211,7 @@ impl WakeWord {
         }
     }
 
-    #[cfg(all(not(loom), target_os = "linux", feature = "std"))]
+    #[cfg(all(not(bottomhalf_loom), target_os = "linux", feature = "std"))]
     fn wake_all(&self) {
         // SAFETY: as in `sleep`; FUTEX_WAKE only uses the address as a key.
         // Async-signal-safe: a system call with no user-space state.
@@ -225,7 +225,7 @@ impl WakeWord {
         }
     }
 
-    #[cfg(all(not(loom), not(all(target_os = "linux", feature = "std"))))]
+    #[cfg(all(not(bottomhalf_loom), not(all(target_os = "linux", feature = "std"))))]
     fn sleep(&self, token: u32, timeout: Option<Duration>) {
         #[cfg(feature = "std")]
         if self.seq.load(Ordering::SeqCst) == token {
@@ -239,10 +239,10 @@ impl WakeWord {
         }
     }
 
-    #[cfg(all(not(loom), not(all(target_os = "linux", feature = "std"))))]
+    #[cfg(all(not(bottomhalf_loom), not(all(target_os = "linux", feature = "std"))))]
     fn wake_all(&self) {}
 
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     fn sleep(&self, token: u32, timeout: Option<Duration>) {
         let (mutex, condvar) = &self.model;
         let guard = mutex.lock().unwrap();
@@ -254,7 +254,7 @@ impl WakeWord {
         }
     }
 
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     fn wake_all(&self) {
         let (mutex, condvar) = &self.model;
         drop(mutex.lock().unwrap());

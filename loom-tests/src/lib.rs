@@ -1,6 +1,6 @@
 //! Shared pieces of the loom models in `tests/`; see `README.md`.
 //!
-//! Everything here exists only under `--cfg loom`: a `LoomCpu` backend
+//! Everything here exists only under `--cfg bottomhalf_loom`: a `LoomCpu` backend
 //! whose "CPUs" are modelled threads (and `LoomCpuWake`, whose kick wakes a
 //! modelled drain thread), the model runner with the CI preemption bound,
 //! an overlap detector (`InFlight`, a loom atomic touched only with
@@ -32,7 +32,7 @@
 //! static's first use adds no edge the spawned threads did not already
 //! have.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};

@@ -10,7 +10,7 @@
 //! (`tasklet_take_no_release`) and the check may read the stale bit, skip
 //! the raise, and leave the tasklet on a list no pending bit covers.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Config, Runtime, Tasklet, Vector};
 use bottomhalf_loom_tests::loom;

@@ -4,9 +4,9 @@
 //!
 //! See `README.md` ("fork") for what each model checks and which mutants it
 //! catches. Both state machines live in `src/fork.rs`; the models reach
-//! them through `bottomhalf::__loom_fork` (hidden, `--cfg loom` only).
+//! them through `bottomhalf::__loom_fork` (hidden, `--cfg bottomhalf_loom` only).
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::__loom_fork::{self as fork, Registry, REPAIRING};
 use bottomhalf::{Backend, Config, DrainOutcome, Runtime, Tasklet, Vector, WakeWord};

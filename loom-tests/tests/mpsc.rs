@@ -4,7 +4,7 @@
 //! See `README.md` ("mpsc") for what each model checks and which mutants
 //! it catches.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::MpscMailbox;
 use bottomhalf_loom_tests::loom;

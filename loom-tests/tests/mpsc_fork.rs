@@ -14,7 +14,7 @@
 //!
 //! See `README.md` ("mpsc_fork").
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{MailboxError, MpscMailbox};
 use bottomhalf_loom_tests::loom;

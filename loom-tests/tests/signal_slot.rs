@@ -13,7 +13,7 @@
 //! installation, never reads the data of an installation that is not
 //! theirs (the `sigslot_ident_ignored` mutant makes them do so).
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use std::sync::atomic::AtomicU32 as StdU32;
 use std::sync::atomic::Ordering::SeqCst as S;

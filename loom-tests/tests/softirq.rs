@@ -3,7 +3,7 @@
 //! See `README.md` ("softirq") for what each model checks and which
 //! mutants it catches.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Config, DrainOutcome, Runtime, Vector};
 use bottomhalf_loom_tests::loom;

@@ -14,7 +14,7 @@
 //!
 //! See `README.md` ("spsc").
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Config, Consumer, Mailbox, Runtime, Tasklet};
 use bottomhalf_loom_tests::loom;

@@ -4,7 +4,7 @@
 //! See `README.md` ("tasklet") for what each model checks and which
 //! mutants it catches.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Config, DrainOutcome, Runtime, Tasklet, TaskletKilled};
 use bottomhalf_loom_tests::loom;

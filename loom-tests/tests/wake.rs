@@ -5,7 +5,7 @@
 //!
 //! See `README.md` ("wake").
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Config, DrainOutcome, Runtime, Vector};
 use bottomhalf_loom_tests::loom;

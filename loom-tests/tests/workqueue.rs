@@ -9,7 +9,7 @@
 //! plays that part. See `README.md` ("workqueue") for what each model
 //! checks and which mutants it catches.
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Work, Workqueue, WorkqueueError};
 use bottomhalf_loom_tests::loom;

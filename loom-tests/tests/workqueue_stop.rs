@@ -13,7 +13,7 @@
 //! and no threads; a modelled worker thread runs `run_pending()` while main
 //! calls `stop()`. See `README.md` ("workqueue_stop").
 
-#![cfg(loom)]
+#![cfg(bottomhalf_loom)]
 
 use bottomhalf::{Work, Workqueue, WorkqueueError};
 use bottomhalf_loom_tests::loom;

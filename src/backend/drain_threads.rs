@@ -87,7 +87,7 @@ impl DrainThreads {
     ) -> std::io::Result<DrainThreads> {
         // A child of `fork()`: clear what a parent thread left on every
         // CPU, so no kick is skipped for a drain that does not exist here.
-        #[cfg(all(unix, not(loom)))]
+        #[cfg(all(unix, not(bottomhalf_loom)))]
         {
             crate::fork::ensure_atfork();
             rt.repair_after_fork();
@@ -165,9 +165,9 @@ impl DrainThreads {
 /// The fork generation (0 where there is no fork repair).
 #[cfg(unix)]
 fn fork_generation() -> u32 {
-    #[cfg(not(loom))]
+    #[cfg(not(bottomhalf_loom))]
     return crate::fork::generation();
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     return 0;
 }
 

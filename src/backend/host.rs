@@ -36,7 +36,7 @@ std::thread_local! {
     /// The `Signals` CPU slot this thread claimed (its drain threads,
     /// `drain_all`), or `UNBOUND` (the kernel's CPU is used). Readable in
     /// a signal handler (one TLS load).
-    #[cfg(all(target_os = "linux", not(loom)))]
+    #[cfg(all(target_os = "linux", not(bottomhalf_loom)))]
     static SIGNALS_CPU: Cell<usize> = const { Cell::new(UNBOUND) };
 }
 
@@ -47,7 +47,7 @@ pub(crate) enum BindingKind {
     /// [`Host`]: [`Runtime::bind_current_thread`], the `bh-drain` threads.
     Host,
     /// [`Signals`](crate::Signals): the `bh-sig` threads and `drain_all`.
-    #[cfg(all(target_os = "linux", not(loom)))]
+    #[cfg(all(target_os = "linux", not(bottomhalf_loom)))]
     Signals,
 }
 
@@ -55,7 +55,7 @@ impl BindingKind {
     fn key(self) -> &'static LocalKey<Cell<usize>> {
         match self {
             BindingKind::Host => &HOST_CPU,
-            #[cfg(all(target_os = "linux", not(loom)))]
+            #[cfg(all(target_os = "linux", not(bottomhalf_loom)))]
             BindingKind::Signals => &SIGNALS_CPU,
         }
     }
@@ -222,7 +222,7 @@ impl<const N: usize> Runtime<Host, N> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     use crate::{Config, Host, Runtime, Vector};
     use core::sync::atomic::{AtomicU32, Ordering};

@@ -16,7 +16,7 @@ mod critical_section;
 mod drain_threads;
 #[cfg(feature = "std")]
 mod host;
-#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+#[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
 mod unix_signal;
 
 pub use critical_section::{BareMetal, Board};
@@ -27,7 +27,7 @@ use crate::wake::WakeWord;
 pub use drain_threads::DrainThreads;
 #[cfg(feature = "std")]
 pub use host::{CpuBinding, Host};
-#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+#[cfg(all(feature = "std", target_os = "linux", not(bottomhalf_loom)))]
 pub use unix_signal::{
     Accept, SigInfo, SignalConfig, SignalCounts, SignalError, SignalHandle, SignalMode, Signals,
 };
@@ -35,7 +35,7 @@ pub use unix_signal::{
 /// The signal backend's part of the `fork()` child handler (`crate::fork`).
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub(crate) fn after_fork_child() {
-    #[cfg(not(loom))]
+    #[cfg(not(bottomhalf_loom))]
     unix_signal::after_fork_child();
 }
 

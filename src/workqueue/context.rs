@@ -40,12 +40,12 @@ impl Context {
     };
 }
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 std::thread_local! {
     static CONTEXT: Cell<Context> = const { Cell::new(Context::NONE) };
 }
 
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 loom::thread_local! {
     static CONTEXT: Cell<Context> = Cell::new(Context::NONE);
 }

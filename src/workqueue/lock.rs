@@ -71,7 +71,7 @@ impl<T> Lock<T> {
     }
 
     /// Runs `f` with the lock held if it is free now; `None` otherwise.
-    #[cfg_attr(loom, allow(dead_code))]
+    #[cfg_attr(bottomhalf_loom, allow(dead_code))]
     pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         if !self.try_acquire() {
             return None;
@@ -145,7 +145,7 @@ impl<T> Drop for Release<'_, T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     use super::Lock;
     use std::vec::Vec;

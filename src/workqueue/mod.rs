@@ -121,7 +121,7 @@ pub use work::{DelayedWork, DelayedWorkRef, Work, WorkRef};
 /// otherwise it reports the notify/wait store-buffering pair, which is
 /// correct under C++20 `SeqCst`, as a lost wake-up. Nobody sleeps on the word
 /// afterwards, and tokens are taken later: the protocol sees a fresh word.
-#[cfg(loom)]
+#[cfg(bottomhalf_loom)]
 pub(crate) fn wake_word() -> WakeWord {
     let word = WakeWord::new();
     let stale = word.token();
@@ -130,7 +130,7 @@ pub(crate) fn wake_word() -> WakeWord {
     word
 }
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 pub(crate) const fn wake_word() -> WakeWord {
     WakeWord::new()
 }
@@ -140,11 +140,11 @@ pub(crate) const fn wake_word() -> WakeWord {
 /// Always 0 where there is no `fork` (and under loom).
 #[inline]
 pub(crate) fn fork_generation() -> u32 {
-    #[cfg(all(unix, not(loom)))]
+    #[cfg(all(unix, not(bottomhalf_loom)))]
     {
         crate::fork::generation()
     }
-    #[cfg(not(all(unix, not(loom))))]
+    #[cfg(not(all(unix, not(bottomhalf_loom))))]
     {
         0
     }
@@ -152,7 +152,7 @@ pub(crate) fn fork_generation() -> u32 {
 
 /// Registers the `fork()` child handler that bumps the generation.
 fn ensure_atfork() {
-    #[cfg(all(unix, not(loom)))]
+    #[cfg(all(unix, not(bottomhalf_loom)))]
     crate::fork::ensure_atfork();
 }
 

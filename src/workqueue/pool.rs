@@ -61,7 +61,11 @@ const SLOT_BITS: usize = 8;
 const SLOTS: usize = usize::BITS as usize / SLOT_BITS;
 
 /// Intake polls (each a yield) before an idle worker sleeps.
-const IDLE_POLLS: u32 = if cfg!(any(loom, miri)) { 1 } else { 64 };
+const IDLE_POLLS: u32 = if cfg!(any(bottomhalf_loom, miri)) {
+    1
+} else {
+    64
+};
 
 /// Which list of its pool holds a node (`Work::place`).
 pub(super) struct Place;
@@ -282,7 +286,7 @@ pub(super) struct PoolState {
 // pool's lock, from any thread.
 unsafe impl Send for PoolState {}
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 static FREE_POOLS: Lock<Vec<&'static Pool>> = Lock::new(Vec::new());
 
 impl Pool {
@@ -335,9 +339,9 @@ impl Pool {
     pub(super) fn acquire(cfg: PoolConfig) -> &'static Pool {
         // `try_with`: in a child of `fork()` the free list's lock may be
         // held by a thread that does not exist there; a new pool then.
-        #[cfg(not(loom))]
+        #[cfg(not(bottomhalf_loom))]
         let reused = FREE_POOLS.try_with(Vec::pop).flatten();
-        #[cfg(loom)]
+        #[cfg(bottomhalf_loom)]
         let reused: Option<&'static Pool> = None;
         let pool: &'static Pool = match reused {
             Some(p) => p,
@@ -367,7 +371,7 @@ impl Pool {
     /// there), the pool is not recycled.
     pub(super) fn retire(&'static self) {
         debug_assert!(self.front.intake.load(Ordering::Relaxed).is_null());
-        #[cfg(not(loom))]
+        #[cfg(not(bottomhalf_loom))]
         for _ in 0..1000 {
             if FREE_POOLS.try_with(|free| free.push(self)).is_some() {
                 return;
@@ -380,7 +384,8 @@ impl Pool {
     /// exist in this process. Never under loom.
     #[inline]
     pub(super) fn is_inherited(&self) -> bool {
-        !cfg!(loom) && self.front.generation.load(Ordering::Relaxed) != super::fork_generation()
+        !cfg!(bottomhalf_loom)
+            && self.front.generation.load(Ordering::Relaxed) != super::fork_generation()
     }
 
     /// Runs `f` under the pool's lock, then publishes `runnable`.
@@ -652,7 +657,7 @@ impl Pool {
         // Skip the swap (a write to a line producers write) when empty. Not
         // under loom: its scheduler does not explore a pure load racing
         // with a load-then-CAS (the push), so models always swap.
-        if !cfg!(loom) && self.front.intake.load(Ordering::Relaxed).is_null() {
+        if !cfg!(bottomhalf_loom) && self.front.intake.load(Ordering::Relaxed).is_null() {
             return false;
         }
         let first_timer = st.timers.front();
@@ -1208,7 +1213,7 @@ impl List {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     use super::List;
     use crate::workqueue::work::Work;

@@ -223,7 +223,7 @@ impl Shared {
                         .wait(token, manual.then(|| Duration::from_millis(1)));
                     // loom models a timed wait as "may return at once": let
                     // the thread running the item go first.
-                    #[cfg(loom)]
+                    #[cfg(bottomhalf_loom)]
                     crate::sync::spin_wait();
                 }
             }
@@ -363,13 +363,13 @@ fn raise_priority() -> Result<(), Option<i32>> {
 /// The CPUs this process may run on, in order. Under loom, two (0 and 1),
 /// whatever the machine: the models need a fixed number of per-CPU pools.
 fn allowed_cpus() -> Vec<usize> {
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     return std::vec![0, 1];
-    #[cfg(not(loom))]
+    #[cfg(not(bottomhalf_loom))]
     allowed_cpus_of_this_process()
 }
 
-#[cfg(not(loom))]
+#[cfg(not(bottomhalf_loom))]
 fn allowed_cpus_of_this_process() -> Vec<usize> {
     #[cfg(all(target_os = "linux", not(miri)))]
     {

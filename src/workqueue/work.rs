@@ -506,10 +506,10 @@ impl Work {
 
     /// [`flush_target`](Work::flush_target)'s run number, for the loom
     /// model of the start/flush race (`loom-tests/tests/workqueue.rs`).
-    /// Only under `--cfg loom`.
+    /// Only under `--cfg bottomhalf_loom`.
     ///
     /// Top-half safe: no. Allocates: no. Blocks: no.
-    #[cfg(loom)]
+    #[cfg(bottomhalf_loom)]
     #[doc(hidden)]
     pub fn loom_flush_target(&self) -> Option<u32> {
         self.flush_target().map(|(_, t)| t)
@@ -832,7 +832,7 @@ impl Work {
             n.wrapping_add(1),
             ordering!("work_starting_relaxed", Release, Relaxed),
         );
-        #[cfg(all(test, not(loom)))]
+        #[cfg(all(test, not(bottomhalf_loom)))]
         tests::start_window(self);
         loop {
             let f = flags(s);
@@ -1258,7 +1258,7 @@ impl DelayedWorkRef for &Arc<DelayedWork> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     //! The `flush` window of issue 8, item 13, held open with a test hook.
     use super::*;
