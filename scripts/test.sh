@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
 ALL_STEPS=(fmt clippy test doc bench-build no_std-thumbv6m no_std-thumbv7m
-    firmware loom loom-mutants miri miri-tree-borrows)
+    firmware loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
 THUMB_TARGETS=(thumbv6m-none-eabi thumbv7m-none-eabi)
@@ -376,6 +376,14 @@ step_loom() {
     run 1200 env RUSTFLAGS="$LOOM_RUSTFLAGS" LOOM_MAX_PREEMPTIONS=$LOOM_PREEMPTIONS \
         CARGO_TARGET_DIR="$TARGET_BASE/loom" \
         cargo test -p "$LOOM_PKG" --release
+}
+
+# A downstream crate that runs its own loom tests with the global
+# `--cfg loom` (loom-tests/downstream): its `static` runtime, tasklet,
+# mailboxes and work items must build, and its own model must run.
+step_downstream_loom() {
+    run 900 env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$TARGET_BASE/downstream-loom" \
+        cargo test --manifest-path loom-tests/downstream/Cargo.toml
 }
 
 # Each mutant is built first (output to a log; a mutant that does not build
