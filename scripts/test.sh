@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-ALL_STEPS=(fmt clippy test doc bench-build no_std-thumbv6m no_std-thumbv7m
+ALL_STEPS=(fmt clippy test doc package bench-build no_std-thumbv6m no_std-thumbv7m
     firmware loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
@@ -331,7 +331,28 @@ step_clippy() { run 1200 cargo clippy --workspace --all-targets -- -D warnings; 
 
 step_test() { run 1200 cargo test --workspace; }
 
-step_doc() { run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps; }
+# The docs as docs.rs builds them (std, Linux), then as a firmware author
+# builds them (no_std, thumbv7m): no warnings, no broken intra-doc links.
+step_doc() {
+    run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps || return 1
+    need_target thumbv7m-none-eabi doc || return 1
+    run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --no-default-features \
+        --target thumbv7m-none-eabi
+}
+
+# The package a user downloads: builds from its own files (`cargo package`
+# verifies it) and packaging prints no warning.
+step_package() {
+    local out rc
+    out=$(run 900 cargo package --allow-dirty 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" = 0 ] || return 1
+    if grep -qi '^warning' <<<"$out"; then
+        echo "package: cargo package printed warnings (above)"
+        return 1
+    fi
+}
 
 step_bench_build() { run 1200 cargo bench --no-run; }
 
