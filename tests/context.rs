@@ -9,13 +9,41 @@
 
 use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bottomhalf::{Backend, Config, DelayedWork, Host, Priority, Runtime, Tasklet, Work, Workqueue};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A workqueue that a work function can reach and the test can drop
+/// (joining its threads, which miri requires before the process ends).
+type WqSlot = Mutex<Option<Workqueue>>;
+
+/// Queues `d` on the workqueue in `slot` after `delay`, if it is still
+/// there.
+fn queue_delayed_in(slot: &WqSlot, d: &'static DelayedWork, delay: Duration) {
+    if let Some(wq) = &*slot.lock().unwrap() {
+        wq.queue_delayed(d, delay).unwrap();
+    }
+}
+
+/// Drops the workqueue in its slot (joining its threads, outside the lock).
+struct StopWq(&'static WqSlot);
+
+impl Drop for StopWq {
+    fn drop(&mut self) {
+        let wq = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(wq);
+    }
+}
+
+/// Builds a workqueue into `slot`; the guard drops it.
+fn start_wq(slot: &'static WqSlot, name: &'static str, threads: usize) -> StopWq {
+    *slot.lock().unwrap() = Some(Workqueue::builder(name).threads(threads).build().unwrap());
+    StopWq(slot)
+}
 
 #[track_caller]
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -293,7 +321,7 @@ struct Button {
 }
 
 const STABLE: u32 = 5;
-static BUTTONS_WQ: OnceLock<Workqueue> = OnceLock::new();
+static BUTTONS_WQ: WqSlot = Mutex::new(None);
 
 fn debounce_poll(button: &'static Button, work: &Work) {
     match DelayedWork::from_work(work) {
@@ -304,11 +332,7 @@ fn debounce_poll(button: &'static Button, work: &Work) {
     }
     let polls = button.polls.fetch_add(1, Ordering::SeqCst) + 1;
     if polls < STABLE {
-        BUTTONS_WQ
-            .get()
-            .unwrap()
-            .queue_delayed(&button.debounce, Duration::from_millis(1))
-            .unwrap();
+        queue_delayed_in(&BUTTONS_WQ, &button.debounce, Duration::from_millis(1));
     }
 }
 
@@ -325,12 +349,9 @@ static RESET: Button = Button {
 
 #[test]
 fn a_delayed_work_function_re_arms_its_own_instance_through_its_context() {
-    let wq = BUTTONS_WQ.get_or_init(|| Workqueue::builder("buttons").threads(2).build().unwrap());
+    let _wq = start_wq(&BUTTONS_WQ, "buttons", 2);
     // Only POWER is pressed: RESET must stay untouched.
-    assert_eq!(
-        wq.queue_delayed(&POWER.debounce, Duration::from_millis(1)),
-        Ok(true)
-    );
+    queue_delayed_in(&BUTTONS_WQ, &POWER.debounce, Duration::from_millis(1));
     wait_until("the debounce to settle", || {
         POWER.debounce.runs() >= STABLE
             && !POWER.debounce.is_pending()
@@ -354,7 +375,7 @@ fn a_delayed_work_function_re_arms_its_own_instance_through_its_context() {
 
 /// A periodic item whose context is the item itself.
 static TICK: DelayedWork = DelayedWork::with_context("tick", &TICK, tick);
-static TICK_WQ: OnceLock<Workqueue> = OnceLock::new();
+static TICK_WQ: WqSlot = Mutex::new(None);
 static TICK_WRONG: AtomicU32 = AtomicU32::new(0);
 const TICKS: u32 = 4;
 
@@ -364,10 +385,7 @@ fn tick(me: &'static DelayedWork, work: &Work) {
     }
     // `runs` counts finished runs: this is run `runs() + 1`.
     if work.runs() + 1 < TICKS {
-        let _ = TICK_WQ
-            .get()
-            .unwrap()
-            .queue_delayed(me, Duration::from_millis(1));
+        queue_delayed_in(&TICK_WQ, me, Duration::from_millis(1));
     }
 }
 
@@ -378,9 +396,11 @@ static KICKED_PLAIN: Work = Work::new("kicked-plain", |_| {});
 
 #[test]
 fn a_delayed_item_that_is_its_own_context_re_arms_itself() {
-    let wq = TICK_WQ.get_or_init(|| Workqueue::builder("tick").threads(1).build().unwrap());
+    let _wq = start_wq(&TICK_WQ, "tick", 1);
     // Start it the way a table of `&'static Work` would: through from_work.
     for &w in &KICK_ALL {
+        let slot = TICK_WQ.lock().unwrap();
+        let wq = slot.as_ref().unwrap();
         match DelayedWork::from_work(w) {
             Some(d) => assert_eq!(wq.queue_delayed(d, Duration::from_millis(1)), Ok(true)),
             None => assert!(wq.queue(w)),
