@@ -265,8 +265,8 @@ impl fmt::Display for TaskletKilled {
 ///
 /// # Size and placement
 ///
-/// 72 bytes on 64-bit Unix hosts (64 before contexts: the context pointer
-/// added a word), 36 on 32-bit firmware targets. A `static` tasklet holds
+/// 72 bytes on x86_64 Linux (64 before contexts: the context pointer added
+/// a word), 36 on thumbv7m (32 before). A `static` tasklet holds
 /// pointers (its runtime, its callback, its context), whose values the
 /// linker fills in, so it lands in `.data`, not `.bss`.
 pub struct Tasklet {

@@ -469,3 +469,20 @@ fn from_work_finds_the_delayed_item_and_refuses_a_plain_one() {
     println!("from_work inside the function (1 None, 2 its own DelayedWork): {seen:?}");
     assert_eq!(seen, [1, 2, 1, 2]);
 }
+
+// ---------------------------------------------------------------------------
+// Size.
+
+/// The context costs one word in a tasklet (64 -> 72 bytes) and one in a
+/// work item (96 -> 104) on x86_64 Linux; more would be a regression.
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn a_context_costs_one_word() {
+    let sizes = (
+        std::mem::size_of::<Tasklet>(),
+        std::mem::size_of::<Work>(),
+        std::mem::size_of::<DelayedWork>(),
+    );
+    println!("size_of Tasklet, Work, DelayedWork: {sizes:?}");
+    assert_eq!(sizes, (72, 104, 104));
+}

@@ -231,7 +231,7 @@ impl Func {
 ///
 /// # Size
 ///
-/// 104 bytes on 64-bit Unix hosts (96 before contexts: the function's
+/// 104 bytes on x86_64 Linux (96 before contexts: the function's
 /// representation grew by one word, and a flag records whether the item is
 /// the inside of a [`DelayedWork`]).
 pub struct Work {
