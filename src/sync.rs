@@ -81,6 +81,16 @@ pub(crate) use loom::cell::UnsafeCell;
 /// Declares a constructor that is `const fn` normally and a plain `fn` under
 /// `--cfg bottomhalf_loom`, whose types have no `const` constructors.
 macro_rules! loom_const_fn {
+    // With type parameters, each with one bound (`<C: Sync>`).
+    ($(#[$attr:meta])* $vis:vis fn $name:ident <$($gen:ident : $bound:path),+> ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        #[cfg(not(bottomhalf_loom))]
+        $(#[$attr])*
+        $vis const fn $name <$($gen: $bound),+> ($($arg: $ty),*) -> $ret $body
+
+        #[cfg(bottomhalf_loom)]
+        $(#[$attr])*
+        $vis fn $name <$($gen: $bound),+> ($($arg: $ty),*) -> $ret $body
+    };
     ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$($lt:lifetime),*>)? ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         #[cfg(not(bottomhalf_loom))]
         $(#[$attr])*
