@@ -373,6 +373,7 @@ impl fmt::Debug for SignalConfig {
 /// assert!(err.to_string().contains("SIGKILL"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SignalError {
     /// Not a signal number this system can deliver (`< 1` or `> SIGRTMAX`).
     OutOfRange(c_int),
