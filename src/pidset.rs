@@ -375,3 +375,55 @@ impl fmt::Display for PidSetError {
 }
 
 impl core::error::Error for PidSetError {}
+
+#[cfg(all(test, not(bottomhalf_loom)))]
+mod tests {
+    use super::{PidSet, PidSetError, PidSetRef};
+
+    #[test]
+    fn insert_remove_contains_and_full() {
+        let set: PidSet<2> = PidSet::new();
+        assert_eq!(set.insert(0), Err(PidSetError::NotAPid(0)));
+        assert!(!set.contains(0) && !set.remove(0) && !set.contains(-1));
+        assert_eq!(set.insert(3), Ok(true));
+        assert_eq!(set.insert(3), Ok(false));
+        assert_eq!(set.insert(4), Ok(true));
+        assert_eq!(set.insert(5), Err(PidSetError::Full { capacity: 2 }));
+        assert_eq!(set.len(), 2);
+        assert!(set.remove(3));
+        assert!(!set.contains(3) && set.contains(4));
+        // The freed slot is reused.
+        assert_eq!(set.insert(5), Ok(true));
+        assert_eq!(std::format!("{set:?}"), "{5, 4}");
+        assert_eq!(set.len(), set.capacity());
+    }
+
+    /// Writers insert and remove their own pids while a reader looks: a
+    /// pid that was never inserted is never found, and every writer's
+    /// last insert is there at the end.
+    #[test]
+    fn concurrent_writers_and_a_reader() {
+        static SET: PidSet<8> = PidSet::new();
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        std::thread::scope(|s| {
+            for w in 1..=4 {
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        assert_eq!(SET.insert(w), Ok(true));
+                        assert!(SET.contains(w));
+                        assert!(SET.remove(w));
+                    }
+                    assert_eq!(SET.insert(w), Ok(true));
+                });
+            }
+            s.spawn(move || {
+                let r = PidSetRef::new(&SET);
+                for _ in 0..rounds {
+                    assert!(!r.contains(99) && !r.contains(5));
+                }
+            });
+        });
+        assert!((1..=4).all(|w| SET.contains(w)));
+        assert_eq!(SET.len(), 4);
+    }
+}
