@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-ALL_STEPS=(fmt clippy test doc package bench-build no_std-thumbv6m no_std-thumbv7m
+ALL_STEPS=(fmt clippy test doc defmt package bench-build no_std-thumbv6m no_std-thumbv7m
     firmware loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
@@ -352,6 +352,14 @@ step_package() {
         echo "package: cargo package printed warnings (above)"
         return 1
     fi
+}
+
+# The `defmt` feature on a firmware target (defmt::Format for errors and
+# Stats), and on the host with std (the signal and workqueue errors).
+step_defmt() {
+    need_target thumbv7m-none-eabi defmt || return 1
+    run 900 cargo build --no-default-features --features defmt --target thumbv7m-none-eabi --lib &&
+        run 900 cargo build --features defmt --lib
 }
 
 step_bench_build() { run 1200 cargo bench --no-run; }

@@ -225,6 +225,8 @@ mod backend;
 mod fork;
 mod mailbox;
 mod percpu;
+#[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]
+mod pidset;
 #[cfg(any(bottomhalf_loom, all(feature = "std", target_os = "linux")))]
 mod sigslot;
 mod softirq;
@@ -248,6 +250,8 @@ pub use backend::{CpuBinding, DrainThreads, Host};
 pub use fork::loom_fork as __loom_fork;
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
+#[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]
+pub use pidset::{PidSet, PidSetError, PidSetRef};
 /// The signal slot state machine, for the loom model
 /// (`loom-tests/tests/signal_slot.rs`); not part of the API.
 #[cfg(bottomhalf_loom)]

@@ -61,6 +61,7 @@ pub const MAX_VECTORS: usize = 32;
 /// assert!(Vector::try_new(32).is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Vector(u8);
 
 impl Vector {
@@ -142,6 +143,7 @@ impl Vector {
 /// assert_eq!(e.to_string(), "softirq vector 32 out of range (0..=31)");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct VectorOutOfRange {
     /// The index that was asked for.
     pub index: usize,
@@ -152,6 +154,8 @@ impl fmt::Display for VectorOutOfRange {
         write!(f, "softirq vector {} out of range (0..=31)", self.index)
     }
 }
+
+impl core::error::Error for VectorOutOfRange {}
 
 /// Why [`Runtime::register`] refused a handler.
 ///
@@ -166,6 +170,7 @@ impl fmt::Display for VectorOutOfRange {
 /// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RegisterError {
     /// The vector drains tasklets ([`Vector::HI_TASKLET`], [`Vector::TASKLET`]).
     Reserved(Vector),
@@ -185,6 +190,8 @@ impl fmt::Display for RegisterError {
         }
     }
 }
+
+impl core::error::Error for RegisterError {}
 
 /// A softirq handler. It gets the index of the CPU it runs on.
 ///

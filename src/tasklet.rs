@@ -123,6 +123,7 @@ const DISABLE_MAX: u32 = u32::MAX >> DISABLE_SHIFT;
 /// assert_eq!(T.try_schedule(), Err(TaskletKilled));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TaskletKilled;
 
 impl fmt::Display for TaskletKilled {
@@ -130,6 +131,8 @@ impl fmt::Display for TaskletKilled {
         f.write_str("tasklet was killed; it cannot be scheduled again")
     }
 }
+
+impl core::error::Error for TaskletKilled {}
 
 /// A deferred function that never runs on two CPUs at once.
 ///
