@@ -197,23 +197,70 @@
 #![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
 #![cfg_attr(not(feature = "std"), doc = "[`Workqueue`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`Signals`]: crate::Signals")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`Signals`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SignalConfig`]: crate::SignalConfig")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SignalConfig`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SignalMode`]: crate::SignalMode")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SignalMode`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SigInfo`]: crate::SigInfo")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SigInfo`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`Accept`]: crate::Accept")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`Accept`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SignalHandle`]: crate::SignalHandle")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SignalHandle`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SignalCounts`]: crate::SignalCounts")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SignalCounts`]: #features")]
-#![cfg_attr(all(feature = "std", target_os = "linux", not(bottomhalf_loom)), doc = "[`SignalError`]: crate::SignalError")]
-#![cfg_attr(not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))), doc = "[`SignalError`]: #features")]
-
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`Signals`]: crate::Signals"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`Signals`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalConfig`]: crate::SignalConfig"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalConfig`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalMode`]: crate::SignalMode"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalMode`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SigInfo`]: crate::SigInfo"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SigInfo`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`Accept`]: crate::Accept"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`Accept`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalHandle`]: crate::SignalHandle"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalHandle`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalCounts`]: crate::SignalCounts"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalCounts`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalError`]: crate::SignalError"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalError`]: #features"
+)]
 #![no_std]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::std_instead_of_core)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
