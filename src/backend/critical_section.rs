@@ -60,7 +60,8 @@
 //!
 //! On cores without compare-and-swap (`thumbv6m`: Cortex-M0/M0+) every
 //! atomic read-modify-write goes through `portable-atomic`, which masks
-//! interrupts with the application's `critical-section` implementation for
+//! interrupts (through the application's `critical-section` implementation,
+//! or directly with its `unsafe-assume-single-core` feature) for
 //! the few instructions of one load, compute and store — a fixed, short
 //! sequence with no loop inside the mask. Loops (a CAS retry) run with
 //! interrupts enabled between masked attempts. Per top-half operation:
@@ -81,9 +82,10 @@
 //! Loads and stores of aligned words are single instructions on every
 //! Cortex-M and are never masked.
 //!
-//! The application picks the `critical-section` implementation (for
-//! example `cortex-m`'s `critical-section-single-core` feature); the
-//! library never enables one.
+//! The application picks the mode: portable-atomic's `critical-section`
+//! feature plus an implementation (for example `cortex-m`'s
+//! `critical-section-single-core` feature), or its
+//! `unsafe-assume-single-core` feature; the library never enables either.
 
 use core::marker::PhantomData;
 
