@@ -189,6 +189,15 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+// The `Host` backend reads the system's monotonic clock and the workqueues
+// sleep on its wait-on-address call; both exist on Unix and Windows only.
+#[cfg(all(feature = "std", not(any(unix, windows))))]
+compile_error!(
+    "bottomhalf's `std` feature (the Host backend, workqueues) supports Linux, macOS and \
+     other Unix systems, and Windows; the Signals backend is Linux-only. On this target use \
+     `default-features = false` with a `BareMetal` board or your own `Backend`."
+);
+
 mod backend;
 mod fork;
 mod mailbox;

@@ -78,7 +78,8 @@ pub(crate) fn bind_thread(kind: BindingKind, cpu: usize) -> CpuBinding {
     }
 }
 
-/// The host backend: threads bound to CPU indices, `CLOCK_MONOTONIC`.
+/// The host backend: threads bound to CPU indices, `CLOCK_MONOTONIC`
+/// (`QueryPerformanceCounter` on Windows).
 ///
 /// # Examples
 ///
@@ -111,6 +112,7 @@ impl Backend for Host {
         wake.notify();
     }
 
+    #[cfg(unix)]
     fn now_ns() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -118,12 +120,41 @@ impl Backend for Host {
         };
         // SAFETY: `ts` is a valid, writable timespec for the duration of the
         // call; clock_gettime is async-signal-safe (POSIX.1-2008) and touches
-        // nothing else. CLOCK_MONOTONIC always exists on Linux, so the call
-        // cannot fail; if it did, `ts` stays zero and the budget is off.
+        // nothing else. CLOCK_MONOTONIC always exists on Linux and macOS, so
+        // the call cannot fail; if it did, `ts` stays zero and the budget is
+        // off.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         (ts.tv_sec as u64)
             .wrapping_mul(1_000_000_000)
             .wrapping_add(ts.tv_nsec as u64)
+    }
+
+    /// `QueryPerformanceCounter`: lock-free, what `std::time::Instant`
+    /// reads on Windows.
+    #[cfg(windows)]
+    fn now_ns() -> u64 {
+        let (mut ticks, mut freq) = (0i64, 0i64);
+        // SAFETY: both point to writable locals for the duration of the
+        // calls; the functions write one i64 each and never fail on
+        // Windows XP and later (if they did, the zeros turn the budget off).
+        unsafe {
+            qpc::QueryPerformanceCounter(&mut ticks);
+            qpc::QueryPerformanceFrequency(&mut freq);
+        }
+        if freq <= 0 {
+            return 0;
+        }
+        (i128::from(ticks) * 1_000_000_000 / i128::from(freq)) as u64
+    }
+}
+
+/// The monotonic clock of Windows (kernel32).
+#[cfg(windows)]
+mod qpc {
+    #[link(name = "kernel32")]
+    extern "system" {
+        pub(super) fn QueryPerformanceCounter(count: *mut i64) -> i32;
+        pub(super) fn QueryPerformanceFrequency(frequency: *mut i64) -> i32;
     }
 }
 
