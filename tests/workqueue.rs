@@ -1351,7 +1351,7 @@ fn stress_round(wq: &Workqueue, producers: usize, per_producer: usize, cancel: b
                         }
                         // Pace the producers (more than the cores) so that
                         // items run, not only coalesce.
-                        if x % 8 == 0 {
+                        if x.is_multiple_of(8) {
                             thread::yield_now();
                         }
                     }
