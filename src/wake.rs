@@ -241,11 +241,7 @@ impl WakeWord {
 
     #[cfg(all(not(bottomhalf_loom), feature = "std", target_vendor = "apple"))]
     fn sleep(&self, token: u32, timeout: Option<Duration>) {
-        // Microseconds, rounded up (a timeout never ends early); 0 means
-        // no timeout, so a zero timeout waits 1 µs.
-        let us = timeout.map_or(0, |d| {
-            d.as_nanos().div_ceil(1_000).clamp(1, u128::from(u32::MAX)) as u32
-        });
+        let us = ulock_timeout_us(timeout);
         // A changed word, an interruption and a timeout (negative returns
         // with ULF_NO_ERRNO) are all plain returns: callers re-check.
         // SAFETY: `seq` is a live, aligned 32-bit word for the whole call
@@ -276,12 +272,7 @@ impl WakeWord {
 
     #[cfg(all(not(bottomhalf_loom), feature = "std", windows))]
     fn sleep(&self, token: u32, timeout: Option<Duration>) {
-        // Milliseconds, rounded up; INFINITE (u32::MAX) for no timeout.
-        let ms = timeout.map_or(windows::INFINITE, |d| {
-            d.as_nanos()
-                .div_ceil(1_000_000)
-                .min(u128::from(windows::INFINITE - 1)) as u32
-        });
+        let ms = wait_on_address_ms(timeout);
         // FALSE (timeout) and a changed word are plain returns.
         // SAFETY: `seq` is a live, aligned 4-byte word for the whole call
         // (`&self`) and `token` a 4-byte local; WaitOnAddress reads both
@@ -351,6 +342,32 @@ impl WakeWord {
     }
 }
 
+/// `timeout` as `__ulock_wait`'s microseconds: rounded up (a wait never
+/// ends early), at least 1 (0 means no limit), at most `u32::MAX` (about
+/// 71 minutes; the caller re-checks and waits again). `None`: 0.
+#[cfg(all(
+    not(bottomhalf_loom),
+    any(test, all(feature = "std", target_vendor = "apple"))
+))]
+fn ulock_timeout_us(timeout: Option<Duration>) -> u32 {
+    timeout.map_or(0, |d| {
+        d.as_nanos().div_ceil(1_000).clamp(1, u128::from(u32::MAX)) as u32
+    })
+}
+
+/// `timeout` as `WaitOnAddress`'s milliseconds: rounded up, at most
+/// `INFINITE - 1` (about 49 days; the caller re-checks). `None`:
+/// `INFINITE` (`u32::MAX`).
+#[cfg(all(not(bottomhalf_loom), any(test, all(feature = "std", windows))))]
+fn wait_on_address_ms(timeout: Option<Duration>) -> u32 {
+    const INFINITE: u32 = u32::MAX;
+    timeout.map_or(INFINITE, |d| {
+        d.as_nanos()
+            .div_ceil(1_000_000)
+            .min(u128::from(INFINITE - 1)) as u32
+    })
+}
+
 /// The wait-on-address calls of Apple's libSystem (macOS 10.12 and later,
 /// `bsd/sys/ulock.h` in XNU): what libc++'s `std::atomic::wait` and Rust's
 /// standard library sleep on.
@@ -381,8 +398,6 @@ mod apple {
 mod windows {
     use core::ffi::c_void;
 
-    pub(super) const INFINITE: u32 = u32::MAX;
-
     #[link(name = "synchronization")]
     extern "system" {
         /// Sleeps while the `size` bytes at `address` equal those at
@@ -401,5 +416,33 @@ mod windows {
 impl Default for WakeWord {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, not(bottomhalf_loom)))]
+mod tests {
+    use super::*;
+
+    /// The timeout conversions of the macOS and Windows sleeps, checked on
+    /// every host: rounded up, never 0 for a finite timeout on macOS
+    /// (where 0 means "no limit"), never `INFINITE` for a finite one on
+    /// Windows, and clamped instead of wrapped.
+    #[test]
+    fn timeouts_round_up_and_never_mean_forever() {
+        let us = ulock_timeout_us;
+        assert_eq!(us(None), 0);
+        assert_eq!(us(Some(Duration::ZERO)), 1);
+        assert_eq!(us(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(us(Some(Duration::from_nanos(1_001))), 2);
+        assert_eq!(us(Some(Duration::from_millis(5))), 5_000);
+        assert_eq!(us(Some(Duration::from_secs(1 << 40))), u32::MAX);
+
+        let ms = wait_on_address_ms;
+        assert_eq!(ms(None), u32::MAX);
+        assert_eq!(ms(Some(Duration::ZERO)), 0);
+        assert_eq!(ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(ms(Some(Duration::from_micros(1_500))), 2);
+        assert_eq!(ms(Some(Duration::from_secs(3))), 3_000);
+        assert_eq!(ms(Some(Duration::from_secs(1 << 40))), u32::MAX - 1);
     }
 }

@@ -141,11 +141,19 @@ impl Backend for Host {
             qpc::QueryPerformanceCounter(&mut ticks);
             qpc::QueryPerformanceFrequency(&mut freq);
         }
-        if freq <= 0 {
-            return 0;
-        }
-        (i128::from(ticks) * 1_000_000_000 / i128::from(freq)) as u64
+        qpc_ns(ticks, freq)
     }
+}
+
+/// `QueryPerformanceCounter` ticks at `freq` ticks per second, in
+/// nanoseconds: through `i128`, so neither a 10 MHz counter after years of
+/// uptime nor a GHz one overflows; 0 (the budget off) for a bad frequency.
+#[cfg(any(windows, all(test, not(bottomhalf_loom))))]
+fn qpc_ns(ticks: i64, freq: i64) -> u64 {
+    if freq <= 0 || ticks < 0 {
+        return 0;
+    }
+    (i128::from(ticks) * 1_000_000_000 / i128::from(freq)) as u64
 }
 
 /// The monotonic clock of Windows (kernel32).
@@ -256,6 +264,27 @@ impl<const N: usize> Runtime<Host, N> {
 #[cfg(all(test, not(bottomhalf_loom)))]
 mod tests {
     use crate::{Config, Host, Runtime, Vector};
+
+    /// The Windows clock's tick-to-nanosecond conversion (checked on every
+    /// host): exact for the usual 10 MHz counter, no overflow after a
+    /// year of uptime at 10 MHz or 3 GHz, 0 for a bad frequency.
+    #[test]
+    fn qpc_ticks_convert_to_nanoseconds_without_overflow() {
+        use super::qpc_ns;
+        assert_eq!(qpc_ns(1, 10_000_000), 100);
+        assert_eq!(qpc_ns(10_000_000, 10_000_000), 1_000_000_000);
+        let year_s: i64 = 365 * 24 * 3600;
+        assert_eq!(
+            qpc_ns(year_s * 10_000_000, 10_000_000),
+            year_s as u64 * 1_000_000_000
+        );
+        assert_eq!(
+            qpc_ns(year_s * 3_000_000_000, 3_000_000_000),
+            year_s as u64 * 1_000_000_000
+        );
+        assert_eq!(qpc_ns(5, 0), 0);
+        assert_eq!(qpc_ns(-5, 10_000_000), 0);
+    }
     use core::sync::atomic::{AtomicU32, Ordering};
     use core::time::Duration;
     use std::time::Instant;
