@@ -80,7 +80,13 @@
 //! masked `fetch_add` on that path).
 //!
 //! Loads and stores of aligned words are single instructions on every
-//! Cortex-M and are never masked.
+//! Cortex-M. The table counts read-modify-writes, which is all that masks
+//! with portable-atomic's `unsafe-assume-single-core` mode. With its
+//! `critical-section` mode portable-atomic takes the critical section for
+//! every access to its atomics, loads and stores included: each load or
+//! store of the crate's own atomics on these paths is one more short
+//! masked section (a `Mailbox` push stores its push count; the ring
+//! itself uses heapless's native loads and stores in both modes).
 //!
 //! The application picks the mode: portable-atomic's `critical-section`
 //! feature plus an implementation (for example `cortex-m`'s
