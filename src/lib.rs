@@ -30,11 +30,40 @@
 //!
 //! # Features
 //!
-//! - `std` (default): the [`Host`] backend. Without it the crate is
-//!   `#![no_std]` with no allocator and builds for `thumbv6m-none-eabi`
-//!   (no compare-and-swap: read-modify-writes go through `portable-atomic`
-//!   and the application's `critical-section` implementation) and
-//!   `thumbv7m-none-eabi`.
+//! - `std` (default): the [`Host`] backend, [`DrainThreads`], workqueues.
+//!   Without it the crate is `#![no_std]` with no allocator.
+//!
+//! # Targets, systems, MSRV
+//!
+//! Without `std` the crate builds for `thumbv6m-none-eabi`,
+//! `thumbv7m-none-eabi`, `thumbv8m.main-none-eabi`,
+//! `riscv32i-unknown-none-elf`, `riscv32imac-unknown-none-elf`,
+//! `aarch64-unknown-none` and `x86_64-unknown-none` (the test command
+//! builds each). On a core without compare-and-swap (`thumbv6m`,
+//! `riscv32i`) read-modify-writes come from `portable-atomic`, and **the
+//! application picks its mode**, the crate never does: in the firmware's
+//! `Cargo.toml`, either
+//! `portable-atomic = { version = "1", default-features = false, features = ["critical-section"] }`
+//! plus a `critical-section` implementation (for example `cortex-m`'s
+//! `critical-section-single-core` feature), or
+//! `portable-atomic = { version = "1", default-features = false, features = ["unsafe-assume-single-core"] }`
+//! (single-core, privileged code only). With neither, the build stops
+//! with portable-atomic's error naming both.
+//!
+//! With `std`:
+//!
+//! | system | idle threads sleep on | [`Signals`] backend | `fork()` repair |
+//! | --- | --- | --- | --- |
+//! | Linux | `futex` | yes | yes |
+//! | macOS, iOS | `__ulock_wait` / `__ulock_wake` | no | yes |
+//! | Windows | `WaitOnAddress` / `WakeByAddressAll` (clock: `QueryPerformanceCounter`) | no | no `fork` |
+//! | other Unix | polling every 1 ms ([`WakeWord`]) | no | yes |
+//! | anything else | `compile_error!`: use `default-features = false` | | |
+//!
+//! Workqueue CPU pinning and high-priority workers are Linux-only.
+//!
+//! MSRV: Rust 1.87 (`heapless` 0.9 needs it); the test command builds the
+//! library with 1.87.0.
 //!
 //! # fork()
 //!
@@ -267,6 +296,15 @@
 
 #[cfg(any(feature = "std", test))]
 extern crate std;
+
+// The `Host` backend reads the system's monotonic clock and the workqueues
+// sleep on its wait-on-address call; both exist on Unix and Windows only.
+#[cfg(all(feature = "std", not(any(unix, windows))))]
+compile_error!(
+    "bottomhalf's `std` feature (the Host backend, workqueues) supports Linux, macOS and \
+     other Unix systems, and Windows; the Signals backend is Linux-only. On this target use \
+     `default-features = false` with a `BareMetal` board or your own `Backend`."
+);
 
 mod backend;
 mod fork;
