@@ -257,15 +257,23 @@ impl<T, const N: usize> Mailbox<T, N> {
         }
     }
 
-    /// Marks one end out: `true` if it was free. An atomic swap, so two
-    /// contexts that race for an end cannot both win.
+    /// Marks one end out: `true` if it was free. One compare-and-swap, so
+    /// two contexts that race for an end cannot both win, and a refused
+    /// take writes nothing.
     #[inline]
     fn take_end(flag: &AtomicBool) -> bool {
         // Acquire: pairs with the Release store in the previous handle's
         // `Drop` (`give_back`), so this handle sees that one's last index
         // and counter stores.
         #[cfg(not(bh_mutant = "mailbox_take_load_store"))]
-        let was_out = flag.swap(true, ordering!("mailbox_handoff_relaxed", Acquire, Relaxed));
+        let was_out = flag
+            .compare_exchange(
+                false,
+                true,
+                ordering!("mailbox_handoff_relaxed", Acquire, Relaxed),
+                Ordering::Relaxed,
+            )
+            .is_err();
         // The mutant: a load and a store, which two racing takers can both
         // pass.
         #[cfg(bh_mutant = "mailbox_take_load_store")]
@@ -297,8 +305,8 @@ impl<T, const N: usize> Mailbox<T, N> {
     ///
     /// A refused take is not counted: the caller sees `None`.
     ///
-    /// Top-half safe: yes (one atomic swap; an interrupt handler may take
-    /// its end on first use). Allocates: no. Blocks: no.
+    /// Top-half safe: yes (one compare-and-swap, lock-free; an interrupt
+    /// handler may take its end on first use). Allocates: no. Blocks: no.
     ///
     /// # Examples
     ///
@@ -332,7 +340,7 @@ impl<T, const N: usize> Mailbox<T, N> {
     ///
     /// A refused take is not counted: the caller sees `None`.
     ///
-    /// Top-half safe: yes (one atomic swap). Allocates: no. Blocks: no.
+    /// Top-half safe: yes (one compare-and-swap). Allocates: no. Blocks: no.
     ///
     /// # Examples
     ///
@@ -1303,6 +1311,53 @@ impl<T, const N: usize> MpscMailbox<T, N> {
             mailbox: self,
             token: mine,
         })
+    }
+
+    /// The consumer handle, if no other is alive: [`consumer`] as an
+    /// `Option`, named as [`Mailbox::take_consumer`] so code written for
+    /// either mailbox reads the same.
+    ///
+    /// Producers need no handle: [`push`](MpscMailbox::push) takes `&self`,
+    /// so any interrupt handler, signal handler or thread pushes into a
+    /// `static` mailbox directly. The consumer handle is given back when
+    /// dropped, so a tasklet takes it at the start of each run (its runs
+    /// never overlap), and a context that keeps it (an RTIC task's
+    /// `#[local]`, a `static mut` local) owns it for good. On a `static`
+    /// mailbox the handle is `MpscConsumer<'static, T, N>`. In a child of
+    /// `fork()` it repairs the mailbox as [`consumer`] does.
+    ///
+    /// A refused take is not counted: the caller sees `None`.
+    ///
+    /// Top-half safe: yes (a compare-and-swap, lock-free; the fork repair,
+    /// once per fork, is bounded by `N`). Allocates: no. Blocks: no.
+    ///
+    /// [`consumer`]: MpscMailbox::consumer
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static EVENTS: MpscMailbox<u16, 8> = MpscMailbox::new();
+    /// static SEEN: AtomicU32 = AtomicU32::new(0);
+    /// static EVENTS_BH: Tasklet = Tasklet::new(&RT, || {
+    ///     let Some(rx) = EVENTS.take_consumer() else { return };
+    ///     SEEN.fetch_add(rx.count() as u32, Ordering::Relaxed);
+    /// });
+    ///
+    /// EVENTS.push(1).unwrap(); // from any top half: no handle needed
+    /// EVENTS.push(2).unwrap();
+    /// EVENTS_BH.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!(SEEN.load(Ordering::Relaxed), 2);
+    /// let rx = EVENTS.take_consumer().unwrap();
+    /// assert!(EVENTS.take_consumer().is_none(), "one consumer at a time");
+    /// drop(rx);
+    /// ```
+    pub fn take_consumer(&self) -> Option<MpscConsumer<'_, T, N>> {
+        self.consumer().ok()
     }
 
     /// Items queued or being queued now.
