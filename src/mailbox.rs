@@ -830,6 +830,17 @@ struct Slot<T> {
 
 /// A multi-producer, single-consumer mailbox of capacity `N`.
 ///
+/// Producers need no handle: [`push`](MpscMailbox::push) and
+/// [`try_push`](MpscMailbox::try_push) take `&self`, so every interrupt
+/// handler, signal handler or thread pushes into a `static` mailbox
+/// directly. The one consumer is a handle ([`take_consumer`], or
+/// [`consumer`] with an error), given back when dropped: a tasklet takes
+/// it at the start of each run, and a context that keeps it (an RTIC
+/// `#[local]`) owns it for good. `new` is all zero, so a `static` lands in
+/// `.bss`.
+///
+/// [`take_consumer`]: MpscMailbox::take_consumer
+///
 /// # Progress
 ///
 /// `push` is lock-free and never waits for another context: one CAS on a
