@@ -11,7 +11,7 @@
 //! | [`Runtime`] | 32 softirq vectors with per-CPU pending masks, `raise`, the budgeted `drain`, the tasklet lists |
 //! | [`Vector`], [`Config`], [`DrainOutcome`] | a vector number; the drain's restart and time budget; what a drain left behind |
 //! | [`Tasklet`] | a `static` deferred function: coalescing, never concurrent, re-run if scheduled while running; `disable`/`enable`/`kill` |
-//! | [`Mailbox`] | single-producer ring (on `heapless::spsc`) from a top half to its bottom half; drops counted |
+//! | [`Mailbox`] | single-producer ring from a top half to its bottom half; its ends are handles an interrupt handler, RTIC task or tasklet holds without `unsafe`; drops counted |
 //! | [`MpscMailbox`] | multi-producer ring whose producers never wait for each other |
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
@@ -112,10 +112,10 @@
 //!   handle is taken there. The first push and the first `consumer` of
 //!   each mailbox in the child take a slow path once.
 //! - **A [`Mailbox`]** (single producer) has no half-done state: its ring
-//!   publishes a push or a pop with one store. Its two ends exist once, for
-//!   the mailbox's life: an end that another parent thread held is gone in
-//!   the child (`split` does not hand out another), while the ends the
-//!   forking thread holds keep working. Give a child only the single-
+//!   publishes a push or a pop with one store. An end that another parent
+//!   thread held stays out in the child (its handle is never dropped
+//!   there, so `take_producer`/`take_consumer` give `None`), while the
+//!   ends the forking thread holds keep working. Give a child only the single-
 //!   producer mailboxes whose ends the forking thread owns.
 //!
 //! Not repaired: a fork made from a signal handler that interrupted a

@@ -19,9 +19,14 @@
 //! counts items lost and `refused()` attempts that were retried or given
 //! up through `push`.
 //!
-//! - [`Mailbox`]: one producer, one consumer, on `heapless::spsc`. The two
-//!   ends are handles ([`Mailbox::split`]), so the single-producer rule is
-//!   the type system's, not a comment's.
+//! - [`Mailbox`]: one producer, one consumer (a Lamport ring of this
+//!   crate's, with a loom model). The two ends are handles
+//!   ([`Mailbox::take_producer`], [`Mailbox::take_consumer`],
+//!   [`Mailbox::split`]), so the single-producer rule is the type
+//!   system's, not a comment's. An end is out until its handle is dropped,
+//!   so an interrupt handler keeps its producer in its `static mut` local
+//!   (or an RTIC `#[local]`) for good, with no `unsafe`, and a tasklet
+//!   takes the consumer on each run (see "Ends" on [`Mailbox`]).
 //! - [`MpscMailbox`]: any number of producers (nested interrupts, signal
 //!   handlers on several threads), one consumer. Its ring is this crate's
 //!   own and has a loom model. It repairs itself in a child of `fork()`
@@ -31,6 +36,10 @@
 //!
 //! A typical bottom half pairs a mailbox with a tasklet: the top half
 //! pushes, then schedules; the tasklet pops until empty.
+//!
+//! Both mailboxes start all zero (`new` writes no non-zero byte), so a
+//! `static` of either lands in `.bss`: no flash image of its initial
+//! state.
 //!
 //! ```
 //! use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
@@ -61,8 +70,6 @@
 use core::fmt;
 use core::mem::MaybeUninit;
 
-use heapless::spsc;
-
 use crate::sync::{
     array_of, loom_const_fn, ordering, AtomicBool, AtomicU32, AtomicUsize, Ordering, UnsafeCell,
 };
@@ -92,8 +99,9 @@ fn bump<T>(counter: &AtomicU32, item: T) -> T {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum MailboxError {
-    /// [`Mailbox::split`] was already called: a single-producer mailbox has
-    /// one producer and one consumer, for good.
+    /// [`Mailbox::split`] found an end out: a [`Producer`] or [`Consumer`]
+    /// of this mailbox is alive (a single-producer mailbox has one of
+    /// each at a time).
     AlreadySplit,
     /// Another [`MpscConsumer`] of this mailbox is alive.
     ConsumerTaken,
@@ -112,12 +120,59 @@ impl fmt::Display for MailboxError {
 
 impl core::error::Error for MailboxError {}
 
-/// A single-producer, single-consumer mailbox of capacity `N - 1`, on
-/// `heapless::spsc::Queue<T, N>`.
+/// A single-producer, single-consumer mailbox of capacity `N - 1`.
 ///
-/// The capacity is `N - 1` because that is the heapless ring's (one slot
-/// tells full from empty). `N` must be at least 2; a power of two makes the
-/// index arithmetic a mask.
+/// A ring of `N` slots with two indices (a Lamport queue: the producer
+/// writes the tail, the consumer the head); one slot tells full from
+/// empty, so it holds `N - 1` items. `N` must be at least 2 (checked at
+/// compile time); a power of two makes the index arithmetic a mask.
+///
+/// # Ends
+///
+/// The two ends are handles, so the single-producer rule is the type
+/// system's: [`take_producer`](Mailbox::take_producer) and
+/// [`take_consumer`](Mailbox::take_consumer) hand out one end each, and
+/// [`split`](Mailbox::split) both at once. An end is out until its handle
+/// is dropped; while it is out, taking it again gives `None` (or
+/// [`MailboxError::AlreadySplit`] from `split`). So a context that keeps
+/// its handle for good (an interrupt handler's `static mut` local under
+/// `cortex-m-rt`, an RTIC task's `#[local]` resource) owns that end for
+/// good, and a context that takes it on every run (a tasklet) gives it
+/// back at the end of the run. On a `static` mailbox the handles are
+/// `'static`:
+///
+/// ```
+/// use bottomhalf::{Mailbox, Producer};
+///
+/// static SAMPLES: Mailbox<u16, 8> = Mailbox::new();
+///
+/// // An interrupt handler under cortex-m-rt: `#[interrupt] fn ADC() {
+/// // static mut TX: Option<Producer<'static, u16, 8>> = None; .. }`
+/// // turns `TX` into a safe `&mut` local that lives for good.
+/// fn adc_irq(tx: &mut Option<Producer<'static, u16, 8>>, sample: u16) {
+///     if tx.is_none() {
+///         *tx = SAMPLES.take_producer(); // first run: take the end
+///     }
+///     if let Some(tx) = tx {
+///         let _ = tx.push(sample); // a drop is counted in SAMPLES.dropped()
+///     }
+/// }
+///
+/// // A tasklet: takes the consumer on every run, gives it back at the end.
+/// fn samples_bh() -> u32 {
+///     let mut sum = 0;
+///     if let Some(rx) = SAMPLES.take_consumer() {
+///         sum = rx.map(u32::from).sum();
+///     }
+///     sum
+/// }
+///
+/// let mut tx = None; // the handler's `static mut` local
+/// adc_irq(&mut tx, 3);
+/// adc_irq(&mut tx, 4);
+/// assert_eq!(samples_bh(), 7);
+/// assert!(SAMPLES.take_producer().is_none(), "the handler holds it");
+/// ```
 ///
 /// # Examples
 ///
@@ -135,12 +190,18 @@ impl core::error::Error for MailboxError {}
 /// assert_eq!(rx.pop(), Some(0));
 /// ```
 pub struct Mailbox<T, const N: usize> {
-    /// The ring. Made `&mut` exactly once, by the `split` that wins
-    /// `split_done`; afterwards only the two handles touch it, through the
-    /// shared references heapless gives them.
-    queue: core::cell::UnsafeCell<spsc::Queue<T, N>>,
-    /// Set by the first `split`.
-    split_done: AtomicBool,
+    /// The ring. Slot `tail` is written by the producer handle only, while
+    /// it is outside `head..tail`; slots in `head..tail` are read and
+    /// emptied by the consumer handle only.
+    slots: [UnsafeCell<MaybeUninit<T>>; N],
+    /// Next slot to write, `0..N`. Stored by the producer handle only.
+    tail: AtomicUsize,
+    /// Next slot to read, `0..N`. Stored by the consumer handle only.
+    head: AtomicUsize,
+    /// Set while a [`Producer`] of this mailbox is alive.
+    producer_out: AtomicBool,
+    /// Set while a [`Consumer`] of this mailbox is alive.
+    consumer_out: AtomicBool,
     /// Items handed back by a full ring to `push` (lost). Written by the
     /// producer only.
     dropped: AtomicU32,
@@ -157,18 +218,21 @@ pub struct Mailbox<T, const N: usize> {
     high_water: AtomicU32,
 }
 
-// SAFETY: the ring is reached only through the handles `split` creates
-// once: the producer handle moves `T`s in, the consumer handle moves them
-// out, each on its own thread at most, so `T: Send` suffices; the counters
-// are atomics.
+// SAFETY: the ring is reached only through the handles, at most one of
+// each kind alive at a time (`producer_out`, `consumer_out`): the producer
+// handle moves `T`s in, the consumer handle moves them out, each on its
+// own thread at most, so `T: Send` suffices; the rest are atomics.
 unsafe impl<T: Send, const N: usize> Sync for Mailbox<T, N> {}
 
 impl<T, const N: usize> Mailbox<T, N> {
     /// The number of items it holds when full: `N - 1`.
     pub const CAPACITY: usize = N - 1;
 
+    const CHECK: () = assert!(N >= 2, "Mailbox needs N >= 2 (it holds N - 1 items)");
+
     loom_const_fn! {
-        /// An empty mailbox.
+        /// An empty mailbox. Its bytes are all zero, so a `static` of it
+        /// lands in `.bss`.
         ///
         /// Top-half safe: yes. Allocates: no. Blocks: no.
         ///
@@ -180,9 +244,13 @@ impl<T, const N: usize> Mailbox<T, N> {
         /// assert_eq!(Mailbox::<[u8; 4], 32>::CAPACITY, 31);
         /// ```
         pub fn new() -> Mailbox<T, N> {
+            let () = Self::CHECK;
             Mailbox {
-                queue: core::cell::UnsafeCell::new(spsc::Queue::new()),
-                split_done: AtomicBool::new(false),
+                slots: array_of![UnsafeCell::new(MaybeUninit::uninit()); N],
+                tail: AtomicUsize::new(0),
+                head: AtomicUsize::new(0),
+                producer_out: AtomicBool::new(false),
+                consumer_out: AtomicBool::new(false),
                 dropped: AtomicU32::new(0),
                 refused: AtomicU32::new(0),
                 pushed: AtomicU32::new(0),
@@ -192,14 +260,139 @@ impl<T, const N: usize> Mailbox<T, N> {
         }
     }
 
-    /// The producer and consumer ends, once.
+    /// Marks one end out: `true` if it was free. One compare-and-swap, so
+    /// two contexts that race for an end cannot both win, and a refused
+    /// take writes nothing.
+    #[inline]
+    fn take_end(flag: &AtomicBool) -> bool {
+        // Acquire: pairs with the Release store in the previous handle's
+        // `Drop` (`give_back`), so this handle sees that one's last index
+        // and counter stores.
+        #[cfg(not(bh_mutant = "mailbox_take_load_store"))]
+        let was_out = flag
+            .compare_exchange(
+                false,
+                true,
+                ordering!("mailbox_handoff_relaxed", Acquire, Relaxed),
+                Ordering::Relaxed,
+            )
+            .is_err();
+        // The mutant: a load and a store, which two racing takers can both
+        // pass.
+        #[cfg(bh_mutant = "mailbox_take_load_store")]
+        let was_out = {
+            let was = flag.load(Ordering::Acquire);
+            flag.store(true, Ordering::Relaxed);
+            was
+        };
+        !was_out
+    }
+
+    /// Marks an end free again (its handle is dropped).
+    #[inline]
+    fn give_back(flag: &AtomicBool) {
+        // Release: pairs with the Acquire swap in `take_end`.
+        flag.store(
+            false,
+            ordering!("mailbox_handoff_relaxed", Release, Relaxed),
+        );
+    }
+
+    /// The producer end, if no other [`Producer`] of this mailbox is alive.
+    ///
+    /// Dropping the handle gives the end back. A context that keeps the
+    /// handle (an interrupt handler's `static mut` local under
+    /// `cortex-m-rt`, an RTIC task's `#[local]` resource) owns the
+    /// producer end for good; see "Ends" on [`Mailbox`]. On a `static`
+    /// mailbox the handle is `Producer<'static, T, N>`.
+    ///
+    /// A refused take is not counted: the caller sees `None`.
+    ///
+    /// Top-half safe: yes (one compare-and-swap, lock-free; an interrupt
+    /// handler may take its end on first use). Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Mailbox, Producer};
+    /// static MB: Mailbox<u16, 8> = Mailbox::new();
+    ///
+    /// let tx: Producer<'static, u16, 8> = MB.take_producer().unwrap();
+    /// assert!(MB.take_producer().is_none(), "one producer at a time");
+    /// drop(tx);
+    /// assert!(MB.take_producer().is_some(), "dropping it gave the end back");
+    /// ```
+    pub fn take_producer(&self) -> Option<Producer<'_, T, N>> {
+        if !Self::take_end(&self.producer_out) {
+            return None;
+        }
+        Some(Producer {
+            mailbox: self,
+            // Relaxed: the Acquire in `take_end` ordered this after the
+            // previous producer's last store.
+            pushed: self.pushed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The consumer end, if no other [`Consumer`] of this mailbox is alive.
+    ///
+    /// Dropping the handle gives the end back, so a tasklet can take the
+    /// consumer at the start of each run and give it back at the end (its
+    /// runs never overlap); a context that keeps the handle owns the end
+    /// for good. See "Ends" on [`Mailbox`].
+    ///
+    /// A refused take is not counted: the caller sees `None`.
+    ///
+    /// Top-half safe: yes (one compare-and-swap). Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// A tasklet that takes the consumer on every run:
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Mailbox, Runtime, Tasklet};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static RX: Mailbox<u8, 8> = Mailbox::new();
+    /// static SUM: AtomicU32 = AtomicU32::new(0);
+    /// static RX_BH: Tasklet = Tasklet::new(&RT, || {
+    ///     // Runs of one tasklet never overlap: the end is always free here.
+    ///     let Some(rx) = RX.take_consumer() else { return };
+    ///     for byte in rx {
+    ///         SUM.fetch_add(u32::from(byte), Ordering::Relaxed);
+    ///     }
+    /// });
+    ///
+    /// let mut tx = RX.take_producer().unwrap(); // the top half's end
+    /// tx.push(1).unwrap();
+    /// tx.push(2).unwrap();
+    /// RX_BH.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!(SUM.load(Ordering::Relaxed), 3);
+    /// ```
+    pub fn take_consumer(&self) -> Option<Consumer<'_, T, N>> {
+        if !Self::take_end(&self.consumer_out) {
+            return None;
+        }
+        Some(Consumer {
+            mailbox: self,
+            // Relaxed: as in `take_producer`.
+            popped: self.popped.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Both ends at once, if neither is out.
+    ///
+    /// Dropping a handle gives its end back (see "Ends" on [`Mailbox`]),
+    /// so a mailbox can be split again once both handles are gone.
     ///
     /// Top-half safe: yes (but it belongs in set-up). Allocates: no.
     /// Blocks: no.
     ///
     /// # Errors
     ///
-    /// [`MailboxError::AlreadySplit`] on every call after the first.
+    /// [`MailboxError::AlreadySplit`] while either end is out.
     ///
     /// # Examples
     ///
@@ -213,25 +406,9 @@ impl<T, const N: usize> Mailbox<T, N> {
     /// assert_eq!(rx.pop(), Some(7));
     /// ```
     pub fn split(&self) -> Result<(Producer<'_, T, N>, Consumer<'_, T, N>), MailboxError> {
-        if self.split_done.swap(true, Ordering::AcqRel) {
-            return Err(MailboxError::AlreadySplit);
-        }
-        // SAFETY: winning the swap makes this the only `&mut` ever made to
-        // the queue, and no handle exists yet; heapless turns it into two
-        // shared views at once, so the `&mut` ends here.
-        let (tx, rx) = unsafe { (*self.queue.get()).split() };
-        Ok((
-            Producer {
-                tx,
-                mailbox: self,
-                pushed: 0,
-            },
-            Consumer {
-                rx,
-                mailbox: self,
-                popped: 0,
-            },
-        ))
+        let tx = self.take_producer().ok_or(MailboxError::AlreadySplit)?;
+        let rx = self.take_consumer().ok_or(MailboxError::AlreadySplit)?;
+        Ok((tx, rx))
     }
 
     /// Items lost because the mailbox was full: refused
@@ -310,6 +487,32 @@ impl<T, const N: usize> Mailbox<T, N> {
         let cap = Self::CAPACITY as u32;
         self.high_water.load(Ordering::Relaxed).max(now).min(cap)
     }
+
+    /// The slot after `i`.
+    #[inline(always)]
+    const fn next(i: usize) -> usize {
+        (i + 1) % N
+    }
+
+    /// Items in the ring from `head` to `tail`.
+    #[inline(always)]
+    const fn distance(head: usize, tail: usize) -> usize {
+        (tail + N - head) % N
+    }
+}
+
+impl<T, const N: usize> Drop for Mailbox<T, N> {
+    fn drop(&mut self) {
+        // `&mut self`: no handle is alive. Drop the items never popped.
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Relaxed);
+        while head != tail {
+            // SAFETY: slots in `head..tail` hold items that were written
+            // and not read; nothing else can reach them now.
+            self.slots[head].with_mut(|p| unsafe { (*p).assume_init_drop() });
+            head = Self::next(head);
+        }
+    }
 }
 
 impl<T, const N: usize> Default for Mailbox<T, N> {
@@ -329,20 +532,38 @@ impl<T, const N: usize> fmt::Debug for Mailbox<T, N> {
     }
 }
 
-/// The producing end of a [`Mailbox`]; move it into the one top half that
-/// pushes (for example an interrupt handler's `static mut` local under
-/// `cortex-m-rt`, or a signal backend's handler state).
+/// The producing end of a [`Mailbox`], for the one top half that pushes.
+///
+/// Take it with [`Mailbox::take_producer`] (or [`Mailbox::split`]) and keep
+/// it where that top half can reach it without `unsafe`: an interrupt
+/// handler's `static mut` local under `cortex-m-rt` (which the
+/// `#[interrupt]` macro turns into a safe `&mut`; initialize it with `None`
+/// and take the end on first use), an RTIC task's `#[local]` resource, or
+/// a signal backend's handler state. See "Ends" on [`Mailbox`]. Dropping
+/// it gives the end back.
 ///
 /// # Examples
 ///
 /// ```
-/// use bottomhalf::Mailbox;
-/// let mb: Mailbox<u8, 4> = Mailbox::new();
-/// let (mut tx, _rx) = mb.split().unwrap();
-/// assert!(tx.push(1).is_ok());
+/// use bottomhalf::{Mailbox, Producer};
+///
+/// static MB: Mailbox<u8, 4> = Mailbox::new();
+///
+/// // The body of `#[interrupt] fn UART0() { static mut TX: Option<Producer<'static, u8, 4>> = None; .. }`
+/// fn uart0(tx: &mut Option<Producer<'static, u8, 4>>, byte: u8) {
+///     if tx.is_none() {
+///         *tx = MB.take_producer();
+///     }
+///     if let Some(tx) = tx {
+///         let _ = tx.push(byte);
+///     }
+/// }
+///
+/// let mut local = None;
+/// uart0(&mut local, 1);
+/// assert_eq!(MB.take_consumer().unwrap().pop(), Some(1));
 /// ```
 pub struct Producer<'a, T, const N: usize> {
-    tx: spsc::Producer<'a, T>,
     mailbox: &'a Mailbox<T, N>,
     /// This end's copy of `Mailbox::pushed`, so a push only stores.
     pushed: u32,
@@ -405,11 +626,31 @@ impl<T, const N: usize> Producer<'_, T, N> {
 
     #[inline(always)]
     fn enqueue(&mut self, item: T) -> Result<(), T> {
-        self.tx.enqueue(item)?;
-        // The producer is the only writer: a store, no RMW and no read of
-        // the consumer's side on the fast path.
+        let mb = self.mailbox;
+        // Relaxed: only the producer handle stores `tail` (a previous
+        // handle's stores are ordered by the hand-off in `take_end`).
+        let tail = mb.tail.load(Ordering::Relaxed);
+        let next = Mailbox::<T, N>::next(tail);
+        // Acquire: pairs with the Release store of `head` in `pop`: the
+        // consumer's read of the slot we may now reuse happens before our
+        // write to it.
+        if next
+            == mb
+                .head
+                .load(ordering!("spsc_full_relaxed", Acquire, Relaxed))
+        {
+            return Err(item);
+        }
+        // SAFETY: slot `tail` is outside `head..tail`, so the consumer does
+        // not touch it, and this handle is the only producer (`&mut self`,
+        // `producer_out`).
+        mb.slots[tail].with_mut(|p| unsafe { (*p).write(item) });
+        // Release: publishes the write to the consumer's Acquire load.
+        mb.tail
+            .store(next, ordering!("spsc_publish_relaxed", Release, Relaxed));
+        // The producer is the only writer: a store, no RMW.
         self.pushed = self.pushed.wrapping_add(1);
-        self.mailbox.pushed.store(self.pushed, Ordering::Relaxed);
+        mb.pushed.store(self.pushed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -428,7 +669,15 @@ impl<T, const N: usize> Producer<'_, T, N> {
     /// assert!(!tx.ready());
     /// ```
     pub fn ready(&self) -> bool {
-        self.tx.ready()
+        let mb = self.mailbox;
+        let next = Mailbox::<T, N>::next(mb.tail.load(Ordering::Relaxed));
+        next != mb.head.load(Ordering::Relaxed)
+    }
+}
+
+impl<T, const N: usize> Drop for Producer<'_, T, N> {
+    fn drop(&mut self) {
+        Mailbox::<T, N>::give_back(&self.mailbox.producer_out);
     }
 }
 
@@ -439,6 +688,10 @@ impl<T, const N: usize> fmt::Debug for Producer<'_, T, N> {
 }
 
 /// The consuming end of a [`Mailbox`], for the bottom half.
+///
+/// Take it with [`Mailbox::take_consumer`] (or [`Mailbox::split`]); a
+/// tasklet can take it at the start of each run, since dropping it gives
+/// the end back (see "Ends" on [`Mailbox`]).
 ///
 /// # Examples
 ///
@@ -451,7 +704,6 @@ impl<T, const N: usize> fmt::Debug for Producer<'_, T, N> {
 /// assert_eq!(rx.pop(), None);
 /// ```
 pub struct Consumer<'a, T, const N: usize> {
-    rx: spsc::Consumer<'a, T>,
     mailbox: &'a Mailbox<T, N>,
     /// This end's copy of `Mailbox::popped`.
     popped: u32,
@@ -472,15 +724,35 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     /// ```
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
+        let mb = self.mailbox;
+        // Relaxed: only the consumer handle stores `head` (a previous
+        // handle's stores are ordered by the hand-off in `take_end`).
+        let head = mb.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store of `tail` in `enqueue`.
+        let tail = mb
+            .tail
+            .load(ordering!("spsc_consume_relaxed", Acquire, Relaxed));
+        if head == tail {
+            return None;
+        }
         // Occupancy peaks just before a pop; the consumer is the only
         // writer of the mark, so a load and a store do.
-        let len = self.rx.len() as u32;
-        let item = self.rx.dequeue()?;
-        if len > self.mailbox.high_water.load(Ordering::Relaxed) {
-            self.mailbox.high_water.store(len, Ordering::Relaxed);
+        let len = Mailbox::<T, N>::distance(head, tail) as u32;
+        // SAFETY: `head != tail`: the producer wrote slot `head` (the
+        // Acquire above) and will not touch it again before it sees
+        // `head` move past it.
+        let item = mb.slots[head].with(|p| unsafe { (*p).assume_init_read() });
+        // Release: pairs with the Acquire load of `head` in `enqueue`; the
+        // slot is read before the producer may reuse it.
+        mb.head.store(
+            Mailbox::<T, N>::next(head),
+            ordering!("spsc_release_relaxed", Release, Relaxed),
+        );
+        if len > mb.high_water.load(Ordering::Relaxed) {
+            mb.high_water.store(len, Ordering::Relaxed);
         }
         self.popped = self.popped.wrapping_add(1);
-        self.mailbox.popped.store(self.popped, Ordering::Relaxed);
+        mb.popped.store(self.popped, Ordering::Relaxed);
         Some(item)
     }
 
@@ -498,7 +770,9 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     /// assert_eq!(rx.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.rx.len()
+        let mb = self.mailbox;
+        let head = mb.head.load(Ordering::Relaxed);
+        Mailbox::<T, N>::distance(head, mb.tail.load(Ordering::Relaxed))
     }
 
     /// `true` if nothing is queued.
@@ -514,7 +788,7 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     /// assert!(rx.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 }
 
@@ -522,6 +796,12 @@ impl<T, const N: usize> Iterator for Consumer<'_, T, N> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
         self.pop()
+    }
+}
+
+impl<T, const N: usize> Drop for Consumer<'_, T, N> {
+    fn drop(&mut self) {
+        Mailbox::<T, N>::give_back(&self.mailbox.consumer_out);
     }
 }
 
@@ -535,17 +815,34 @@ impl<T, const N: usize> fmt::Debug for Consumer<'_, T, N> {
 
 /// One slot of the MPSC ring.
 struct Slot<T> {
-    /// `ticket + 1` (in ticket arithmetic, wrapping at `HALF` bits) once the
-    /// item of `ticket` is written (Release by the producer that drew
-    /// `ticket`); anything else means "not ready". Initially the slot's
-    /// index; a stale value is `ticket + 1 - k·N` for a lap `k ≥ 1`, and
-    /// neither equals `ticket + 1` because `N` is a power of two below the
-    /// ticket range.
+    /// The stamp of `ticket` (`MpscMailbox::stamp`: `ticket + 1` less the
+    /// slot's index `ticket % N`, wrapping at `HALF` bits) once the item of
+    /// `ticket` is written (Release by the producer that drew `ticket`);
+    /// anything else means "not ready". A Vyukov sequence number stored
+    /// relative to the slot's index, so that it starts at 0 in every slot
+    /// (the mailbox is all zero, and a `static` lands in `.bss`): 0 is "no
+    /// ticket of lap 0 written yet", where the absolute form is `i`. A
+    /// stale value is the stamp of `ticket - k·N` for a lap `k ≥ 1`, and
+    /// neither it nor 0 equals the stamp of `ticket`, because `N` is a
+    /// power of two below the ticket range (for `N = 1`, 0 is the stamp of
+    /// the last ticket before the wrap, by which time the slot holds the
+    /// stamp of the ticket before it, as in the absolute form).
     ready: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
 /// A multi-producer, single-consumer mailbox of capacity `N`.
+///
+/// Producers need no handle: [`push`](MpscMailbox::push) and
+/// [`try_push`](MpscMailbox::try_push) take `&self`, so every interrupt
+/// handler, signal handler or thread pushes into a `static` mailbox
+/// directly. The one consumer is a handle ([`take_consumer`], or
+/// [`consumer`] with an error), given back when dropped: a tasklet takes
+/// it at the start of each run, and a context that keeps it (an RTIC
+/// `#[local]`) owns it for good. `new` is all zero, so a `static` lands in
+/// `.bss`.
+///
+/// [`take_consumer`]: MpscMailbox::take_consumer
 ///
 /// # Progress
 ///
@@ -669,7 +966,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     const HALF: u32 = usize::BITS / 2;
     const TICKET_MASK: usize = (1 << Self::HALF) - 1;
     const USED_ONE: usize = 1 << Self::HALF;
-    /// In a slot's `ready` word, with `ticket + 1`: the ticket was drawn
+    /// In a slot's `ready` word, with the stamp of the ticket: the ticket was drawn
     /// before a `fork` by a producer that the child does not have, and
     /// `pop` steps over it (see "fork()"). Outside the ticket bits, so no
     /// `ready` stamp of a push equals it.
@@ -699,15 +996,12 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         /// ```
         pub fn new() -> MpscMailbox<T, N> {
             let () = Self::CHECK;
-            let mut slots: [Slot<T>; N] = array_of![Slot {
+            // Every byte zero (stamps are relative to the slot index; see
+            // `Slot::ready`), so a `static` lands in `.bss`.
+            let slots: [Slot<T>; N] = array_of![Slot {
                 ready: AtomicUsize::new(0),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
             }; N];
-            let mut i = 0;
-            while i < N {
-                slots[i].ready = AtomicUsize::new(i);
-                i += 1;
-            }
             MpscMailbox {
                 slots,
                 state: AtomicUsize::new(0),
@@ -797,11 +1091,11 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         let slot = &self.slots[ticket % N];
         // SAFETY: the reservation above and the ticket make this producer
         // the only one to touch this slot until it publishes `ready`; the
-        // consumer reads it only after seeing `ready == ticket + 1`.
+        // consumer reads it only after seeing `ready == stamp(ticket)`.
         slot.value.with_mut(|p| unsafe { (*p).write(item) });
         // Release: publishes the write to the consumer's Acquire load.
         slot.ready.store(
-            (ticket + 1) & Self::TICKET_MASK,
+            Self::stamp(ticket),
             ordering!("mpsc_publish_relaxed", Release, Relaxed),
         );
         Ok(())
@@ -843,6 +1137,15 @@ impl<T, const N: usize> MpscMailbox<T, N> {
         }
     }
 
+    /// `ready` of the slot of `ticket` once its item is written: the
+    /// ticket's lap (`ticket` less its slot index `ticket % N`) plus one,
+    /// wrapping at `HALF` bits. Relative to the slot index, so a fresh
+    /// slot's 0 means "awaiting the ticket of lap 0" (see `Slot::ready`).
+    #[inline(always)]
+    const fn stamp(ticket: usize) -> usize {
+        ((ticket & !(N - 1)) + 1) & Self::TICKET_MASK
+    }
+
     /// The token of a consumer handle taken in fork generation `gen`.
     #[inline(always)]
     const fn token(gen: u32) -> u32 {
@@ -861,7 +1164,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
     #[inline(always)]
     const fn skip_stamp(ticket: usize) -> usize {
-        ((ticket + 1) & Self::TICKET_MASK) | Self::SKIP
+        Self::stamp(ticket) | Self::SKIP
     }
 
     /// Every reservation's first step (and the consumer repair's): makes
@@ -951,7 +1254,7 @@ impl<T, const N: usize> MpscMailbox<T, N> {
             let slot = &self.slots[ticket % N];
             // Relaxed: a stamp of this slot written before the fork, or our
             // own skip stamp, which only this consumer reads.
-            if slot.ready.load(Ordering::Relaxed) != (ticket + 1) & Self::TICKET_MASK {
+            if slot.ready.load(Ordering::Relaxed) != Self::stamp(ticket) {
                 slot.ready
                     .store(Self::skip_stamp(ticket), Ordering::Relaxed);
             }
@@ -1022,6 +1325,53 @@ impl<T, const N: usize> MpscMailbox<T, N> {
             mailbox: self,
             token: mine,
         })
+    }
+
+    /// The consumer handle, if no other is alive: [`consumer`] as an
+    /// `Option`, named as [`Mailbox::take_consumer`] so code written for
+    /// either mailbox reads the same.
+    ///
+    /// Producers need no handle: [`push`](MpscMailbox::push) takes `&self`,
+    /// so any interrupt handler, signal handler or thread pushes into a
+    /// `static` mailbox directly. The consumer handle is given back when
+    /// dropped, so a tasklet takes it at the start of each run (its runs
+    /// never overlap), and a context that keeps it (an RTIC task's
+    /// `#[local]`, a `static mut` local) owns it for good. On a `static`
+    /// mailbox the handle is `MpscConsumer<'static, T, N>`. In a child of
+    /// `fork()` it repairs the mailbox as [`consumer`] does.
+    ///
+    /// A refused take is not counted: the caller sees `None`.
+    ///
+    /// Top-half safe: yes (a compare-and-swap, lock-free; the fork repair,
+    /// once per fork, is bounded by `N`). Allocates: no. Blocks: no.
+    ///
+    /// [`consumer`]: MpscMailbox::consumer
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static EVENTS: MpscMailbox<u16, 8> = MpscMailbox::new();
+    /// static SEEN: AtomicU32 = AtomicU32::new(0);
+    /// static EVENTS_BH: Tasklet = Tasklet::new(&RT, || {
+    ///     let Some(rx) = EVENTS.take_consumer() else { return };
+    ///     SEEN.fetch_add(rx.count() as u32, Ordering::Relaxed);
+    /// });
+    ///
+    /// EVENTS.push(1).unwrap(); // from any top half: no handle needed
+    /// EVENTS.push(2).unwrap();
+    /// EVENTS_BH.schedule();
+    /// let _ = RT.drain();
+    /// assert_eq!(SEEN.load(Ordering::Relaxed), 2);
+    /// let rx = EVENTS.take_consumer().unwrap();
+    /// assert!(EVENTS.take_consumer().is_none(), "one consumer at a time");
+    /// drop(rx);
+    /// ```
+    pub fn take_consumer(&self) -> Option<MpscConsumer<'_, T, N>> {
+        self.consumer().ok()
     }
 
     /// Items queued or being queued now.
@@ -1198,14 +1548,14 @@ impl<T, const N: usize> MpscConsumer<'_, T, N> {
         let ready = slot
             .ready
             .load(ordering!("mpsc_consume_relaxed", Acquire, Relaxed));
-        if ready != (head + 1) & MpscMailbox::<T, N>::TICKET_MASK {
+        if ready != MpscMailbox::<T, N>::stamp(head) {
             #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
             if ready == MpscMailbox::<T, N>::skip_stamp(head) {
                 return self.pop_after_skips(head);
             }
             return None;
         }
-        // SAFETY: `ready == head + 1` means the producer of ticket `head`
+        // SAFETY: `ready == stamp(head)` means the producer of ticket `head`
         // wrote this slot and will not touch it again; no producer reuses
         // it before we give its slot back below.
         let item = slot.value.with(|p| unsafe { (*p).assume_init_read() });
@@ -1301,5 +1651,73 @@ impl<T, const N: usize> Drop for MpscConsumer<'_, T, N> {
 impl<T, const N: usize> fmt::Debug for MpscConsumer<'_, T, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MpscConsumer").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(bottomhalf_loom)))]
+mod tests {
+    use super::*;
+
+    /// `Mailbox::new()` writes no non-zero byte: every field that is not
+    /// `MaybeUninit` storage reads as zero (the storage and padding are
+    /// uninitialized, which a compiler emits as zeros in `.bss`; reading
+    /// them would be undefined, so they are not read). `nm` on a firmware
+    /// build shows the `static` itself in `.bss`.
+    #[test]
+    fn mailbox_new_is_all_zero() {
+        static MB: Mailbox<u16, 8> = Mailbox::new();
+        assert_eq!(MB.tail.load(Ordering::Relaxed), 0);
+        assert_eq!(MB.head.load(Ordering::Relaxed), 0);
+        assert!(!MB.producer_out.load(Ordering::Relaxed));
+        assert!(!MB.consumer_out.load(Ordering::Relaxed));
+        for c in [
+            &MB.dropped,
+            &MB.refused,
+            &MB.pushed,
+            &MB.popped,
+            &MB.high_water,
+        ] {
+            assert_eq!(c.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    /// The same for `MpscMailbox::new()`: the slot stamps are relative to
+    /// the slot index, so they start at 0 (the absolute form started at
+    /// `i` and put the mailbox in `.data`).
+    #[test]
+    fn mpsc_new_is_all_zero() {
+        static MB: MpscMailbox<u16, 8> = MpscMailbox::new();
+        for (i, slot) in MB.slots.iter().enumerate() {
+            assert_eq!(slot.ready.load(Ordering::Relaxed), 0, "slot {i}");
+        }
+        assert_eq!(MB.state.load(Ordering::Relaxed), 0);
+        // SAFETY: nothing else touches this test's private mailbox.
+        assert_eq!(MB.head.with(|p| unsafe { *p }), 0);
+        assert_eq!(MB.consumer_token.load(Ordering::Relaxed), 0);
+        #[cfg(all(feature = "std", unix))]
+        assert_eq!(MB.fork.load(Ordering::Relaxed), 0);
+        for c in [&MB.dropped, &MB.refused, &MB.high_water] {
+            assert_eq!(c.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    /// Stamps relative to the slot index tell every lap apart, and a
+    /// fresh slot (0) from every published stamp, as the absolute form
+    /// did: checked over a full wrap of the ticket range of a small `N`.
+    #[test]
+    fn mpsc_stamps_tell_laps_apart() {
+        type M = MpscMailbox<u8, 4>;
+        let mask = M::TICKET_MASK;
+        for ticket in (0..=mask).step_by(mask / 4096 + 1).chain(mask - 8..=mask) {
+            let s = M::stamp(ticket);
+            assert_ne!(s, 0, "ticket {ticket}: a fresh slot reads as published");
+            assert_ne!(
+                s,
+                M::stamp(ticket.wrapping_sub(4) & mask),
+                "ticket {ticket}"
+            );
+            assert_eq!(s & !mask, 0);
+            assert_eq!(s % 4, 1);
+        }
     }
 }

@@ -324,6 +324,23 @@ fn spsc_producer_push_ok_and_full_do_not_allocate() {
     );
 }
 
+/// Taking and giving back the ends: an interrupt handler takes its
+/// producer on first use, a tasklet its consumer on every run.
+#[test]
+fn mailbox_take_and_give_back_do_not_allocate() {
+    static MB: Mailbox<u32, 4> = Mailbox::new();
+    let tx = assert_alloc_free("Mailbox::take_producer", || MB.take_producer());
+    assert!(tx.is_some());
+    assert!(assert_alloc_free("Mailbox::take_producer (out)", || MB.take_producer()).is_none());
+    let rx = assert_alloc_free("Mailbox::take_consumer", || MB.take_consumer());
+    assert!(rx.is_some());
+    assert_alloc_free("Producer/Consumer drop", move || drop((tx, rx)));
+    static MPSC: MpscMailbox<u32, 4> = MpscMailbox::new();
+    let rx = assert_alloc_free("MpscMailbox::take_consumer", || MPSC.take_consumer());
+    assert!(rx.is_some());
+    assert_alloc_free("MpscConsumer drop", move || drop(rx));
+}
+
 #[test]
 fn mpsc_push_ok_and_full_do_not_allocate() {
     static MB: MpscMailbox<u64, 4> = MpscMailbox::new();

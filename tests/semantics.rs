@@ -973,17 +973,21 @@ fn mailbox_drops_items_left_in_it() {
 }
 
 #[test]
-fn mailbox_split_hands_out_one_pair() {
+fn mailbox_split_hands_out_one_pair_at_a_time() {
     static MB: Mailbox<u8, 2> = Mailbox::new();
     let ends = MB.split();
     assert!(ends.is_ok());
     assert_eq!(MB.split().err(), Some(MailboxError::AlreadySplit));
-    drop(ends);
+    let (tx, rx) = ends.unwrap();
+    drop(tx);
     assert_eq!(
         MB.split().err(),
         Some(MailboxError::AlreadySplit),
-        "dropping the ends does not allow a second pair"
+        "the consumer is still out"
     );
+    assert!(MB.take_consumer().is_none(), "a failed split took nothing");
+    drop(rx);
+    assert!(MB.split().is_ok(), "dropping both ends gave them back");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,60 +1,64 @@
-//! loom model: the single-producer mailbox (`Mailbox`, on
-//! `heapless::spsc`) composed with a tasklet, the crate's standard data
-//! path: the top half pushes then schedules, the tasklet pops until empty.
+//! loom model: the single-producer mailbox (`Mailbox`) composed with a
+//! tasklet, the crate's standard data path: the top half pushes then
+//! schedules, the tasklet takes the consumer end, pops until empty and
+//! gives the end back.
 //!
-//! loom cannot see inside `heapless` (its ring uses `core` atomics, which
-//! loom neither instruments nor reorders: under loom each enqueue and
-//! dequeue is one indivisible, sequentially consistent step). So this model
-//! covers the composition, not the ring: push → schedule → drain → pop,
-//! with the tasklet's serialization guarding the consumer handle. miri and
-//! the stress tests cover the ring itself. The items carry their own data
-//! (moved through the ring), so no loom cell is written before `push`: its
-//! happens-before edge would have to come from heapless's atomics, which
-//! loom cannot see.
+//! The ring is the crate's own and uses `crate::sync` atomics and loom
+//! cells, so loom sees it (the ring alone and the hand-over of its ends
+//! are modelled in `mailbox_ends`). This model covers the composition:
+//! push → schedule → drain → take the consumer → pop, where the tasklet's
+//! serialization is what makes the consumer end free at every run. The
+//! tasklet also writes a loom cell at every run, so two runs with no
+//! happens-before edge between them are a causality violation.
 //!
 //! See `README.md` ("spsc").
 
 #![cfg(bottomhalf_loom)]
 
-use bottomhalf::{Config, Consumer, Mailbox, Runtime, Tasklet};
+use bottomhalf::{Config, Mailbox, Runtime, Tasklet};
 use bottomhalf_loom_tests::loom;
 use bottomhalf_loom_tests::{bind_cpu, model, spawn_on, InFlight, LoomCpu, Seen};
 use loom::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
 
-/// Capacity 3 (heapless keeps one slot empty); the model pushes 2.
+/// Capacity 3 (the ring keeps one slot empty); the model pushes 2.
 const N: usize = 4;
 
 struct Ctx {
-    /// The consumer end, owned by the tasklet: only its (serialized) runs
-    /// touch it, through this loom cell, so two runs without a
-    /// happens-before edge between them are a causality violation.
-    rx: UnsafeCell<Option<Consumer<'static, u32, N>>>,
+    /// The tasklet's private state (its run count): only its serialized
+    /// runs touch it, so two runs without a happens-before edge between
+    /// them are a causality violation.
+    runs: UnsafeCell<u32>,
     in_flight: InFlight,
     popped: Seen,
 }
 
 loom::lazy_static! {
     static ref RT: Runtime<LoomCpu, 1> = Runtime::new(Config::DEFAULT);
-    static ref MB: Mailbox<u32, N> = Mailbox::new();
+    // `ManuallyDrop`: a mailbox's `Drop` uses loom operations, and when a
+    // model fails loom drops its lazy statics outside the model.
+    static ref MB: ManuallyDrop<Mailbox<u32, N>> = ManuallyDrop::new(Mailbox::new());
     static ref RX_TASKLET: Tasklet = Tasklet::new(&*RT, rx_bottom_half);
     static ref CTX: Ctx = Ctx {
-        rx: UnsafeCell::new(None),
+        runs: UnsafeCell::new(0),
         in_flight: InFlight::new(),
         popped: Seen::new(),
     };
 }
 
-/// The tasklet: pop until empty.
+/// The tasklet: take the consumer end, pop until empty, give it back.
 fn rx_bottom_half() {
     CTX.in_flight.enter("mailbox tasklet");
-    // SAFETY (model): only this tasklet's runs touch `rx`, and they never
+    // SAFETY (model): only this tasklet's runs touch `runs`, and they never
     // overlap; loom checks it.
-    CTX.rx.with_mut(|rx| {
-        let rx = unsafe { &mut *rx }.as_mut().expect("consumer installed");
-        while let Some(item) = rx.pop() {
-            CTX.popped.record(item);
-        }
-    });
+    CTX.runs.with_mut(|n| unsafe { *n += 1 });
+    let mut rx = MB
+        .take_consumer()
+        .expect("runs never overlap, so the consumer end is free");
+    while let Some(item) = rx.pop() {
+        CTX.popped.record(item);
+    }
+    drop(rx);
     CTX.in_flight.leave();
 }
 
@@ -73,9 +77,7 @@ fn push_schedule_pop_nothing_stranded() {
     model(|| {
         bind_cpu(0);
         let _ = (&*RT, &*RX_TASKLET);
-        let (mut tx, rx) = MB.split().unwrap();
-        // SAFETY (model): no thread exists yet.
-        CTX.rx.with_mut(|p| unsafe { *p = Some(rx) });
+        let mut tx = MB.take_producer().unwrap();
 
         let top = spawn_on(0, move || {
             let mut outcomes = [None; 2];
@@ -102,9 +104,6 @@ fn push_schedule_pop_nothing_stranded() {
         assert_eq!(MB.dropped(), 0);
         assert_eq!(RT.pending(0), 0);
         assert!(!RX_TASKLET.is_scheduled());
-        // SAFETY (model): every thread was joined.
-        CTX.rx.with(|rx| {
-            assert!(unsafe { &*rx }.as_ref().unwrap().is_empty());
-        });
+        assert!(MB.take_consumer().unwrap().is_empty());
     });
 }

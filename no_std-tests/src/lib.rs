@@ -13,9 +13,12 @@
 //! - the [`preempt`] counters that prove a top half really interrupted the
 //!   code under test (a bottom half, a drain);
 //! - the boards the runtime runs on ([`PendSvBoard`], [`ExitBoard`]);
-//! - [`stack`] painting, for the stack high-water mark;
-//! - [`IsrCell`], to hand a mailbox endpoint to the one context that uses
-//!   it.
+//! - [`stack`] painting, for the stack high-water mark.
+//!
+//! Mailbox ends need no cell here: an interrupt handler keeps its
+//! `Producer` in its `static mut` local (`Mailbox::take_producer` on first
+//! use) and a tasklet takes its consumer at each run (see `isr_handoff`,
+//! `rtic_handoff` and `mailbox_flood`).
 //!
 //! Counters are `portable_atomic` types: native on the Cortex-M3, through
 //! the `critical-section` implementation (`cortex-m`'s single-core one) on
@@ -23,7 +26,7 @@
 
 #![no_std]
 
-use core::cell::UnsafeCell;
+use core::cell::Cell;
 use core::fmt;
 use core::panic::PanicInfo;
 
@@ -35,6 +38,7 @@ pub use lm3s6965::{self, interrupt, Interrupt};
 pub use portable_atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bottomhalf::Board;
+use cortex_m::interrupt::Mutex;
 use cortex_m::peripheral::scb::SystemHandler;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::{NVIC, SCB};
@@ -132,23 +136,20 @@ fn panic(info: &PanicInfo) -> ! {
 /// Set by a test that expects the next instruction to fault
 /// ([`expect_fault`]); the `HardFault` handler then exits with success.
 static FAULT_EXPECTED: AtomicU32 = AtomicU32::new(0);
-static FAULT_MESSAGE: IsrCell<&'static str> = IsrCell::new();
+static FAULT_MESSAGE: Mutex<Cell<&'static str>> = Mutex::new(Cell::new(""));
 
 /// Arms the `HardFault` handler: the next fault prints `message` and ends
 /// the test with success. Used by the `platform` binary to show that the
 /// Cortex-M0 really lacks `ldrex`/`strex`.
 pub fn expect_fault(message: &'static str) {
-    // SAFETY: written in thread mode before the fault it describes; read
-    // only by the HardFault handler.
-    unsafe { FAULT_MESSAGE.put(message) };
+    cortex_m::interrupt::free(|cs| FAULT_MESSAGE.borrow(cs).set(message));
     FAULT_EXPECTED.store(1, Ordering::SeqCst);
 }
 
 #[exception]
 unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
     if FAULT_EXPECTED.load(Ordering::SeqCst) != 0 {
-        // SAFETY: see `expect_fault`.
-        let msg = unsafe { FAULT_MESSAGE.take() }.unwrap_or("");
+        let msg = cortex_m::interrupt::free(|cs| FAULT_MESSAGE.borrow(cs).get());
         cortex_m_semihosting::hprintln!("{}", msg);
         exit(true)
     }
@@ -477,66 +478,6 @@ impl Board for ExitBoard {
         if preempt::IN_DRAIN.load(Ordering::SeqCst) != 0 && !preempt::in_top_half() {
             REPENDS_BY_DRAIN.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-// ------------------------------------------------------------------ cells
-
-/// A value handed from thread mode to the one context that uses it (a
-/// mailbox `Producer` to its interrupt handler, a `Consumer` to its
-/// tasklet).
-pub struct IsrCell<T>(UnsafeCell<Option<T>>);
-
-// SAFETY: the user guarantees (by the `unsafe` on `put`/`get`/`take`)
-// that the cell is filled before its user context can run and is then
-// touched by that one context only.
-unsafe impl<T: Send> Sync for IsrCell<T> {}
-
-impl<T> IsrCell<T> {
-    /// Empty.
-    pub const fn new() -> IsrCell<T> {
-        IsrCell(UnsafeCell::new(None))
-    }
-
-    /// Fills the cell.
-    ///
-    /// # Safety
-    ///
-    /// No other context may access the cell at the same time.
-    pub unsafe fn put(&self, value: T) {
-        // SAFETY: the caller's.
-        unsafe { *self.0.get() = Some(value) };
-    }
-
-    /// The value.
-    ///
-    /// # Safety
-    ///
-    /// Only the one context that owns the value calls it, and not
-    /// reentrantly.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self) -> &mut T {
-        // SAFETY: the caller's.
-        match unsafe { &mut *self.0.get() } {
-            Some(v) => v,
-            None => fail(format_args!("IsrCell used before it was filled")),
-        }
-    }
-
-    /// Takes the value out.
-    ///
-    /// # Safety
-    ///
-    /// As for [`get`](IsrCell::get).
-    pub unsafe fn take(&self) -> Option<T> {
-        // SAFETY: the caller's.
-        unsafe { (*self.0.get()).take() }
-    }
-}
-
-impl<T> Default for IsrCell<T> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

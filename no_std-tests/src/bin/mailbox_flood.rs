@@ -1,9 +1,10 @@
 //! Mailboxes filled from interrupts faster than the bottom half drains
 //! them.
 //!
-//! - `Mailbox<u32, 16>` (single producer, capacity 15), split once: the
-//!   producer end belongs to the low-priority interrupt, the consumer end to
-//!   a tasklet.
+//! - `Mailbox<u32, 16>` (single producer, capacity 15): the low-priority
+//!   interrupt takes the producer end on its first run and keeps it in its
+//!   `static mut` local; the tasklet takes the consumer end on each run.
+//!   No `unsafe` hands either end over.
 //! - `MpscMailbox<u32, 16>` (capacity 16), fed by the middle and the high
 //!   interrupt (the high one preempts the middle one, sometimes inside its
 //!   `push`), drained by a second tasklet.
@@ -18,10 +19,10 @@
 #![no_std]
 #![no_main]
 
-use bottomhalf::{BareMetal, Config, Consumer, Mailbox, MpscMailbox, Producer, Runtime, Tasklet};
+use bottomhalf::{BareMetal, Config, Mailbox, MpscMailbox, Producer, Runtime, Tasklet};
 use bottomhalf_firmware_tests::{
-    self as h, check, check_eq, interrupt, println, AtomicBool, AtomicU32, IsrCell, Ordering,
-    PendSvBoard, IRQ_HIGH, IRQ_LOW, IRQ_MID,
+    self as h, check, check_eq, interrupt, println, AtomicBool, AtomicU32, Ordering, PendSvBoard,
+    IRQ_HIGH, IRQ_LOW, IRQ_MID,
 };
 use cortex_m_rt::{entry, exception};
 use h::cortex_m_rt;
@@ -38,8 +39,8 @@ const MID_BURST: u32 = 8;
 
 static SPSC: Mailbox<u32, 16> = Mailbox::new();
 static MPSC: MpscMailbox<u32, 16> = MpscMailbox::new();
-static TX: IsrCell<Producer<'static, u32, 16>> = IsrCell::new();
-static RX: IsrCell<Consumer<'static, u32, 16>> = IsrCell::new();
+/// Producer-end takes by the low interrupt (it takes it on first use).
+static TAKES: AtomicU32 = AtomicU32::new(0);
 
 static RX_SPSC: Tasklet = Tasklet::new(&RT, rx_spsc);
 static RX_MPSC: Tasklet = Tasklet::new(&RT, rx_mpsc);
@@ -103,9 +104,11 @@ fn consume(x: u32) {
 
 fn rx_spsc() {
     let _bh = h::preempt::bottom_half();
-    // SAFETY: only this tasklet uses the consumer end (filled before the
-    // storm starts); a tasklet never runs twice at once.
-    let rx = unsafe { RX.get() };
+    // Runs of a tasklet never overlap, so the end is free at every run;
+    // dropping the handle at the end of the run gives it back.
+    let Some(mut rx) = SPSC.take_consumer() else {
+        h::fail(format_args!("Mailbox::take_consumer: the end is out"))
+    };
     while let Some(x) = rx.pop() {
         check_eq!(x >> 24, 0);
         consume(x);
@@ -126,10 +129,16 @@ fn rx_mpsc() {
 
 #[interrupt]
 fn GPIOA() {
+    // cortex-m-rt turns this into a `&mut` that only this handler sees.
+    static mut TX: Option<Producer<'static, u32, 16>> = None;
     let _th = h::preempt::TopHalf::enter();
-    // SAFETY: the producer end belongs to this handler alone (filled
-    // before the storm starts; an interrupt does not preempt itself).
-    let tx = unsafe { TX.get() };
+    if TX.is_none() {
+        TAKES.fetch_add(1, Ordering::Relaxed);
+        *TX = SPSC.take_producer();
+    }
+    let Some(tx) = TX else {
+        h::fail(format_args!("Mailbox::take_producer: the end is out"))
+    };
     for _ in 0..BURST {
         let ok = tx.push(item(0)).is_ok();
         accepted(0, ok);
@@ -223,14 +232,6 @@ fn PendSV() {
 #[entry]
 fn main() -> ! {
     h::start("mailbox_flood");
-    let (tx, rx) = SPSC.split().unwrap();
-    check!(SPSC.split().is_err(), "a Mailbox splits once");
-    // SAFETY: before the storm; afterwards only GPIOA uses TX and only
-    // RX_SPSC uses RX.
-    unsafe {
-        TX.put(tx);
-        RX.put(rx);
-    }
     println!(
         "mailbox_flood: {} SysTick events; bursts of {} (mid: {}) pushes from 3 priorities; slow consumers",
         TICKS, BURST, MID_BURST
@@ -316,8 +317,17 @@ fn main() -> ! {
     );
     println!("an MPSC push failed only when all 16 slots were queued or reserved: yes");
     check_eq!(MPSC.len(), 0);
-    // SAFETY: the storm is over; the tasklet no longer runs.
-    check!(unsafe { RX.get() }.is_empty());
+    check_eq!(
+        TAKES.load(Ordering::Relaxed),
+        1,
+        "the handler took its end once"
+    );
+    check!(SPSC.take_producer().is_none(), "the handler keeps its end");
+    check!(SPSC.split().is_err(), "one producer at a time");
+    match SPSC.take_consumer() {
+        Some(rx) => check!(rx.is_empty()),
+        None => h::fail(format_args!("the tasklet kept the consumer end")),
+    }
     println!("both mailboxes empty at the end: yes");
     h::preempt::report();
     h::preempt::check_preempted();
