@@ -222,7 +222,8 @@ pub use percpu::{CpuOutOfRange, PerCpu};
 #[doc(hidden)]
 pub use sigslot::{Entered as LoomSigSlotEntered, SlotState as LoomSigSlot};
 pub use softirq::{
-    Config, DrainOutcome, Handler, RegisterError, Runtime, Vector, VectorOutOfRange, MAX_VECTORS,
+    Config, DrainOutcome, Handler, Handlers, RegisterError, Runtime, Vector, VectorError,
+    VectorOutOfRange, MAX_VECTORS,
 };
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
