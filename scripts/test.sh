@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-ALL_STEPS=(fmt clippy test doc bench-build no_std-thumbv6m no_std-thumbv7m
+ALL_STEPS=(fmt clippy test doc bench-build no_std-thumbv6m no_std-thumbv7m bss
     firmware loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
@@ -225,7 +225,7 @@ setup_rust_components() { # rustfmt / clippy for the default toolchain
 }
 
 setup_targets() {
-    any_selected no_std-thumbv6m no_std-thumbv7m firmware || return 0
+    any_selected no_std-thumbv6m no_std-thumbv7m bss firmware || return 0
     local t need=() installed=""
     if ! command -v rustup >/dev/null 2>&1; then
         for t in "${THUMB_TARGETS[@]}"; do
@@ -341,6 +341,7 @@ nostd_build() { # TARGET
 }
 step_no_std_thumbv6m() { nostd_build thumbv6m-none-eabi; }
 step_no_std_thumbv7m() { nostd_build thumbv7m-none-eabi; }
+step_bss() { need_target thumbv7m-none-eabi bss && run 1800 bash scripts/bss-check.sh; }
 
 # Returns 3 for "nothing to run" (reported as SKIP, not counted).
 step_firmware() {

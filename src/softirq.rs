@@ -283,36 +283,40 @@ pub type Handler = fn(cpu: usize);
 type ErasedHandler = fn(ctx: *const (), cpu: usize);
 
 /// What a vector runs: a plain [`Handler`], or a handler with its
-/// `'static` context. Built only by [`Callback::plain`] and
-/// [`Callback::with_context`]. All-zero (both `None`, null) is "nothing".
+/// `'static` context, in two words.
+///
+/// - context handler: `erased` is `Some`, `ctx` is the `&'static C`;
+/// - plain handler: `erased` is `None`, `ctx` is the `fn(usize)` itself,
+///   as a pointer (so a slot is no bigger than with one kind);
+/// - [`Callback::NONE`] (all zero): only the content of an empty slot,
+///   which `VectorSlot::get` never returns, and of a table entry that is
+///   `None`; `call` is never made on it.
+///
+/// Built only by [`Callback::plain`] and [`Callback::with_context`].
 #[derive(Clone, Copy)]
 struct Callback {
-    plain: Option<Handler>,
     erased: Option<ErasedHandler>,
-    /// The context `erased` gets: a `&'static C` with `C: Sync`, as
-    /// `*const ()`; null with `plain`.
     ctx: *const (),
 }
 
-// SAFETY: `ctx` is null or a `&'static C` with `C: Sync` (the only way to
-// build a `Callback` with a context is `with_context`, which requires
-// it), so sharing it with handlers on other CPUs shares a `&C`, which
-// `C: Sync` allows. The function pointers are `Send + Sync`.
+// SAFETY: `ctx` is a `&'static C` with `C: Sync` (the only way to build a
+// `Callback` with a context is `with_context`, which requires it), a
+// function pointer, or null; so sharing it with handlers on other CPUs
+// shares a `&C`, which `C: Sync` allows, or a function pointer.
 unsafe impl Sync for Callback {}
 // SAFETY: as above: moving a `&'static C` to another thread needs `C: Sync`.
 unsafe impl Send for Callback {}
 
 impl Callback {
     const NONE: Callback = Callback {
-        plain: None,
         erased: None,
         ctx: core::ptr::null(),
     };
 
     const fn plain(handler: Handler) -> Callback {
         Callback {
-            plain: Some(handler),
-            ..Callback::NONE
+            erased: None,
+            ctx: handler as *const (),
         }
     }
 
@@ -330,20 +334,29 @@ impl Callback {
         let erased =
             unsafe { core::mem::transmute::<fn(&'static C, usize), ErasedHandler>(handler) };
         Callback {
-            plain: None,
             erased: Some(erased),
             ctx: core::ptr::from_ref(ctx).cast(),
         }
     }
 
-    /// Runs the callback on `cpu` (nothing for [`Callback::NONE`], which a
-    /// table entry or a READY slot never holds).
+    /// Runs the callback on `cpu`. Never called on [`Callback::NONE`]
+    /// (see the type's docs).
     #[inline(always)]
     fn call(self, cpu: usize) {
-        if let Some(h) = self.plain {
-            h(cpu);
-        } else if let Some(h) = self.erased {
-            h(self.ctx, cpu);
+        match self.erased {
+            Some(h) => h(self.ctx, cpu),
+            None => {
+                debug_assert!(!self.ctx.is_null(), "Callback::NONE called");
+                // SAFETY: with `erased` `None`, `ctx` was made by `plain`
+                // from a `fn(usize)` (the only other `Callback` with
+                // `erased` `None` is `NONE`, which is never called), so
+                // this turns it back into the same function pointer, with
+                // its provenance: function and data pointers have one
+                // size and representation on every target the crate
+                // builds for.
+                let h = unsafe { core::mem::transmute::<*const (), Handler>(self.ctx) };
+                h(cpu);
+            }
         }
     }
 }
