@@ -23,7 +23,8 @@ fn main() {
     }
     const DISK: Vector = Vector::new(4);
 
-    RT.register(DISK, "DISK", on_event).expect("vector 4 is free");
+    RT.register(DISK, "DISK", on_event)
+        .expect("vector 4 is free");
     for v in 1..=3 {
         let _ = MPSC.push(v);
         RT.raise(DISK);

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn new_moves_each_slot_in_once_and_pads_it() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use core::sync::atomic::{AtomicUsize, Ordering};
         use std::vec::Vec;
         static DROPS: AtomicUsize = AtomicUsize::new(0);
         struct Counted(Vec<u8>);

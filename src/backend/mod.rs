@@ -99,7 +99,7 @@ pub trait Backend: 'static {
     /// The table belongs to the backend type, not to the runtime value, so
     /// a runtime keeps no pointer to it and stays all zeros (`.bss`). On
     /// bare metal the [`Board`] supplies it
-    /// ([`Board::HANDLERS`](crate::Board::HANDLERS)). The [`Host`] and
+    /// ([`Board::HANDLERS`](crate::Board::HANDLERS)). The `Host` and
     /// `Signals` backends have none: their handlers are registered at
     /// start-up, before drain threads or signal handlers exist.
     ///
