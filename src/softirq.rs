@@ -1581,8 +1581,10 @@ impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
 }
 
 // SAFETY: every field is shared through atomics or through `VectorSlot`'s
-// cells, whose writes are published by the READY state (see `VectorSlot`);
-// `B` is only a type-level choice of functions (PhantomData<fn() -> B>).
+// cells, whose writes are published by the READY state (see `VectorSlot`),
+// or never written after construction (`config`). A slot's context pointer
+// is a `&'static C` with `C: Sync` (`Callback`). `B` is only a type-level
+// choice of functions (PhantomData<fn() -> B>).
 unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}
 
 #[cfg(all(test, not(bottomhalf_loom), feature = "std"))]
