@@ -19,7 +19,21 @@
 //! - The same vector may run on two CPUs at once. A handler that needs
 //!   serialization serializes itself (or is a tasklet).
 //! - Vector 0 ([`Vector::HI_TASKLET`]) and vector 6 ([`Vector::TASKLET`])
-//!   drain the hi-priority and normal tasklet lists, as in Linux.
+//!   drain the hi-priority and normal tasklet lists, as in Linux. They
+//!   cannot be built by number ([`Vector::new`] refuses them, at compile
+//!   time in a `const`), and the drain handles them in code, not through
+//!   a handler slot.
+//! - A handler is found in the backend's constant table
+//!   ([`Backend::HANDLERS`], in flash, no registration) or in the
+//!   runtime's slot filled by [`Runtime::register`] (a plain `fn(cpu)`) or
+//!   [`Runtime::register_with`] (a `fn(&'static C, cpu)` and its context,
+//!   as Linux's `from_tasklet`/`container_of` give a driver its device).
+//!   The context is kept type-erased, as a pointer and a function pointer:
+//!   no allocation, nothing generic in the runtime's type.
+//! - `Runtime::new(Config::DEFAULT)` is all zero bytes, so a `static`
+//!   runtime lands in `.bss` (see "Memory" on [`Runtime`]): every initial
+//!   state is zero (slot EMPTY, no name, no handler; the limits are stored
+//!   xor-ed with the defaults).
 //!
 //! # Atomic orderings
 //!
