@@ -133,7 +133,7 @@ impl Tally {
 
 fn expected_sum(items: u64) -> u64 {
     // 0 + 1 + ... + (items - 1), wrapping like the consumers' sums.
-    let (a, b) = if items % 2 == 0 {
+    let (a, b) = if items.is_multiple_of(2) {
         (items / 2, items.wrapping_sub(1))
     } else {
         (items, (items - 1) / 2)

@@ -82,7 +82,7 @@ fn top_half(source: u8, seq: u32) -> bool {
         })
         .is_ok();
     RX_TASKLET.schedule();
-    if seq % 64 == 0 {
+    if seq.is_multiple_of(64) {
         RT.raise(TIMER);
     }
     pushed

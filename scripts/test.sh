@@ -14,11 +14,25 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-ALL_STEPS=(fmt clippy test doc bench-build no_std-thumbv6m no_std-thumbv7m bss
-    firmware loom downstream-loom loom-mutants miri miri-tree-borrows)
+ALL_STEPS=(fmt clippy test doc defmt package bench-build no_std-targets bss std-other-os msrv
+    firmware single-core loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
 THUMB_TARGETS=(thumbv6m-none-eabi thumbv7m-none-eabi)
+# Every no_std target the library builds for (no_std-targets). The ones
+# without compare-and-swap are built once per portable-atomic mode the
+# application can pick (NO_CAS_TARGETS).
+NOSTD_TARGETS=(thumbv6m-none-eabi thumbv7m-none-eabi thumbv8m.main-none-eabi
+    riscv32i-unknown-none-elf riscv32imac-unknown-none-elf aarch64-unknown-none
+    x86_64-unknown-none)
+NO_CAS_TARGETS=(thumbv6m-none-eabi riscv32i-unknown-none-elf)
+# std on other systems (std-other-os): type-checked, no linker needed.
+OTHER_OS_TARGETS=(x86_64-pc-windows-gnu x86_64-apple-darwin)
+# The MSRV: Cargo.toml's rust-version, as a rustup toolchain (1.87 -> 1.87.0).
+MSRV=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+MSRV_TOOLCHAIN=$MSRV
+[[ $MSRV_TOOLCHAIN == *.*.* ]] || MSRV_TOOLCHAIN=$MSRV_TOOLCHAIN.0
+MSRV_TARGET=thumbv7m-none-eabi
 LOOM_PKG=bottomhalf-loom-tests
 LOOM_RUSTFLAGS="--cfg bottomhalf_loom -C debug-assertions"
 LOOM_PREEMPTIONS=2
@@ -224,30 +238,82 @@ setup_rust_components() { # rustfmt / clippy for the default toolchain
     done
 }
 
-setup_targets() {
-    any_selected no_std-thumbv6m no_std-thumbv7m bss firmware || return 0
-    local t need=() installed=""
+# target_users TARGET -> the selected steps that need TARGET (space-separated)
+target_users() {
+    local t=$1 users=()
+    in_list "$t" "${NOSTD_TARGETS[@]}" && selected no_std-targets && users+=(no_std-targets)
+    in_list "$t" "${OTHER_OS_TARGETS[@]}" && selected std-other-os && users+=(std-other-os)
+    in_list "$t" "${THUMB_TARGETS[@]}" && selected firmware && users+=(firmware)
+    [ "$t" = thumbv6m-none-eabi ] && selected single-core && users+=(single-core)
+    [ "$t" = thumbv7m-none-eabi ] && selected bss && users+=(bss)
+    echo "${users[*]}"
+}
+
+setup_targets() { # rustup targets of the default toolchain; one MISSING line per target
+    local t need=() wanted=() installed="" users
+    for t in "${NOSTD_TARGETS[@]}" "${OTHER_OS_TARGETS[@]}"; do
+        [ -n "$(target_users "$t")" ] && wanted+=("$t")
+    done
+    [ ${#wanted[@]} -eq 0 ] && return 0
     if ! command -v rustup >/dev/null 2>&1; then
-        for t in "${THUMB_TARGETS[@]}"; do
-            missing "target $t" "rustup not found" "no_std-${t%%-*} and firmware will fail"
+        for t in "${wanted[@]}"; do
+            missing "target $t" "rustup not found" "$(target_users "$t") will fail"
         done
         return
     fi
     installed=$(rustup target list --installed 2>/dev/null)
-    for t in "${THUMB_TARGETS[@]}"; do
+    for t in "${wanted[@]}"; do
         grep -qx "$t" <<<"$installed" || need+=("$t")
     done
     if [ ${#need[@]} -eq 0 ]; then
-        echo "setup: targets ${THUMB_TARGETS[*]}: present"
+        echo "setup: targets ${wanted[*]}: present"
         return
     fi
-    install_quietly "targets ${need[*]}" rustup target add "${need[@]}"
+    # One target at a time, so one that the registry lacks does not keep
+    # the others from installing.
+    for t in "${need[@]}"; do
+        install_quietly "target $t" rustup target add "$t"
+    done
     installed=$(rustup target list --installed 2>/dev/null)
     for t in "${need[@]}"; do
         if ! grep -qx "$t" <<<"$installed"; then
-            missing "target $t" "rustup target add failed" "no_std-${t%%-*} and firmware will fail"
+            users=$(target_users "$t")
+            missing "target $t" "rustup target add failed" "${users// /, } will fail"
         fi
     done
+}
+
+setup_msrv() { # the rust-version toolchain, with the no_std target it builds
+    selected msrv || return 0
+    local consequence="msrv will fail"
+    if [ -z "$MSRV" ]; then
+        missing "msrv toolchain" "no rust-version in Cargo.toml" "$consequence"
+        return
+    fi
+    if ! command -v rustup >/dev/null 2>&1; then
+        missing "toolchain $MSRV_TOOLCHAIN" "rustup not found" "$consequence"
+        return
+    fi
+    if ! rustup run "$MSRV_TOOLCHAIN" rustc --version >/dev/null 2>&1; then
+        install_quietly "toolchain $MSRV_TOOLCHAIN (rust-version)" rustup toolchain install \
+            "$MSRV_TOOLCHAIN" --profile minimal --no-self-update
+        if ! rustup run "$MSRV_TOOLCHAIN" rustc --version >/dev/null 2>&1; then
+            missing "toolchain $MSRV_TOOLCHAIN" "rustup toolchain install failed" "$consequence"
+            return
+        fi
+    fi
+    if ! rustup target list --installed --toolchain "$MSRV_TOOLCHAIN" 2>/dev/null |
+        grep -qx "$MSRV_TARGET"; then
+        install_quietly "target $MSRV_TARGET for $MSRV_TOOLCHAIN" rustup target add \
+            --toolchain "$MSRV_TOOLCHAIN" "$MSRV_TARGET"
+        if ! rustup target list --installed --toolchain "$MSRV_TOOLCHAIN" 2>/dev/null |
+            grep -qx "$MSRV_TARGET"; then
+            missing "target $MSRV_TARGET ($MSRV_TOOLCHAIN)" "rustup target add failed" \
+                "msrv's no_std build will fail"
+            return
+        fi
+    fi
+    echo "setup: toolchain $MSRV_TOOLCHAIN (rust-version $MSRV) with $MSRV_TARGET: ready"
 }
 
 setup_miri() { # also the nightly that loom-mutants builds with
@@ -288,8 +354,8 @@ setup_miri() { # also the nightly that loom-mutants builds with
 }
 
 setup_qemu() {
-    selected firmware || return 0
-    local consequence="firmware tests will fail"
+    any_selected firmware single-core || return 0
+    local consequence="firmware and single-core will fail"
     if command -v qemu-system-arm >/dev/null 2>&1; then
         echo "setup: qemu-system-arm: present"
         return
@@ -331,16 +397,119 @@ step_clippy() { run 1200 cargo clippy --workspace --all-targets -- -D warnings; 
 
 step_test() { run 1200 cargo test --workspace; }
 
-step_doc() { run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps; }
+# The docs as docs.rs builds them (std, Linux), then as a firmware author
+# builds them (no_std, thumbv7m): no warnings, no broken intra-doc links.
+step_doc() {
+    run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps || return 1
+    need_target thumbv7m-none-eabi doc || return 1
+    run 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --no-default-features \
+        --target thumbv7m-none-eabi
+}
+
+# The package a user downloads: builds from its own files (`cargo package`
+# verifies it) and packaging prints no warning.
+step_package() {
+    local out rc
+    out=$(run 900 cargo package --allow-dirty 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" = 0 ] || return 1
+    if grep -qi '^warning' <<<"$out"; then
+        echo "package: cargo package printed warnings (above)"
+        return 1
+    fi
+}
+
+# The `defmt` feature on a firmware target (defmt::Format for errors and
+# Stats), and on the host with std (the signal and workqueue errors).
+step_defmt() {
+    need_target thumbv7m-none-eabi defmt || return 1
+    run 900 cargo build --no-default-features --features defmt --target thumbv7m-none-eabi --lib &&
+        run 900 cargo build --features defmt --lib
+}
 
 step_bench_build() { run 1200 cargo bench --no-run; }
 
-nostd_build() { # TARGET
-    need_target "$1" "no_std-${1%%-*}" || return 1
-    run 900 cargo build --no-default-features --target "$1" --lib
+# One line per (target, mode): the build's output goes to a log, shown
+# only when it fails. A target without compare-and-swap is built once per
+# portable-atomic mode an application can pick (a library's own build
+# picks none; see src/sync.rs): the `--cfg portable_atomic_unsafe_assume_single_core`
+# rustflag (in its own target dir, so the flag does not rebuild the other
+# builds) and the `critical-section` feature (linked against no
+# implementation: a library build does not link).
+step_no_std_targets() {
+    local t mode log rc t0 ok=0 n=0 logdir="$TARGET_BASE/no_std-logs"
+    local -a modes cmd
+    mkdir -p "$logdir" || return 1
+    for t in "${NOSTD_TARGETS[@]}"; do
+        if ! need_target "$t" no_std-targets; then
+            ok=1
+            continue
+        fi
+        modes=(native)
+        in_list "$t" "${NO_CAS_TARGETS[@]}" && modes=(unsafe-assume-single-core critical-section)
+        for mode in "${modes[@]}"; do
+            n=$((n + 1))
+            cmd=(cargo build --no-default-features --target "$t" --lib)
+            case $mode in
+                unsafe-assume-single-core)
+                    cmd=(env RUSTFLAGS="--cfg portable_atomic_unsafe_assume_single_core"
+                        CARGO_TARGET_DIR="$TARGET_BASE/no_std-single-core" "${cmd[@]}") ;;
+                critical-section) cmd+=(--features portable-atomic/critical-section) ;;
+            esac
+            log="$logdir/$t.$mode.log"
+            t0=$SECONDS
+            quietly "$log" 900 "${cmd[@]}"
+            rc=$?
+            if [ "$rc" = 0 ]; then
+                printf 'no_std %-30s %-26s ok    (%ds)\n' "$t" "$mode" $((SECONDS - t0))
+            else
+                show_cmd "${cmd[@]}"
+                log_excerpt "$log"
+                printf 'no_std %-30s %-26s FAIL  (exit %d; log: %s)\n' "$t" "$mode" "$rc" "$log"
+                ok=1
+            fi
+        done
+    done
+    echo "no_std-targets: $n builds"
+    return "$ok"
 }
-step_no_std_thumbv6m() { nostd_build thumbv6m-none-eabi; }
-step_no_std_thumbv7m() { nostd_build thumbv7m-none-eabi; }
+
+# std on Windows and macOS: the Host backend, workqueues and WakeWord
+# type-check there (`cargo check` needs no linker); warnings are errors.
+step_std_other_os() {
+    local t ok=0
+    for t in "${OTHER_OS_TARGETS[@]}"; do
+        if ! need_target "$t" std-other-os; then
+            ok=1
+            continue
+        fi
+        run 900 env RUSTFLAGS="-D warnings" CARGO_TARGET_DIR="$TARGET_BASE/other-os" \
+            cargo check --target "$t" --lib || ok=1
+    done
+    return "$ok"
+}
+
+# The library built with its rust-version toolchain, std and no_std, from
+# the same Cargo.lock (--locked: a locked dependency that needs a newer
+# Rust fails here instead of being swapped for an older one).
+step_msrv() {
+    if [ -n "${MISSING[toolchain $MSRV_TOOLCHAIN]:-}" ] || [ -n "${MISSING[msrv toolchain]:-}" ]; then
+        echo "msrv: cannot run: toolchain $MSRV_TOOLCHAIN is missing (see MISSING line above)"
+        return 1
+    fi
+    local ok=0
+    echo "msrv: rust-version = \"$MSRV\" ($(rustc "+$MSRV_TOOLCHAIN" --version 2>/dev/null))"
+    run 900 env CARGO_TARGET_DIR="$TARGET_BASE/msrv" \
+        cargo "+$MSRV_TOOLCHAIN" build --locked --lib || ok=1
+    if [ -n "${MISSING[target $MSRV_TARGET ($MSRV_TOOLCHAIN)]:-}" ]; then
+        echo "msrv: cannot build for $MSRV_TARGET: target missing (see MISSING line above)"
+        return 1
+    fi
+    run 900 env CARGO_TARGET_DIR="$TARGET_BASE/msrv" \
+        cargo "+$MSRV_TOOLCHAIN" build --locked --no-default-features --lib --target "$MSRV_TARGET" || ok=1
+    return "$ok"
+}
 step_bss() { need_target thumbv7m-none-eabi bss && run 1800 bash scripts/bss-check.sh; }
 
 # Returns 3 for "nothing to run" (reported as SKIP, not counted).
@@ -363,6 +532,20 @@ step_firmware() {
     done
     [ "$ok" = 0 ] || return 1
     run 1200 "./$script"
+}
+
+# A Cortex-M0 firmware that picks portable-atomic's unsafe-assume-single-core
+# and has no critical-section implementation (no_std-tests/single-core):
+# builds, runs under QEMU, output checked.
+step_single_core() {
+    local script=no_std-tests/single-core/run.sh ok=0
+    if [ -n "${MISSING[qemu-system-arm]:-}" ]; then
+        echo "single-core: cannot run: qemu-system-arm is missing (see MISSING line above)"
+        ok=1
+    fi
+    need_target thumbv6m-none-eabi single-core || ok=1
+    [ "$ok" = 0 ] || return 1
+    run 1200 bash "$script"
 }
 
 loom_models() { # lists loom-tests/tests/*.rs
@@ -475,6 +658,7 @@ R_SECS=()
 echo "==> setup"
 setup_rust_components
 setup_targets
+setup_msrv
 setup_miri
 setup_qemu
 echo "setup: done in $((SECONDS - START))s"

@@ -30,11 +30,40 @@
 //!
 //! # Features
 //!
-//! - `std` (default): the [`Host`] backend. Without it the crate is
-//!   `#![no_std]` with no allocator and builds for `thumbv6m-none-eabi`
-//!   (no compare-and-swap: read-modify-writes go through `portable-atomic`
-//!   and the application's `critical-section` implementation) and
-//!   `thumbv7m-none-eabi`.
+//! - `std` (default): the [`Host`] backend, [`DrainThreads`], workqueues.
+//!   Without it the crate is `#![no_std]` with no allocator.
+//!
+//! # Targets, systems, MSRV
+//!
+//! Without `std` the crate builds for `thumbv6m-none-eabi`,
+//! `thumbv7m-none-eabi`, `thumbv8m.main-none-eabi`,
+//! `riscv32i-unknown-none-elf`, `riscv32imac-unknown-none-elf`,
+//! `aarch64-unknown-none` and `x86_64-unknown-none` (the test command
+//! builds each). On a core without compare-and-swap (`thumbv6m`,
+//! `riscv32i`) read-modify-writes come from `portable-atomic`, and **the
+//! application picks its mode**, the crate never does: in the firmware's
+//! `Cargo.toml`, either
+//! `portable-atomic = { version = "1", default-features = false, features = ["critical-section"] }`
+//! plus a `critical-section` implementation (for example `cortex-m`'s
+//! `critical-section-single-core` feature), or
+//! `portable-atomic = { version = "1", default-features = false, features = ["unsafe-assume-single-core"] }`
+//! (single-core, privileged code only). With neither, the build stops
+//! with portable-atomic's error naming both.
+//!
+//! With `std`:
+//!
+//! | system | idle threads sleep on | [`Signals`] backend | `fork()` repair |
+//! | --- | --- | --- | --- |
+//! | Linux | `futex` | yes | yes |
+//! | macOS, iOS | `__ulock_wait` / `__ulock_wake` | no | yes |
+//! | Windows | `WaitOnAddress` / `WakeByAddressAll` (clock: `QueryPerformanceCounter`) | no | no `fork` |
+//! | other Unix | polling every 1 ms ([`WakeWord`]) | no | yes |
+//! | anything else | `compile_error!`: use `default-features = false` | | |
+//!
+//! Workqueue CPU pinning and high-priority workers are Linux-only.
+//!
+//! MSRV: Rust 1.87 (`heapless` 0.9 needs it); the test command builds the
+//! library with 1.87.0.
 //!
 //! # fork()
 //!
@@ -182,6 +211,85 @@
 //! println!("{}", RT.stats());
 //! ```
 
+// Links to items that exist only with feature `std` (the signal backend:
+// `std` on Linux). In a firmware's `cargo doc --no-default-features` they
+// point at the section that says where the item lives, so the no_std docs
+// have no broken links.
+#![doc = ""]
+#![cfg_attr(feature = "std", doc = "[`Host`]: crate::Host")]
+#![cfg_attr(not(feature = "std"), doc = "[`Host`]: #features")]
+#![cfg_attr(feature = "std", doc = "[`DrainThreads`]: crate::DrainThreads")]
+#![cfg_attr(not(feature = "std"), doc = "[`DrainThreads`]: #features")]
+#![cfg_attr(feature = "std", doc = "[`Work`]: crate::Work")]
+#![cfg_attr(not(feature = "std"), doc = "[`Work`]: #features")]
+#![cfg_attr(feature = "std", doc = "[`DelayedWork`]: crate::DelayedWork")]
+#![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
+#![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
+#![cfg_attr(not(feature = "std"), doc = "[`Workqueue`]: #features")]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`Signals`]: crate::Signals"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`Signals`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalConfig`]: crate::SignalConfig"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalConfig`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalMode`]: crate::SignalMode"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalMode`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SigInfo`]: crate::SigInfo"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SigInfo`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`Accept`]: crate::Accept"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`Accept`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalHandle`]: crate::SignalHandle"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalHandle`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalCounts`]: crate::SignalCounts"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalCounts`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", target_os = "linux", not(bottomhalf_loom)),
+    doc = "[`SignalError`]: crate::SignalError"
+)]
+#![cfg_attr(
+    not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
+    doc = "[`SignalError`]: #features"
+)]
 #![no_std]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::std_instead_of_core)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -189,10 +297,21 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+// The `Host` backend reads the system's monotonic clock and the workqueues
+// sleep on its wait-on-address call; both exist on Unix and Windows only.
+#[cfg(all(feature = "std", not(any(unix, windows))))]
+compile_error!(
+    "bottomhalf's `std` feature (the Host backend, workqueues) supports Linux, macOS and \
+     other Unix systems, and Windows; the Signals backend is Linux-only. On this target use \
+     `default-features = false` with a `BareMetal` board or your own `Backend`."
+);
+
 mod backend;
 mod fork;
 mod mailbox;
 mod percpu;
+#[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]
+mod pidset;
 #[cfg(any(bottomhalf_loom, all(feature = "std", target_os = "linux")))]
 mod sigslot;
 mod softirq;
@@ -216,6 +335,8 @@ pub use backend::{CpuBinding, DrainThreads, Host};
 pub use fork::loom_fork as __loom_fork;
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
+#[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]
+pub use pidset::{PidSet, PidSetError, PidSetRef};
 /// The signal slot state machine, for the loom model
 /// (`loom-tests/tests/signal_slot.rs`); not part of the API.
 #[cfg(bottomhalf_loom)]

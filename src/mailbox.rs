@@ -90,6 +90,7 @@ fn bump<T>(counter: &AtomicU32, item: T) -> T {
 /// assert_eq!(mb.split().unwrap_err(), MailboxError::AlreadySplit);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum MailboxError {
     /// [`Mailbox::split`] was already called: a single-producer mailbox has
     /// one producer and one consumer, for good.
@@ -108,6 +109,8 @@ impl fmt::Display for MailboxError {
         })
     }
 }
+
+impl core::error::Error for MailboxError {}
 
 /// A single-producer, single-consumer mailbox of capacity `N - 1`, on
 /// `heapless::spsc::Queue<T, N>`.

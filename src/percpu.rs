@@ -33,6 +33,7 @@ use crossbeam_utils::CachePadded;
 /// assert_eq!(counters.try_get(2).unwrap_err(), CpuOutOfRange { cpu: 2, cpus: 2 });
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct CpuOutOfRange {
     /// The index that was asked for.
     pub cpu: usize,
@@ -49,6 +50,8 @@ impl fmt::Display for CpuOutOfRange {
         )
     }
 }
+
+impl core::error::Error for CpuOutOfRange {}
 
 /// One cache-padded `T` per CPU, `N` CPUs.
 ///

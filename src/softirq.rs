@@ -89,6 +89,7 @@ pub const MAX_VECTORS: usize = 32;
 /// const V: Vector = Vector::new(6); // error: vector 6 drains tasklets
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Vector(u8);
 
 impl Vector {
@@ -212,6 +213,7 @@ impl Vector {
 /// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum VectorError {
     /// The index is 32 or more.
     OutOfRange {
@@ -243,6 +245,8 @@ impl fmt::Display for VectorError {
     }
 }
 
+impl core::error::Error for VectorError {}
+
 /// Why [`Runtime::register`] refused a handler.
 ///
 /// # Examples
@@ -256,6 +260,7 @@ impl fmt::Display for VectorError {
 /// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RegisterError {
     /// The vector drains tasklets ([`Vector::HI_TASKLET`], [`Vector::TASKLET`]).
     Reserved(Vector),
@@ -283,6 +288,8 @@ impl fmt::Display for RegisterError {
         }
     }
 }
+
+impl core::error::Error for RegisterError {}
 
 /// A softirq handler. It gets the index of the CPU it runs on.
 ///

@@ -90,6 +90,7 @@ impl CpuStats {
 /// assert_eq!(Misuse::UnbalancedIrqExit.to_string(), "irq_exit without irq_enter");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Misuse {
     /// The backend ([`Backend::current_cpu`], a [`Board`](crate::Board)'s
     /// `cpu`) reported a CPU index `>= N`. The call used CPU `index % N`
@@ -165,6 +166,10 @@ impl fmt::Display for Misuse {
 /// assert_eq!(s.unhandled(0, Vector::new(12)), 1);
 /// println!("{s}");
 /// ```
+///
+/// With the `defmt` feature, `Stats` is also `defmt::Format`: the same
+/// counters, one line per CPU and one per vector that has a name or any
+/// activity, for a firmware's `defmt::info!("{}", RT.stats())`.
 pub struct Stats<'a, B: Backend, const N: usize> {
     rt: &'a Runtime<B, N>,
 }
@@ -495,5 +500,56 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
 impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// The `defmt` form of the table: per CPU shown (as in `Display`), the
+/// drain counters, then one line per vector that has a name or any
+/// activity, then the misuse counters that are not zero.
+#[cfg(feature = "defmt")]
+impl<B: Backend, const N: usize> defmt::Format for Stats<'_, B, N> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        for cpu in 0..self.shown() {
+            defmt::write!(
+                f,
+                "CPU{=usize}: restarts {=u32}, budget exhausted {=u32}\n",
+                cpu,
+                self.restarts(cpu),
+                self.budget_exhausted(cpu)
+            );
+            for v in Vector::ALL {
+                let counts = [
+                    self.runs(cpu, v),
+                    self.raised(cpu, v),
+                    self.coalesced(cpu, v),
+                    self.unhandled(cpu, v),
+                    self.max_handler_ns(cpu, v),
+                    self.panicked(cpu, v),
+                ];
+                let name = self.rt.vector_name(v);
+                if name.is_none() && counts.iter().all(|&c| c == 0) {
+                    continue;
+                }
+                defmt::write!(
+                    f,
+                    "  vector {=usize} {=str}: runs {=u32}, raised {=u32}, coalesced {=u32}, \
+                     dropped {=u32}, longest {=u32} ns, panicked {=u32}\n",
+                    v.index(),
+                    name.unwrap_or(""),
+                    counts[0],
+                    counts[1],
+                    counts[2],
+                    counts[3],
+                    counts[4],
+                    counts[5]
+                );
+            }
+            for m in Misuse::ALL {
+                let n = self.misuse(cpu, m);
+                if n != 0 {
+                    defmt::write!(f, "  {=str}: {=u32}\n", m.label(), n);
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `--cfg bottomhalf_loom` | `loom::sync::atomic` | `loom::cell::UnsafeCell` |
 //! | target with compare-and-swap | `core::sync::atomic` | wrapper over `core::cell::UnsafeCell` |
-//! | target without it (thumbv6m) | `portable_atomic` (its `critical-section` feature) | wrapper over `core::cell::UnsafeCell` |
+//! | target without it (thumbv6m, riscv32i) | `portable_atomic`, in the mode the application picks (below) | wrapper over `core::cell::UnsafeCell` |
 //!
 //! Code that imports `core::sync::atomic` directly is invisible to loom;
 //! nothing else in the crate does. The non-loom [`UnsafeCell`] offers loom's
@@ -15,6 +15,46 @@
 //!
 //! loom's types have no `const` constructors, so the crate's `const fn`
 //! constructors are plain `fn`s under `--cfg bottomhalf_loom` ([`loom_const_fn!`]).
+//!
+//! # Targets without compare-and-swap: the application picks
+//!
+//! On a target without compare-and-swap (Cortex-M0/M0+ `thumbv6m-none-eabi`,
+//! RISC-V without the A extension `riscv32i-unknown-none-elf`) the crate's
+//! read-modify-writes come from [`portable-atomic`], which can provide them
+//! in two ways. Which one is right depends on the system, so the crate does
+//! not choose (portable-atomic asks libraries not to): the **application**
+//! enables one in its own `Cargo.toml`.
+//!
+//! - A critical section: portable-atomic's `critical-section` feature plus
+//!   one [`critical-section`] implementation, for example `cortex-m`'s for a
+//!   single-core Cortex-M, or an RTOS's or a multi-core chip's own:
+//!
+//!   ```toml
+//!   [dependencies]
+//!   portable-atomic = { version = "1", default-features = false, features = ["critical-section"] }
+//!   cortex-m = { version = "0.7", features = ["critical-section-single-core"] }
+//!   ```
+//!
+//! - Interrupt masking without a critical-section crate: portable-atomic's
+//!   `unsafe-assume-single-core` feature (or the
+//!   `--cfg portable_atomic_unsafe_assume_single_core` rustflag). Sound only
+//!   on a single-core chip whose code runs privileged; cheaper, since loads
+//!   and stores do not mask interrupts:
+//!
+//!   ```toml
+//!   [dependencies]
+//!   portable-atomic = { version = "1", default-features = false, features = ["unsafe-assume-single-core"] }
+//!   ```
+//!
+//! With neither, the build stops in portable-atomic with an error that
+//! names both (the crate enables its `require-cas` feature for that). Either
+//! way a read-modify-write masks interrupts for a few instructions: a top
+//! half that runs in an interrupt handler is delayed by that much, never
+//! blocked. Targets with compare-and-swap (Cortex-M3 and up, `riscv32imac`,
+//! AArch64, x86-64) do not use portable-atomic at all.
+//!
+//! [`portable-atomic`]: https://docs.rs/portable-atomic
+//! [`critical-section`]: https://docs.rs/critical-section
 
 #[cfg(bottomhalf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
@@ -81,6 +121,16 @@ pub(crate) use loom::cell::UnsafeCell;
 /// Declares a constructor that is `const fn` normally and a plain `fn` under
 /// `--cfg bottomhalf_loom`, whose types have no `const` constructors.
 macro_rules! loom_const_fn {
+    // With type parameters, each with one bound (`<C: Sync>`).
+    ($(#[$attr:meta])* $vis:vis fn $name:ident <$($gen:ident : $bound:path),+> ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        #[cfg(not(bottomhalf_loom))]
+        $(#[$attr])*
+        $vis const fn $name <$($gen: $bound),+> ($($arg: $ty),*) -> $ret $body
+
+        #[cfg(bottomhalf_loom)]
+        $(#[$attr])*
+        $vis fn $name <$($gen: $bound),+> ($($arg: $ty),*) -> $ret $body
+    };
     ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$($lt:lifetime),*>)? ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         #[cfg(not(bottomhalf_loom))]
         $(#[$attr])*

@@ -60,7 +60,8 @@
 //!
 //! On cores without compare-and-swap (`thumbv6m`: Cortex-M0/M0+) every
 //! atomic read-modify-write goes through `portable-atomic`, which masks
-//! interrupts with the application's `critical-section` implementation for
+//! interrupts (through the application's `critical-section` implementation,
+//! or directly with its `unsafe-assume-single-core` feature) for
 //! the few instructions of one load, compute and store — a fixed, short
 //! sequence with no loop inside the mask. Loops (a CAS retry) run with
 //! interrupts enabled between masked attempts. Per top-half operation:
@@ -79,11 +80,18 @@
 //! masked `fetch_add` on that path).
 //!
 //! Loads and stores of aligned words are single instructions on every
-//! Cortex-M and are never masked.
+//! Cortex-M. The table counts read-modify-writes, which is all that masks
+//! with portable-atomic's `unsafe-assume-single-core` mode. With its
+//! `critical-section` mode portable-atomic takes the critical section for
+//! every access to its atomics, loads and stores included: each load or
+//! store of the crate's own atomics on these paths is one more short
+//! masked section (a `Mailbox` push stores its push count; the ring
+//! itself uses heapless's native loads and stores in both modes).
 //!
-//! The application picks the `critical-section` implementation (for
-//! example `cortex-m`'s `critical-section-single-core` feature); the
-//! library never enables one.
+//! The application picks the mode: portable-atomic's `critical-section`
+//! feature plus an implementation (for example `cortex-m`'s
+//! `critical-section-single-core` feature), or its
+//! `unsafe-assume-single-core` feature; the library never enables either.
 
 use core::marker::PhantomData;
 

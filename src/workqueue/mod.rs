@@ -170,6 +170,7 @@ fn ensure_atfork() {
 /// W.flush().unwrap();
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum WorkqueueError {
     /// The workqueue is stopping (being dropped): nothing more is queued.

@@ -3,6 +3,8 @@
 
 use libc::c_int;
 
+use crate::pidset::{PidSet, PidSetRef};
+
 /// `SI_TKILL` (`tgkill`, `raise`): not in every `libc` release.
 const SI_TKILL: c_int = -6;
 
@@ -167,8 +169,8 @@ const MAX_NESTING: usize = 4;
 /// For the negative codes other than `SI_USER`/`SI_TKILL` the kernel only
 /// checks that the sender may signal this process at all (same uid, or
 /// privilege), never what it wrote into `siginfo`. So
-/// [`SameProcess`](Accept::SameProcess), [`SameUid`](Accept::SameUid) and
-/// [`Pids`](Accept::Pids) reject them, counted as rejected, unless
+/// [`SameProcess`](Accept::SameProcess), [`SameUid`](Accept::SameUid),
+/// [`Pids`](Accept::Pids) and [`PidSet`](Accept::PidSet) reject them, counted as rejected, unless
 /// wrapped in [`AllowUnverified`](Accept::AllowUnverified), which accepts
 /// them when the claimed sender passes the inner filter (`SI_QUEUE`,
 /// `SI_MESGQ`) or when they claim none (timers, AIO, unknown codes). That
@@ -198,8 +200,15 @@ pub enum Accept {
     SameProcess,
     /// Only processes of this process's real uid, and the kernel.
     SameUid,
-    /// Only the listed processes, and the kernel.
+    /// Only the listed processes, and the kernel. The list is fixed when
+    /// the filter is built; for pids learnt at run time use
+    /// [`PidSet`](Accept::PidSet).
     Pids(&'static [libc::pid_t]),
+    /// Only the processes in the set at delivery time, and the kernel: a
+    /// [`PidSet`] the program fills and empties as it runs (no leaked
+    /// list; the handler reads it with atomic loads). Made by
+    /// [`Accept::pid_set`].
+    PidSet(PidSetRef),
     /// The inner filter, and also signals whose sender the kernel does not
     /// verify (type docs): accepted if their claimed sender passes the
     /// inner filter, or if they claim none. Nesting adds nothing; more
@@ -209,6 +218,29 @@ pub enum Accept {
 }
 
 impl Accept {
+    /// Accepts the processes in `set` when the signal arrives (and the
+    /// kernel): [`Accept::PidSet`]. The program adds and removes pids
+    /// while the handler is installed ([`PidSet::insert`],
+    /// [`PidSet::remove`]); the handler reads the set with `N` atomic
+    /// loads (no lock, no allocation).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Accept, PidSet, PidSetRef};
+    /// static CHILDREN: PidSet<16> = PidSet::new();
+    /// static FILTER: Accept = Accept::pid_set(&CHILDREN);
+    /// assert_eq!(FILTER, Accept::PidSet(PidSetRef::new(&CHILDREN)));
+    /// // Also `sigqueue` payloads that claim to come from a child:
+    /// let lenient = Accept::AllowUnverified(&FILTER);
+    /// assert_ne!(lenient, FILTER);
+    /// ```
+    pub const fn pid_set<const N: usize>(set: &'static PidSet<N>) -> Accept {
+        Accept::PidSet(PidSetRef::new(set))
+    }
+
     /// The innermost filter and whether unverified senders are allowed;
     /// `None` if the nesting is too deep.
     fn resolve(self) -> Option<(Accept, bool)> {
@@ -251,6 +283,7 @@ impl Accept {
             Accept::SameProcess => info.pid == unsafe { libc::getpid() },
             Accept::SameUid => info.uid == unsafe { libc::getuid() },
             Accept::Pids(pids) => pids.contains(&info.pid),
+            Accept::PidSet(set) => set.contains(info.pid),
             // `resolve` returns a non-nested filter.
             Accept::AllowUnverified(_) => false,
         }

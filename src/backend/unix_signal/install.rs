@@ -164,7 +164,6 @@
 
 use core::ffi::c_void;
 use core::fmt;
-use core::marker::PhantomData;
 
 use libc::c_int;
 
@@ -373,6 +372,7 @@ impl fmt::Debug for SignalConfig {
 /// assert!(err.to_string().contains("SIGKILL"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SignalError {
     /// Not a signal number this system can deliver (`< 1` or `> SIGRTMAX`).
     OutOfRange(c_int),
@@ -1050,6 +1050,10 @@ enum Owner {
 /// removes it (shared mode: removes this action from the registry;
 /// exclusive mode: restores the disposition that was there before).
 ///
+/// `Send` and `Sync`: keep it in a `static OnceLock<SignalHandle>` to read
+/// its counters from any thread (the top half then stays installed for
+/// the life of the process), or move it to the thread that uninstalls.
+///
 /// # Examples
 ///
 /// ```
@@ -1069,19 +1073,40 @@ enum Owner {
 /// assert_eq!(h.handled(), 1);
 /// h.uninstall().unwrap();
 /// ```
+///
+/// A handle kept in a `static` and read from another thread:
+///
+/// ```
+/// use bottomhalf::{Config, Runtime, SignalConfig, SignalHandle, Signals};
+/// use std::sync::OnceLock;
+///
+/// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+/// static HUP: OnceLock<SignalHandle> = OnceLock::new();
+/// HUP.set(RT.install(SignalConfig::new(libc::SIGHUP, |_| {})).unwrap()).unwrap();
+/// // SAFETY: raising a signal whose handler is installed.
+/// unsafe { libc::raise(libc::SIGHUP) };
+/// let seen = std::thread::spawn(|| HUP.get().unwrap().handled()).join().unwrap();
+/// assert_eq!(seen, 1);
+/// ```
 #[must_use = "dropping the handle uninstalls the top half"]
 pub struct SignalHandle {
     signal: c_int,
     owner: Owner,
     /// The signal's totals at install.
     base: SignalCounts,
-    _not_send: PhantomData<*const ()>,
 }
 
-// SAFETY: `owner` is plain data; uninstalling from another thread is fine
-// (sigaction and the registry are process-wide). Not Sync: `uninstall`
-// consumes it.
-unsafe impl Send for SignalHandle {}
+// `Send` and `Sync` without `unsafe`: every field is plain data (a
+// `sigaction`, the registry's `SigId`, counts). Through `&SignalHandle`
+// a thread can only read the counters (atomics) and the fields; removing
+// the top half takes the handle by value (`uninstall`, `Drop`), and
+// sigaction and the registry are process-wide, so it may happen on any
+// thread. A `static OnceLock<SignalHandle>` is therefore fine (it is never
+// dropped: the top half stays installed for the life of the process).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<SignalHandle>();
+};
 
 impl fmt::Debug for SignalHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1414,7 +1439,6 @@ impl<const N: usize> Runtime<Signals, N> {
             signal: config.signal,
             owner,
             base,
-            _not_send: PhantomData,
         })
     }
 }
