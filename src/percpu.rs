@@ -153,7 +153,7 @@ impl<T, const N: usize> PerCpu<T, N> {
     ///
     /// If `cpu >= N`, with a message naming both numbers. A backend that
     /// hands out CPU indices checks them at set-up (see
-    /// [`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread)),
+    /// `Runtime::bind_current_thread`, feature `std`),
     /// so this is a bug in the caller, caught before any memory is touched.
     ///
     /// # Examples

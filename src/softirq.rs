@@ -853,7 +853,7 @@ impl CpuState {
 /// A softirq runtime: `N` CPUs, 32 vectors, two tasklet lists per CPU.
 ///
 /// `B` says where the current CPU, the clock and the drain wake-up come
-/// from ([`Host`](crate::Host) for threads standing in for CPUs). Build it
+/// from (`Host`, feature `std`, for threads standing in for CPUs). Build it
 /// in a `static`; register handlers at set-up; raise from top halves;
 /// drain from the bottom half of each CPU.
 ///
