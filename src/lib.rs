@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | [`Runtime`] | 32 softirq vectors with per-CPU pending masks, `raise`, the budgeted `drain`, the tasklet lists |
 //! | [`Vector`], [`Config`], [`DrainOutcome`] | a vector number; the drain's restart and time budget; what a drain left behind |
+//! | [`Handlers`] | a `const` table of softirq handlers (plain, or with a `'static` context as [`Runtime::register_with`] takes), in flash, given by the [`Backend`] or [`Board`]; the runtime stays all zeros (`.bss`) |
 //! | [`Tasklet`] | a `static` deferred function: coalescing, never concurrent, re-run if scheduled while running; `disable`/`enable`/`kill` |
 //! | [`Mailbox`] | single-producer ring (on `heapless::spsc`) from a top half to its bottom half; drops counted |
 //! | [`MpscMailbox`] | multi-producer ring whose producers never wait for each other |
