@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-ALL_STEPS=(fmt clippy test doc defmt package bench-build no_std-targets std-other-os msrv
+ALL_STEPS=(fmt clippy test doc defmt package bench-build no_std-targets bss std-other-os msrv
     firmware single-core loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
@@ -245,6 +245,7 @@ target_users() {
     in_list "$t" "${OTHER_OS_TARGETS[@]}" && selected std-other-os && users+=(std-other-os)
     in_list "$t" "${THUMB_TARGETS[@]}" && selected firmware && users+=(firmware)
     [ "$t" = thumbv6m-none-eabi ] && selected single-core && users+=(single-core)
+    [ "$t" = thumbv7m-none-eabi ] && selected bss && users+=(bss)
     echo "${users[*]}"
 }
 
@@ -509,6 +510,7 @@ step_msrv() {
         cargo "+$MSRV_TOOLCHAIN" build --locked --no-default-features --lib --target "$MSRV_TARGET" || ok=1
     return "$ok"
 }
+step_bss() { need_target thumbv7m-none-eabi bss && run 1800 bash scripts/bss-check.sh; }
 
 # Returns 3 for "nothing to run" (reported as SKIP, not counted).
 step_firmware() {

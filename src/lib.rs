@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | [`Runtime`] | 32 softirq vectors with per-CPU pending masks, `raise`, the budgeted `drain`, the tasklet lists |
 //! | [`Vector`], [`Config`], [`DrainOutcome`] | a vector number; the drain's restart and time budget; what a drain left behind |
+//! | [`Handlers`] | a `const` table of softirq handlers (plain, or with a `'static` context as [`Runtime::register_with`] takes), in flash, given by the [`Backend`] or [`Board`]; the runtime stays all zeros (`.bss`) |
 //! | [`Tasklet`] | a `static` deferred function: coalescing, never concurrent, re-run if scheduled while running; `disable`/`enable`/`kill` |
 //! | [`Mailbox`] | single-producer ring from a top half to its bottom half; its ends are handles an interrupt handler, RTIC task or tasklet holds without `unsafe`; drops counted |
 //! | [`MpscMailbox`] | multi-producer ring whose producers never wait for each other |
@@ -343,7 +344,8 @@ pub use pidset::{PidSet, PidSetError, PidSetRef};
 #[doc(hidden)]
 pub use sigslot::{Entered as LoomSigSlotEntered, SlotState as LoomSigSlot};
 pub use softirq::{
-    Config, DrainOutcome, Handler, RegisterError, Runtime, Vector, VectorOutOfRange, MAX_VECTORS,
+    Config, DrainOutcome, Handler, Handlers, RegisterError, Runtime, Vector, VectorError,
+    VectorOutOfRange, MAX_VECTORS,
 };
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};

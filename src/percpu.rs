@@ -9,8 +9,14 @@
 //! ([`Misuse::CpuOutOfRange`](crate::Misuse::CpuOutOfRange)). Which CPU is
 //! "current" is not this type's business: the backend says
 //! ([`Backend::current_cpu`](crate::Backend::current_cpu)).
+//!
+//! The padding is internal: [`PerCpu::new`] takes plain `[T; N]` and wraps
+//! each slot itself. (Taking the padding type would make
+//! `crossbeam_utils`'s version part of this crate's API, and ask every
+//! caller to spell a detail that only this type needs to get right.)
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
@@ -56,10 +62,8 @@ impl core::error::Error for CpuOutOfRange {}
 /// ```
 /// use bottomhalf::PerCpu;
 /// use core::sync::atomic::{AtomicU32, Ordering};
-/// use crossbeam_utils::CachePadded;
 ///
-/// static EVENTS: PerCpu<AtomicU32, 4> =
-///     PerCpu::new([const { CachePadded::new(AtomicU32::new(0)) }; 4]);
+/// static EVENTS: PerCpu<AtomicU32, 4> = PerCpu::new([const { AtomicU32::new(0) }; 4]);
 ///
 /// EVENTS.get(1).fetch_add(1, Ordering::Relaxed);
 /// let total: u32 = EVENTS.iter().map(|c| c.load(Ordering::Relaxed)).sum();
@@ -74,7 +78,8 @@ pub struct PerCpu<T, const N: usize> {
 impl<T, const N: usize> PerCpu<T, N> {
     const CHECK: () = assert!(N > 0, "PerCpu needs at least one CPU");
 
-    /// Builds the slots from an array, usable in a `static` initializer.
+    /// Builds the slots from an array (slot `c` for CPU `c`), usable in a
+    /// `static` initializer; each is padded to its own cache line here.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -82,12 +87,28 @@ impl<T, const N: usize> PerCpu<T, N> {
     ///
     /// ```
     /// use bottomhalf::PerCpu;
-    /// use crossbeam_utils::CachePadded;
-    /// static IDS: PerCpu<u8, 2> = PerCpu::new([CachePadded::new(10), CachePadded::new(11)]);
+    /// static IDS: PerCpu<u8, 2> = PerCpu::new([10, 11]);
     /// assert_eq!(*IDS.get(1), 11);
     /// ```
-    pub const fn new(slots: [CachePadded<T>; N]) -> Self {
+    pub const fn new(slots: [T; N]) -> Self {
         let () = Self::CHECK;
+        let slots = MaybeUninit::new(slots);
+        let src = slots.as_ptr().cast::<T>();
+        let mut padded: [MaybeUninit<CachePadded<T>>; N] = [const { MaybeUninit::uninit() }; N];
+        let mut i = 0;
+        while i < N {
+            // SAFETY: `src` points to the `N` initialised `T`s of `slots`,
+            // which is a `MaybeUninit` and so never drops them; each index
+            // below `N` is read exactly once, so every `T` is moved out
+            // once, into `padded[i]`.
+            padded[i] = MaybeUninit::new(CachePadded::new(unsafe { src.add(i).read() }));
+            i += 1;
+        }
+        // SAFETY: the loop initialised all `N` elements, and
+        // `[MaybeUninit<X>; N]` has the layout of `[X; N]`; `padded` is
+        // `MaybeUninit` elements, which are never dropped, so the values
+        // are moved out once, here.
+        let slots = unsafe { padded.as_ptr().cast::<[CachePadded<T>; N]>().read() };
         Self { slots }
     }
 
@@ -132,7 +153,7 @@ impl<T, const N: usize> PerCpu<T, N> {
     ///
     /// If `cpu >= N`, with a message naming both numbers. A backend that
     /// hands out CPU indices checks them at set-up (see
-    /// [`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread)),
+    /// `Runtime::bind_current_thread`, feature `std`),
     /// so this is a bug in the caller, caught before any memory is touched.
     ///
     /// # Examples
@@ -204,6 +225,40 @@ mod tests {
         let a = p.get(0) as *const u8 as usize;
         let b = p.get(1) as *const u8 as usize;
         assert!(b - a >= 64, "slots {a:#x} and {b:#x} share a cache line");
+    }
+
+    #[test]
+    fn new_moves_each_slot_in_once_and_pads_it() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        use std::vec::Vec;
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted(Vec<u8>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let p: PerCpu<Counted, 3> = PerCpu::new([
+            Counted(std::vec![0]),
+            Counted(std::vec![1, 1]),
+            Counted(std::vec![2, 2, 2]),
+        ]);
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            0,
+            "a slot was dropped while moved in"
+        );
+        let lens: Vec<usize> = p.iter().map(|c| c.0.len()).collect();
+        assert_eq!(lens, [1, 2, 3]);
+        let a = p.get(0) as *const Counted as usize;
+        let b = p.get(1) as *const Counted as usize;
+        assert!(b - a >= 64, "slots {a:#x} and {b:#x} share a cache line");
+        drop(p);
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            3,
+            "each slot dropped exactly once"
+        );
     }
 
     #[test]

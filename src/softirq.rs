@@ -19,7 +19,21 @@
 //! - The same vector may run on two CPUs at once. A handler that needs
 //!   serialization serializes itself (or is a tasklet).
 //! - Vector 0 ([`Vector::HI_TASKLET`]) and vector 6 ([`Vector::TASKLET`])
-//!   drain the hi-priority and normal tasklet lists, as in Linux.
+//!   drain the hi-priority and normal tasklet lists, as in Linux. They
+//!   cannot be built by number ([`Vector::new`] refuses them, at compile
+//!   time in a `const`), and the drain handles them in code, not through
+//!   a handler slot.
+//! - A handler is found in the backend's constant table
+//!   ([`Backend::HANDLERS`], in flash, no registration) or in the
+//!   runtime's slot filled by [`Runtime::register`] (a plain `fn(cpu)`) or
+//!   [`Runtime::register_with`] (a `fn(&'static C, cpu)` and its context,
+//!   as Linux's `from_tasklet`/`container_of` give a driver its device).
+//!   The context is kept type-erased, as a pointer and a function pointer:
+//!   no allocation, nothing generic in the runtime's type.
+//! - `Runtime::new(Config::DEFAULT)` is all zero bytes, so a `static`
+//!   runtime lands in `.bss` (see "Memory" on [`Runtime`]): every initial
+//!   state is zero (slot EMPTY, no name, no handler; the limits are stored
+//!   xor-ed with the defaults).
 //!
 //! # Atomic orderings
 //!
@@ -51,6 +65,12 @@ pub const MAX_VECTORS: usize = 32;
 
 /// A softirq vector number, below [`MAX_VECTORS`].
 ///
+/// Vectors 0 and 6 drain the tasklet lists and exist only as the
+/// constants [`Vector::HI_TASKLET`] and [`Vector::TASKLET`]; building them
+/// by number is refused ([`Vector::new`] panics, at compile time in a
+/// `const`; [`Vector::try_new`] returns [`VectorError::Reserved`]), so a
+/// handler meant for a vector of its own cannot land on a tasklet vector.
+///
 /// # Examples
 ///
 /// ```
@@ -59,6 +79,14 @@ pub const MAX_VECTORS: usize = 32;
 /// const NET_RX: Vector = Vector::new(3);
 /// assert_eq!(NET_RX.index(), 3);
 /// assert!(Vector::try_new(32).is_err());
+/// assert!(Vector::try_new(6).is_err()); // the tasklet vector
+/// ```
+///
+/// A reserved vector built in a `const` does not compile:
+///
+/// ```compile_fail
+/// use bottomhalf::Vector;
+/// const V: Vector = Vector::new(6); // error: vector 6 drains tasklets
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -70,13 +98,36 @@ impl Vector {
     /// Drains normal tasklets (Linux's `TASKLET_SOFTIRQ`).
     pub const TASKLET: Vector = Vector(6);
 
-    /// Vector `index`.
+    /// Every vector, `0..32` in order, the tasklet vectors included (to
+    /// walk the statistics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// let runs: u32 = Vector::ALL.iter().map(|&v| RT.stats().runs(0, v)).sum();
+    /// assert_eq!((Vector::ALL.len(), runs), (32, 0));
+    /// ```
+    pub const ALL: [Vector; MAX_VECTORS] = {
+        let mut all = [Vector(0); MAX_VECTORS];
+        let mut i = 0;
+        while i < MAX_VECTORS {
+            all[i] = Vector(i as u8);
+            i += 1;
+        }
+        all
+    };
+
+    /// Vector `index`, for a handler of its own.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
     /// # Panics
     ///
-    /// If `index >= 32`; in a `const` item that is a compile-time error.
+    /// If `index >= 32`, or if `index` is 0 or 6 (the tasklet vectors,
+    /// available only as [`Vector::HI_TASKLET`] and [`Vector::TASKLET`]).
+    /// In a `const` item either is a compile-time error.
     ///
     /// # Examples
     ///
@@ -85,30 +136,44 @@ impl Vector {
     /// const TIMER: Vector = Vector::new(1);
     /// assert_eq!(TIMER.index(), 1);
     /// ```
+    #[track_caller]
     pub const fn new(index: usize) -> Vector {
         match Vector::try_new(index) {
             Ok(v) => v,
-            Err(_) => {
+            Err(VectorError::Reserved { .. }) => panic!(
+                "softirq vectors 0 and 6 drain tasklets: use Vector::HI_TASKLET or Vector::TASKLET"
+            ),
+            Err(VectorError::OutOfRange { .. }) => {
                 panic!("softirq vector index out of range: a runtime has 32 vectors (0..=31)")
             }
         }
     }
 
-    /// Vector `index`, or an error if `index >= 32`.
+    /// Vector `index`, or an error if `index >= 32` or `index` is one of
+    /// the tasklet vectors 0 and 6.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// [`VectorError::OutOfRange`] for `index >= 32`;
+    /// [`VectorError::Reserved`] for 0 and 6.
     ///
     /// # Examples
     ///
     /// ```
-    /// use bottomhalf::{Vector, VectorOutOfRange};
-    /// assert_eq!(Vector::try_new(40), Err(VectorOutOfRange { index: 40 }));
+    /// use bottomhalf::{Vector, VectorError};
+    /// assert_eq!(Vector::try_new(40), Err(VectorError::OutOfRange { index: 40 }));
+    /// assert_eq!(Vector::try_new(0), Err(VectorError::Reserved { index: 0 }));
+    /// assert_eq!(Vector::try_new(31).map(Vector::index), Ok(31));
     /// ```
-    pub const fn try_new(index: usize) -> Result<Vector, VectorOutOfRange> {
-        if index < MAX_VECTORS {
-            Ok(Vector(index as u8))
+    pub const fn try_new(index: usize) -> Result<Vector, VectorError> {
+        if index >= MAX_VECTORS {
+            Err(VectorError::OutOfRange { index })
+        } else if index == Self::HI_TASKLET.index() || index == Self::TASKLET.index() {
+            Err(VectorError::Reserved { index })
         } else {
-            Err(VectorOutOfRange { index })
+            Ok(Vector(index as u8))
         }
     }
 
@@ -134,28 +199,53 @@ impl Vector {
     }
 }
 
-/// A vector index of 32 or more.
+/// Why [`Vector::try_new`] refused an index.
 ///
 /// # Examples
 ///
 /// ```
 /// let e = bottomhalf::Vector::try_new(32).unwrap_err();
 /// assert_eq!(e.to_string(), "softirq vector 32 out of range (0..=31)");
+/// let e = bottomhalf::Vector::try_new(6).unwrap_err();
+/// assert_eq!(
+///     e.to_string(),
+///     "softirq vector 6 drains tasklets (use Vector::HI_TASKLET or Vector::TASKLET)"
+/// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct VectorOutOfRange {
-    /// The index that was asked for.
-    pub index: usize,
+pub enum VectorError {
+    /// The index is 32 or more.
+    OutOfRange {
+        /// The index that was asked for.
+        index: usize,
+    },
+    /// The index is 0 or 6, the tasklet vectors.
+    Reserved {
+        /// The index that was asked for.
+        index: usize,
+    },
 }
 
-impl fmt::Display for VectorOutOfRange {
+/// The former name of [`VectorError`], from when `try_new` refused only
+/// indices out of range; kept so code that names it still builds.
+pub type VectorOutOfRange = VectorError;
+
+impl fmt::Display for VectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "softirq vector {} out of range (0..=31)", self.index)
+        match *self {
+            VectorError::OutOfRange { index } => {
+                write!(f, "softirq vector {index} out of range (0..=31)")
+            }
+            VectorError::Reserved { index } => write!(
+                f,
+                "softirq vector {index} drains tasklets (use Vector::HI_TASKLET or Vector::TASKLET)"
+            ),
+        }
     }
 }
 
-impl core::error::Error for VectorOutOfRange {}
+impl core::error::Error for VectorError {}
 
 /// Why [`Runtime::register`] refused a handler.
 ///
@@ -176,6 +266,9 @@ pub enum RegisterError {
     Reserved(Vector),
     /// A handler is already registered for the vector.
     AlreadyRegistered(Vector),
+    /// The backend's constant handler table ([`Backend::HANDLERS`]) owns
+    /// the vector.
+    InTable(Vector),
 }
 
 impl fmt::Display for RegisterError {
@@ -187,6 +280,11 @@ impl fmt::Display for RegisterError {
             RegisterError::AlreadyRegistered(v) => {
                 write!(f, "softirq vector {} already has a handler", v.index())
             }
+            RegisterError::InTable(v) => write!(
+                f,
+                "softirq vector {} has a handler in the backend's constant table",
+                v.index()
+            ),
         }
     }
 }
@@ -199,6 +297,306 @@ impl core::error::Error for RegisterError {}
 /// whose pending bit it was, possibly at the same time as the same handler
 /// on another CPU.
 pub type Handler = fn(cpu: usize);
+
+/// A handler with a context, type-erased: the `fn(&'static C, usize)` of
+/// [`Runtime::register_with`] or [`Handlers::with_context`], called with
+/// its context as `*const ()`.
+type ErasedHandler = fn(ctx: *const (), cpu: usize);
+
+/// What a vector runs: a plain [`Handler`], or a handler with its
+/// `'static` context, in two words.
+///
+/// - context handler: `erased` is `Some`, `ctx` is the `&'static C`;
+/// - plain handler: `erased` is `None`, `ctx` is the `fn(usize)` itself,
+///   as a pointer (so a slot is no bigger than with one kind);
+/// - [`Callback::NONE`] (all zero): only the content of an empty slot,
+///   which `VectorSlot::get` never returns, and of a table entry that is
+///   `None`; `call` is never made on it.
+///
+/// Built only by [`Callback::plain`] and [`Callback::with_context`].
+#[derive(Clone, Copy)]
+struct Callback {
+    erased: Option<ErasedHandler>,
+    ctx: *const (),
+}
+
+// SAFETY: `ctx` is a `&'static C` with `C: Sync` (the only way to build a
+// `Callback` with a context is `with_context`, which requires it), a
+// function pointer, or null; so sharing it with handlers on other CPUs
+// shares a `&C`, which `C: Sync` allows, or a function pointer.
+unsafe impl Sync for Callback {}
+// SAFETY: as above: moving a `&'static C` to another thread needs `C: Sync`.
+unsafe impl Send for Callback {}
+
+impl Callback {
+    const NONE: Callback = Callback {
+        erased: None,
+        ctx: core::ptr::null(),
+    };
+
+    const fn plain(handler: Handler) -> Callback {
+        Callback {
+            erased: None,
+            ctx: handler as *const (),
+        }
+    }
+
+    const fn with_context<C: Sync + 'static>(
+        ctx: &'static C,
+        handler: fn(&'static C, usize),
+    ) -> Callback {
+        // SAFETY: a transmute between two function-pointer types whose
+        // arguments are ABI-compatible: `&'static C` and `*const ()` are
+        // both thin pointers (`C: Sized`, so the same pointer metadata,
+        // `()`), which the standard library documents as ABI-compatible
+        // ("Function pointers > ABI compatibility" in `core::primitive::fn`);
+        // `usize` is the same type. `call` passes back exactly the pointer
+        // made from `ctx` here, so the handler gets a valid `&'static C`.
+        let erased =
+            unsafe { core::mem::transmute::<fn(&'static C, usize), ErasedHandler>(handler) };
+        Callback {
+            erased: Some(erased),
+            ctx: core::ptr::from_ref(ctx).cast(),
+        }
+    }
+
+    /// Runs the callback on `cpu`. Never called on [`Callback::NONE`]
+    /// (see the type's docs).
+    #[inline(always)]
+    fn call(self, cpu: usize) {
+        match self.erased {
+            Some(h) => h(self.ctx, cpu),
+            None => {
+                debug_assert!(!self.ctx.is_null(), "Callback::NONE called");
+                // SAFETY: with `erased` `None`, `ctx` was made by `plain`
+                // from a `fn(usize)` (the only other `Callback` with
+                // `erased` `None` is `NONE`, which is never called), so
+                // this turns it back into the same function pointer, with
+                // its provenance: function and data pointers have one
+                // size and representation on every target the crate
+                // builds for.
+                let h = unsafe { core::mem::transmute::<*const (), Handler>(self.ctx) };
+                h(cpu);
+            }
+        }
+    }
+}
+
+/// A constant table of softirq handlers, known at compile time: built
+/// with `const` calls, it lives in flash (`.rodata`) and needs no
+/// `register` at start-up, so no raise can find its vector without a
+/// handler.
+///
+/// A backend supplies its table as [`Backend::HANDLERS`]; on bare metal,
+/// a [`Board`](crate::Board) supplies it as
+/// [`Board::HANDLERS`](crate::Board::HANDLERS). The runtime keeps no
+/// pointer to it (it reads the associated constant), so a runtime with a
+/// table is still all zeros and lands in `.bss`. Vectors the table does
+/// not own can still be registered at run time; `register` on a vector the
+/// table owns fails with [`RegisterError::InTable`].
+///
+/// The `with` calls panic, in a `const` at compile time, on a tasklet
+/// vector or on a vector the table already has.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{BareMetal, Board, Config, Handlers, RegisterError, Runtime, Vector};
+/// use core::sync::atomic::{AtomicU32, Ordering};
+///
+/// /// One driver function serves every UART; its instance is the context.
+/// struct Uart {
+///     rx: AtomicU32,
+/// }
+/// fn uart_rx(uart: &'static Uart, _cpu: usize) {
+///     uart.rx.fetch_add(1, Ordering::Relaxed);
+/// }
+/// static UART0: Uart = Uart { rx: AtomicU32::new(0) };
+/// static UART1: Uart = Uart { rx: AtomicU32::new(0) };
+/// static TICKS: AtomicU32 = AtomicU32::new(0);
+///
+/// const TIMER: Vector = Vector::new(1);
+/// const UART0_RX: Vector = Vector::new(2);
+/// const UART1_RX: Vector = Vector::new(3);
+///
+/// struct Mcu;
+/// impl Board for Mcu {
+///     const HANDLERS: &'static Handlers = &Handlers::new()
+///         .with(TIMER, "TIMER", |_cpu| { TICKS.fetch_add(1, Ordering::Relaxed); })
+///         .with_context(UART0_RX, "UART0_RX", &UART0, uart_rx)
+///         .with_context(UART1_RX, "UART1_RX", &UART1, uart_rx);
+/// }
+///
+/// static RT: Runtime<BareMetal<Mcu>, 1> = Runtime::new(Config::DEFAULT);
+///
+/// RT.raise(UART1_RX);
+/// RT.raise(TIMER);
+/// assert!(RT.drain().is_complete());
+/// assert_eq!(UART1.rx.load(Ordering::Relaxed), 1);
+/// assert_eq!(UART0.rx.load(Ordering::Relaxed), 0);
+/// assert_eq!(TICKS.load(Ordering::Relaxed), 1);
+/// assert_eq!(RT.vector_name(UART0_RX), Some("UART0_RX"));
+/// assert_eq!(RT.register(TIMER, "again", |_| {}), Err(RegisterError::InTable(TIMER)));
+/// ```
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// Entry `v`: vector `v`'s name and callback, or `None`.
+    entries: [Option<(&'static str, Callback)>; MAX_VECTORS],
+    /// Bit `v`: entry `v` is `Some`.
+    owned: u32,
+}
+
+impl Handlers {
+    /// The empty table (the default of [`Backend::HANDLERS`]): every
+    /// vector is registered at run time.
+    pub const NONE: Handlers = Handlers::new();
+
+    /// An empty table.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Vector};
+    /// const H: Handlers = Handlers::new();
+    /// assert!(!H.contains(Vector::new(1)));
+    /// ```
+    pub const fn new() -> Handlers {
+        Handlers {
+            entries: [None; MAX_VECTORS],
+            owned: 0,
+        }
+    }
+
+    const fn insert(mut self, v: Vector, name: &'static str, cb: Callback) -> Handlers {
+        if v.is_tasklet_vector() {
+            panic!("Handlers: vectors 0 and 6 drain tasklets and take no handler");
+        }
+        if self.owned & v.bit() != 0 {
+            panic!("Handlers: the table has two handlers for one vector");
+        }
+        self.entries[v.index()] = Some((name, cb));
+        self.owned |= v.bit();
+        self
+    }
+
+    /// The table with `handler` on vector `v`, named `name` in the
+    /// statistics.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `v` is a tasklet vector or already in the table; in a `const`
+    /// that is a compile-time error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Vector};
+    /// const H: Handlers = Handlers::new().with(Vector::new(4), "BLOCK", |_cpu| {});
+    /// assert!(H.contains(Vector::new(4)));
+    /// ```
+    ///
+    /// A vector twice does not compile:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Handlers, Vector};
+    /// const H: Handlers = Handlers::new()
+    ///     .with(Vector::new(4), "A", |_| {})
+    ///     .with(Vector::new(4), "B", |_| {});
+    /// ```
+    #[track_caller]
+    pub const fn with(self, v: Vector, name: &'static str, handler: Handler) -> Handlers {
+        self.insert(v, name, Callback::plain(handler))
+    }
+
+    /// The table with `handler` on vector `v`, called with `ctx` (a
+    /// device instance, a driver's state): one function serves several
+    /// vectors, each with its own context. `C: Sync` because the handler
+    /// may run on several CPUs at once.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// As [`with`](Handlers::with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Vector};
+    /// use core::sync::atomic::AtomicU32;
+    ///
+    /// static DROPPED: AtomicU32 = AtomicU32::new(0);
+    /// fn on_drop(count: &'static AtomicU32, _cpu: usize) {
+    ///     count.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    /// }
+    /// const H: Handlers = Handlers::new().with_context(Vector::new(5), "DROP", &DROPPED, on_drop);
+    /// assert!(H.contains(Vector::new(5)));
+    /// ```
+    #[track_caller]
+    pub const fn with_context<C: Sync + 'static>(
+        self,
+        v: Vector,
+        name: &'static str,
+        ctx: &'static C,
+        handler: fn(&'static C, usize),
+    ) -> Handlers {
+        self.insert(v, name, Callback::with_context(ctx, handler))
+    }
+
+    /// `true` if the table has a handler for `v`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!bottomhalf::Handlers::NONE.contains(bottomhalf::Vector::TASKLET));
+    /// ```
+    pub const fn contains(&self, v: Vector) -> bool {
+        self.owned & v.bit() != 0
+    }
+
+    /// `true` if the table has no handler.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(bottomhalf::Handlers::NONE.is_empty());
+    /// ```
+    pub const fn is_empty(&self) -> bool {
+        self.owned == 0
+    }
+
+    #[inline(always)]
+    fn get(&self, v: Vector) -> Option<(&'static str, Callback)> {
+        self.entries[v.index()]
+    }
+}
+
+impl Default for Handlers {
+    fn default() -> Handlers {
+        Handlers::new()
+    }
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(v, e)| e.map(|(name, _)| (v, name))),
+            )
+            .finish()
+    }
+}
 
 /// The drain's limits.
 ///
@@ -291,6 +689,34 @@ impl Config {
     }
 }
 
+/// A [`Config`] as the runtime stores it: each field xor-ed with
+/// [`Config::DEFAULT`]'s, so the default limits are all zero bits and a
+/// `static` runtime built with them is all zeros (`.bss`, no flash copy).
+/// A runtime built with other limits has these few bytes non-zero, which
+/// puts the whole runtime in `.data`.
+#[derive(Clone, Copy)]
+struct StoredConfig {
+    max_restart_x: u32,
+    time_budget_ns_x: u64,
+}
+
+impl StoredConfig {
+    const fn new(c: Config) -> StoredConfig {
+        StoredConfig {
+            max_restart_x: c.max_restart ^ Config::DEFAULT.max_restart,
+            time_budget_ns_x: c.time_budget_ns ^ Config::DEFAULT.time_budget_ns,
+        }
+    }
+
+    #[inline(always)]
+    const fn get(self) -> Config {
+        Config {
+            max_restart: self.max_restart_x ^ Config::DEFAULT.max_restart,
+            time_budget_ns: self.time_budget_ns_x ^ Config::DEFAULT.time_budget_ns,
+        }
+    }
+}
+
 /// What a drain left behind.
 ///
 /// # Examples
@@ -334,16 +760,21 @@ const SLOT_EMPTY: u8 = 0;
 const SLOT_WRITING: u8 = 1;
 const SLOT_READY: u8 = 2;
 
-/// One vector's handler.
+/// One vector's run-time registered handler.
 ///
 /// `state` goes EMPTY → WRITING (the one `register` that wins the CAS) →
-/// READY (Release, after `name` and `handler` are written). Nothing else
-/// writes `name` or `handler`; readers load `state` with Acquire and read
+/// READY (Release, after `name` and `callback` are written). Nothing else
+/// writes `name` or `callback`; readers load `state` with Acquire and read
 /// them only when it is READY.
+///
+/// All zero when empty (state EMPTY = 0, `None`s, null context), so a
+/// runtime's 32 slots cost no flash. The tasklet vectors 0 and 6 have no
+/// slot content of their own: the drain and `vector_name` handle them in
+/// code.
 struct VectorSlot {
     state: AtomicU8,
-    name: UnsafeCell<&'static str>,
-    handler: UnsafeCell<Option<Handler>>,
+    name: UnsafeCell<Option<&'static str>>,
+    callback: UnsafeCell<Callback>,
 }
 
 impl VectorSlot {
@@ -351,25 +782,31 @@ impl VectorSlot {
         fn new() -> VectorSlot {
             VectorSlot {
                 state: AtomicU8::new(SLOT_EMPTY),
-                name: UnsafeCell::new(""),
-                handler: UnsafeCell::new(None),
+                name: UnsafeCell::new(None),
+                callback: UnsafeCell::new(Callback::NONE),
             }
         }
     }
 
-    /// The name and handler, if registered.
-    fn get(&self) -> Option<(&'static str, Option<Handler>)> {
+    /// The name and callback, if registered.
+    #[inline(always)]
+    fn get(&self) -> Option<(&'static str, Callback)> {
         // Acquire: pairs with the Release store of READY in `register`.
-        if self.state.load(Ordering::Acquire) != SLOT_READY {
+        if self
+            .state
+            .load(ordering!("slot_ready_relaxed", Acquire, Relaxed))
+            != SLOT_READY
+        {
             return None;
         }
         // SAFETY: READY was stored (Release) after the only writes to
-        // `name` and `handler`, and we loaded it with Acquire; nobody writes
-        // them after READY, so these are shared reads of initialised data.
+        // `name` and `callback`, and we loaded it with Acquire; nobody
+        // writes them after READY, so these are shared reads of initialised
+        // data.
         let name = self.name.with(|p| unsafe { *p });
         // SAFETY: as above.
-        let handler = self.handler.with(|p| unsafe { *p });
-        Some((name, handler))
+        let callback = self.callback.with(|p| unsafe { *p });
+        Some((name.unwrap_or(""), callback))
     }
 }
 
@@ -416,7 +853,7 @@ impl CpuState {
 /// A softirq runtime: `N` CPUs, 32 vectors, two tasklet lists per CPU.
 ///
 /// `B` says where the current CPU, the clock and the drain wake-up come
-/// from ([`Host`](crate::Host) for threads standing in for CPUs). Build it
+/// from (`Host`, feature `std`, for threads standing in for CPUs). Build it
 /// in a `static`; register handlers at set-up; raise from top halves;
 /// drain from the bottom half of each CPU.
 ///
@@ -444,17 +881,28 @@ impl CpuState {
 /// assert_eq!(RX.load(Ordering::Relaxed), 1);
 /// assert_eq!(RT.stats().coalesced(0, NET_RX), 1);
 /// ```
+///
+/// # Memory
+///
+/// `Runtime::new(Config::DEFAULT)` is all zero bytes, so a `static`
+/// runtime lands in `.bss`: RAM only, nothing copied from flash at boot,
+/// nothing in a Linux binary's file. Non-default limits (`Config`) make a
+/// few bytes non-zero and move the whole runtime to `.data`; a backend's
+/// constant handler table ([`Backend::HANDLERS`]) lives in `.rodata` and
+/// does not change where the runtime goes. Handlers registered at run time
+/// fill the runtime's own slots.
 pub struct Runtime<B: Backend, const N: usize> {
     cpus: PerCpu<CpuState, N>,
     vectors: [VectorSlot; MAX_VECTORS],
-    config: Config,
+    config: StoredConfig,
     _backend: PhantomData<fn() -> B>,
 }
 
 impl<B: Backend, const N: usize> Runtime<B, N> {
     loom_const_fn! {
         /// An empty runtime with the given limits; vectors 0 and 6 drain
-        /// tasklets.
+        /// tasklets. With [`Config::DEFAULT`] it is all zero bytes (a
+        /// `static` of it goes to `.bss`; see "Memory" on [`Runtime`]).
         ///
         /// Top-half safe: yes. Allocates: no. Blocks: no.
         ///
@@ -466,21 +914,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         /// assert_eq!(RT.cpus(), 4);
         /// ```
         pub fn new(config: Config) -> Runtime<B, N> {
-            let mut vectors: [VectorSlot; MAX_VECTORS] = array_of![VectorSlot::new(); MAX_VECTORS];
-            vectors[Vector::HI_TASKLET.index()] = VectorSlot {
-                state: AtomicU8::new(SLOT_READY),
-                name: UnsafeCell::new("HI"),
-                handler: UnsafeCell::new(None),
-            };
-            vectors[Vector::TASKLET.index()] = VectorSlot {
-                state: AtomicU8::new(SLOT_READY),
-                name: UnsafeCell::new("TASKLET"),
-                handler: UnsafeCell::new(None),
-            };
             Runtime {
-                cpus: PerCpu::new(array_of![crossbeam_utils::CachePadded::new(CpuState::new()); N]),
-                vectors,
-                config,
+                cpus: PerCpu::new(array_of![CpuState::new(); N]),
+                vectors: array_of![VectorSlot::new(); MAX_VECTORS],
+                config: StoredConfig::new(config),
                 _backend: PhantomData,
             }
         }
@@ -536,7 +973,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// assert_eq!(RT.config(), Config::DEFAULT);
     /// ```
     pub const fn config(&self) -> Config {
-        self.config
+        self.config.get()
     }
 
     /// Registers `handler` for vector `v`, named `name` in the statistics.
@@ -547,7 +984,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// # Errors
     ///
     /// [`RegisterError::Reserved`] for the tasklet vectors 0 and 6;
-    /// [`RegisterError::AlreadyRegistered`] if `v` has a handler.
+    /// [`RegisterError::AlreadyRegistered`] if `v` has a handler;
+    /// [`RegisterError::InTable`] if the backend's constant table
+    /// ([`Backend::HANDLERS`]) has one.
     ///
     /// # Examples
     ///
@@ -567,8 +1006,80 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         name: &'static str,
         handler: Handler,
     ) -> Result<(), RegisterError> {
+        self.register_callback(v, name, Callback::plain(handler))
+    }
+
+    /// Registers `handler` for vector `v` with a `'static` context: the
+    /// drain calls `handler(ctx, cpu)`. One driver function then serves
+    /// several device instances, each on its own vector with its own
+    /// context (Linux's `from_tasklet`/`container_of`, Zephyr's
+    /// `CONTAINER_OF`). `C: Sync` because the handler may run on several
+    /// CPUs at once.
+    ///
+    /// No allocation: the runtime keeps the reference and the function
+    /// pointer in the vector's slot.
+    ///
+    /// Top-half safe: yes (lock-free; but registration belongs in set-up).
+    /// Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Runtime::register).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// /// One instance per UART; one driver function for all of them.
+    /// struct Uart {
+    ///     base: usize,
+    ///     rx_bytes: AtomicU32,
+    /// }
+    /// fn uart_rx(uart: &'static Uart, _cpu: usize) {
+    ///     // Read the FIFO at `uart.base`...
+    ///     uart.rx_bytes.fetch_add(1, Ordering::Relaxed);
+    /// }
+    ///
+    /// static UARTS: [Uart; 4] = [
+    ///     Uart { base: 0x4000_c000, rx_bytes: AtomicU32::new(0) },
+    ///     Uart { base: 0x4000_d000, rx_bytes: AtomicU32::new(0) },
+    ///     Uart { base: 0x4000_e000, rx_bytes: AtomicU32::new(0) },
+    ///     Uart { base: 0x4000_f000, rx_bytes: AtomicU32::new(0) },
+    /// ];
+    /// const UART_RX: [Vector; 4] = [Vector::new(2), Vector::new(3), Vector::new(4), Vector::new(5)];
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    ///
+    /// for (uart, v) in UARTS.iter().zip(UART_RX) {
+    ///     RT.register_with(v, "UART_RX", uart, uart_rx).unwrap();
+    /// }
+    /// RT.raise(UART_RX[2]); // UART 2's interrupt
+    /// assert!(RT.drain().is_complete());
+    /// let rx: Vec<u32> = UARTS.iter().map(|u| u.rx_bytes.load(Ordering::Relaxed)).collect();
+    /// assert_eq!(rx, [0, 0, 1, 0]);
+    /// ```
+    pub fn register_with<C: Sync + 'static>(
+        &self,
+        v: Vector,
+        name: &'static str,
+        ctx: &'static C,
+        handler: fn(&'static C, usize),
+    ) -> Result<(), RegisterError> {
+        self.register_callback(v, name, Callback::with_context(ctx, handler))
+    }
+
+    fn register_callback(
+        &self,
+        v: Vector,
+        name: &'static str,
+        callback: Callback,
+    ) -> Result<(), RegisterError> {
         if v.is_tasklet_vector() {
             return Err(RegisterError::Reserved(v));
+        }
+        if B::HANDLERS.contains(v) {
+            return Err(RegisterError::InTable(v));
         }
         let slot = &self.vectors[v.index()];
         // Acquire/Relaxed: the winner is the only writer of the cells below;
@@ -588,16 +1099,20 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         // SAFETY: winning EMPTY → WRITING makes this call the only writer,
         // and readers touch the cells only after seeing READY, which is
         // stored below; so no access overlaps these writes.
-        slot.name.with_mut(|p| unsafe { *p = name });
+        slot.name.with_mut(|p| unsafe { *p = Some(name) });
         // SAFETY: as above.
-        slot.handler.with_mut(|p| unsafe { *p = Some(handler) });
+        slot.callback.with_mut(|p| unsafe { *p = callback });
         // Release: pairs with the Acquire load in `VectorSlot::get`.
-        slot.state.store(SLOT_READY, Ordering::Release);
+        slot.state.store(
+            SLOT_READY,
+            ordering!("slot_ready_relaxed", Release, Relaxed),
+        );
         Ok(())
     }
 
-    /// The name vector `v` was registered under (`"HI"` and `"TASKLET"`
-    /// for the tasklet vectors), or `None`.
+    /// The name vector `v` was registered under, in the backend's
+    /// constant table or at run time (`"HI"` and `"TASKLET"` for the
+    /// tasklet vectors), or `None`.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -610,7 +1125,14 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// assert_eq!(RT.vector_name(Vector::new(9)), None);
     /// ```
     pub fn vector_name(&self, v: Vector) -> Option<&'static str> {
-        self.vectors[v.index()].get().map(|(name, _)| name)
+        match v {
+            Vector::HI_TASKLET => Some("HI"),
+            Vector::TASKLET => Some("TASKLET"),
+            _ => match B::HANDLERS.get(v) {
+                Some((name, _)) => Some(name),
+                None => self.vectors[v.index()].get().map(|(name, _)| name),
+            },
+        }
     }
 
     /// Marks vector `v` pending on the current CPU.
@@ -761,7 +1283,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
         let start = B::now_ns();
         // Linux's MAX_SOFTIRQ_RESTART counts passes; the first always runs.
-        let max_passes = self.config.max_restart.max(1);
+        let max_passes = self.config.get().max_restart.max(1);
         let mut passes = 0u32;
         loop {
             // Acquire: pairs with the SeqCst (release) `fetch_or` in `raise`.
@@ -913,7 +1435,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     }
 
     fn out_of_time(&self, start: u64) -> bool {
-        let budget = self.config.time_budget_ns;
+        let budget = self.config.get().time_budget_ns;
         budget != 0 && B::now_ns().wrapping_sub(start) >= budget
     }
 
@@ -924,15 +1446,21 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             let v = Vector(bits.trailing_zeros() as u8);
             bits &= bits - 1;
             let counters = st.stats.vector(v);
+            // The backend's constant table first: `Self::HAS_TABLE` is a
+            // constant, so without a table this is no code at all, and
+            // with one a load from flash and one branch.
             let handler = match v {
                 Vector::HI_TASKLET => None,
                 Vector::TASKLET => None,
-                _ => match self.vectors[v.index()].get() {
-                    Some((_, Some(h))) => Some(h),
-                    _ => {
-                        counters.unhandled.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
+                _ => match Self::table_entry(v) {
+                    Some(cb) => Some(cb),
+                    None => match self.vectors[v.index()].get() {
+                        Some((_, cb)) => Some(cb),
+                        None => {
+                            counters.unhandled.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
                 },
             };
             // If the handler panics, the panic goes on to the caller of
@@ -954,7 +1482,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             });
             let t0 = B::now_ns();
             match handler {
-                Some(h) => h(cpu),
+                Some(cb) => cb.call(cpu),
                 None if v == Vector::HI_TASKLET => self.run_tasklets(cpu, st, Priority::Hi),
                 None => self.run_tasklets(cpu, st, Priority::Normal),
             }
@@ -968,6 +1496,17 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 counters.max_ns.fetch_max(took, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The backend's table has entries (a constant per backend type).
+    const HAS_TABLE: bool = !B::HANDLERS.is_empty();
+
+    #[inline(always)]
+    fn table_entry(v: Vector) -> Option<Callback> {
+        if !Self::HAS_TABLE {
+            return None;
+        }
+        B::HANDLERS.get(v).map(|(_, cb)| cb)
     }
 
     fn run_tasklets(&self, cpu: usize, st: &CpuState, prio: Priority) {
@@ -1057,14 +1596,16 @@ impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
             .field("cpus", &N)
-            .field("config", &self.config)
+            .field("config", &self.config.get())
             .finish_non_exhaustive()
     }
 }
 
 // SAFETY: every field is shared through atomics or through `VectorSlot`'s
-// cells, whose writes are published by the READY state (see `VectorSlot`);
-// `B` is only a type-level choice of functions (PhantomData<fn() -> B>).
+// cells, whose writes are published by the READY state (see `VectorSlot`),
+// or never written after construction (`config`). A slot's context pointer
+// is a `&'static C` with `C: Sync` (`Callback`). `B` is only a type-level
+// choice of functions (PhantomData<fn() -> B>).
 unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}
 
 #[cfg(all(test, not(bottomhalf_loom), feature = "std"))]

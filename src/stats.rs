@@ -402,7 +402,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
                 || st.restarts.load(Ordering::Relaxed) != 0
                 || st.budget_exhausted.load(Ordering::Relaxed) != 0
                 || st.misuse.iter().any(|m| m.load(Ordering::Relaxed) != 0)
-                || (0..MAX_VECTORS).map(Vector::new).any(|v| {
+                || Vector::ALL.into_iter().any(|v| {
                     let c = st.vector(v);
                     c.runs.load(Ordering::Relaxed) != 0
                         || c.coalesced.load(Ordering::Relaxed) != 0
@@ -437,7 +437,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
         value: impl Fn(usize, Vector) -> u32,
     ) -> fmt::Result {
         writeln!(f, "{title}")?;
-        for v in (0..MAX_VECTORS).map(Vector::new) {
+        for v in Vector::ALL {
             let active = (0..shown).any(|cpu| value(cpu, v) != 0);
             if let Some(name) = self.rt.vector_name(v) {
                 self.row(f, shown, name, |cpu| value(cpu, v))?;
@@ -473,10 +473,10 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
         // Printed only when something panicked or was misused, so a
         // healthy runtime's table keeps its shape.
         let any_panicked =
-            (0..shown).any(|c| (0..MAX_VECTORS).any(|v| self.panicked(c, Vector::new(v)) != 0));
+            (0..shown).any(|c| Vector::ALL.iter().any(|&v| self.panicked(c, v) != 0));
         if any_panicked {
             writeln!(f, "panicked")?;
-            for v in (0..MAX_VECTORS).map(Vector::new) {
+            for v in Vector::ALL {
                 if (0..shown).any(|c| self.panicked(c, v) != 0) {
                     let mut label = heapless::String::<12>::new();
                     let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));
@@ -517,7 +517,7 @@ impl<B: Backend, const N: usize> defmt::Format for Stats<'_, B, N> {
                 self.restarts(cpu),
                 self.budget_exhausted(cpu)
             );
-            for v in (0..MAX_VECTORS).map(Vector::new) {
+            for v in Vector::ALL {
                 let counts = [
                     self.runs(cpu, v),
                     self.raised(cpu, v),

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bottomhalf::{
     Backend, Config, CpuOutOfRange, DrainOutcome, Host, Mailbox, MailboxError, Misuse, MpscMailbox,
-    PerCpu, RegisterError, Runtime, Tasklet, TaskletKilled, Vector, VectorOutOfRange, MAX_VECTORS,
+    PerCpu, RegisterError, Runtime, Tasklet, TaskletKilled, Vector, VectorError, MAX_VECTORS,
 };
 
 /// The message of a panic payload (`String` or `&str`).
@@ -36,7 +36,7 @@ fn vector_try_new_out_of_range_is_an_error_with_a_clear_message() {
     assert_eq!(MAX_VECTORS, 32);
     assert_eq!(Vector::try_new(31).map(Vector::index), Ok(31));
     let e = Vector::try_new(32).unwrap_err();
-    assert_eq!(e, VectorOutOfRange { index: 32 });
+    assert_eq!(e, VectorError::OutOfRange { index: 32 });
     assert_eq!(e.to_string(), "softirq vector 32 out of range (0..=31)");
     assert_eq!(
         Vector::try_new(usize::MAX).unwrap_err().to_string(),
@@ -45,7 +45,7 @@ fn vector_try_new_out_of_range_is_an_error_with_a_clear_message() {
     // A vector index that would wrap a u8 is refused too, not truncated.
     assert_eq!(
         Vector::try_new(256 + 3),
-        Err(VectorOutOfRange { index: 259 })
+        Err(VectorError::OutOfRange { index: 259 })
     );
 }
 
@@ -53,6 +53,31 @@ fn vector_try_new_out_of_range_is_an_error_with_a_clear_message() {
 #[should_panic(expected = "softirq vector index out of range: a runtime has 32 vectors (0..=31)")]
 fn vector_new_out_of_range_panics_at_run_time() {
     let _ = Vector::new(black_box(32));
+}
+
+#[test]
+fn vector_try_new_refuses_the_tasklet_vectors() {
+    for index in [0, 6] {
+        let e = Vector::try_new(index).unwrap_err();
+        assert_eq!(e, VectorError::Reserved { index });
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "softirq vector {index} drains tasklets (use Vector::HI_TASKLET or Vector::TASKLET)"
+            )
+        );
+    }
+    // Every other index below 32 is a vector of its own.
+    let ok = (0..MAX_VECTORS)
+        .filter(|&i| Vector::try_new(i).is_ok())
+        .count();
+    assert_eq!(ok, MAX_VECTORS - 2);
+}
+
+#[test]
+#[should_panic(expected = "softirq vectors 0 and 6 drain tasklets")]
+fn vector_new_of_a_tasklet_vector_panics_at_run_time() {
+    let _ = Vector::new(black_box(6));
 }
 
 #[test]

@@ -119,7 +119,7 @@ fn vectors_run_lowest_index_first_with_tasklet_lists_at_0_and_6() {
     assert_eq!(RT.pending(0), 0);
     assert_eq!(RT.stats().restarts(0), 0, "all of it is one pass");
     for v in [0, 1, 3, 5, 6, 7, 31] {
-        assert_eq!(RT.stats().runs(0, Vector::new(v)), 1, "vector {v}");
+        assert_eq!(RT.stats().runs(0, Vector::ALL[v]), 1, "vector {v}");
     }
 }
 
@@ -1265,7 +1265,7 @@ fn stats_display_has_a_row_per_vector_and_a_column_per_cpu() {
             let ns: Vec<u32> = cols.iter().map(|c| c.parse().unwrap()).collect();
             let s = RT.stats();
             let v = [0usize, 3, 6, 9][i - longest_at];
-            let v = Vector::new(v);
+            let v = Vector::ALL[v];
             assert_eq!(ns, [s.max_handler_ns(0, v), s.max_handler_ns(1, v)]);
         } else {
             assert_eq!(got, want, "line {i}\n{table}");

@@ -144,6 +144,11 @@ pub trait Board: 'static {
     fn pend_drain(cpu: usize) {
         let _ = cpu;
     }
+
+    /// The firmware's softirq handlers known at compile time, in flash
+    /// (see [`Handlers`](crate::Handlers) for an example); the
+    /// [`Backend::HANDLERS`] of `BareMetal<Self>`. Default: none.
+    const HANDLERS: &'static crate::Handlers = &crate::Handlers::NONE;
 }
 
 /// The bare-metal backend over a [`Board`].
@@ -184,6 +189,8 @@ impl<B: Board> Backend for BareMetal<B> {
     fn kick(cpu: usize, _wake: &WakeWord) {
         B::pend_drain(cpu);
     }
+
+    const HANDLERS: &'static crate::Handlers = B::HANDLERS;
 }
 
 impl<B: Board> core::fmt::Debug for BareMetal<B> {

@@ -21,6 +21,7 @@ mod unix_signal;
 
 pub use critical_section::{BareMetal, Board};
 
+use crate::softirq::Handlers;
 use crate::wake::WakeWord;
 
 #[cfg(feature = "std")]
@@ -89,4 +90,40 @@ pub trait Backend: 'static {
     fn kick(cpu: usize, wake: &WakeWord) {
         let _ = (cpu, wake);
     }
+
+    /// Softirq handlers known at compile time: a constant table that lives
+    /// in flash (`.rodata`), in force before the first raise, with no
+    /// `register` call (see [`Handlers`]). Default: none, every handler is
+    /// registered at run time.
+    ///
+    /// The table belongs to the backend type, not to the runtime value, so
+    /// a runtime keeps no pointer to it and stays all zeros (`.bss`). On
+    /// bare metal the [`Board`] supplies it
+    /// ([`Board::HANDLERS`](crate::Board::HANDLERS)). The `Host` and
+    /// `Signals` backends have none: their handlers are registered at
+    /// start-up, before drain threads or signal handlers exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Backend, Config, Handlers, Runtime, Vector};
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// const NET: Vector = Vector::new(3);
+    ///
+    /// struct OneCpu;
+    /// impl Backend for OneCpu {
+    ///     fn current_cpu() -> usize { 0 }
+    ///     fn now_ns() -> u64 { 0 }
+    ///     const HANDLERS: &'static Handlers = &Handlers::new()
+    ///         .with(NET, "NET", |_cpu| { RUNS.fetch_add(1, Ordering::Relaxed); });
+    /// }
+    ///
+    /// static RT: Runtime<OneCpu, 1> = Runtime::new(Config::DEFAULT);
+    /// RT.raise(NET); // no register call
+    /// assert!(RT.drain().is_complete());
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    /// ```
+    const HANDLERS: &'static Handlers = &Handlers::NONE;
 }

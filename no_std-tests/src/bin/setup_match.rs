@@ -9,7 +9,7 @@
 
 include!("../setup_errors.rs");
 
-use bottomhalf::{MailboxError, RegisterError, TaskletKilled, VectorOutOfRange};
+use bottomhalf::{MailboxError, RegisterError, TaskletKilled, VectorError};
 
 const NAME: &str = "setup_match";
 
@@ -47,6 +47,7 @@ fn register_msg(e: RegisterError) -> &'static str {
     match e {
         RegisterError::Reserved(_) => "softirq vector reserved for tasklets",
         RegisterError::AlreadyRegistered(_) => "softirq vector already has a handler",
+        RegisterError::InTable(_) => "softirq vector has a handler in the board's table",
     }
 }
 
@@ -57,8 +58,11 @@ fn mailbox_msg(e: MailboxError) -> &'static str {
     }
 }
 
-fn vector_msg(_: VectorOutOfRange) -> &'static str {
-    "softirq vector index out of range"
+fn vector_msg(e: VectorError) -> &'static str {
+    match e {
+        VectorError::OutOfRange { .. } => "softirq vector index out of range",
+        VectorError::Reserved { .. } => "softirq vector 0 or 6 (tasklets)",
+    }
 }
 
 fn tasklet_msg(_: TaskletKilled) -> &'static str {
