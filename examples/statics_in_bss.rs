@@ -1,6 +1,7 @@
 //! Statics that cost no file size: a `Runtime<Signals, 256>` (about
 //! 190 KiB of RAM), a `Mailbox` and an `MpscMailbox`, all built with
-//! `const` constructors whose bytes are all zero, so the linker puts them
+//! `const` constructors whose bytes are all zero (and the crate's own
+//! per-signal table), so the linker puts them
 //! in `.bss` (the binary's file does not grow with them).
 //! `scripts/bss-check.sh` checks that with `nm`.
 //!
@@ -8,7 +9,7 @@
 
 #[cfg(target_os = "linux")]
 fn main() {
-    use bottomhalf::{Config, Mailbox, MpscMailbox, Runtime, Signals, Vector};
+    use bottomhalf::{Config, Mailbox, MpscMailbox, Runtime, SignalConfig, Signals, Vector};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
@@ -33,6 +34,12 @@ fn main() {
     // handler's exit drains; here (nothing installed, so every context is
     // CPU 0) the main thread does.
     assert!(RT.drain().is_complete());
+    // Installing a top half links the crate's own per-signal table
+    // (65 slots, `SLOTS`), which must be in `.bss` too.
+    let usr2 = RT
+        .install(SignalConfig::new(libc::SIGUSR2, |_info| RT.raise(DISK)))
+        .expect("SIGUSR2 is free");
+    usr2.uninstall().expect("our own handler");
     let (mut tx, mut rx) = MB.split().expect("split once");
     tx.push(7).expect("room");
     let got = rx.pop();

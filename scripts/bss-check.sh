@@ -8,7 +8,8 @@
 #             MPSC (MpscMailbox) must be `.bss`; TUNED (a Runtime with a
 #             non-default Config, the documented exception) must be `.data`.
 #   host      examples/statics_in_bss.rs, release (Linux only):
-#             RT (Runtime<Signals, 256>), MB, MPSC must be `.bss`.
+#             RT (Runtime<Signals, 256>), MB, MPSC and the crate's
+#             per-signal table SLOTS must be `.bss`.
 # Prints one line per symbol (PASS/FAIL, binary, symbol, section, size) and
 # each binary's .data/.bss/.rodata sizes; exits non-zero if any symbol is
 # in the wrong section.
@@ -119,7 +120,7 @@ check_tree() {
         fails=$((fails + 1))
     else
         echo "  host (Linux, Runtime<Signals, 256>): $(section_sizes "$host")"
-        for s in RT MB MPSC; do
+        for s in RT MB MPSC SLOTS; do
             check_symbol host "$host" "$s" .bss || fails=$((fails + 1))
         done
     fi

@@ -164,6 +164,7 @@
 
 use core::ffi::c_void;
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use libc::c_int;
 
@@ -642,10 +643,28 @@ static COUNTERS: [Counters; MAX_SIGNAL] = [const { Counters::new() }; MAX_SIGNAL
 // The per-signal table.
 
 /// What the handler reads while the slot is ACTIVE.
+///
+/// All zero when empty, so `SLOTS` (65 slots) lands in `.bss`: `config`
+/// is not an `Option` (the compiler puts `None` in `SignalMode`'s niche, a
+/// non-zero byte) but zeroed storage that `runtime` vouches for: the one
+/// writer (the installer that won `claim`) writes both at once, and
+/// `config` is initialised whenever `runtime` is `Some`.
 #[derive(Clone, Copy)]
 struct SlotData {
-    config: Option<SignalConfig>,
+    config: MaybeUninit<SignalConfig>,
     runtime: Option<&'static dyn EventNotify>,
+}
+
+impl SlotData {
+    /// The installation's configuration, if one was written.
+    fn config(&self) -> Option<SignalConfig> {
+        self.runtime?;
+        // SAFETY: `runtime` is `Some` only in a `SlotData` built by
+        // `install`, which initialised `config` in the same value (the
+        // only constructors are `Slot::new`, with `runtime: None`, and
+        // `install`).
+        Some(unsafe { self.config.assume_init() })
+    }
 }
 
 /// One signal's installation: the `sigslot` state machine and the data it
@@ -699,7 +718,7 @@ impl Slot {
         Slot {
             state: SlotState::new(),
             data: UnsafeCell::new(SlotData {
-                config: None,
+                config: MaybeUninit::zeroed(),
                 runtime: None,
             }),
             shared: AtomicBool::new(false),
@@ -875,7 +894,7 @@ fn try_run(
 }
 
 fn run(data: SlotData, sig: c_int, info: *mut libc::siginfo_t, counters: &Counters) {
-    let Some(config) = data.config else {
+    let Some(config) = data.config() else {
         return;
     };
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler
@@ -1418,7 +1437,7 @@ impl<const N: usize> Runtime<Signals, N> {
         // state other than ACTIVE) and no other installer runs.
         slot.data.with_mut(|p| unsafe {
             *p = SlotData {
-                config: Some(config),
+                config: MaybeUninit::new(config),
                 runtime: Some(self),
             }
         });
