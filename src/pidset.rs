@@ -350,6 +350,7 @@ impl fmt::Debug for PidSetRef {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PidSetError {
     /// `pid <= 0`: not one process (0 and negative ids name process
     /// groups to `kill`, never a signal's sender).

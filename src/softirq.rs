@@ -214,6 +214,7 @@ impl Vector {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum VectorError {
     /// The index is 32 or more.
     OutOfRange {
@@ -261,6 +262,7 @@ impl core::error::Error for VectorError {}
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RegisterError {
     /// The vector drains tasklets ([`Vector::HI_TASKLET`], [`Vector::TASKLET`]).
     Reserved(Vector),

@@ -91,6 +91,7 @@ impl CpuStats {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Misuse {
     /// The backend ([`Backend::current_cpu`], a [`Board`](crate::Board)'s
     /// `cpu`) reported a CPU index `>= N`. The call used CPU `index % N`

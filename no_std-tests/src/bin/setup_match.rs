@@ -48,6 +48,9 @@ fn register_msg(e: RegisterError) -> &'static str {
         RegisterError::Reserved(_) => "softirq vector reserved for tasklets",
         RegisterError::AlreadyRegistered(_) => "softirq vector already has a handler",
         RegisterError::InTable(_) => "softirq vector has a handler in the board's table",
+        // The error enums are `#[non_exhaustive]`: a later version may add
+        // a reason.
+        _ => "softirq vector refused",
     }
 }
 
@@ -55,6 +58,7 @@ fn mailbox_msg(e: MailboxError) -> &'static str {
     match e {
         MailboxError::AlreadySplit => "mailbox already split",
         MailboxError::ConsumerTaken => "mailbox consumer already taken",
+        _ => "mailbox refused",
     }
 }
 
@@ -62,6 +66,7 @@ fn vector_msg(e: VectorError) -> &'static str {
     match e {
         VectorError::OutOfRange { .. } => "softirq vector index out of range",
         VectorError::Reserved { .. } => "softirq vector 0 or 6 (tasklets)",
+        _ => "softirq vector refused",
     }
 }
 

@@ -374,6 +374,7 @@ impl fmt::Debug for SignalConfig {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum SignalError {
     /// Not a signal number this system can deliver (`< 1` or `> SIGRTMAX`).
     OutOfRange(c_int),
