@@ -26,7 +26,7 @@
 //! Every public function says where it may be called:
 //! `Top-half safe: yes/no. Allocates: no/yes. Blocks: no/yes.`
 //! A top half (interrupt handler, signal handler) may call only functions
-//! marked top-half safe. That is the complete list; everything else
+//! marked top-half safe, all listed below; everything else
 //! (`drain`, spawning drain threads, `Tasklet::disable`, `Tasklet::kill`,
 //! `Workqueue::flush`, `SignalHandle::uninstall`, …) is for normal context.
 //!
