@@ -168,8 +168,8 @@ pub trait Board: 'static {
 /// static RT: Runtime<BareMetal<Lm3s6965>, 1> = Runtime::new(Config::DEFAULT);
 /// static RX: Tasklet = Tasklet::new(&RT, || { /* bottom half */ });
 ///
-/// // #[entry]
-/// fn main() {
+/// // At the start of `#[entry] fn main`:
+/// fn init() {
 ///     let mut cp = cortex_m::Peripherals::take().unwrap();
 ///     // SAFETY: runs once at start-up, before any interrupt is unmasked;
 ///     // the firmware has no priority-based (BASEPRI) critical section that
@@ -189,7 +189,7 @@ pub trait Board: 'static {
 /// fn pend_sv() {
 ///     let _ = RT.drain(); // out of budget: PendSV is pended again
 /// }
-/// # main(); uart0(); pend_sv();
+/// # init(); uart0(); pend_sv();
 /// ```
 ///
 /// # What masks interrupts, and for how long

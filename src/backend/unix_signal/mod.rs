@@ -334,17 +334,50 @@ impl<const N: usize> Runtime<Signals, N> {
     /// This runtime's pollable file descriptor: an `eventfd`
     /// (`EFD_NONBLOCK | EFD_CLOEXEC`), one per runtime, created on the
     /// first call (and readable at once, so the event loop's first drain
-    /// picks up work raised before it) and never closed. It becomes
-    /// readable whenever the runtime has bottom-half work that no drain is
-    /// going to pick up by itself, and whenever a handler captures a
-    /// [`SigInfo`] into a mailbox. Protocol: when readable,
-    /// [`clear_event_fd`](Runtime::clear_event_fd), then
-    /// [`drain_all`](Runtime::drain_all), then pop the capture mailboxes
-    /// (module docs).
+    /// picks up work raised before it) and never closed.
+    ///
+    /// Every kick of the runtime (bottom-half work that no drain is going
+    /// to pick up by itself: a raise or schedule on a CPU whose drain is
+    /// not running, a drain that ran out of budget) and every capture of a
+    /// [`SigInfo`] into a mailbox ([`SignalConfig::capture`]) adds 1 to it,
+    /// an async-signal-safe `write(2)` with `errno` preserved, so it is
+    /// readable whenever the runtime has work for the event loop.
+    ///
+    /// # Protocol for an event loop
+    ///
+    /// When the fd is readable: first
+    /// [`clear_event_fd`](Runtime::clear_event_fd) (reads the counter,
+    /// resetting it), then [`drain_all`](Runtime::drain_all), then pop the
+    /// capture mailboxes. Clearing first means a kick or capture during the
+    /// drain makes the fd readable again; a drain that runs out of budget
+    /// kicks, so leftover work re-arms it too. With tokio, clear the
+    /// `AsyncFd`'s readiness (`guard.clear_ready()`) before
+    /// `clear_event_fd`, for the same reason (example below).
     ///
     /// Returned borrowed for `'static`: it cannot be closed through it (a
     /// `File` or `OwnedFd` made from it would close the runtime's fd).
     /// Hand it to `poll`, `epoll`, or tokio's `AsyncFd`.
+    ///
+    /// # `fork()`
+    ///
+    /// A child inherits the parent's eventfds: the same kernel object, so
+    /// without care the child's kicks would wake the parent's event loop
+    /// and the child's reads would steal the parent's wake-ups. The
+    /// crate's `pthread_atfork` child handler gives each runtime's event fd
+    /// a fresh eventfd in the child, `dup3`'d onto the same descriptor
+    /// number (a [`BorrowedFd`] the child holds stays valid as a number).
+    /// The child's starts readable: it inherits whatever work was pending,
+    /// and the inherited fd's state cannot say (the parent may write or
+    /// read the shared object until the handler replaces it), so the
+    /// child's event loop drains once, maybe for nothing. Only
+    /// async-signal-safe system calls. A process that does not go through
+    /// the C library's `fork()` (a raw `clone`) skips the handler.
+    ///
+    /// The same number then names a *different* eventfd. A tokio runtime
+    /// does not survive `fork` anyway (its threads and its `epoll` instance
+    /// are the parent's), and an `AsyncFd` registered in the parent refers
+    /// to the parent's eventfd: in the child, build a new tokio runtime and
+    /// register the fd again there.
     ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
     ///
@@ -354,6 +387,8 @@ impl<const N: usize> Runtime<Signals, N> {
     /// or with `EMFILE` if 64 runtimes of this process already have one.
     ///
     /// # Examples
+    ///
+    /// With `poll`:
     ///
     /// ```
     /// use bottomhalf::{Config, Runtime, SignalConfig, Signals, Vector};
@@ -376,6 +411,55 @@ impl<const N: usize> Runtime<Signals, N> {
     /// let _ = RT.drain_all();
     /// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
     /// assert!(!RT.clear_event_fd(), "nothing new since");
+    /// ```
+    ///
+    /// With tokio's `AsyncFd`: the whole loop, a top half that raises a
+    /// softirq and captures its `SigInfo`, and the event loop that waits,
+    /// clears, drains and pops. (tokio 1.53.3 and later deprecate
+    /// `AsyncFd::new` as unsound for a borrowed fd; the `unsafe`
+    /// constructor `register_with_interest` states the fd's lifetime
+    /// instead.)
+    ///
+    /// ```
+    /// use bottomhalf::{Config, MpscMailbox, Runtime, SigInfo, SignalConfig, Signals, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use tokio::io::{unix::AsyncFd, Interest};
+    ///
+    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    /// static INFOS: MpscMailbox<SigInfo, 16> = MpscMailbox::new();
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// const SIG_BH: Vector = Vector::new(9);
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> std::io::Result<()> {
+    ///     RT.register(SIG_BH, "SIG", |_| { RUNS.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    ///     let fd = RT.event_fd().unwrap();
+    ///     // SAFETY: the runtime never closes its event fd, and in this
+    ///     // process the number always names the same eventfd (only a child
+    ///     // of fork() gets a new one there, and this tokio runtime is not
+    ///     // used in a child).
+    ///     let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+    ///     let cfg = SignalConfig::new(libc::SIGUSR1, |_| RT.raise(SIG_BH)).capture(&INFOS);
+    ///     let _handle = RT.install(cfg).unwrap();
+    ///
+    ///     // SAFETY: raising a signal whose handler is installed.
+    ///     unsafe { libc::raise(libc::SIGUSR1) };
+    ///
+    ///     let mut seen = 0;
+    ///     while seen == 0 {
+    ///         let mut guard = afd.readable().await?;
+    ///         guard.clear_ready(); // before reading the counter: nothing is missed
+    ///         RT.clear_event_fd();
+    ///         let _ = RT.drain_all(); // runs SIG_BH
+    ///         let mut rx = INFOS.consumer().expect("only the event loop pops");
+    ///         while let Some(info) = rx.pop() {
+    ///             assert_eq!(info.signal, libc::SIGUSR1);
+    ///             seen += 1;
+    ///         }
+    ///     }
+    ///     assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    ///     Ok(())
+    /// }
     /// ```
     pub fn event_fd(&self) -> Result<BorrowedFd<'static>, SignalError> {
         self.check_cpus()?;
