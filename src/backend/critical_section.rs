@@ -123,8 +123,8 @@ pub trait Board: 'static {
 /// `SCB::set_priority(SystemHandler::PendSV, 0xff)`. On Cortex-M a larger
 /// number is a lower priority, and a core that implements fewer priority
 /// bits ignores the low ones, so `0xff` is the lowest priority on every
-/// core. The drain's own interrupt handlers are unmasked as usual
-/// (`NVIC::unmask`).
+/// core. The device interrupts whose handlers raise, schedule or push are
+/// unmasked as usual (`NVIC::unmask`).
 ///
 /// In `cortex-m` 0.7, `SCB::set_priority` and `NVIC::unmask` are `unsafe`
 /// functions (changing priorities can break priority-based critical

@@ -116,8 +116,9 @@ impl<const N: usize> EventNotify for Runtime<Signals, N> {
 ///
 /// # Which installation a handler runs
 ///
-/// Every installation has an identity (a per-slot generation and its mode). A registry action captures its installation's
-/// identity at registration and runs that installation only: an action
+/// Every installation has an identity (a per-slot generation and its
+/// mode). A registry action captures its installation's identity at
+/// registration and runs that installation only: an action
 /// still running after its uninstall began, or one a fork child inherited
 /// from an install that never returned there, runs nothing and counts
 /// nothing (the registry already passed the delivery to the previous
@@ -160,16 +161,15 @@ impl<const N: usize> EventNotify for Runtime<Signals, N> {
 ///   case counted nowhere; it cannot be told from the registry's chained
 ///   call, which is counted by the action.
 ///
-/// Independently of these flags, a call into bottomhalf's handler made by
-/// the handler that bottomhalf's handler is forwarding a delivery to, on
-/// the same thread for the same signal, is that same delivery coming back: it runs and counts
-/// nothing (a thread-local marker, set around the call).
+/// Independently of all this, a call into bottomhalf's handler made by the
+/// handler that bottomhalf's handler is forwarding a delivery to, on the
+/// same thread for the same signal, is that same delivery coming back: it
+/// runs and counts nothing (a thread-local marker, set around the call).
 ///
 /// A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
 /// counted in [`SignalHandle::lost`]: with the cases above, those are the
 /// only ways a signal that reached the handler is neither run nor
-/// forwarded.
-/// [`SignalCounts::total`] gives the per-signal totals over every
+/// forwarded. [`SignalCounts::total`] gives the per-signal totals over every
 /// installation, including handlers that finished after their uninstall
 /// returned. In shared mode the registry itself passes every delivery to
 /// the previous handler first, so `forwarded` stays 0.
