@@ -104,8 +104,9 @@
 //!
 //! The `const` constructors ([`Runtime::new`], [`Tasklet::new`] and its
 //! siblings, [`Mailbox::new`], [`MpscMailbox::new`], [`PerCpu::new`],
-//! [`WakeWord::new`], and with `std` `Work::new`, `DelayedWork::new`,
-//! `PidSet::new`) are top-half safe too; they are meant for `static`s.
+//! [`WakeWord::new`], and with `std` `Work::new`, `DelayedWork::new` and
+//! their `with_context` siblings, `PidSet::new`) are top-half safe too;
+//! they are meant for `static`s.
 //!
 //! # Features
 //!
