@@ -26,8 +26,87 @@
 //! Every public function says where it may be called:
 //! `Top-half safe: yes/no. Allocates: no/yes. Blocks: no/yes.`
 //! A top half (interrupt handler, signal handler) may call only functions
-//! marked top-half safe: [`Runtime::raise`], [`Tasklet::schedule`],
-//! [`Producer::push`], [`MpscMailbox::push`] and the read-only accessors.
+//! marked top-half safe, all listed below; everything else
+//! (`drain`, spawning drain threads, `Tasklet::disable`, `Tasklet::kill`,
+//! `Workqueue::flush`, `SignalHandle::uninstall`, …) is for normal context.
+//!
+//! Operations a top half makes:
+//!
+//! - [`Runtime`]: [`raise`](Runtime::raise), [`irq_enter`](Runtime::irq_enter),
+//!   [`irq_exit`](Runtime::irq_exit) (at the very end of the handler: it
+//!   drains when it closes the outermost one); also
+//!   [`register`](Runtime::register) and
+//!   [`register_with`](Runtime::register_with) (lock-free, though they
+//!   belong in set-up).
+//! - [`Tasklet`]: [`schedule`](Tasklet::schedule),
+//!   [`try_schedule`](Tasklet::try_schedule),
+//!   [`disable_nosync`](Tasklet::disable_nosync),
+//!   [`enable`](Tasklet::enable).
+//! - [`Mailbox`]: [`take_producer`](Mailbox::take_producer),
+//!   [`take_consumer`](Mailbox::take_consumer), [`split`](Mailbox::split);
+//!   [`Producer`]: [`push`](Producer::push), [`try_push`](Producer::try_push),
+//!   [`ready`](Producer::ready); [`Consumer`]: [`pop`](Consumer::pop) (a top
+//!   half that consumes, for instance a higher-priority handler's replies).
+//! - [`MpscMailbox`]: [`push`](MpscMailbox::push),
+//!   [`try_push`](MpscMailbox::try_push),
+//!   [`consumer`](MpscMailbox::consumer),
+//!   [`take_consumer`](MpscMailbox::take_consumer); [`MpscConsumer`]:
+//!   [`pop`](MpscConsumer::pop).
+//! - [`WakeWord`]: [`notify`](WakeWord::notify),
+//!   [`token`](WakeWord::token).
+//! - [`Workqueue`] (feature `std`): `queue`, `try_queue`, `queue_on`,
+//!   `queue_delayed`, `queue_delayed_on`.
+//! - [`PidSet`] (feature `std`, Linux): `insert`, `remove` (though a
+//!   handler has little reason to), `contains`.
+//!
+//! Read-only accessors, all top-half safe:
+//!
+//! - [`Runtime`]: [`cpus`](Runtime::cpus), [`config`](Runtime::config),
+//!   [`pending`](Runtime::pending), [`vector_name`](Runtime::vector_name),
+//!   [`stats`](Runtime::stats) and every counter of [`Stats`]
+//!   ([`runs`](Stats::runs), [`coalesced`](Stats::coalesced),
+//!   [`unhandled`](Stats::unhandled), [`panicked`](Stats::panicked),
+//!   [`misuse`](Stats::misuse), [`raised`](Stats::raised),
+//!   [`max_handler_ns`](Stats::max_handler_ns),
+//!   [`restarts`](Stats::restarts),
+//!   [`budget_exhausted`](Stats::budget_exhausted)).
+//! - [`Tasklet`]: [`priority`](Tasklet::priority),
+//!   [`is_disabled`](Tasklet::is_disabled),
+//!   [`is_scheduled`](Tasklet::is_scheduled),
+//!   [`is_killed`](Tasklet::is_killed), [`runs`](Tasklet::runs),
+//!   [`coalesced`](Tasklet::coalesced).
+//! - [`Mailbox`]: [`dropped`](Mailbox::dropped),
+//!   [`refused`](Mailbox::refused), [`high_water`](Mailbox::high_water);
+//!   [`Consumer`]: [`len`](Consumer::len), [`is_empty`](Consumer::is_empty).
+//! - [`MpscMailbox`]: [`len`](MpscMailbox::len),
+//!   [`is_empty`](MpscMailbox::is_empty),
+//!   [`dropped`](MpscMailbox::dropped), [`refused`](MpscMailbox::refused),
+//!   [`high_water`](MpscMailbox::high_water).
+//! - [`PerCpu`]: [`cpus`](PerCpu::cpus), [`get`](PerCpu::get),
+//!   [`try_get`](PerCpu::try_get), [`iter`](PerCpu::iter).
+//! - Values: [`Vector::new`], [`Vector::try_new`], [`Vector::index`],
+//!   [`Priority::vector`], [`DrainOutcome::is_complete`], [`Config`]'s
+//!   builders and getters, [`Handlers`]' builders,
+//!   [`contains`](Handlers::contains) and
+//!   [`is_empty`](Handlers::is_empty).
+//! - Feature `std`: [`Workqueue`]'s `name`, `cpu_ids`, `is_stopped`;
+//!   [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
+//!   `coalesced`; [`DelayedWork`]'s `from_work`, `work`,
+//!   `is_timer_pending`; the free function `current_cpu` (one thread-local
+//!   load; see its docs for `dlopen`); [`DrainThreads`]' `len`,
+//!   `is_empty`, `pinned`.
+//! - Signal backend (feature `std`, Linux): [`SigInfo`]'s `value_isize`,
+//!   `is_queued`, `is_from_kernel`, `sender_is_verified`;
+//!   [`SignalHandle`]'s `signal`, `mode`, `counts`, `handled`, `captured`,
+//!   `dropped`, `rejected`, `forwarded`, `lost`; [`SignalCounts`]' `total`;
+//!   [`PidSet`]'s `len`, `is_empty`, `capacity`; `PidSetRef`'s `new` and
+//!   `contains`; [`Accept`]'s `pid_set`; [`SignalConfig`]'s builders.
+//!
+//! The `const` constructors ([`Runtime::new`], [`Tasklet::new`] and its
+//! siblings, [`Mailbox::new`], [`MpscMailbox::new`], [`PerCpu::new`],
+//! [`WakeWord::new`], and with `std` `Work::new`, `DelayedWork::new` and
+//! their `with_context` siblings, `PidSet::new`) are top-half safe too;
+//! they are meant for `static`s.
 //!
 //! # Features
 //!
@@ -290,6 +369,14 @@
 #![cfg_attr(
     not(all(feature = "std", target_os = "linux", not(bottomhalf_loom))),
     doc = "[`SignalError`]: #features"
+)]
+#![cfg_attr(
+    all(feature = "std", any(bottomhalf_loom, target_os = "linux")),
+    doc = "[`PidSet`]: crate::PidSet"
+)]
+#![cfg_attr(
+    not(all(feature = "std", any(bottomhalf_loom, target_os = "linux"))),
+    doc = "[`PidSet`]: #features"
 )]
 #![no_std]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::std_instead_of_core)]

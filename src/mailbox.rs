@@ -1,85 +1,9 @@
 //! Mailboxes: bounded rings that carry what a top half captured to the
 //! bottom half.
 //!
-//! Design rules: storage is inline and fixed (`static`-friendly, `const`
-//! constructors); `push` never blocks and never allocates; a full mailbox
-//! hands the item back and counts the drop, so nothing is lost silently;
-//! each mailbox tracks its high-water mark so a capacity can be sized from
-//! a real run.
-//!
-//! # Dropped or refused
-//!
-//! Every item pushed is popped once or counted once as dropped. `push` is
-//! push-or-drop: when the mailbox is full it hands the item back and counts
-//! it in `dropped()`, since a top half usually has nowhere to keep it. A
-//! producer that can keep the item and retry (a thread, a bottom half)
-//! calls `try_push` instead: a full mailbox hands the item back and counts
-//! the attempt in `refused()`, not as a drop; when it gives up, a last
-//! `push` either queues the item or counts it as dropped. So `dropped()`
-//! counts items lost and `refused()` attempts that were retried or given
-//! up through `push`.
-//!
-//! - [`Mailbox`]: one producer, one consumer (a Lamport ring of this
-//!   crate's, with a loom model). The two ends are handles
-//!   ([`Mailbox::take_producer`], [`Mailbox::take_consumer`],
-//!   [`Mailbox::split`]), so the single-producer rule is the type
-//!   system's, not a comment's. An end is out until its handle is dropped,
-//!   so an interrupt handler keeps its producer in its `static mut` local
-//!   (or an RTIC `#[local]`) for good, with no `unsafe`, and a tasklet
-//!   takes the consumer on each run (see "Ends" on [`Mailbox`]).
-//!
-//!   Why not `heapless::spsc`, the field's usual ring (this crate used it
-//!   until its ends had to be handles): `heapless::spsc::Queue::split`
-//!   takes `&mut self`, so `'static` ends of a `static` queue need either
-//!   user `unsafe` (`static mut`) or a cell crate and a run-time
-//!   initialisation, and an end once dropped can never be taken again
-//!   from a shared reference. Here the ends come from `&self`, are
-//!   `'static` on a `static`, and go back on drop. loom also cannot see
-//!   inside heapless (the old model could only check the composition),
-//!   while this ring's publish and consume orderings each have a model and
-//!   a mutant. The push costs the same: `cargo bench --bench top_half --
-//!   spsc_push` measures `Producer::push` against
-//!   `heapless::spsc::Producer::enqueue` in one run (figures in the
-//!   crate's README).
-//! - [`MpscMailbox`]: any number of producers (nested interrupts, signal
-//!   handlers on several threads), one consumer. Its ring is this crate's
-//!   own and has a loom model. It repairs itself in a child of `fork()`
-//!   (see "fork()" on the type): the child's producers are gated behind a
-//!   record of the fork's next ticket, so the child's first consumer can
-//!   tell the tickets of producers the child does not have from its own.
-//!
-//! A typical bottom half pairs a mailbox with a tasklet: the top half
-//! pushes, then schedules; the tasklet pops until empty.
-//!
-//! Both mailboxes start all zero (`new` writes no non-zero byte), so a
-//! `static` of either lands in `.bss`: no flash image of its initial
-//! state.
-//!
-//! ```
-//! use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
-//! use std::sync::atomic::{AtomicU32, Ordering};
-//!
-//! static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
-//! static RX: MpscMailbox<u8, 16> = MpscMailbox::new();
-//! static SUM: AtomicU32 = AtomicU32::new(0);
-//! static RX_BH: Tasklet = Tasklet::new(&RT, || {
-//!     let mut rx = RX.consumer().expect("only this tasklet consumes");
-//!     while let Some(byte) = rx.pop() {
-//!         SUM.fetch_add(u32::from(byte), Ordering::Relaxed);
-//!     }
-//! });
-//!
-//! // Top half (an interrupt or signal handler): capture, push, schedule.
-//! fn uart_irq(byte: u8) {
-//!     let _ = RX.push(byte); // a drop is counted in RX.dropped()
-//!     RX_BH.schedule();
-//! }
-//!
-//! uart_irq(1);
-//! uart_irq(2);
-//! let _ = RT.drain();
-//! assert_eq!(SUM.load(Ordering::Relaxed), 3);
-//! ```
+//! [`Mailbox`] has one producer and one consumer, [`MpscMailbox`] any number
+//! of producers. What `push` does when full ("Dropped or refused"), why the
+//! ring is the crate's own, and an example of each are on those types.
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -135,7 +59,16 @@ impl fmt::Display for MailboxError {
 
 impl core::error::Error for MailboxError {}
 
-/// A single-producer, single-consumer mailbox of capacity `N - 1`.
+/// A single-producer, single-consumer mailbox of capacity `N - 1`: a
+/// bounded ring that carries what a top half captured to its bottom half.
+///
+/// Storage is inline and fixed (`static`-friendly, `const` constructor);
+/// `push` never blocks and never allocates; a full mailbox hands the item
+/// back and counts the drop, so nothing is lost silently; the mailbox
+/// tracks its high-water mark so a capacity can be sized from a real run.
+/// `new` writes no non-zero byte, so a `static` lands in `.bss`: no flash
+/// image of its initial state. For several producers (nested interrupts,
+/// signal handlers on several threads) use [`MpscMailbox`].
 ///
 /// A ring of `N` slots with two indices (a Lamport queue: the producer
 /// writes the tail, the consumer the head); one slot tells full from
@@ -188,6 +121,37 @@ impl core::error::Error for MailboxError {}
 /// assert_eq!(samples_bh(), 7);
 /// assert!(SAMPLES.take_producer().is_none(), "the handler holds it");
 /// ```
+///
+/// # Dropped or refused
+///
+/// Every item pushed is popped once or counted once as dropped (this holds
+/// for [`MpscMailbox`] too). [`push`](Producer::push) is push-or-drop: when
+/// the mailbox is full it hands the item back and counts it in
+/// [`dropped`](Mailbox::dropped), since a top half usually has nowhere to
+/// keep it. A producer that can keep the item and retry (a thread, a bottom
+/// half) calls [`try_push`](Producer::try_push) instead: a full mailbox
+/// hands the item back and counts the attempt in
+/// [`refused`](Mailbox::refused), not as a drop; when it gives up, a last
+/// `push` either queues the item or counts it as dropped. So `dropped()`
+/// counts items lost and `refused()` attempts that were retried or given
+/// up through `push`.
+///
+/// # Why not `heapless::spsc`
+///
+/// It is the field's usual ring, and this crate used it until its ends
+/// had to be handles: `heapless::spsc::Queue::split` takes `&mut self`, so
+/// `'static` ends of a `static` queue need either user `unsafe` (`static
+/// mut`) or a cell crate and a run-time initialisation, and an end once
+/// dropped can never be taken again from a shared reference. Here the ends
+/// come from `&self`, are `'static` on a `static`, and go back on drop.
+/// loom also cannot see inside heapless, while this ring's publish and
+/// consume orderings each have a loom model and a mutant. The push costs
+/// the same: `cargo bench --bench top_half -- spsc_push` measures
+/// `Producer::push` against `heapless::spsc::Producer::enqueue` in one run
+/// (figures in the crate's README). The ring takes its atomics from the
+/// same place as the rest of the crate (`portable-atomic` on targets
+/// without compare-and-swap; see [`BareMetal`](crate::BareMetal) for what
+/// that masks).
 ///
 /// # Examples
 ///
@@ -427,8 +391,8 @@ impl<T, const N: usize> Mailbox<T, N> {
     }
 
     /// Items lost because the mailbox was full: refused
-    /// [`push`](Producer::push)es (see "Dropped or refused" in the module
-    /// docs).
+    /// [`push`](Producer::push)es (see
+    /// ["Dropped or refused"](Mailbox#dropped-or-refused)).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -857,6 +821,41 @@ struct Slot<T> {
 /// `#[local]`) owns it for good. `new` is all zero, so a `static` lands in
 /// `.bss`.
 ///
+/// A full mailbox hands the item back: [`push`](MpscMailbox::push) counts
+/// it in [`dropped`], [`try_push`](MpscMailbox::try_push) in
+/// [`refused`](MpscMailbox::refused) for a caller that retries; every item
+/// pushed is popped once or counted once as dropped (see "Dropped or
+/// refused" on [`Mailbox`](Mailbox#dropped-or-refused)).
+///
+/// A typical bottom half pairs a mailbox with a tasklet: the top half
+/// pushes, then schedules; the tasklet pops until empty:
+///
+/// ```
+/// use bottomhalf::{Config, Host, MpscMailbox, Runtime, Tasklet};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// static RX: MpscMailbox<u8, 16> = MpscMailbox::new();
+/// static SUM: AtomicU32 = AtomicU32::new(0);
+/// static RX_BH: Tasklet = Tasklet::new(&RT, || {
+///     let mut rx = RX.consumer().expect("only this tasklet consumes");
+///     while let Some(byte) = rx.pop() {
+///         SUM.fetch_add(u32::from(byte), Ordering::Relaxed);
+///     }
+/// });
+///
+/// // Top half (an interrupt or signal handler): capture, push, schedule.
+/// fn uart_irq(byte: u8) {
+///     let _ = RX.push(byte); // a drop is counted in RX.dropped()
+///     RX_BH.schedule();
+/// }
+///
+/// uart_irq(1);
+/// uart_irq(2);
+/// let _ = RT.drain();
+/// assert_eq!(SUM.load(Ordering::Relaxed), 3);
+/// ```
+///
 /// [`take_consumer`]: MpscMailbox::take_consumer
 ///
 /// # Progress
@@ -872,7 +871,8 @@ struct Slot<T> {
 /// stuck half-way (the flaw that got `heapless::mpmc` deprecated). On one
 /// CPU whose producers are interrupt handlers, each retry is caused by a
 /// handler that preempted this one and finished, so retries are bounded by
-/// the nesting depth.
+/// the nesting depth. The ring is this crate's own; its reservation and
+/// publication orderings have loom models and mutants.
 ///
 /// `pop` is FIFO by ticket: while the producer of the oldest ticket is
 /// preempted before publishing, `pop` returns `None` even if newer items
@@ -1421,7 +1421,8 @@ impl<T, const N: usize> MpscMailbox<T, N> {
     }
 
     /// Items lost: refused [`push`](MpscMailbox::push)es because the
-    /// mailbox was full (see "Dropped or refused" in the module docs), and,
+    /// mailbox was full (see
+    /// ["Dropped or refused"](Mailbox#dropped-or-refused)), and,
     /// in a child of `fork()`, pushes that a parent thread had not finished
     /// (see "fork()").
     ///

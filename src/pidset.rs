@@ -2,27 +2,8 @@
 //! atomic loads only: the run-time sender filter of the signal backend
 //! (`Accept::pid_set`).
 //!
-//! # Design
-//!
-//! `N` slots, each one `AtomicU32`: `0` (empty) or a pid (`> 0`, stored as
-//! its bits). The program changes the set from normal context; the handler
-//! only reads it. No lock anywhere, nothing allocated, so a `static
-//! PidSet` lands in `.bss` (all zeros) and the handler can read it while
-//! another thread changes it.
-//!
-//! - `insert` scans for the pid (already there: nothing to do), then
-//!   claims the first empty slot with one compare-and-swap per slot: at
-//!   most `N` steps, wait-free. Two threads inserting the *same* pid at
-//!   once may both claim a slot; `remove` clears every slot holding the
-//!   pid, so the set's meaning is unchanged (a capacity is spent until
-//!   then).
-//! - `remove` clears every slot holding the pid (one CAS each).
-//! - `contains` (the handler) loads each slot: `N` loads, bounded.
-//!
-//! A slot's value is one atomic word, so a reader sees a pid whole or not
-//! at all; membership is per-slot linearizable. `Full` is exact when no
-//! other thread changes the set during the call (a slot freed behind the
-//! scan by a concurrent `remove` is not revisited).
+//! How it works (slots, progress, consistency) is on [`PidSet`], where
+//! rustdoc renders it.
 //!
 //! # Atomic orderings
 //!
@@ -47,7 +28,7 @@ fn key(pid: libc::pid_t) -> Option<u32> {
     (pid > 0).then_some(pid as u32)
 }
 
-/// Whether one of `slots` holds `key`; Acquire (module docs).
+/// Whether one of `slots` holds `key`; Acquire ("Atomic orderings" above).
 fn slots_contain(slots: &[AtomicU32], key: u32) -> bool {
     slots
         .iter()
@@ -78,6 +59,33 @@ fn debug_slots(slots: &[AtomicU32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// [`insert`](PidSet::insert) and [`remove`](PidSet::remove) pids from
 /// normal context while the handler is installed. A handler that finds a
 /// pid sees what the program wrote before the `insert` that added it.
+///
+/// Like [`Accept::Pids`](crate::Accept::Pids), the filter checks only what
+/// the kernel vouches for: a `sigqueue` sender's pid is its own claim, so
+/// such signals are rejected unless the filter is wrapped in
+/// [`Accept::AllowUnverified`](crate::Accept::AllowUnverified).
+///
+/// # How it works
+///
+/// `N` slots, each one `AtomicU32`: `0` (empty) or a pid (`> 0`, stored as
+/// its bits). The program changes the set from normal context; the handler
+/// only reads it. No lock anywhere, nothing allocated, so a `static
+/// PidSet` lands in `.bss` (all zeros) and the handler can read it while
+/// another thread changes it.
+///
+/// - `insert` scans for the pid (already there: nothing to do), then
+///   claims the first empty slot with one compare-and-swap per slot: at
+///   most `N` steps, wait-free. Two threads inserting the *same* pid at
+///   once may both claim a slot; `remove` clears every slot holding the
+///   pid, so the set's meaning is unchanged (a capacity is spent until
+///   then).
+/// - `remove` clears every slot holding the pid (one CAS each).
+/// - `contains` (the handler) loads each slot: `N` loads, bounded.
+///
+/// A slot's value is one atomic word, so a reader sees a pid whole or not
+/// at all; membership is per-slot linearizable. `Full` is exact when no
+/// other thread changes the set during the call (a slot freed behind the
+/// scan by a concurrent `remove` is not revisited).
 ///
 /// # Examples
 ///
@@ -138,7 +146,7 @@ impl<const N: usize> PidSet<N> {
     /// `Ok(true)` is visible to a handler that then finds `pid`.
     ///
     /// Wait-free: at most `N` compare-and-swaps. Two threads inserting the
-    /// same pid at once may spend two slots on it (module docs); `remove`
+    /// same pid at once may spend two slots on it ([`PidSet`] docs); `remove`
     /// clears both.
     ///
     /// Top-half safe: yes (though a handler has little reason to). Allocates:

@@ -1,32 +1,8 @@
 //! `WakeWord`: an async-signal-safe wake-up for threads that sleep when
 //! idle (drain threads, workqueue workers).
 //!
-//! A sleeper takes a token, checks for work, and sleeps only if the word
-//! still holds the token; a waker makes its work visible, then bumps the
-//! word and wakes. The kernel (futex) compares the word and sleeps
-//! atomically, so a wake-up between the check and the sleep is never lost.
-//!
-//! Why a futex: `notify` is called from top halves, including signal
-//! handlers. It is two atomic operations and, only when someone sleeps,
-//! one wake system call: no lock, no allocation, nothing that is not
-//! async-signal-safe. (`Thread::unpark` is not documented as
-//! async-signal-safe, and a condition variable needs a mutex; an `eventfd`
-//! write would do but costs a file descriptor per word.)
-//!
-//! | system | sleep | wake |
-//! | --- | --- | --- |
-//! | Linux | `futex(FUTEX_WAIT)` | `futex(FUTEX_WAKE)` |
-//! | macOS, iOS | `__ulock_wait(UL_COMPARE_AND_WAIT)` | `__ulock_wake(ULF_WAKE_ALL)` |
-//! | Windows | `WaitOnAddress` | `WakeByAddressAll` |
-//! | other Unix (BSDs, …) | sleeps 1 ms (or the timeout, if shorter) and returns | nothing |
-//!
-//! The first three compare the word and sleep atomically in the kernel, so
-//! a sleeper wakes at once. The Apple calls are the ones libc++'s
-//! `std::atomic::wait` and Rust's standard library use on macOS 10.12 and
-//! later; the Windows ones are Windows 8's (`synchronization.lib`, which
-//! Rust's standard library links too). Elsewhere a sleeper polls its word
-//! every millisecond: no wake-up is lost, it is at most 1 ms late, and an
-//! idle drain thread or worker wakes 1000 times a second.
+//! The protocol, why a futex, and what each system sleeps on are on
+//! [`WakeWord`], where rustdoc renders them.
 //!
 //! Under `--cfg bottomhalf_loom` the futex is modelled with loom's `Mutex` and
 //! `Condvar`: the comparison and the sleep happen under the mutex, which is
@@ -44,7 +20,36 @@ use core::time::Duration;
 
 use crate::sync::{loom_const_fn, ordering, AtomicU32, Ordering};
 
-/// A futex word that idle threads sleep on and top halves wake.
+/// A futex word that idle threads sleep on and top halves wake: an
+/// async-signal-safe wake-up for threads that sleep when idle (drain
+/// threads, workqueue workers).
+///
+/// A sleeper takes a token, checks for work, and sleeps only if the word
+/// still holds the token; a waker makes its work visible, then bumps the
+/// word and wakes. The kernel (futex) compares the word and sleeps
+/// atomically, so a wake-up between the check and the sleep is never lost.
+///
+/// Why a futex: `notify` is called from top halves, including signal
+/// handlers. It is two atomic operations and, only when someone sleeps,
+/// one wake system call: no lock, no allocation, nothing that is not
+/// async-signal-safe. (`Thread::unpark` is not documented as
+/// async-signal-safe, and a condition variable needs a mutex; an `eventfd`
+/// write would do but costs a file descriptor per word.)
+///
+/// | system | sleep | wake |
+/// | --- | --- | --- |
+/// | Linux | `futex(FUTEX_WAIT)` | `futex(FUTEX_WAKE)` |
+/// | macOS, iOS | `__ulock_wait(UL_COMPARE_AND_WAIT)` | `__ulock_wake(ULF_WAKE_ALL)` |
+/// | Windows | `WaitOnAddress` | `WakeByAddressAll` |
+/// | other Unix (BSDs, …) | sleeps 1 ms (or the timeout, if shorter) and returns | nothing |
+///
+/// The first three compare the word and sleep atomically in the kernel, so
+/// a sleeper wakes at once. The Apple calls are the ones libc++'s
+/// `std::atomic::wait` and Rust's standard library use on macOS 10.12 and
+/// later; the Windows ones are Windows 8's (`synchronization.lib`, which
+/// Rust's standard library links too). Elsewhere a sleeper polls its word
+/// every millisecond: no wake-up is lost, it is at most 1 ms late, and an
+/// idle drain thread or worker wakes 1000 times a second.
 ///
 /// # Examples
 ///
@@ -180,7 +185,7 @@ impl WakeWord {
     ///
     /// On Linux this is `futex(FUTEX_WAIT)`, on macOS `__ulock_wait`, on
     /// Windows `WaitOnAddress`. On other systems it sleeps 1 ms (or
-    /// `timeout`, if shorter) and returns (module docs).
+    /// `timeout`, if shorter) and returns (see the table on [`WakeWord`]).
     ///
     /// Top-half safe: no. Allocates: no. Blocks: yes.
     ///

@@ -82,23 +82,8 @@
 //!
 //! # Where this differs from Linux
 //!
-//! - No concurrency management: a pool has a fixed number of threads, and
-//!   `max_active` caps how many run at once.
-//! - An item queued on a second workqueue while it runs on a first waits
-//!   for that run (set aside), instead of possibly running concurrently.
-//! - A stopping workqueue refuses all queueing, including an item
-//!   re-queueing itself (Linux lets "chained" work through while it
-//!   drains), so the drain always ends; unexpired timers are dropped.
-//! - A flush or cancel that would wait for itself is an error
-//!   ([`WorkqueueError::WouldDeadlock`]) instead of a hang.
-//! - After `fork()`, the child's copy of a workqueue (whose threads were
-//!   not copied) refuses everything with [`WorkqueueError::Forked`] and its
-//!   drop joins nothing; an item it held is taken over by the next
-//!   workqueue that queues it (see [`Workqueue`](Workqueue#fork)).
-//! - `flush` of a work item waits for exactly the instance pending or
-//!   running at the call: a start counts its run in two halves around its
-//!   PENDING -> RUNNING CAS, so a flusher between the two never takes the
-//!   next instance for its target (see `Work::flush_target`).
+//! On [`Workqueue`](Workqueue#where-this-differs-from-linux), where rustdoc
+//! renders it.
 
 mod context;
 mod lock;

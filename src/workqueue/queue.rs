@@ -421,6 +421,32 @@ fn this_cpu() -> Option<usize> {
 /// whose next instance it holds, which waits for that item's run), it
 /// cannot wait there: a helper thread finishes the stop.
 ///
+/// Queueing is top-half safe: one CAS on the item's state word, one CAS
+/// push onto the pool's intake, and a wake-up system call only if a worker
+/// sleeps (no lock, no allocation: callable from a signal handler). An
+/// item is its own queue node, and is never run twice at once.
+///
+/// # Where this differs from Linux
+///
+/// - No concurrency management: a pool has a fixed number of threads, and
+///   [`max_active`](WorkqueueBuilder::max_active) caps how many run at
+///   once.
+/// - An item queued on a second workqueue while it runs on a first waits
+///   for that run (set aside), instead of possibly running concurrently.
+/// - A stopping workqueue refuses all queueing, including an item
+///   re-queueing itself (Linux lets "chained" work through while it
+///   drains), so the drain always ends; unexpired timers are dropped.
+/// - A flush or cancel that would wait for itself is an error
+///   ([`WorkqueueError::WouldDeadlock`]) instead of a hang.
+/// - After `fork()`, the child's copy of a workqueue (whose threads were
+///   not copied) refuses everything with [`WorkqueueError::Forked`] and its
+///   drop joins nothing; an item it held is taken over by the next
+///   workqueue that queues it (see "`fork()`" below).
+/// - `flush` of a work item waits for exactly the instance pending or
+///   running at the call: a start counts its run in two halves around its
+///   PENDING -> RUNNING CAS, so a flusher between the two never takes the
+///   next instance for its target.
+///
 /// # `fork()`
 ///
 /// A child of `fork()` inherits the workqueue but not its threads (`fork`

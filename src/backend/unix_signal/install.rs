@@ -2,163 +2,22 @@
 //! table, the handler, the forwarding of signals that arrive around an
 //! uninstall, and the handle that uninstalls it.
 //!
-//! # Two modes
+//! What users need (the two modes, what happens around an uninstall,
+//! which installation a handler runs, an exclusive handler left behind)
+//! is on [`SignalMode`]; the counters on [`SignalCounts`]; `fork()` on
+//! [`Signals`](super::Signals#fork), where rustdoc renders it.
 //!
-//! **Shared** (the default, [`SignalMode::Shared`]) registers the top half
-//! as an action of `signal-hook-registry`, the registry that
-//! `tokio::signal`, `signal-hook` and `ctrlc` use. The registry owns the
-//! process handler for the signal and calls, for each delivery, the
-//! handler that was there before it first took the signal (if that was a
-//! function), then every registered action. So handlers installed before
-//! bottomhalf keep firing, so do registry users that come after it, and
-//! uninstall removes only bottomhalf's action (`unregister` waits until no
-//! handler still runs it). What stays behind: the registry's own handler
-//! is never removed, so after the last action is gone a signal whose
-//! disposition was `SIG_DFL` is ignored instead of, say, terminating the
-//! process (the registry's documented behaviour).
-//!
-//! **Exclusive** ([`SignalMode::Exclusive`], asked for with
-//! [`SignalConfig::exclusive`]) installs the crate's own handler with raw
-//! `sigaction` and restores, at uninstall, exactly the disposition it
-//! replaced: handler, mask, flags, `SIG_DFL` and `SIG_IGN` included. Only
-//! raw `sigaction` can give that: the registry never gives the signal
-//! back. In exchange it is exclusive: it refuses
-//! ([`SignalError::HeldByOther`]) a signal whose current disposition is
-//! another handler (`SIG_DFL` and `SIG_IGN` are taken, and given back),
-//! and its uninstall never overwrites a handler that is no longer its own:
-//! if someone replaced bottomhalf's handler since install, uninstall leaves
-//! theirs in place and returns [`SignalError::Replaced`].
-//!
-//! # Signals around an uninstall (exclusive mode)
-//!
-//! Uninstall first gives the signal back to the previous disposition, then
-//! marks the slot removed, then waits for the handlers still inside. A
-//! signal that the kernel routed to bottomhalf's handler before the
-//! restore, but whose handler looks at the slot after it was marked, is
-//! not dropped: the handler passes it on to the disposition in force now
-//! (read with `sigaction`, async-signal-safe) and counts it in
-//! [`SignalHandle::forwarded`]:
-//!
-//! - a function without `SA_RESETHAND` is called directly, `SA_SIGINFO`
-//!   honoured (three arguments, the original `siginfo`), with its
-//!   `sa_mask` blocked for the call as the kernel would;
-//! - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
-//!   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
-//! - bottomhalf's handler again (another thread re-installed the
-//!   signal in exclusive mode meanwhile): the delivery runs through the
-//!   new installation right away and is counted there (`handled` or
-//!   `rejected`); if that one is being uninstalled too, the disposition is
-//!   read again, and after a few such turns the delivery is re-queued as
-//!   below;
-//! - the registry's handler (another thread installed the signal in
-//!   shared mode meanwhile; the handler found that installation and left
-//!   it alone): it is called like any function, and runs the new action,
-//!   which counts the delivery too (`forwarded` here, `handled` there);
-//! - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
-//!   is re-queued to the same thread with its original `siginfo`
-//!   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
-//!   whatever disposition is in force then.
-//!
-//! # Which installation a handler runs
-//!
-//! Every installation has an identity (a per-slot generation and its mode;
-//! `crate::sigslot`). A registry action captures its installation's
-//! identity at registration and runs that installation only: an action
-//! still running after its uninstall began, or one a fork child inherited
-//! from an install that never returned there, runs nothing and counts
-//! nothing (the registry already passed the delivery to the previous
-//! handler). The exclusive handler is one function for every exclusive
-//! installation: it runs the exclusive installation in force, if any, and
-//! never a shared one (a registry that took the signal over may hold
-//! bottomhalf's exclusive handler as its "previous" one and call it before
-//! the action: the top half would run twice per delivery).
-//!
-//! # An exclusive handler left behind
-//!
-//! If uninstall found someone else's handler in place
-//! ([`SignalError::Replaced`]), that handler received the signal from the
-//! kernel and may call bottomhalf's as its "previous" handler, and it may
-//! do so for as long as it lives; an uninstall that could not restore the
-//! previous disposition leaves bottomhalf's handler in force, and whoever
-//! takes the signal next (the registry included: it never drops its
-//! previous handler) may chain to it the same way. From then on, until an
-//! exclusive install takes the signal from `SIG_DFL`/`SIG_IGN` again, a
-//! call into bottomhalf's exclusive handler that finds no exclusive
-//! installation is never forwarded (forwarding a chained call would run
-//! the other handler again, or recurse forever). It is counted once:
-//!
-//! - in [`SignalCounts::retired`] if another handler is in force. Such a
-//!   call is either a genuine late delivery (the kernel routed it to
-//!   bottomhalf's handler before it was replaced) or a chained call from
-//!   the replacing handler. Both come with the kernel's `siginfo` and
-//!   context, and nothing portable tells a handler whether the kernel or
-//!   another handler called it, so the counter holds both: for a replacing
-//!   handler that chains, one per delivery it received;
-//! - in [`SignalCounts::lost`] if bottomhalf's handler is in force (a
-//!   failed restore, or a replacing handler that put it back): the kernel
-//!   delivered it there and there is nowhere to pass it on;
-//! - nowhere while a shared-mode installation of the signal is in force:
-//!   the registry calls its previous handler (which chains here) and then
-//!   the action, which counts the delivery (`handled` or `rejected`). A
-//!   genuine late delivery that reaches the old handler only after a new
-//!   shared install (its frame set up before the replace, and not entered
-//!   until after an uninstall and an install on other threads) is the one
-//!   case counted nowhere; it cannot be told from the registry's chained
-//!   call, which is counted by the action.
-//!
-//! Independently of these flags, a call into bottomhalf's handler made by
-//! the handler that `forward` (below) is calling on the same thread for
-//! the same signal is that same delivery coming back: it runs and counts
-//! nothing (a thread-local marker, set around the call).
-//!
-//! A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
-//! counted in [`SignalHandle::lost`]: with the cases above, those are the
-//! only ways a signal that reached the handler is neither run nor
-//! forwarded. `tests/signal_uninstall_storm.rs` cycles install/uninstall
-//! under a `sigqueue` storm in both modes; `tests/signal_modes.rs` covers
-//! the handler left behind (a shared re-install after `Replaced` runs the
-//! top half once; a late delivery after `Replaced` is counted).
-//! [`SignalCounts::total`] gives the per-signal totals over every
-//! installation, including handlers that finished after their uninstall
-//! returned. In shared mode the registry itself passes every delivery to
-//! the previous handler first, so `forwarded` stays 0.
+//! `tests/signal_uninstall_storm.rs` cycles install/uninstall under a
+//! `sigqueue` storm in both modes; `tests/signal_modes.rs` covers the
+//! handler left behind (a shared re-install after `Replaced` runs the top
+//! half once; a late delivery after `Replaced` is counted).
 //!
 //! # Panics
 //!
 //! A top half that panics aborts the process with a fixed message written
 //! by `write(2)`, without allocating, locking or formatting in the handler
-//! (see `panic.rs` for what std does before the hook). The handler path
-//! itself never panics, whatever the signal number or `siginfo` (null
-//! included).
-//!
-//! # `fork()`
-//!
-//! In the child (one thread), [`reset_slots_after_fork`] forgets the
-//! handlers that were running on the parent's other threads and any
-//! install or uninstall another thread was in the middle of, so uninstall
-//! and install in the child never wait for them. An uninstall that was in
-//! progress is finished in the child (the slot is free; in exclusive mode
-//! the saved disposition is put back if bottomhalf's handler is still in
-//! force); an install that was in progress never returned a handle there,
-//! so its slot is freed the same way. If that install had registered its
-//! registry action already, the action stays registered in the child
-//! (there is no handle to remove it) and runs nothing: its identity is
-//! not the next install's. If the fork came before an exclusive install
-//! saved the disposition it replaced, bottomhalf's handler stays in force
-//! in the child and is left behind (above): a shared install there takes
-//! it as the registry's previous handler, and the top half still runs once
-//! per delivery. `signal-hook-registry` counts the
-//! handlers inside it in the same way, and a child forked while one of
-//! them ran, or while a thread was inside `register`/`unregister` (which
-//! hold its write lock), would wait forever in its next `register` or
-//! `unregister`: in that case a shared-mode slot is uninstalled in the
-//! child without calling the registry (its action stays registered and
-//! does nothing), and shared-mode installs in that child are refused with
-//! [`SignalError::RegistryStranded`]. The signals the registry already
-//! holds then stay with it (exclusive mode refuses them: `HeldByOther`);
-//! other signals can be taken in exclusive mode. What bottomhalf cannot
-//! see: a handler of *another* registry user running at the fork strands
-//! the registry just the same.
+//! (see `panic.rs` for what std does before the hook; the user-facing
+//! statement is on [`Runtime::install`]).
 //!
 //! Slot protocol and its orderings: `crate::sigslot`.
 
@@ -200,22 +59,120 @@ impl<const N: usize> EventNotify for Runtime<Signals, N> {
 
 /// How a top half takes its signal; see [`SignalConfig::mode`].
 ///
-/// - `Shared` (default): an action of `signal-hook-registry`, chained with
-///   every other registry user (tokio::signal, signal-hook, ctrlc) and
-///   with a handler installed before it; uninstall removes only this
-///   action.
-/// - `Exclusive`: raw `sigaction`; refuses a signal another handler holds
-///   ([`SignalError::HeldByOther`]); uninstall restores the previous
-///   disposition exactly, unless someone replaced the handler meanwhile
-///   ([`SignalError::Replaced`]: theirs is left in place). Signals that
-///   arrive during an uninstall are run, forwarded to the restored
-///   disposition, or counted ([`SignalHandle::forwarded`],
-///   [`SignalHandle::lost`], [`SignalCounts::retired`] for calls into a
-///   handler that an uninstall left behind).
+/// **Shared** (the default, [`SignalMode::Shared`]) registers the top half
+/// as an action of `signal-hook-registry`, the registry that
+/// `tokio::signal`, `signal-hook` and `ctrlc` use. The registry owns the
+/// process handler for the signal and calls, for each delivery, the
+/// handler that was there before it first took the signal (if that was a
+/// function), then every registered action. So handlers installed before
+/// bottomhalf keep firing, so do registry users that come after it, and
+/// uninstall removes only bottomhalf's action (`unregister` waits until no
+/// handler still runs it). What stays behind: the registry's own handler
+/// is never removed, so after the last action is gone a signal whose
+/// disposition was `SIG_DFL` is ignored instead of, say, terminating the
+/// process (the registry's documented behaviour).
 ///
-/// Why exclusive mode uses raw `sigaction`: the registry never gives a
-/// signal back (its handler stays after the last action is removed), so it
-/// cannot restore `SIG_DFL`, `SIG_IGN` or another library's flags and mask.
+/// **Exclusive** ([`SignalMode::Exclusive`], asked for with
+/// [`SignalConfig::exclusive`]) installs the crate's own handler with raw
+/// `sigaction` and restores, at uninstall, exactly the disposition it
+/// replaced: handler, mask, flags, `SIG_DFL` and `SIG_IGN` included. Only
+/// raw `sigaction` can give that: the registry never gives the signal
+/// back. In exchange it is exclusive: it refuses
+/// ([`SignalError::HeldByOther`]) a signal whose current disposition is
+/// another handler (`SIG_DFL` and `SIG_IGN` are taken, and given back),
+/// and its uninstall never overwrites a handler that is no longer its own:
+/// if someone replaced bottomhalf's handler since install, uninstall leaves
+/// theirs in place and returns [`SignalError::Replaced`].
+///
+/// # Signals around an uninstall (exclusive mode)
+///
+/// Uninstall first gives the signal back to the previous disposition, then
+/// marks the slot removed, then waits for the handlers still inside. A
+/// signal that the kernel routed to bottomhalf's handler before the
+/// restore, but whose handler looks at the slot after it was marked, is
+/// not dropped: the handler passes it on to the disposition in force now
+/// (read with `sigaction`, async-signal-safe) and counts it in
+/// [`SignalHandle::forwarded`]:
+///
+/// - a function without `SA_RESETHAND` is called directly, `SA_SIGINFO`
+///   honoured (three arguments, the original `siginfo`), with its
+///   `sa_mask` blocked for the call as the kernel would;
+/// - `SIG_IGN`, and `SIG_DFL` of a signal whose default is to ignore it
+///   (`SIGCHLD`, `SIGURG`, `SIGWINCH`, `SIGCONT`), are done with;
+/// - bottomhalf's handler again (another thread re-installed the
+///   signal in exclusive mode meanwhile): the delivery runs through the
+///   new installation right away and is counted there (`handled` or
+///   `rejected`); if that one is being uninstalled too, the disposition is
+///   read again, and after a few such turns the delivery is re-queued as
+///   below;
+/// - the registry's handler (another thread installed the signal in
+///   shared mode meanwhile; the handler found that installation and left
+///   it alone): it is called like any function, and runs the new action,
+///   which counts the delivery too (`forwarded` here, `handled` there);
+/// - anything else (`SIG_DFL` that stops or terminates, `SA_RESETHAND`)
+///   is re-queued to the same thread with its original `siginfo`
+///   (`rt_tgsigqueueinfo`); it is delivered when the handler returns, to
+///   whatever disposition is in force then.
+///
+/// # Which installation a handler runs
+///
+/// Every installation has an identity (a per-slot generation and its
+/// mode). A registry action captures its installation's identity at
+/// registration and runs that installation only: an action
+/// still running after its uninstall began, or one a fork child inherited
+/// from an install that never returned there, runs nothing and counts
+/// nothing (the registry already passed the delivery to the previous
+/// handler). The exclusive handler is one function for every exclusive
+/// installation: it runs the exclusive installation in force, if any, and
+/// never a shared one (a registry that took the signal over may hold
+/// bottomhalf's exclusive handler as its "previous" one and call it before
+/// the action: the top half would run twice per delivery).
+///
+/// # An exclusive handler left behind
+///
+/// If uninstall found someone else's handler in place
+/// ([`SignalError::Replaced`]), that handler received the signal from the
+/// kernel and may call bottomhalf's as its "previous" handler, and it may
+/// do so for as long as it lives; an uninstall that could not restore the
+/// previous disposition leaves bottomhalf's handler in force, and whoever
+/// takes the signal next (the registry included: it never drops its
+/// previous handler) may chain to it the same way. From then on, until an
+/// exclusive install takes the signal from `SIG_DFL`/`SIG_IGN` again, a
+/// call into bottomhalf's exclusive handler that finds no exclusive
+/// installation is never forwarded (forwarding a chained call would run
+/// the other handler again, or recurse forever). It is counted once:
+///
+/// - in [`SignalCounts::retired`] if another handler is in force. Such a
+///   call is either a genuine late delivery (the kernel routed it to
+///   bottomhalf's handler before it was replaced) or a chained call from
+///   the replacing handler. Both come with the kernel's `siginfo` and
+///   context, and nothing portable tells a handler whether the kernel or
+///   another handler called it, so the counter holds both: for a replacing
+///   handler that chains, one per delivery it received;
+/// - in [`SignalCounts::lost`] if bottomhalf's handler is in force (a
+///   failed restore, or a replacing handler that put it back): the kernel
+///   delivered it there and there is nowhere to pass it on;
+/// - nowhere while a shared-mode installation of the signal is in force:
+///   the registry calls its previous handler (which chains here) and then
+///   the action, which counts the delivery (`handled` or `rejected`). A
+///   genuine late delivery that reaches the old handler only after a new
+///   shared install (its frame set up before the replace, and not entered
+///   until after an uninstall and an install on other threads) is the one
+///   case counted nowhere; it cannot be told from the registry's chained
+///   call, which is counted by the action.
+///
+/// Independently of all this, a call into bottomhalf's handler made by the
+/// handler that bottomhalf's handler is forwarding a delivery to, on the
+/// same thread for the same signal, is that same delivery coming back: it
+/// runs and counts nothing (a thread-local marker, set around the call).
+///
+/// A re-queue the kernel refuses (the queue limit `RLIMIT_SIGPENDING`) is
+/// counted in [`SignalHandle::lost`]: with the cases above, those are the
+/// only ways a signal that reached the handler is neither run nor
+/// forwarded. [`SignalCounts::total`] gives the per-signal totals over every
+/// installation, including handlers that finished after their uninstall
+/// returned. In shared mode the registry itself passes every delivery to
+/// the previous handler first, so `forwarded` stays 0.
 ///
 /// # Examples
 ///
@@ -397,7 +354,8 @@ pub enum SignalError {
     Replaced(c_int),
     /// Shared mode, in a child forked while a `signal-hook-registry`
     /// handler ran on another thread of the parent: the registry would
-    /// wait for that handler forever (module docs of the signal backend).
+    /// wait for that handler forever (see "`fork()`" on
+    /// [`Signals`](super::Signals#fork)).
     RegistryStranded(c_int),
     /// The runtime has fewer CPU slots than the machine has CPUs.
     TooFewCpus {
@@ -539,13 +497,14 @@ pub struct SignalCounts {
     /// The sender filter refused the signal; nothing ran.
     pub rejected: u32,
     /// Arrived while the slot was being uninstalled (exclusive mode) and
-    /// was passed on to the disposition in force (module docs of
-    /// [`SignalMode`]).
+    /// was passed on to the disposition in force ("Signals around an
+    /// uninstall" on [`SignalMode`](SignalMode#signals-around-an-uninstall-exclusive-mode)).
     pub forwarded: u32,
     /// Arrived while the slot was being uninstalled and could not be
     /// passed on (the kernel refused the re-queue), or reached
     /// bottomhalf's exclusive handler while it was in force with no
-    /// installation behind it (module docs of [`SignalMode`]).
+    /// installation behind it ("An exclusive handler left behind" on
+    /// [`SignalMode`](SignalMode#an-exclusive-handler-left-behind)).
     pub lost: u32,
     /// Calls into bottomhalf's exclusive handler after an uninstall left
     /// it behind with another handler in force (exclusive mode,
@@ -559,7 +518,8 @@ pub struct SignalCounts {
     /// the other handler again, or recurse). Not counted while a
     /// shared-mode installation of the signal is in force: the registry
     /// then calls its previous handler (which chains here) and then the
-    /// action, which counts the delivery (module docs of [`SignalMode`]).
+    /// action, which counts the delivery ("An exclusive handler left
+    /// behind" on [`SignalMode`](SignalMode#an-exclusive-handler-left-behind)).
     pub retired: u32,
 }
 
@@ -824,7 +784,7 @@ fn lookup(sig: c_int) -> Option<(&'static Slot, &'static Counters)> {
 /// outside the table returns, a null `siginfo` gives a `SigInfo` with only
 /// the signal). Runs only an exclusive installation (any generation: the
 /// kernel calls this one function for all of them); otherwise the call is
-/// forwarded or counted (module docs).
+/// forwarded or counted ([`SignalMode`] docs).
 fn dispatch_exclusive(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let Some((slot, counters)) = lookup(sig) else {
         return;
@@ -855,7 +815,8 @@ fn dispatch_exclusive(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) 
 }
 
 /// A call into the exclusive handler that an uninstall left behind
-/// (`Slot::lent`) and that found no exclusive installation (module docs).
+/// (`Slot::lent`) and that found no exclusive installation ([`SignalMode`]
+/// docs, "An exclusive handler left behind").
 /// Never forwarded: it may come from the handler in force chaining to
 /// ours.
 fn left_behind(sig: c_int, found: Entered, counters: &Counters) {
@@ -946,7 +907,8 @@ fn default_ignores(sig: c_int) -> bool {
 const FORWARD_RETRIES: u32 = 4;
 
 /// Passes a signal that reached the handler of a slot being uninstalled
-/// to the disposition in force now (module docs). Async-signal-safe.
+/// to the disposition in force now ([`SignalMode`] docs, "Signals around
+/// an uninstall"). Async-signal-safe.
 fn forward(
     slot: &Slot,
     sig: c_int,
@@ -1252,7 +1214,7 @@ impl SignalHandle {
 
     /// Deliveries that reached the handler while it was being uninstalled
     /// and were passed on to the disposition in force (exclusive mode;
-    /// module docs of [`SignalMode`]).
+    /// "Signals around an uninstall" on [`SignalMode`](SignalMode#signals-around-an-uninstall-exclusive-mode)).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -1282,7 +1244,8 @@ impl SignalHandle {
     /// other threads. Shared mode: unregisters the action. Exclusive mode:
     /// restores the disposition saved at install, if the handler is still
     /// bottomhalf's; signals that arrive meanwhile are run, forwarded or
-    /// counted (module docs of [`SignalMode`]).
+    /// counted ("Signals around an uninstall" on
+    /// [`SignalMode`](SignalMode#signals-around-an-uninstall-exclusive-mode)).
     ///
     /// Top-half safe: no (must not run inside this signal's handler: it
     /// would wait for itself). Allocates: shared mode yes (the registry
@@ -1355,7 +1318,7 @@ fn is_handler(act: &libc::sigaction) -> bool {
     act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN
 }
 
-/// Puts `previous` back if the handler is still ours (module docs).
+/// Puts `previous` back if the handler is still ours ([`SignalMode`] docs).
 fn restore_exclusive(sig: c_int, previous: &libc::sigaction) -> Result<(), SignalError> {
     if query(sig)?.sa_sigaction != handler_addr() {
         return Err(SignalError::Replaced(sig));
@@ -1387,7 +1350,9 @@ impl<const N: usize> Runtime<Signals, N> {
     /// captured if asked (and this runtime's event fd made readable); the
     /// top half runs; `errno` is restored. If the top half panics, the
     /// handler writes a raw message and aborts, allocating nothing (the
-    /// first install wraps the process panic hook for that).
+    /// first install wraps the process panic hook for that). The handler
+    /// path itself never panics, whatever the signal number or `siginfo`
+    /// (null included).
     ///
     /// Top-half safe: no (set-up). Allocates: yes (shared mode: the
     /// registry's action; the first install: the panic hook wrapper).
@@ -1541,7 +1506,7 @@ fn install_exclusive(sig: c_int, slot: &Slot) -> Result<Owner, SignalError> {
 /// Called in the child right after `fork()` (single-threaded there): the
 /// handlers that were running on the parent's other threads, and installs
 /// or uninstalls other threads were in, do not exist in the child, so no
-/// slot may wait for them (module docs, "`fork()`").
+/// slot may wait for them ([`Signals`](super::Signals#fork) docs, "`fork()`").
 pub(crate) fn reset_slots_after_fork() {
     if REGISTRY_CALLS.swap(0, Ordering::Relaxed) != 0 {
         REGISTRY_STRANDED.store(true, Ordering::Relaxed);

@@ -1,93 +1,10 @@
 //! Unix-signal backend (Linux): top halves run inside real signal handlers.
 //!
-//! Design rules:
-//!
-//! - A top half is a `fn(&SigInfo)` run inside the handler itself. It may
-//!   call only top-half-safe API (`raise`, `schedule`, mailbox `push`). The
-//!   handler wrapper saves and restores `errno`, never allocates, never
-//!   takes a lock, and turns a panic into a raw `write(2)` and `abort()`.
-//! - Every delivered `siginfo` can be captured into an [`MpscMailbox`]:
-//!   real-time signals are queued by the kernel one per `sigqueue`, so
-//!   each payload reaches the bottom half once, or its drop is counted.
-//! - The CPU is the one the handler runs on (`sched_getcpu`), so a raise
-//!   from a handler lands on that CPU's pending mask and that CPU's drain
-//!   thread (pinned there) runs it.
-//! - Uninstalling removes only this top half ([`SignalMode`]); signals that
-//!   arrive around it are run, forwarded or counted ([`SignalCounts`]).
-//!
-//! # Shared and exclusive mode
-//!
-//! Shared (default): a `signal-hook-registry` action, chained with
-//! tokio::signal, signal-hook and ctrlc. Exclusive: raw `sigaction`, exact
-//! restore, refuses a signal another handler holds. See [`SignalMode`].
-//!
-//! # Finding the CPU, async-signal-safely
-//!
-//! [`Signals::current_cpu`] is `sched_getcpu()`: on x86-64 and arm64 a vDSO
-//! read of per-CPU data the kernel keeps for the running thread (`rdtscp`/
-//! `rdpid` or the `getcpu` vDSO entry), elsewhere the `getcpu` system
-//! call. Neither takes a lock, allocates or touches user-space state, so it
-//! is async-signal-safe. The result is folded below the configured CPU
-//! count; a [`Runtime<Signals, N>`](crate::Runtime) must have `N` at least
-//! the number of configured CPUs, which every set-up function checks
-//! ([`SignalError::TooFewCpus`]).
-//!
-//! A thread that claimed a CPU slot *for this backend* (the drain threads,
-//! [`Runtime::drain_all`] while it drains) gets that slot instead: a
-//! `const`-initialised thread-local without a destructor, one TLS load,
-//! also folded below the configured CPU count. The host backend's binding
-//! ([`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread))
-//! is a different thread-local that this backend never reads: a `Host`
-//! drain thread bound to index 7 that takes a signal raises on the CPU the
-//! kernel says it runs on, which a `bh-sig` drain thread and `drain_all`
-//! serve. So a top half lands on a drained slot on every thread, and the
-//! index it computes is never out of range.
-//!
-//! # Drain threads and the signal mask
-//!
-//! Process-directed signals go to any thread that does not block them. If
-//! that is a drain thread, the only consumer of the bottom half spends its
-//! time in top halves, and in a storm the mailbox it should empty
-//! overflows. So [`Runtime::spawn_drain_threads`] starts its threads with
-//! every asynchronous signal blocked: the spawning thread blocks them
-//! around the spawn (a new thread inherits its creator's mask, so there is
-//! no window) and restores its own mask afterwards. The synchronous faults
-//! stay unblocked (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`,
-//! `SIGSYS`: blocking a fault the thread itself raises kills the process),
-//! as do the C library's internal signals (`pthread_sigmask` refuses to
-//! block them). Signals sent to a drain thread in particular (`tgkill`,
-//! `pthread_kill`) stay pending. [`Runtime::spawn_drain_threads_unmasked`]
-//! is the opt-out: its threads keep the spawning thread's mask.
-//!
-//! # The pollable file descriptor
-//!
-//! [`Runtime::event_fd`] returns the runtime's own `eventfd`
-//! (`EFD_NONBLOCK | EFD_CLOEXEC`; one per runtime, created on first call,
-//! never closed), handed out as a [`BorrowedFd<'static>`] that no one can
-//! close. Every kick of the runtime (bottom-half work that no drain is
-//! going to pick up by itself) and every capture of a [`SigInfo`] into a
-//! mailbox adds 1 to it, an async-signal-safe `write(2)` with `errno`
-//! preserved, so it is readable whenever the runtime has work for the
-//! event loop. Protocol for an event loop: when it is readable, first
-//! [`Runtime::clear_event_fd`] (reads the counter, resetting it), then
-//! [`Runtime::drain_all`], then pop the capture mailboxes. Clearing first
-//! means a kick or capture during the drain makes the fd readable again; a
-//! drain that runs out of budget kicks, so leftover work re-arms it too.
-//!
-//! # `fork()`
-//!
-//! A child inherits the parent's eventfds: the same kernel object, so
-//! without care the child's kicks would wake the parent's event loop and
-//! the child's reads would steal the parent's wake-ups. The crate's
-//! `pthread_atfork` child handler gives each runtime's event fd a fresh
-//! eventfd in the child, `dup3`'d onto the same descriptor number (a
-//! [`BorrowedFd`] the child holds stays valid). The child's starts
-//! readable: it inherits whatever work was pending, and the inherited fd's
-//! state cannot say (the parent may write or read the shared object until
-//! the handler replaces it), so the child's event loop drains once, maybe
-//! for nothing. Only async-signal-safe system calls. A process that does
-//! not go through the C library's `fork()` (a raw `clone`) skips the
-//! handler.
+//! What users need is on the public items, where rustdoc renders it: the
+//! design and the CPU rules and `fork()` on [`Signals`], the modes and
+//! uninstall on [`SignalMode`], the event-fd protocol on
+//! [`Runtime::event_fd`], the drain threads' signal mask on
+//! [`Runtime::spawn_drain_threads`].
 //!
 //! # Atomic orderings
 //!
@@ -186,6 +103,31 @@ fn signal_event_fd(slot: u32) {
 /// set-up functions ([`Runtime::install`], [`Runtime::spawn_drain_threads`],
 /// [`Runtime::event_fd`]) check it.
 ///
+/// How it works:
+///
+/// - A top half is a `fn(&SigInfo)` run inside the handler itself. It may
+///   call only top-half-safe API ([`Runtime::raise`],
+///   [`Tasklet::schedule`](crate::Tasklet::schedule),
+///   [`MpscMailbox::push`](crate::MpscMailbox::push), …: the full list is in the
+///   [crate docs, "Contexts"](crate#contexts)). The handler wrapper saves
+///   and restores `errno`, never allocates, never takes a lock, and turns
+///   a panic into a raw `write(2)` and `abort()`.
+/// - Every delivered `siginfo` can be captured into an [`MpscMailbox`](crate::MpscMailbox):
+///   real-time signals are queued by the kernel one per `sigqueue`, so
+///   each payload reaches the bottom half once, or its drop is counted.
+/// - The CPU is the one the handler runs on (`sched_getcpu`), so a raise
+///   from a handler lands on that CPU's pending mask and that CPU's drain
+///   thread (pinned there) runs it.
+/// - Uninstalling removes only this top half ([`SignalMode`]); signals that
+///   arrive around it are run, forwarded or counted ([`SignalCounts`]).
+///
+/// Shared mode (default) chains with tokio::signal, signal-hook and ctrlc
+/// through `signal-hook-registry`; exclusive mode uses raw `sigaction`,
+/// restores exactly and refuses a signal another handler holds: see
+/// [`SignalMode`]. Drain threads start with the asynchronous signals
+/// blocked ([`Runtime::spawn_drain_threads`]); event loops wait on
+/// [`Runtime::event_fd`].
+///
 /// # Examples
 ///
 /// ```
@@ -197,12 +139,69 @@ fn signal_event_fd(slot: u32) {
 /// RT.raise(Vector::new(3));
 /// let _ = RT.drain_all();
 /// ```
+///
+/// # Which CPU a top half runs on
+///
+/// [`Signals::current_cpu`] is `sched_getcpu()`: on x86-64 and arm64 a vDSO
+/// read of per-CPU data the kernel keeps for the running thread (`rdtscp`/
+/// `rdpid` or the `getcpu` vDSO entry), elsewhere the `getcpu` system
+/// call. Neither takes a lock, allocates or touches user-space state, so it
+/// is async-signal-safe. The result is folded below the configured CPU
+/// count; a [`Runtime<Signals, N>`](crate::Runtime) must have `N` at least
+/// the number of configured CPUs, which every set-up function checks
+/// ([`SignalError::TooFewCpus`]).
+///
+/// A thread that claimed a CPU slot *for this backend* (the drain threads,
+/// [`Runtime::drain_all`] while it drains) gets that slot instead: a
+/// `const`-initialised thread-local without a destructor, one TLS load,
+/// also folded below the configured CPU count. The host backend's binding
+/// ([`Runtime::bind_current_thread`](crate::Runtime::bind_current_thread))
+/// is a different thread-local that this backend never reads: a `Host`
+/// drain thread bound to index 7 that takes a signal raises on the CPU the
+/// kernel says it runs on, which a `bh-sig` drain thread and `drain_all`
+/// serve. So a top half lands on a drained slot on every thread, and the
+/// index it computes is never out of range.
+///
+/// # `fork()`
+///
+/// In the child (one thread), the crate's `pthread_atfork` child handler
+/// forgets the handlers that were running on the parent's other threads
+/// and any install or uninstall another thread was in the middle of, so
+/// uninstall
+/// and install in the child never wait for them. An uninstall that was in
+/// progress is finished in the child (the slot is free; in exclusive mode
+/// the saved disposition is put back if bottomhalf's handler is still in
+/// force); an install that was in progress never returned a handle there,
+/// so its slot is freed the same way. If that install had registered its
+/// registry action already, the action stays registered in the child
+/// (there is no handle to remove it) and runs nothing: its identity is
+/// not the next install's. If the fork came before an exclusive install
+/// saved the disposition it replaced, bottomhalf's handler stays in force
+/// in the child and is left behind ("An exclusive handler left behind" on
+/// [`SignalMode`](SignalMode#an-exclusive-handler-left-behind)): a shared
+/// install there takes it as the registry's previous handler, and the top
+/// half still runs once per delivery. `signal-hook-registry` counts the
+/// handlers inside it in the same way, and a child forked while one of
+/// them ran, or while a thread was inside `register`/`unregister` (which
+/// hold its write lock), would wait forever in its next `register` or
+/// `unregister`: in that case a shared-mode slot is uninstalled in the
+/// child without calling the registry (its action stays registered and
+/// does nothing), and shared-mode installs in that child are refused with
+/// [`SignalError::RegistryStranded`]. The signals the registry already
+/// holds then stay with it (exclusive mode refuses them: `HeldByOther`);
+/// other signals can be taken in exclusive mode. What bottomhalf cannot
+/// see: a handler of *another* registry user running at the fork strands
+/// the registry just the same.
+///
+/// The runtime's event fd is replaced in the child too (same descriptor
+/// number, a fresh eventfd): see "`fork()`" on [`Runtime::event_fd`].
 #[derive(Debug)]
 pub struct Signals;
 
 impl Backend for Signals {
     /// `sched_getcpu()`, or the CPU slot the calling thread claimed for
-    /// this backend, folded below the configured CPU count (module docs).
+    /// this backend, folded below the configured CPU count (see "Which CPU
+    /// a top half runs on" on [`Signals`]).
     /// The host backend's binding is not read. Async-signal-safe.
     #[inline]
     fn current_cpu() -> usize {
@@ -214,7 +213,7 @@ impl Backend for Signals {
             return bound % limit;
         }
         // SAFETY: no arguments, no memory; a vDSO read or the `getcpu`
-        // system call, async-signal-safe (module docs). -1 on failure.
+        // system call, async-signal-safe (`Signals` docs). -1 on failure.
         let cpu = unsafe { libc::sched_getcpu() };
         if cpu < 0 {
             0
@@ -334,17 +333,50 @@ impl<const N: usize> Runtime<Signals, N> {
     /// This runtime's pollable file descriptor: an `eventfd`
     /// (`EFD_NONBLOCK | EFD_CLOEXEC`), one per runtime, created on the
     /// first call (and readable at once, so the event loop's first drain
-    /// picks up work raised before it) and never closed. It becomes
-    /// readable whenever the runtime has bottom-half work that no drain is
-    /// going to pick up by itself, and whenever a handler captures a
-    /// [`SigInfo`] into a mailbox. Protocol: when readable,
-    /// [`clear_event_fd`](Runtime::clear_event_fd), then
-    /// [`drain_all`](Runtime::drain_all), then pop the capture mailboxes
-    /// (module docs).
+    /// picks up work raised before it) and never closed.
+    ///
+    /// Every kick of the runtime (bottom-half work that no drain is going
+    /// to pick up by itself: a raise or schedule on a CPU whose drain is
+    /// not running, a drain that ran out of budget) and every capture of a
+    /// [`SigInfo`] into a mailbox ([`SignalConfig::capture`]) adds 1 to it,
+    /// an async-signal-safe `write(2)` with `errno` preserved, so it is
+    /// readable whenever the runtime has work for the event loop.
+    ///
+    /// # Protocol for an event loop
+    ///
+    /// When the fd is readable: first
+    /// [`clear_event_fd`](Runtime::clear_event_fd) (reads the counter,
+    /// resetting it), then [`drain_all`](Runtime::drain_all), then pop the
+    /// capture mailboxes. Clearing first means a kick or capture during the
+    /// drain makes the fd readable again; a drain that runs out of budget
+    /// kicks, so leftover work re-arms it too. With tokio, clear the
+    /// `AsyncFd`'s readiness (`guard.clear_ready()`) before
+    /// `clear_event_fd`, for the same reason (example below).
     ///
     /// Returned borrowed for `'static`: it cannot be closed through it (a
     /// `File` or `OwnedFd` made from it would close the runtime's fd).
     /// Hand it to `poll`, `epoll`, or tokio's `AsyncFd`.
+    ///
+    /// # `fork()`
+    ///
+    /// A child inherits the parent's eventfds: the same kernel object, so
+    /// without care the child's kicks would wake the parent's event loop
+    /// and the child's reads would steal the parent's wake-ups. The
+    /// crate's `pthread_atfork` child handler gives each runtime's event fd
+    /// a fresh eventfd in the child, `dup3`'d onto the same descriptor
+    /// number (a [`BorrowedFd`] the child holds stays valid as a number).
+    /// The child's starts readable: it inherits whatever work was pending,
+    /// and the inherited fd's state cannot say (the parent may write or
+    /// read the shared object until the handler replaces it), so the
+    /// child's event loop drains once, maybe for nothing. Only
+    /// async-signal-safe system calls. A process that does not go through
+    /// the C library's `fork()` (a raw `clone`) skips the handler.
+    ///
+    /// The same number then names a *different* eventfd. A tokio runtime
+    /// does not survive `fork` anyway (its threads and its `epoll` instance
+    /// are the parent's), and an `AsyncFd` registered in the parent refers
+    /// to the parent's eventfd: in the child, build a new tokio runtime and
+    /// register the fd again there.
     ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
     ///
@@ -354,6 +386,8 @@ impl<const N: usize> Runtime<Signals, N> {
     /// or with `EMFILE` if 64 runtimes of this process already have one.
     ///
     /// # Examples
+    ///
+    /// With `poll`:
     ///
     /// ```
     /// use bottomhalf::{Config, Runtime, SignalConfig, Signals, Vector};
@@ -376,6 +410,55 @@ impl<const N: usize> Runtime<Signals, N> {
     /// let _ = RT.drain_all();
     /// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
     /// assert!(!RT.clear_event_fd(), "nothing new since");
+    /// ```
+    ///
+    /// With tokio's `AsyncFd`: the whole loop, a top half that raises a
+    /// softirq and captures its `SigInfo`, and the event loop that waits,
+    /// clears, drains and pops. (tokio 1.53.3 and later deprecate
+    /// `AsyncFd::new` as unsound for a borrowed fd; the `unsafe`
+    /// constructor `register_with_interest` states the fd's lifetime
+    /// instead.)
+    ///
+    /// ```
+    /// use bottomhalf::{Config, MpscMailbox, Runtime, SigInfo, SignalConfig, Signals, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use tokio::io::{unix::AsyncFd, Interest};
+    ///
+    /// static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    /// static INFOS: MpscMailbox<SigInfo, 16> = MpscMailbox::new();
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// const SIG_BH: Vector = Vector::new(9);
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> std::io::Result<()> {
+    ///     RT.register(SIG_BH, "SIG", |_| { RUNS.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    ///     let fd = RT.event_fd().unwrap();
+    ///     // SAFETY: the runtime never closes its event fd, and in this
+    ///     // process the number always names the same eventfd (only a child
+    ///     // of fork() gets a new one there, and this tokio runtime is not
+    ///     // used in a child).
+    ///     let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+    ///     let cfg = SignalConfig::new(libc::SIGUSR1, |_| RT.raise(SIG_BH)).capture(&INFOS);
+    ///     let _handle = RT.install(cfg).unwrap();
+    ///
+    ///     // SAFETY: raising a signal whose handler is installed.
+    ///     unsafe { libc::raise(libc::SIGUSR1) };
+    ///
+    ///     let mut seen = 0;
+    ///     while seen == 0 {
+    ///         let mut guard = afd.readable().await?;
+    ///         guard.clear_ready(); // before reading the counter: nothing is missed
+    ///         RT.clear_event_fd();
+    ///         let _ = RT.drain_all(); // runs SIG_BH
+    ///         let mut rx = INFOS.consumer().expect("only the event loop pops");
+    ///         while let Some(info) = rx.pop() {
+    ///             assert_eq!(info.signal, libc::SIGUSR1);
+    ///             seen += 1;
+    ///         }
+    ///     }
+    ///     assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    ///     Ok(())
+    /// }
     /// ```
     pub fn event_fd(&self) -> Result<BorrowedFd<'static>, SignalError> {
         self.check_cpus()?;
@@ -441,7 +524,8 @@ impl<const N: usize> Runtime<Signals, N> {
 
     /// Reads and resets this runtime's event fd counter; `true` if it was
     /// readable. Call it before [`drain_all`](Runtime::drain_all) when the
-    /// fd polls readable (module docs). Without an event fd, `false`.
+    /// fd polls readable ("Protocol for an event loop" on
+    /// [`event_fd`](Runtime::event_fd)). Without an event fd, `false`.
     ///
     /// Top-half safe: no (meant for the event loop). Allocates: no.
     /// Blocks: no (the fd is non-blocking).
@@ -516,12 +600,19 @@ impl<const N: usize> Runtime<Signals, N> {
     /// It sleeps on the CPU's futex between kicks. Dropping the handle
     /// stops and joins the threads.
     ///
-    /// The threads start with every asynchronous signal blocked (all but
-    /// `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`), so
-    /// top halves run on the program's other threads and never steal the
-    /// drain threads' time (module docs). The calling thread's mask is
-    /// changed for the duration of the spawn and then restored. Opt out
-    /// with [`spawn_drain_threads_unmasked`](Runtime::spawn_drain_threads_unmasked).
+    /// Process-directed signals go to any thread that does not block them. If
+    /// that is a drain thread, the only consumer of the bottom half spends its
+    /// time in top halves, and in a storm the mailbox it should empty
+    /// overflows. So this function starts its threads with every
+    /// asynchronous signal blocked: the spawning thread blocks them
+    /// around the spawn (a new thread inherits its creator's mask, so there is
+    /// no window) and restores its own mask afterwards. The synchronous faults
+    /// stay unblocked (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`,
+    /// `SIGSYS`: blocking a fault the thread itself raises kills the process),
+    /// as do the C library's internal signals (`pthread_sigmask` refuses to
+    /// block them). Signals sent to a drain thread in particular (`tgkill`,
+    /// `pthread_kill`) stay pending. [`Runtime::spawn_drain_threads_unmasked`]
+    /// is the opt-out: its threads keep the spawning thread's mask.
     ///
     /// Top-half safe: no. Allocates: yes (threads). Blocks: no.
     ///
