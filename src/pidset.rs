@@ -390,6 +390,25 @@ mod tests {
     use super::{PidSet, PidSetError, PidSetRef};
 
     #[test]
+    fn is_empty_follows_inserts_and_removes() {
+        let set: PidSet<2> = PidSet::new();
+        assert!(set.is_empty());
+        set.insert(7).unwrap();
+        assert!(!set.is_empty());
+        assert!(set.remove(7));
+        assert!(set.is_empty());
+    }
+
+    /// Two references are equal exactly when they refer to the same set.
+    #[test]
+    fn refs_are_equal_only_for_the_same_set() {
+        static A: PidSet<2> = PidSet::new();
+        static B: PidSet<2> = PidSet::new();
+        assert!(PidSetRef::new(&A) == PidSetRef::new(&A));
+        assert!(PidSetRef::new(&A) != PidSetRef::new(&B));
+    }
+
+    #[test]
     fn insert_remove_contains_and_full() {
         let set: PidSet<2> = PidSet::new();
         assert_eq!(set.insert(0), Err(PidSetError::NotAPid(0)));
