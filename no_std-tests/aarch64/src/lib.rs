@@ -1,0 +1,606 @@
+//! The harness of the four-core firmware tests: boot, board, semihosting.
+//!
+//! Runs under `qemu-system-aarch64 -machine virt -cpu cortex-a53 -smp 4
+//! -nographic -nic none -semihosting`, with no runtime crate:
+//!
+//! - **Boot.** QEMU loads the ELF and starts core 0 at `_start` in EL1 (no
+//!   `virtualization=on`, no `secure=on`: no EL2 or EL3 firmware). Core 0
+//!   zeroes `.bss`; every core sets its stack (64 KiB each, from
+//!   `MPIDR_EL1.Aff0`), turns FP/SIMD on (`CPACR_EL1.FPEN`; the target's
+//!   code may use the SIMD registers) and installs the exception vectors,
+//!   then enters [`start`]. The MMU stays off: every access is to Device
+//!   memory, which the target's `+strict-align` code handles, and QEMU's
+//!   exclusives work on it. (Real silicon would want the MMU and caches on
+//!   before relying on the global exclusive monitor.)
+//! - **Secondary cores** wait powered off. Core 0 starts them with PSCI
+//!   `CPU_ON` (function id `0xC400_0003`). QEMU virt uses the HVC conduit
+//!   when the guest starts in EL1 and SMC when it starts in EL2; the
+//!   harness probes `PSCI_VERSION` through HVC, then SMC, and an
+//!   instruction that turns out UNDEFINED (no such conduit) returns
+//!   `NOT_SUPPORTED` through the exception vector instead of failing.
+//! - **Board** ([`Virt`]): the CPU index is `MPIDR_EL1.Aff0`, the clock is
+//!   the generic timer (`CNTVCT_EL0` scaled by `CNTFRQ_EL0`), and
+//!   `pend_drain(cpu)` sets a per-core flag that the target core's loop
+//!   polls ([`take_pend`]) at the points where an interrupt would return.
+//!   No GIC SGI yet: every kick this crate makes today is for the raising
+//!   core itself, and a polled flag is exactly as strong a test of when
+//!   the runtime kicks.
+//! - **Semihosting**: `hlt #0xf000`, `SYS_WRITE0` for output (one line at a
+//!   time under a spin lock, so lines of different cores never mix) and
+//!   `SYS_EXIT` with the AArch64 parameter block for the exit code.
+//!
+//! A scenario is a `fn(cpu: usize)` that runs on all four cores at once
+//! ([`entry!`]); it fails with [`check!`] / [`check_eq!`] (one `FAIL:`
+//! line, exit code 1), and QEMU exits 0 once it has returned on every
+//! core. A panic exits 1, an exception 2, a wait that never ends
+//! ([`wait_until`]) fails after 20 s.
+//!
+//! `unsafe` is confined to this file (assembly, semihosting, PSCI,
+//! system registers); the scenarios use the crate's safe API.
+
+#![no_std]
+
+use core::arch::{asm, global_asm};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+
+use bottomhalf::Board;
+
+/// The cores the tests run on (`-smp 4`).
+pub const CORES: usize = 4;
+
+/// log2 of each core's stack size (64 KiB); `link.ld` reserves
+/// `CORES << STACK_SHIFT` bytes.
+const STACK_SHIFT: u32 = 16;
+
+// ---------------------------------------------------------------- macros
+
+/// Prints a line through semihosting.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::print_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `check!(cond, "what", args…)`: fails the run unless `cond` holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::fail(format_args!($($arg)*));
+        }
+    };
+}
+
+/// `check_eq!(a, b, "what", args…)`: fails the run unless `a == b`,
+/// printing both.
+#[macro_export]
+macro_rules! check_eq {
+    ($a:expr, $b:expr, $($arg:tt)*) => {
+        match (&$a, &$b) {
+            (a, b) => {
+                if *a != *b {
+                    $crate::fail(format_args!(
+                        "{}: {:?} != {:?}",
+                        format_args!($($arg)*),
+                        a,
+                        b
+                    ));
+                }
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- boot
+
+global_asm!(
+    r#"
+    .section .text.boot, "ax"
+    .global _start
+_start:
+    // Core 0 only: QEMU holds the other cores powered off until CPU_ON.
+    // Zero .bss (16-byte aligned and sized by link.ld).
+    adrp x0, __bss_start
+    add  x0, x0, :lo12:__bss_start
+    adrp x1, __bss_end
+    add  x1, x1, :lo12:__bss_end
+1:  cmp  x0, x1
+    b.hs 2f
+    str  xzr, [x0], #8
+    b    1b
+2:  b    bh_common_entry
+
+    // PSCI CPU_ON entry of cores 1..3 (EL1, MMU off).
+    .global bh_secondary_entry
+bh_secondary_entry:
+    b    bh_common_entry
+
+bh_common_entry:
+    mrs  x19, mpidr_el1
+    and  x19, x19, #0xff
+    cmp  x19, #{cores}
+    b.hs 4f
+    // sp = __stacks_start + (cpu + 1) << STACK_SHIFT
+    adrp x1, __stacks_start
+    add  x1, x1, :lo12:__stacks_start
+    add  x2, x19, #1
+    lsl  x2, x2, #{stack_shift}
+    add  x1, x1, x2
+    mov  sp, x1
+    // FP/SIMD accessible at EL1 and EL0 (CPACR_EL1.FPEN = 0b11).
+    mov  x1, #(3 << 20)
+    msr  cpacr_el1, x1
+    adrp x1, bh_vectors
+    add  x1, x1, :lo12:bh_vectors
+    msr  vbar_el1, x1
+    isb
+    mov  x0, x19
+    bl   bh_rust_entry
+4:  wfe
+    b    4b
+
+    // Exception vectors: 16 entries of 128 bytes; x17 = entry index.
+    .section .text.vectors, "ax"
+    .balign 2048
+bh_vectors:
+    .irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 128
+    mov  x17, #\n
+    b    bh_exception_common
+    .endr
+
+bh_exception_common:
+    // A PSCI conduit probe: an HVC or SMC that is UNDEFINED (synchronous,
+    // current EL with SP_ELx = entry 4; ESR_EL1.EC = 0) while
+    // BH_PSCI_PROBING is set returns NOT_SUPPORTED (-1) in x0. The probe's
+    // asm declares x0..x17 clobbered; NZCV comes back from SPSR on eret.
+    cmp  x17, #4
+    b.ne 6f
+    mrs  x17, esr_el1
+    lsr  x17, x17, #26
+    cbnz x17, 5f
+    adrp x17, BH_PSCI_PROBING
+    ldrb w17, [x17, :lo12:BH_PSCI_PROBING]
+    cbz  w17, 5f
+    mrs  x17, elr_el1
+    add  x17, x17, #4
+    msr  elr_el1, x17
+    movn x0, #0
+    eret
+5:  mov  x17, #4
+6:  mov  x0, x17
+    mrs  x1, esr_el1
+    mrs  x2, elr_el1
+    mrs  x3, far_el1
+    bl   bh_exception
+7:  wfe
+    b    7b
+"#,
+    cores = const CORES,
+    stack_shift = const STACK_SHIFT,
+);
+
+extern "C" {
+    /// Where cores 1..3 start (PSCI `CPU_ON` entry point), in the assembly
+    /// above. Only its address is used.
+    fn bh_secondary_entry() -> !;
+}
+
+/// Set while core 0 probes the PSCI conduits (read by the vector code).
+#[no_mangle]
+static BH_PSCI_PROBING: AtomicU8 = AtomicU8::new(0);
+
+/// An exception nobody expected: print it and exit with code 2.
+#[no_mangle]
+extern "C" fn bh_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
+    print_fmt(format_args!(
+        "FAIL (cpu {}): exception, vector entry {kind}: ESR_EL1 {esr:#x} ELR_EL1 {elr:#x} FAR_EL1 {far:#x}",
+        Virt::cpu()
+    ));
+    exit(2)
+}
+
+/// Defines the firmware's entry: `entry!(scenario)` runs
+/// `scenario(cpu)` on all four cores at once, after core 0 has checked the
+/// platform and started the others.
+#[macro_export]
+macro_rules! entry {
+    ($scenario:path) => {
+        #[no_mangle]
+        extern "C" fn bh_rust_entry(cpu: usize) -> ! {
+            $crate::start(cpu, $scenario)
+        }
+    };
+}
+
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+static ONLINE_MASK: AtomicU32 = AtomicU32::new(0);
+static GO: AtomicBool = AtomicBool::new(false);
+static FINISHED: AtomicU32 = AtomicU32::new(0);
+
+/// Boots the platform (core 0) or checks in (cores 1..3), runs `scenario`
+/// on every core, then exits 0 once all four have returned. Called by
+/// [`entry!`].
+pub fn start(cpu: usize, scenario: fn(usize)) -> ! {
+    if cpu == 0 {
+        boot_primary();
+    } else {
+        ONLINE_MASK.fetch_or(1 << cpu, Ordering::Relaxed);
+        // Release: pairs with core 0's Acquire wait on ONLINE.
+        ONLINE.fetch_add(1, Ordering::Release);
+        wait_until("the start signal", || GO.load(Ordering::Acquire));
+    }
+    scenario(cpu);
+    // Release: pairs with core 0's Acquire wait below.
+    FINISHED.fetch_add(1, Ordering::Release);
+    if cpu == 0 {
+        wait_until("every core to finish its scenario", || {
+            FINISHED.load(Ordering::Acquire) == CORES as u32
+        });
+        exit(0);
+    }
+    park()
+}
+
+fn boot_primary() {
+    let el = current_el();
+    let midr = midr();
+    check_eq!(el, 1, "the firmware starts in EL1");
+    println!(
+        "boot: core 0 in EL{el}, MIDR {midr:#010x} ({})",
+        if midr & 0xff0f_fff0 == 0x410f_d030 {
+            "Cortex-A53"
+        } else {
+            "not a Cortex-A53"
+        }
+    );
+    check_eq!(midr & 0xff0f_fff0, 0x410f_d030, "the core is a Cortex-A53");
+    let freq = cntfrq();
+    check!(freq != 0, "CNTFRQ_EL0 is set");
+    println!("timer: CNTFRQ_EL0 {freq} Hz");
+
+    let (conduit, version) = psci_probe();
+    let Some(conduit) = conduit else {
+        fail(format_args!("no PSCI conduit answered (HVC and SMC both UNDEFINED)"))
+    };
+    println!(
+        "psci: version {}.{} through {}",
+        version >> 16,
+        version & 0xffff,
+        conduit.name()
+    );
+    ONLINE_MASK.fetch_or(1, Ordering::Relaxed);
+    ONLINE.fetch_add(1, Ordering::Relaxed);
+    let entry = bh_secondary_entry as *const () as usize as u64;
+    for target in 1..CORES as u64 {
+        // MPIDR of core n on virt: Aff0 = n (up to 8 cores per cluster).
+        let r = psci_call(conduit, PSCI_CPU_ON, target, entry, target);
+        check_eq!(r, 0, "PSCI CPU_ON for core {target}");
+    }
+    wait_until("cores 1..3 to come online", || {
+        ONLINE.load(Ordering::Acquire) == CORES as u32
+    });
+    println!(
+        "cores online: {} (MPIDR_EL1.Aff0 mask {:#x})",
+        ONLINE.load(Ordering::Relaxed),
+        ONLINE_MASK.load(Ordering::Relaxed)
+    );
+    GO.store(true, Ordering::Release);
+}
+
+fn park() -> ! {
+    loop {
+        // SAFETY: `wfe` only waits for an event; no memory or register effect.
+        unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
+// ---------------------------------------------------------------- system registers
+
+fn mpidr() -> u64 {
+    let v: u64;
+    // SAFETY: reading MPIDR_EL1 at EL1 has no side effect.
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn midr() -> u64 {
+    let v: u64;
+    // SAFETY: reading MIDR_EL1 at EL1 has no side effect.
+    unsafe { asm!("mrs {}, midr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn current_el() -> u64 {
+    let v: u64;
+    // SAFETY: reading CurrentEL has no side effect.
+    unsafe { asm!("mrs {}, CurrentEL", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    (v >> 2) & 3
+}
+
+fn cntfrq() -> u64 {
+    let v: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effect.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn cntvct() -> u64 {
+    let v: u64;
+    // SAFETY: `isb` orders the read after earlier instructions; reading
+    // CNTVCT_EL0 at EL1 has no side effect.
+    unsafe {
+        asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+// ---------------------------------------------------------------- PSCI
+
+const PSCI_VERSION: u64 = 0x8400_0000;
+const PSCI_CPU_ON: u64 = 0xC400_0003;
+
+/// How PSCI calls reach the firmware (here: QEMU itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conduit {
+    Hvc,
+    Smc,
+}
+
+impl Conduit {
+    fn name(self) -> &'static str {
+        match self {
+            Conduit::Hvc => "hvc",
+            Conduit::Smc => "smc",
+        }
+    }
+}
+
+/// One PSCI call (SMC Calling Convention: function id and arguments in
+/// x0..x3, result in x0; x4..x17 may be clobbered).
+fn psci_call(conduit: Conduit, fid: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    let r: i64;
+    match conduit {
+        // SAFETY: a PSCI call through HVC: QEMU handles it (or, while
+        // probing, the vector code skips an UNDEFINED one and sets x0 to
+        // -1). Every register the convention may change is declared.
+        Conduit::Hvc => unsafe {
+            asm!("hvc #0",
+                inout("x0") fid => r, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+                options(nostack))
+        },
+        // SAFETY: as above, through SMC.
+        Conduit::Smc => unsafe {
+            asm!("smc #0",
+                inout("x0") fid => r, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+                options(nostack))
+        },
+    }
+    r
+}
+
+/// `PSCI_VERSION` through HVC, then SMC: the first conduit that answers,
+/// and the version it reports.
+fn psci_probe() -> (Option<Conduit>, u64) {
+    BH_PSCI_PROBING.store(1, Ordering::SeqCst);
+    let mut found = (None, 0);
+    for c in [Conduit::Hvc, Conduit::Smc] {
+        let v = psci_call(c, PSCI_VERSION, 0, 0, 0);
+        if v >= 0 {
+            found = (Some(c), v as u64);
+            break;
+        }
+    }
+    BH_PSCI_PROBING.store(0, Ordering::SeqCst);
+    found
+}
+
+// ---------------------------------------------------------------- board
+
+static PEND: [AtomicBool; CORES] = [const { AtomicBool::new(false) }; CORES];
+static KICKS: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
+
+/// The QEMU virt board with four Cortex-A53 cores, for
+/// `Runtime<BareMetal<Virt>, 4>`.
+pub struct Virt;
+
+impl Board for Virt {
+    /// `MPIDR_EL1.Aff0`: 0..3 on virt with `-smp 4`.
+    fn cpu() -> usize {
+        (mpidr() & 0xff) as usize
+    }
+
+    /// The generic timer's virtual count in nanoseconds.
+    fn now_ns() -> u64 {
+        ticks_to_ns(cntvct(), cntfrq())
+    }
+
+    /// Sets core `cpu`'s drain flag, which that core polls; counts the kick.
+    fn pend_drain(cpu: usize) {
+        if let (Some(flag), Some(kicks)) = (PEND.get(cpu), KICKS.get(cpu)) {
+            kicks.fetch_add(1, Ordering::Relaxed);
+            // Release: pairs with the Acquire swap in `take_pend`.
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
+    if freq == 0 {
+        return 0;
+    }
+    (ticks / freq) * 1_000_000_000 + (ticks % freq) * 1_000_000_000 / freq
+}
+
+/// Takes core `cpu`'s drain flag: `true` if `pend_drain(cpu)` was called
+/// since the last take (the core should drain now, as a pended drain
+/// interrupt would).
+pub fn take_pend(cpu: usize) -> bool {
+    PEND[cpu].swap(false, Ordering::Acquire)
+}
+
+/// `true` if core `cpu`'s drain flag is set (without taking it).
+pub fn is_pended(cpu: usize) -> bool {
+    PEND[cpu].load(Ordering::Acquire)
+}
+
+/// `pend_drain(cpu)` calls so far.
+pub fn kicks(cpu: usize) -> u32 {
+    KICKS[cpu].load(Ordering::Relaxed)
+}
+
+/// The generic timer in nanoseconds (the board's clock).
+pub fn now_ns() -> u64 {
+    Virt::now_ns()
+}
+
+// ---------------------------------------------------------------- sync helpers
+
+/// Spins until `cond` holds; fails the test after 20 s (of the generic
+/// timer), naming `what` it waited for.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = now_ns();
+    let mut n = 0u32;
+    while !cond() {
+        core::hint::spin_loop();
+        n = n.wrapping_add(1);
+        if n % 1024 == 0 && now_ns().wrapping_sub(start) > 20_000_000_000 {
+            fail(format_args!("timed out after 20 s waiting for {what}"));
+        }
+    }
+}
+
+static BARRIER_COUNT: AtomicU32 = AtomicU32::new(0);
+static BARRIER_GEN: AtomicU32 = AtomicU32::new(0);
+
+/// Waits until all four cores have reached this barrier.
+pub fn barrier() {
+    let gen = BARRIER_GEN.load(Ordering::Acquire);
+    // AcqRel: the last core to arrive sees every core's writes before the
+    // barrier and publishes them with the Release increment of the
+    // generation, which the others load with Acquire.
+    if BARRIER_COUNT.fetch_add(1, Ordering::AcqRel) + 1 == CORES as u32 {
+        BARRIER_COUNT.store(0, Ordering::Relaxed);
+        BARRIER_GEN.fetch_add(1, Ordering::Release);
+    } else {
+        wait_until("a barrier", || BARRIER_GEN.load(Ordering::Acquire) != gen);
+    }
+}
+
+/// A fixed pseudo-random sequence (xorshift32), so a scenario's per-core
+/// pattern is the same on every run.
+pub struct XorShift(u32);
+
+impl XorShift {
+    /// A sequence from `seed` (0 is replaced by a constant).
+    pub const fn new(seed: u32) -> XorShift {
+        XorShift(if seed == 0 { 0x9e37_79b9 } else { seed })
+    }
+
+    /// The next value.
+    pub fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+}
+
+// ---------------------------------------------------------------- semihosting
+
+const SYS_WRITE0: u64 = 0x04;
+const SYS_EXIT: u64 = 0x18;
+const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
+
+fn semihost(op: u64, arg: usize) -> u64 {
+    let r: u64;
+    // SAFETY: a semihosting call (QEMU `-semihosting`); `arg` points to
+    // the call's parameter block or string, alive for the whole call, which
+    // the host only reads.
+    unsafe { asm!("hlt #0xf000", inout("x0") op => r, in("x1") arg, options(nostack)) };
+    r
+}
+
+/// Ends the QEMU run with `code` as its exit status.
+pub fn exit(code: u32) -> ! {
+    // AArch64 SYS_EXIT takes a parameter block: reason, subcode (the status).
+    let block: [u64; 2] = [ADP_STOPPED_APPLICATION_EXIT, u64::from(code)];
+    semihost(SYS_EXIT, block.as_ptr() as usize);
+    park()
+}
+
+static PRINT_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// One output line, written with SYS_WRITE0 in pieces of up to 255 bytes.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.buf[self.len] = 0;
+            semihost(SYS_WRITE0, self.buf.as_ptr() as usize);
+            self.len = 0;
+        }
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() - 1 {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Prints one line (under the output lock, so lines of different cores
+/// never interleave). Used by [`println!`].
+pub fn print_fmt(args: fmt::Arguments<'_>) {
+    // Bounded wait: a core that faults while printing must not stop the
+    // others' FAIL line from coming out.
+    let mut tries = 0u32;
+    while PRINT_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+        && tries < 10_000_000
+    {
+        tries += 1;
+        core::hint::spin_loop();
+    }
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    line.flush();
+    PRINT_LOCK.store(false, Ordering::Release);
+}
+
+/// Prints `FAIL (cpu N): …` and exits with status 1.
+pub fn fail(args: fmt::Arguments<'_>) -> ! {
+    print_fmt(format_args!("FAIL (cpu {}): {}", Virt::cpu(), args));
+    exit(1)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fail(format_args!("panic: {info}"))
+}
