@@ -25,9 +25,10 @@
 //!   No GIC SGI yet: every kick this crate makes today is for the raising
 //!   core itself, and a polled flag is exactly as strong a test of when
 //!   the runtime kicks.
-//! - **Semihosting**: `hlt #0xf000`, `SYS_WRITE0` for output (one line at a
-//!   time under a spin lock, so lines of different cores never mix) and
-//!   `SYS_EXIT` with the AArch64 parameter block for the exit code.
+//! - **Semihosting**: `hlt #0xf000`; `SYS_OPEN(":tt")` and `SYS_WRITE`
+//!   for output to the host's stdout (one line at a time under a spin
+//!   lock, so lines of different cores never mix), `SYS_EXIT` with the
+//!   AArch64 parameter block for the exit code.
 //!
 //! A scenario is a `fn(cpu: usize)` that runs on all four cores at once
 //! ([`entry!`]); it fails with [`check!`] / [`check_eq!`] (one `FAIL:`
@@ -263,7 +264,9 @@ fn boot_primary() {
 
     let (conduit, version) = psci_probe();
     let Some(conduit) = conduit else {
-        fail(format_args!("no PSCI conduit answered (HVC and SMC both UNDEFINED)"))
+        fail(format_args!(
+            "no PSCI conduit answered (HVC and SMC both UNDEFINED)"
+        ))
     };
     println!(
         "psci: version {}.{} through {}",
@@ -472,7 +475,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         core::hint::spin_loop();
         n = n.wrapping_add(1);
-        if n % 1024 == 0 && now_ns().wrapping_sub(start) > 20_000_000_000 {
+        if n.is_multiple_of(1024) && now_ns().wrapping_sub(start) > 20_000_000_000 {
             fail(format_args!("timed out after 20 s waiting for {what}"));
         }
     }
@@ -506,7 +509,7 @@ impl XorShift {
     }
 
     /// The next value.
-    pub fn next(&mut self) -> u32 {
+    pub fn next_u32(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 17;
@@ -518,7 +521,8 @@ impl XorShift {
 
 // ---------------------------------------------------------------- semihosting
 
-const SYS_WRITE0: u64 = 0x04;
+const SYS_OPEN: u64 = 0x01;
+const SYS_WRITE: u64 = 0x05;
 const SYS_EXIT: u64 = 0x18;
 const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
 
@@ -540,8 +544,27 @@ pub fn exit(code: u32) -> ! {
 }
 
 static PRINT_LOCK: AtomicBool = AtomicBool::new(false);
+/// The semihosting handle of the host's stdout, plus one (0: not open yet).
+static STDOUT: AtomicU32 = AtomicU32::new(0);
 
-/// One output line, written with SYS_WRITE0 in pieces of up to 255 bytes.
+/// The host's stdout: `SYS_OPEN(":tt", "w")` once (under the output lock),
+/// as cortex-m-semihosting's `hstdout` does. (`SYS_WRITE0` would go to
+/// QEMU's semihosting console, which is stderr.)
+fn stdout_handle() -> u64 {
+    let h = STDOUT.load(Ordering::Relaxed);
+    if h != 0 {
+        return u64::from(h - 1);
+    }
+    const TT: &[u8] = b":tt\0";
+    // Parameter block: file name, mode 4 ("w"), name length without NUL.
+    let block: [u64; 3] = [TT.as_ptr() as u64, 4, 3];
+    let r = semihost(SYS_OPEN, block.as_ptr() as usize);
+    STDOUT.store(r as u32 + 1, Ordering::Relaxed);
+    r
+}
+
+/// One output line, written with SYS_WRITE to the host's stdout in pieces
+/// of up to 256 bytes.
 struct Line {
     buf: [u8; 256],
     len: usize,
@@ -550,8 +573,9 @@ struct Line {
 impl Line {
     fn flush(&mut self) {
         if self.len > 0 {
-            self.buf[self.len] = 0;
-            semihost(SYS_WRITE0, self.buf.as_ptr() as usize);
+            // Parameter block: handle, buffer, length.
+            let block: [u64; 3] = [stdout_handle(), self.buf.as_ptr() as u64, self.len as u64];
+            semihost(SYS_WRITE, block.as_ptr() as usize);
             self.len = 0;
         }
     }
@@ -560,7 +584,7 @@ impl Line {
 impl Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
-            if self.len == self.buf.len() - 1 {
+            if self.len == self.buf.len() {
                 self.flush();
             }
             self.buf[self.len] = b;

@@ -87,7 +87,7 @@ fn handler(c: &'static Counters, cpu: usize) {
     }
     let n = c.runs[here % CORES].fetch_add(1, Ordering::Relaxed) + 1;
     match c.which {
-        0 if n % 3 == 0 => {
+        0 if n.is_multiple_of(3) => {
             REEMIT[here % CORES].fetch_add(1, Ordering::Relaxed);
             RT.raise(VB);
         }
@@ -119,8 +119,8 @@ fn scenario(cpu: usize) {
     let mut expect_kicks = 0u32;
     let mut drains = 0u32;
     for step in 0..ROUNDS {
-        let r = rng.next();
-        if r % 4 != 0 {
+        let r = rng.next_u32();
+        if !r.is_multiple_of(4) {
             let i = ((r >> 8) % 3) as usize;
             let bit = 1 << VECS[i].index();
             if model == 0 {
@@ -132,11 +132,18 @@ fn scenario(cpu: usize) {
             model |= bit;
             raised[i] += 1;
             RT.raise(VECS[i]);
-            check!(t::is_pended(cpu), "step {step}: a raise left the drain unpended");
+            check!(
+                t::is_pended(cpu),
+                "step {step}: a raise left the drain unpended"
+            );
         } else {
             // An interrupt return: drain if the drain was pended.
             let pended = t::take_pend(cpu);
-            check_eq!(pended, model != 0, "step {step}: drain pended iff work is pending");
+            check_eq!(
+                pended,
+                model != 0,
+                "step {step}: drain pended iff work is pending"
+            );
             if pended {
                 let out = RT.drain();
                 check_eq!(out, DrainOutcome::Complete, "step {step}: drain outcome");
@@ -158,22 +165,53 @@ fn scenario(cpu: usize) {
         let n = NAMES[i];
         let extra = if *v == VB { reemit } else { 0 };
         let runs = COUNTERS[i].runs[cpu].load(Ordering::Relaxed);
-        check_eq!(s.raised(cpu, *v), raised[i] + extra, "cpu {cpu} {n}: raised");
-        check_eq!(s.coalesced(cpu, *v), coalesced[i], "cpu {cpu} {n}: coalesced");
-        check_eq!(s.runs(cpu, *v), runs, "cpu {cpu} {n}: runs = handler's count");
-        check_eq!(runs, raised[i] + extra - coalesced[i], "cpu {cpu} {n}: runs = raised - coalesced");
+        check_eq!(
+            s.raised(cpu, *v),
+            raised[i] + extra,
+            "cpu {cpu} {n}: raised"
+        );
+        check_eq!(
+            s.coalesced(cpu, *v),
+            coalesced[i],
+            "cpu {cpu} {n}: coalesced"
+        );
+        check_eq!(
+            s.runs(cpu, *v),
+            runs,
+            "cpu {cpu} {n}: runs = handler's count"
+        );
+        check_eq!(
+            runs,
+            raised[i] + extra - coalesced[i],
+            "cpu {cpu} {n}: runs = raised - coalesced"
+        );
         check_eq!(s.unhandled(cpu, *v), 0, "cpu {cpu} {n}: unhandled");
         check_eq!(s.panicked(cpu, *v), 0, "cpu {cpu} {n}: panicked");
         REPORT[cpu].raised[i].store(raised[i] + extra, Ordering::Relaxed);
         REPORT[cpu].coalesced[i].store(coalesced[i], Ordering::Relaxed);
     }
-    check_eq!(s.restarts(cpu), reemit, "cpu {cpu}: restarts = A's re-raises of B");
+    check_eq!(
+        s.restarts(cpu),
+        reemit,
+        "cpu {cpu}: restarts = A's re-raises of B"
+    );
     check_eq!(s.budget_exhausted(cpu), 0, "cpu {cpu}: budget exhausted");
-    check_eq!(s.misuse(cpu, Misuse::CpuOutOfRange), 0, "cpu {cpu}: CPU index out of range");
-    check_eq!(t::kicks(cpu), expect_kicks, "cpu {cpu}: pend_drain calls = raises onto an empty mask");
+    check_eq!(
+        s.misuse(cpu, Misuse::CpuOutOfRange),
+        0,
+        "cpu {cpu}: CPU index out of range"
+    );
+    check_eq!(
+        t::kicks(cpu),
+        expect_kicks,
+        "cpu {cpu}: pend_drain calls = raises onto an empty mask"
+    );
     check_eq!(drains, expect_kicks, "cpu {cpu}: drains = pend_drain calls");
     check_eq!(RT.pending(cpu), 0, "cpu {cpu}: pending at the end");
-    check!(s.max_handler_ns(cpu, VC) >= 2_000, "cpu {cpu}: C's 2 us spin is measured by the clock");
+    check!(
+        s.max_handler_ns(cpu, VC) >= 2_000,
+        "cpu {cpu}: C's 2 us spin is measured by the clock"
+    );
     REPORT[cpu].drains.store(drains, Ordering::Relaxed);
 
     t::barrier();
@@ -218,7 +256,11 @@ fn scenario(cpu: usize) {
         .map(|c| c.wrong_cpu.load(Ordering::Relaxed))
         .sum();
     check_eq!(wrong, 0, "handlers that ran with another core's index");
-    check_eq!(total_raised, total_runs + total_coalesced, "total raised = runs + coalesced");
+    check_eq!(
+        total_raised,
+        total_runs + total_coalesced,
+        "total raised = runs + coalesced"
+    );
     println!("total: raised {total_raised} = ran {total_runs} + coalesced {total_coalesced}");
     println!("handlers told a cpu index other than their own core's MPIDR: {wrong}");
     println!("percpu: ok");

@@ -72,13 +72,40 @@ fn sum(a: &[AtomicU32; CORES]) -> u32 {
 fn check_idle(rounds: u32) {
     let schedules = rounds * ROUNDS * CORES as u32;
     let (queued, folded) = (sum(&QUEUED), sum(&FOLDED));
-    check_eq!(OVERLAPS.load(Ordering::Relaxed), 0, "round {rounds}: the tasklet ran on two cores at once");
-    check!(!T.is_scheduled(), "round {rounds}: the tasklet is idle between rounds");
-    check_eq!(T.runs(), queued, "round {rounds}: runs() = schedules that returned true");
-    check_eq!(T.coalesced(), folded, "round {rounds}: coalesced() = schedules that returned false");
-    check_eq!(T.runs() + T.coalesced(), schedules, "round {rounds}: runs() + coalesced() = schedules");
-    check_eq!(RUNS.load(Ordering::Relaxed), T.runs(), "round {rounds}: the callback's own count = runs()");
-    check_eq!(sum(&RAN_ON), T.runs(), "round {rounds}: runs per core add up to runs()");
+    check_eq!(
+        OVERLAPS.load(Ordering::Relaxed),
+        0,
+        "round {rounds}: the tasklet ran on two cores at once"
+    );
+    check!(
+        !T.is_scheduled(),
+        "round {rounds}: the tasklet is idle between rounds"
+    );
+    check_eq!(
+        T.runs(),
+        queued,
+        "round {rounds}: runs() = schedules that returned true"
+    );
+    check_eq!(
+        T.coalesced(),
+        folded,
+        "round {rounds}: coalesced() = schedules that returned false"
+    );
+    check_eq!(
+        T.runs() + T.coalesced(),
+        schedules,
+        "round {rounds}: runs() + coalesced() = schedules"
+    );
+    check_eq!(
+        RUNS.load(Ordering::Relaxed),
+        T.runs(),
+        "round {rounds}: the callback's own count = runs()"
+    );
+    check_eq!(
+        sum(&RAN_ON),
+        T.runs(),
+        "round {rounds}: runs per core add up to runs()"
+    );
 }
 
 fn callback() {
@@ -128,7 +155,7 @@ fn scenario(cpu: usize) {
             if INSIDE.load(Ordering::Relaxed) {
                 saw += 1;
             }
-            if rng.next() % 2 == 0 {
+            if rng.next_u32().is_multiple_of(2) {
                 drain_if_pended(cpu);
             }
         }
@@ -176,7 +203,11 @@ fn scenario(cpu: usize) {
             DRAINS[c].load(Ordering::Relaxed),
         );
         check_eq!(RT.pending(c), 0, "cpu {c}: pending at the end");
-        check_eq!(s.misuse(c, Misuse::CpuOutOfRange), 0, "cpu {c}: CPU index out of range");
+        check_eq!(
+            s.misuse(c, Misuse::CpuOutOfRange),
+            0,
+            "cpu {c}: CPU index out of range"
+        );
     }
     let rounds = DONE_SCHEDULING.load(Ordering::Relaxed) / CORES as u32;
     let schedules = rounds * ROUNDS * CORES as u32;
@@ -191,7 +222,10 @@ fn scenario(cpu: usize) {
         T.runs() + T.coalesced()
     );
     println!("tasklet: schedules that returned true {queued}, false {folded}");
-    println!("tasklet: runs counted by the callback {}", RUNS.load(Ordering::Relaxed));
+    println!(
+        "tasklet: runs counted by the callback {}",
+        RUNS.load(Ordering::Relaxed)
+    );
     println!("tasklet: runs on two cores at once {overlaps}");
     println!("tasklet: schedules that found it running on another core {saw}");
     println!(
@@ -200,11 +234,26 @@ fn scenario(cpu: usize) {
     );
     check_eq!(overlaps, 0, "the tasklet ran on two cores at once");
     check_eq!(T.runs(), queued, "runs() = schedules that returned true");
-    check_eq!(T.coalesced(), folded, "coalesced() = schedules that returned false");
-    check_eq!(T.runs() + T.coalesced(), schedules, "runs() + coalesced() = schedules");
-    check_eq!(RUNS.load(Ordering::Relaxed), T.runs(), "the callback's own count = runs()");
+    check_eq!(
+        T.coalesced(),
+        folded,
+        "coalesced() = schedules that returned false"
+    );
+    check_eq!(
+        T.runs() + T.coalesced(),
+        schedules,
+        "runs() + coalesced() = schedules"
+    );
+    check_eq!(
+        RUNS.load(Ordering::Relaxed),
+        T.runs(),
+        "the callback's own count = runs()"
+    );
     check_eq!(sum(&RAN_ON), T.runs(), "runs per core add up to runs()");
     check!(!T.is_scheduled(), "the tasklet ends idle");
-    check!(saw > 0, "no schedule found the tasklet running on another core: the cores never overlapped");
+    check!(
+        saw > 0,
+        "no schedule found the tasklet running on another core: the cores never overlapped"
+    );
     println!("tasklet_smp: ok");
 }
