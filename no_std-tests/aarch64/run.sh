@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# no_std-tests/aarch64/run.sh — build the four-core firmware tests for
+# aarch64-unknown-none (release), run each binary under
+# qemu-system-aarch64 (virt, four Cortex-A53 cores, semihosting) with a
+# timeout, and check its exit code and its output against
+# expected/<bin>.txt, where `{n}` matches any unsigned integer. One
+# PASS/FAIL line per binary (its output shown above it), then
+# `N passed, N failed`; exits non-zero on any failure or hang.
+#
+#   bash no_std-tests/aarch64/run.sh           every binary
+#   bash no_std-tests/aarch64/run.sh percpu    only the named binaries
+#   BH_QEMU_TIMEOUT=60                         seconds per QEMU run
+#
+# No -icount: with it QEMU runs the four vCPUs round-robin on one host
+# thread (and about 25x slower); without it, multi-threaded TCG runs each
+# vCPU on its own host thread, so the cores really run at the same time.
+# See README.md ("Four cores").
+
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")" || exit 2
+TARGET=aarch64-unknown-none
+QEMU=qemu-system-aarch64
+QEMU_TIMEOUT=${BH_QEMU_TIMEOUT:-60}
+QEMU_ARGS=(-machine virt -cpu cortex-a53 -smp 4 -m 128M -nographic -nic none -semihosting)
+OUTDIR=target/firmware-output
+START=$SECONDS
+PASSED=0
+FAILED=0
+
+if ! command -v "$QEMU" >/dev/null 2>&1; then
+    echo "firmware-a64: FAIL: $QEMU not found (Debian: apt-get install -y qemu-system-arm)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+echo "firmware-a64: $($QEMU --version | head -n 1)"
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    echo "firmware-a64: FAIL: Rust target $TARGET is not installed (rustup target add $TARGET)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+BINS=()
+if [ $# -gt 0 ]; then
+    BINS=("$@")
+else
+    for f in src/bin/*.rs; do
+        b=${f##*/}
+        BINS+=("${b%.rs}")
+    done
+fi
+
+mkdir -p "$OUTDIR"
+
+# ERE-escape a literal string.
+ere_escape() {
+    printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'
+}
+
+# line_matches EXPECTED ACTUAL — `{n}` in EXPECTED matches [0-9]+.
+line_matches() {
+    local exp=$1 act=$2 re="" rest lit
+    if [[ $exp != *'{n}'* ]]; then
+        [[ $exp == "$act" ]]
+        return
+    fi
+    rest=$exp
+    while [[ $rest == *'{n}'* ]]; do
+        lit=${rest%%'{n}'*}
+        re+="$(ere_escape "$lit")[0-9]+"
+        rest=${rest#*'{n}'}
+    done
+    re+=$(ere_escape "$rest")
+    [[ $act =~ ^${re}$ ]]
+}
+
+# compare EXPECTED_FILE ACTUAL_FILE — prints the first mismatch.
+compare() {
+    local -a exp act
+    local i n
+    mapfile -t exp <"$1"
+    mapfile -t act <"$2"
+    n=${#exp[@]}
+    [ ${#act[@]} -gt "$n" ] && n=${#act[@]}
+    for ((i = 0; i < n; i++)); do
+        if [ "$i" -ge ${#exp[@]} ]; then
+            echo "    unexpected extra line $((i + 1)): ${act[$i]}"
+            return 1
+        fi
+        if [ "$i" -ge ${#act[@]} ]; then
+            echo "    missing line $((i + 1)): ${exp[$i]}"
+            return 1
+        fi
+        if ! line_matches "${exp[$i]}" "${act[$i]}"; then
+            echo "    line $((i + 1)) differs:"
+            echo "      expected: ${exp[$i]}"
+            echo "      actual:   ${act[$i]}"
+            return 1
+        fi
+    done
+    return 0
+}
+
+echo
+echo "==> build ($TARGET, release)"
+log=$OUTDIR/build.log
+timeout 900 cargo build --release --target "$TARGET" --bins >"$log" 2>&1 </dev/null
+rc=$?
+grep -vE '^\s+(Compiling|Finished|Blocking|Downloaded|Downloading|Locking|Adding|Updating)' "$log"
+BUILT=0
+[ "$rc" = 0 ] && BUILT=1
+[ "$BUILT" = 1 ] || echo "build: FAILED (exit $rc)"
+
+echo
+echo "==> run on $QEMU ${QEMU_ARGS[*]}"
+for b in "${BINS[@]}"; do
+    elf=target/$TARGET/release/$b
+    if [ "$BUILT" != 1 ] || [ ! -f "$elf" ]; then
+        echo "FAIL $b: not built"
+        FAILED=$((FAILED + 1))
+        continue
+    fi
+    expected=expected/$b.txt
+    out=$OUTDIR/$b.out
+    err=$OUTDIR/$b.err
+    t0=$(date +%s.%N)
+    timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -kernel "$elf" \
+        >"$out" 2>"$err" </dev/null
+    rc=$?
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    sed 's/^/    | /' "$out"
+    why=""
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        why="hung: killed after ${QEMU_TIMEOUT}s"
+    elif [ "$rc" != 0 ]; then
+        why="exit code $rc"
+    elif [ ! -f "$expected" ]; then
+        why="no expected output ($expected)"
+    elif ! compare "$expected" "$out"; then
+        why="output differs from $expected"
+    fi
+    if [ -z "$why" ]; then
+        echo "PASS $b (${secs}s)"
+        PASSED=$((PASSED + 1))
+    else
+        [ -s "$err" ] && sed 's/^/    stderr| /' "$err"
+        echo "FAIL $b: $why (${secs}s)"
+        FAILED=$((FAILED + 1))
+    fi
+done
+
+echo
+echo "firmware-a64: total $((SECONDS - START))s"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
