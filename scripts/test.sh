@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
 ALL_STEPS=(fmt clippy test doc defmt package bench-build no_std-targets bss std-other-os msrv
-    firmware single-core loom downstream-loom loom-mutants miri miri-tree-borrows)
+    firmware single-core firmware-a64 loom downstream-loom loom-mutants miri miri-tree-borrows)
 QUICK_SKIPS=(loom-mutants miri miri-tree-borrows)
 
 THUMB_TARGETS=(thumbv6m-none-eabi thumbv7m-none-eabi)
@@ -245,6 +245,7 @@ target_users() {
     in_list "$t" "${OTHER_OS_TARGETS[@]}" && selected std-other-os && users+=(std-other-os)
     in_list "$t" "${THUMB_TARGETS[@]}" && selected firmware && users+=(firmware)
     [ "$t" = thumbv6m-none-eabi ] && selected single-core && users+=(single-core)
+    [ "$t" = aarch64-unknown-none ] && selected firmware-a64 && users+=(firmware-a64)
     [ "$t" = thumbv7m-none-eabi ] && selected bss && users+=(bss)
     echo "${users[*]}"
 }
@@ -353,11 +354,13 @@ setup_miri() { # also the nightly that loom-mutants builds with
     echo "setup: miri ($(rustc +nightly --version 2>/dev/null)): ready"
 }
 
+# qemu-system-arm (firmware, single-core) and qemu-system-aarch64
+# (firmware-a64) both ship in Debian's qemu-system-arm package.
 setup_qemu() {
-    any_selected firmware single-core || return 0
-    local consequence="firmware and single-core will fail"
-    if command -v qemu-system-arm >/dev/null 2>&1; then
-        echo "setup: qemu-system-arm: present"
+    any_selected firmware single-core firmware-a64 || return 0
+    local consequence="firmware, single-core and firmware-a64 will fail"
+    if command -v qemu-system-arm >/dev/null 2>&1 && command -v qemu-system-aarch64 >/dev/null 2>&1; then
+        echo "setup: qemu-system-arm, qemu-system-aarch64: present"
         return
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -378,6 +381,9 @@ setup_qemu() {
         ! qemu-system-arm --version >/dev/null 2>&1; then
         missing qemu-system-arm "apt-get install failed" "$consequence"
         return
+    fi
+    if ! qemu-system-aarch64 --version >/dev/null 2>&1; then
+        missing qemu-system-aarch64 "not in the installed qemu-system-arm package" "firmware-a64 will fail"
     fi
     echo "setup: $(qemu-system-arm --version | head -n 1): installed"
 }
@@ -544,6 +550,20 @@ step_single_core() {
         ok=1
     fi
     need_target thumbv6m-none-eabi single-core || ok=1
+    [ "$ok" = 0 ] || return 1
+    run 1200 bash "$script"
+}
+
+# Four-core firmware tests on aarch64 (no_std-tests/aarch64): QEMU virt,
+# four Cortex-A53 cores started through PSCI; built, run, output checked.
+step_firmware_a64() {
+    local script=no_std-tests/aarch64/run.sh ok=0
+    if [ -n "${MISSING[qemu-system-arm]:-}" ] || [ -n "${MISSING[qemu-system-aarch64]:-}" ] ||
+        ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
+        echo "firmware-a64: cannot run: qemu-system-aarch64 is missing (Debian package qemu-system-arm; see MISSING line above)"
+        ok=1
+    fi
+    need_target aarch64-unknown-none firmware-a64 || ok=1
     [ "$ok" = 0 ] || return 1
     run 1200 bash "$script"
 }
