@@ -146,11 +146,103 @@ bh_common_entry:
     .section .text.vectors, "ax"
     .balign 2048
 bh_vectors:
+    // Entry 5 (IRQ, current EL with SP_ELx) is the GIC interrupt.
     .irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 128
+    .if \n == 5
+    b    bh_irq_entry
+    .else
     mov  x17, #\n
     b    bh_exception_common
+    .endif
     .endr
+
+    // IRQ: save every register the interrupted code may hold (x0..x30,
+    // ELR, SPSR, q0..q31, FPCR, FPSR: 800 bytes), call bh_irq, restore,
+    // eret. Interrupts stay masked (PSTATE.I) until eret.
+bh_irq_entry:
+    sub  sp, sp, #800
+    stp  x0, x1, [sp, #0]
+    stp  x2, x3, [sp, #16]
+    stp  x4, x5, [sp, #32]
+    stp  x6, x7, [sp, #48]
+    stp  x8, x9, [sp, #64]
+    stp  x10, x11, [sp, #80]
+    stp  x12, x13, [sp, #96]
+    stp  x14, x15, [sp, #112]
+    stp  x16, x17, [sp, #128]
+    stp  x18, x19, [sp, #144]
+    stp  x20, x21, [sp, #160]
+    stp  x22, x23, [sp, #176]
+    stp  x24, x25, [sp, #192]
+    stp  x26, x27, [sp, #208]
+    stp  x28, x29, [sp, #224]
+    mrs  x0, elr_el1
+    stp  x30, x0, [sp, #240]
+    mrs  x0, spsr_el1
+    mrs  x1, fpcr
+    stp  x0, x1, [sp, #256]
+    mrs  x0, fpsr
+    str  x0, [sp, #272]
+    add  x0, sp, #288
+    stp  q0, q1, [x0, #0]
+    stp  q2, q3, [x0, #32]
+    stp  q4, q5, [x0, #64]
+    stp  q6, q7, [x0, #96]
+    stp  q8, q9, [x0, #128]
+    stp  q10, q11, [x0, #160]
+    stp  q12, q13, [x0, #192]
+    stp  q14, q15, [x0, #224]
+    stp  q16, q17, [x0, #256]
+    stp  q18, q19, [x0, #288]
+    stp  q20, q21, [x0, #320]
+    stp  q22, q23, [x0, #352]
+    stp  q24, q25, [x0, #384]
+    stp  q26, q27, [x0, #416]
+    stp  q28, q29, [x0, #448]
+    stp  q30, q31, [x0, #480]
+    bl   bh_irq
+    add  x0, sp, #288
+    ldp  q0, q1, [x0, #0]
+    ldp  q2, q3, [x0, #32]
+    ldp  q4, q5, [x0, #64]
+    ldp  q6, q7, [x0, #96]
+    ldp  q8, q9, [x0, #128]
+    ldp  q10, q11, [x0, #160]
+    ldp  q12, q13, [x0, #192]
+    ldp  q14, q15, [x0, #224]
+    ldp  q16, q17, [x0, #256]
+    ldp  q18, q19, [x0, #288]
+    ldp  q20, q21, [x0, #320]
+    ldp  q22, q23, [x0, #352]
+    ldp  q24, q25, [x0, #384]
+    ldp  q26, q27, [x0, #416]
+    ldp  q28, q29, [x0, #448]
+    ldp  q30, q31, [x0, #480]
+    ldr  x0, [sp, #272]
+    msr  fpsr, x0
+    ldp  x0, x1, [sp, #256]
+    msr  spsr_el1, x0
+    msr  fpcr, x1
+    ldp  x30, x0, [sp, #240]
+    msr  elr_el1, x0
+    ldp  x0, x1, [sp, #0]
+    ldp  x2, x3, [sp, #16]
+    ldp  x4, x5, [sp, #32]
+    ldp  x6, x7, [sp, #48]
+    ldp  x8, x9, [sp, #64]
+    ldp  x10, x11, [sp, #80]
+    ldp  x12, x13, [sp, #96]
+    ldp  x14, x15, [sp, #112]
+    ldp  x16, x17, [sp, #128]
+    ldp  x18, x19, [sp, #144]
+    ldp  x20, x21, [sp, #160]
+    ldp  x22, x23, [sp, #176]
+    ldp  x24, x25, [sp, #192]
+    ldp  x26, x27, [sp, #208]
+    ldp  x28, x29, [sp, #224]
+    add  sp, sp, #800
+    eret
 
 bh_exception_common:
     // A PSCI conduit probe: an HVC or SMC that is UNDEFINED (synchronous,
@@ -205,15 +297,31 @@ extern "C" fn bh_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
 
 /// Defines the firmware's entry: `entry!(scenario)` runs
 /// `scenario(cpu)` on all four cores at once, after core 0 has checked the
-/// platform and started the others.
+/// platform and started the others. `entry!(scenario, irq_drain = f)`
+/// also makes `f()` the drain that the drain SGI runs ([`VirtGic`]).
 #[macro_export]
 macro_rules! entry {
     ($scenario:path) => {
+        $crate::entry!($scenario, irq_drain = $crate::no_irq_drain);
+    };
+    ($scenario:path, irq_drain = $drain:path) => {
         #[no_mangle]
         extern "C" fn bh_rust_entry(cpu: usize) -> ! {
             $crate::start(cpu, $scenario)
         }
+        #[no_mangle]
+        extern "C" fn bh_irq_drain() {
+            $drain()
+        }
     };
+}
+
+/// The drain of a firmware without a drain SGI: a drain SGI there fails
+/// the run.
+pub fn no_irq_drain() {
+    fail(format_args!(
+        "a drain SGI arrived, but this firmware has no IRQ drain"
+    ));
 }
 
 static ONLINE: AtomicU32 = AtomicU32::new(0);
@@ -404,6 +512,145 @@ fn psci_probe() -> (Option<Conduit>, u64) {
     }
     BH_PSCI_PROBING.store(0, Ordering::SeqCst);
     found
+}
+
+// ---------------------------------------------------------------- GIC
+
+// GICv2 on QEMU virt (the default `gic-version=2`), no security
+// extensions (no `secure=on`): distributor and CPU interface.
+const GICD: usize = 0x0800_0000;
+const GICC: usize = 0x0801_0000;
+const GICD_CTLR: usize = GICD;
+const GICD_ISENABLER0: usize = GICD + 0x100;
+const GICD_IPRIORITYR: usize = GICD + 0x400;
+const GICD_SGIR: usize = GICD + 0xf00;
+const GICC_CTLR: usize = GICC;
+const GICC_PMR: usize = GICC + 0x4;
+const GICC_IAR: usize = GICC + 0xc;
+const GICC_EOIR: usize = GICC + 0x10;
+
+/// The SGI that pends a drain ([`VirtGic::pend_drain`]).
+pub const SGI_DRAIN: u32 = 1;
+
+fn mmio_write(addr: usize, v: u32) {
+    // SAFETY: `addr` is one of the GIC registers above, mapped by QEMU
+    // virt at these addresses (MMU off: physical = virtual); a 32-bit
+    // aligned device write.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
+}
+
+fn mmio_read(addr: usize) -> u32 {
+    // SAFETY: as in `mmio_write`, a 32-bit aligned device read.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+fn mmio_write8(addr: usize, v: u8) {
+    // SAFETY: as in `mmio_write`; GICD_IPRIORITYR is byte-accessible.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+/// Turns the GIC on for the calling core: the distributor (once, any core
+/// may call it first), the drain SGI enabled at priority 0x80, the CPU
+/// interface on with priority mask 0xf0, and IRQs unmasked in PSTATE.
+pub fn gic_init_core() {
+    mmio_write(GICD_CTLR, 1);
+    // Banked per core for SGIs and PPIs.
+    mmio_write8(GICD_IPRIORITYR + SGI_DRAIN as usize, 0x80);
+    mmio_write(GICD_ISENABLER0, 1 << SGI_DRAIN);
+    mmio_write(GICC_PMR, 0xf0);
+    mmio_write(GICC_CTLR, 1);
+    // SAFETY: unmasks IRQs on this core; the IRQ vector saves and restores
+    // every register, and the GIC delivers only the drain SGI.
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Sends the drain SGI to core `cpu` (any core, the caller's own
+/// included).
+pub fn send_drain_sgi(cpu: usize) {
+    // Make the caller's writes (the pending mask) visible before the SGI.
+    // SAFETY: `dsb ishst` is a barrier; no other effect.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+    // TargetListFilter 0 (the list), CPUTargetList bit `cpu`, SGI id.
+    mmio_write(GICD_SGIR, (1 << (16 + cpu)) | SGI_DRAIN);
+}
+
+/// Runs `f` with IRQs masked on this core (a top half: an SGI sent to
+/// this core meanwhile is taken when it returns).
+pub fn irqs_masked<R>(f: impl FnOnce() -> R) -> R {
+    let daif: u64;
+    // SAFETY: reads DAIF and masks IRQs; restored below.
+    unsafe {
+        asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nomem, nostack, preserves_flags))
+    };
+    let r = f();
+    // SAFETY: restores the DAIF read above.
+    unsafe { asm!("msr daif, {}", in(reg) daif, options(nomem, nostack, preserves_flags)) };
+    r
+}
+
+/// `true` if IRQs are masked on this core (PSTATE.I), as they are in the
+/// IRQ vector and so in the drain the drain SGI runs.
+pub fn irqs_are_masked() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF has no side effect.
+    unsafe { asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    daif & (1 << 7) != 0
+}
+
+/// Drain SGIs taken, indexed `[target core][source core]`.
+static SGIS: [[AtomicU32; CORES]; CORES] = [const { [const { AtomicU32::new(0) }; CORES] }; CORES];
+
+/// Drain SGIs core `target` took from core `source`.
+pub fn sgis(target: usize, source: usize) -> u32 {
+    SGIS[target][source].load(Ordering::Relaxed)
+}
+
+extern "C" {
+    /// The drain the SGI runs, defined by [`entry!`].
+    fn bh_irq_drain();
+}
+
+/// Called by the IRQ vector: acknowledge, count, drain, end of interrupt.
+#[no_mangle]
+extern "C" fn bh_irq() {
+    let iar = mmio_read(GICC_IAR);
+    let id = iar & 0x3ff;
+    if id == 1023 {
+        return; // spurious
+    }
+    if id != SGI_DRAIN {
+        fail(format_args!("unexpected interrupt {id}"));
+    }
+    let source = ((iar >> 10) & 7) as usize;
+    SGIS[Virt::cpu() % CORES][source % CORES].fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `bh_irq_drain` is defined by `entry!` as an
+    // `extern "C" fn()` that calls the firmware's safe drain function.
+    unsafe { bh_irq_drain() };
+    // After the drain: a drain SGI sent while it ran (out of budget)
+    // stays pending and is taken after this one ends.
+    mmio_write(GICC_EOIR, iar);
+}
+
+/// The QEMU virt board with a real drain interrupt: like [`Virt`], but
+/// `pend_drain(cpu)` sends the drain SGI to core `cpu`, whose IRQ vector
+/// runs the drain given to [`entry!`] (`irq_drain = …`).
+pub struct VirtGic;
+
+impl Board for VirtGic {
+    fn cpu() -> usize {
+        Virt::cpu()
+    }
+
+    fn now_ns() -> u64 {
+        Virt::now_ns()
+    }
+
+    fn pend_drain(cpu: usize) {
+        if cpu < CORES {
+            KICKS[cpu].fetch_add(1, Ordering::Relaxed);
+            send_drain_sgi(cpu);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- board
