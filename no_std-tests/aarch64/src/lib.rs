@@ -22,9 +22,14 @@
 //!   the generic timer (`CNTVCT_EL0` scaled by `CNTFRQ_EL0`), and
 //!   `pend_drain(cpu)` sets a per-core flag that the target core's loop
 //!   polls ([`take_pend`]) at the points where an interrupt would return.
-//!   No GIC SGI yet: every kick this crate makes today is for the raising
-//!   core itself, and a polled flag is exactly as strong a test of when
-//!   the runtime kicks.
+//!   That lets a scenario decide exactly where drains happen.
+//! - **Board with a drain interrupt** ([`VirtGic`]): the same, but
+//!   `pend_drain(cpu)` sends SGI 1 to core `cpu` through the GICv2
+//!   distributor (QEMU virt's default GIC, at `0x0800_0000`, CPU interface
+//!   at `0x0801_0000`), and the IRQ vector (which saves x0..x30, ELR, SPSR,
+//!   q0..q31, FPCR and FPSR) acknowledges it, runs the drain the firmware
+//!   gave [`entry!`], and ends it. [`gic_init_core`] turns it on per core;
+//!   [`irqs_masked`] runs a top half with IRQs masked.
 //! - **Semihosting**: `hlt #0xf000`; `SYS_OPEN(":tt")` and `SYS_WRITE`
 //!   for output to the host's stdout (one line at a time under a spin
 //!   lock, so lines of different cores never mix), `SYS_EXIT` with the
