@@ -8,10 +8,10 @@
 //!   zeroes `.bss`; every core sets its stack (64 KiB each, from
 //!   `MPIDR_EL1.Aff0`), turns FP/SIMD on (`CPACR_EL1.FPEN`; the target's
 //!   code may use the SIMD registers) and installs the exception vectors,
-//!   then enters [`start`]. The MMU stays off: every access is to Device
-//!   memory, which the target's `+strict-align` code handles, and QEMU's
-//!   exclusives work on it. (Real silicon would want the MMU and caches on
-//!   before relying on the global exclusive monitor.)
+//!   turns the MMU and caches on with a one-table identity map (RAM
+//!   Normal write-back, inner shareable, so load/store-exclusive works
+//!   through the global monitor as on silicon; the first GiB, with the
+//!   GIC, Device-nGnRnE), then enters [`start`].
 //! - **Secondary cores** wait powered off. Core 0 starts them with PSCI
 //!   `CPU_ON` (function id `0xC400_0003`). QEMU virt uses the HVC conduit
 //!   when the guest starts in EL1 and SMC when it starts in EL2; the
@@ -142,10 +142,46 @@ bh_common_entry:
     add  x1, x1, :lo12:bh_vectors
     msr  vbar_el1, x1
     isb
+    // MMU on, identity map (bh_page_table): RAM Normal write-back,
+    // inner shareable (so exclusives use the global monitor as on real
+    // cores); the first GiB (flash, GIC, UART) Device-nGnRnE.
+    // MAIR_EL1: attr0 = 0x00 Device-nGnRnE, attr1 = 0xff Normal WB.
+    mov  x1, #0xff00
+    msr  mair_el1, x1
+    // TCR_EL1: T0SZ 32 (4 GiB), IRGN0/ORGN0 WB-WA, SH0 inner, TG0 4K,
+    // EPD1 (no TTBR1 walks), TG1 4K, IPS 32 bits.
+    ldr  x1, ={tcr}
+    msr  tcr_el1, x1
+    adrp x1, bh_page_table
+    add  x1, x1, :lo12:bh_page_table
+    msr  ttbr0_el1, x1
+    isb
+    tlbi vmalle1
+    dsb  nsh
+    isb
+    // SCTLR_EL1: M (MMU), C (data cache), I (instruction cache).
+    mrs  x1, sctlr_el1
+    mov  x2, #((1 << 0) | (1 << 2) | (1 << 12))
+    orr  x1, x1, x2
+    msr  sctlr_el1, x1
+    isb
     mov  x0, x19
     bl   bh_rust_entry
 4:  wfe
     b    4b
+
+    .ltorg
+
+    // Level-1 translation table (T0SZ 32: four 1 GiB blocks).
+    .section .rodata.bh_page_table, "a"
+    .balign 4096
+bh_page_table:
+    // 0x0000_0000: Device-nGnRnE (attr0), AF, never executable.
+    .quad 0x0060000000000401
+    // 0x4000_0000: Normal write-back (attr1), inner shareable, AF.
+    .quad 0x0000000040000705
+    .quad 0
+    .quad 0
 
     // Exception vectors: 16 entries of 128 bytes; x17 = entry index.
     .section .text.vectors, "ax"
@@ -278,7 +314,13 @@ bh_exception_common:
 "#,
     cores = const CORES,
     stack_shift = const STACK_SHIFT,
+    tcr = const TCR,
 );
+
+/// TCR_EL1 for the identity map: T0SZ 32, IRGN0 = ORGN0 = 0b01
+/// (write-back, write-allocate), SH0 = 0b11 (inner shareable), TG0 = 4K,
+/// EPD1, TG1 = 0b10 (4K), IPS = 0 (32-bit physical addresses).
+const TCR: u64 = 32 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (2 << 30);
 
 extern "C" {
     /// Where cores 1..3 start (PSCI `CPU_ON` entry point), in the assembly
@@ -341,6 +383,11 @@ pub fn start(cpu: usize, scenario: fn(usize)) -> ! {
     if cpu == 0 {
         boot_primary();
     } else {
+        check_eq!(
+            sctlr() & SCTLR_MCI,
+            SCTLR_MCI,
+            "core {cpu}: MMU and caches on"
+        );
         ONLINE_MASK.fetch_or(1 << cpu, Ordering::Relaxed);
         // Release: pairs with core 0's Acquire wait on ONLINE.
         ONLINE.fetch_add(1, Ordering::Release);
@@ -371,6 +418,8 @@ fn boot_primary() {
         }
     );
     check_eq!(midr & 0xff0f_fff0, 0x410f_d030, "the core is a Cortex-A53");
+    check_eq!(sctlr() & SCTLR_MCI, SCTLR_MCI, "core 0: MMU and caches on");
+    println!("mmu: on, caches on; identity map: RAM normal write-back, devices nGnRnE");
     let freq = cntfrq();
     check!(freq != 0, "CNTFRQ_EL0 is set");
     println!("timer: CNTFRQ_EL0 {freq} Hz");
@@ -434,6 +483,16 @@ fn current_el() -> u64 {
     // SAFETY: reading CurrentEL has no side effect.
     unsafe { asm!("mrs {}, CurrentEL", out(reg) v, options(nomem, nostack, preserves_flags)) };
     (v >> 2) & 3
+}
+
+/// SCTLR_EL1.M, .C and .I: MMU, data cache, instruction cache.
+const SCTLR_MCI: u64 = (1 << 0) | (1 << 2) | (1 << 12);
+
+fn sctlr() -> u64 {
+    let v: u64;
+    // SAFETY: reading SCTLR_EL1 at EL1 has no side effect.
+    unsafe { asm!("mrs {}, sctlr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
 }
 
 fn cntfrq() -> u64 {
@@ -539,7 +598,7 @@ pub const SGI_DRAIN: u32 = 1;
 
 fn mmio_write(addr: usize, v: u32) {
     // SAFETY: `addr` is one of the GIC registers above, mapped by QEMU
-    // virt at these addresses (MMU off: physical = virtual); a 32-bit
+    // virt at these addresses (identity-mapped as Device-nGnRnE); a 32-bit
     // aligned device write.
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
