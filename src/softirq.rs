@@ -1362,9 +1362,18 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         if st.pending.load(Ordering::Relaxed) == 0 {
             return DrainOutcome::Complete;
         }
-        // Bottom halves off here: a cheap early exit; the check that
-        // counts is the one after taking the CPU, below.
-        if st.bh_disabled.load(Ordering::Relaxed) != 0 {
+        // Bottom halves off here: leave the work to the last guard's drop.
+        // SeqCst: a raiser that drains (an interrupt exit) raised, then
+        // reads the count here; the drop decrements, then reads the mask
+        // (a store-buffering pair): one of them sees the other, so the
+        // raise is not stranded between them. (The check that keeps a
+        // drain off a CPU whose guard was taken meanwhile is the one after
+        // taking the CPU, in `backs_off`.)
+        if st
+            .bh_disabled
+            .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
+            != 0
+        {
             return DrainOutcome::Disabled;
         }
         // A child of `fork()`: clear what a parent thread left (`crate::fork`).
@@ -1378,7 +1387,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         {
             return DrainOutcome::Busy;
         }
-        if let Some(off) = self.backs_off(cpu, st) {
+        if let Some(off) = self.backs_off(st) {
             return off;
         }
         let start = B::now_ns();
@@ -1430,7 +1439,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                     // Another drain took the CPU over; it sees the work.
                     return DrainOutcome::Busy;
                 }
-                if let Some(off) = self.backs_off(cpu, st) {
+                if let Some(off) = self.backs_off(st) {
                     return off;
                 }
             }
@@ -1440,7 +1449,8 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 
     /// Called by a drain right after it set `draining`: if a bottom-half
     /// guard is held on this CPU, releases the CPU again and returns
-    /// [`DrainOutcome::Disabled`], leaving the mask pending for the guard.
+    /// [`DrainOutcome::Disabled`], leaving the mask pending for the guard;
+    /// `None` if the drain may go on (it still holds the CPU).
     ///
     /// The other half of `bh_disable`'s handshake: the guard publishes its
     /// count and then reads `draining`; the drain publishes `draining` and
@@ -1449,25 +1459,37 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// or this drain backs off.
     ///
     /// A raise that lands while this drain holds the flag skipped its kick
-    /// (`kick_unless_draining`), and the guard's drop may have read the mask
-    /// before it: after releasing the flag, a count of zero means the last
-    /// guard dropped meanwhile, and work still pending is kicked (SeqCst
-    /// loads, ordered after the release in the same total order as the
-    /// raiser's flag load and the guard's decrement).
+    /// (`kick_unless_draining`), and the last guard's drop may have found
+    /// the CPU busy (its drain returned `Busy`): so after releasing the
+    /// flag the drain reads the count again (SeqCst, the pair of the
+    /// drop's decrement-then-read-the-mask). Zero with work pending: the
+    /// last guard dropped meanwhile and may have left the work to us, so
+    /// take the CPU again and re-check. Otherwise any raise this drain
+    /// kept from kicking precedes the drop's read of the mask, and the
+    /// drop runs it.
     #[inline]
-    fn backs_off(&self, cpu: usize, st: &CpuState) -> Option<DrainOutcome> {
-        if st
-            .bh_disabled
-            .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
-            == 0
-        {
-            return None;
+    fn backs_off(&self, st: &CpuState) -> Option<DrainOutcome> {
+        loop {
+            if st
+                .bh_disabled
+                .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
+                == 0
+            {
+                return None;
+            }
+            let _ = st.draining.swap(false, Ordering::SeqCst);
+            if st
+                .bh_disabled
+                .load(ordering!("bh_backoff_relaxed", SeqCst, Relaxed))
+                != 0
+                || st.pending.load(Ordering::SeqCst) == 0
+            {
+                return Some(DrainOutcome::Disabled);
+            }
+            if st.draining.swap(true, Ordering::SeqCst) {
+                return Some(DrainOutcome::Busy);
+            }
         }
-        let _ = st.draining.swap(false, Ordering::SeqCst);
-        if st.bh_disabled.load(Ordering::SeqCst) == 0 && st.pending.load(Ordering::SeqCst) != 0 {
-            B::kick(cpu, &st.wake);
-        }
-        Some(DrainOutcome::Disabled)
     }
 
     /// The end of a drain that ran out of budget with work pending, after
