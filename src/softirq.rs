@@ -16,6 +16,11 @@
 //!   its CPU (a nested interrupt exit, a second thread bound to the same
 //!   CPU) returns [`DrainOutcome::Busy`]; the running drain will see the
 //!   work.
+//! - Bottom halves off ([`Runtime::bh_disable`], Linux's
+//!   `local_bh_disable`): while a guard is held on a CPU, no drain runs
+//!   there ([`DrainOutcome::Disabled`]); the last guard's drop runs what
+//!   was raised meanwhile. Thread context only: taking a guard waits for a
+//!   drain running on the CPU in another context.
 //! - The same vector may run on two CPUs at once. A handler that needs
 //!   serialization serializes itself (or is a tasklet).
 //! - Vector 0 ([`Vector::HI_TASKLET`]) and vector 6 ([`Vector::TASKLET`])
@@ -45,6 +50,16 @@
 //! skip the kick while a drain runs, or swaps it, to drain at interrupt
 //! exit), so those accesses are `SeqCst`: with anything weaker both sides
 //! could miss each other and strand a raise until the next one.
+//!
+//! The bottom-half guard count is a second store-buffering pair with the
+//! same flag: `bh_disable` increments the count and then reads
+//! `draining` (waiting while it is set); a drain sets `draining` and then
+//! reads the count (backing off if it is non-zero). And a third with the
+//! mask: a raiser that drains raised and then reads the count; the last
+//! guard's drop decrements and then reads the mask. All SeqCst, each side
+//! marked with `ordering!` (mutants `bh_disable_relaxed`,
+//! `bh_drain_check_relaxed`, `bh_backoff_relaxed`, `bh_enable_relaxed`;
+//! loom model `bh_guard`).
 
 use core::cell::Cell;
 use core::fmt;

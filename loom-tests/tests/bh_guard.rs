@@ -183,3 +183,45 @@ fn a_raise_from_elsewhere_is_not_lost_around_the_drop() {
         assert_eq!(CTX.runs.get(), 1);
     });
 }
+
+/// (c) The back-off's second look at the count. Work is pending from the
+/// start (raised by the main thread); G takes the guard, writes the
+/// shared data and drops it; D drains. The window: D passes its first
+/// check before G's guard, takes the CPU after G's wait looked, sees the
+/// count and backs off; G's drop meanwhile finds the work and the CPU
+/// busy (`Busy`); D, after releasing the CPU, must see the count back at
+/// zero and take the CPU again. With no further drain, nothing is
+/// pending and the vector ran once.
+///
+/// That window needs three preemptions, so this model runs at a bound of
+/// 3 whatever `LOOM_MAX_PREEMPTIONS` says (it is small: a few thousand
+/// executions).
+#[test]
+fn a_drain_backing_off_sees_the_last_drop() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    let start = std::time::Instant::now();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = runs.clone();
+    builder.check(move || {
+        counter.fetch_add(1, SeqCst);
+        set_up();
+        RT.raise(VA);
+        let g = spawn_on(0, || {
+            let guard = RT.bh_disable();
+            guarded_section();
+            drop(guard);
+        });
+        let d = spawn_on(0, || RT.drain());
+        g.join().unwrap();
+        let od = d.join().unwrap();
+        assert_ne!(od, DrainOutcome::Remaining);
+        assert_eq!(RT.pending(0), 0, "the raise was stranded (D: {od:?})");
+        assert_eq!(CTX.runs.get(), 1);
+    });
+    eprintln!(
+        "a_drain_backing_off_sees_the_last_drop: {} executions, preemption bound Some(3), {:.1?}",
+        runs.load(SeqCst),
+        start.elapsed()
+    );
+}
