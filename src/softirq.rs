@@ -58,8 +58,9 @@
 //! mask: a raiser that drains raised and then reads the count; the last
 //! guard's drop decrements and then reads the mask. All SeqCst, each side
 //! marked with `ordering!` (mutants `bh_disable_relaxed`,
-//! `bh_drain_check_relaxed`, `bh_backoff_relaxed`, `bh_enable_relaxed`;
-//! loom model `bh_guard`).
+//! `bh_drain_check_relaxed`, `bh_enable_relaxed`, `bh_backoff_relaxed`;
+//! loom model `bh_guard`, which catches the first three; see
+//! `loom-tests/README.md`).
 
 use core::cell::Cell;
 use core::fmt;
@@ -1493,6 +1494,13 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 return None;
             }
             let _ = st.draining.swap(false, Ordering::SeqCst);
+            if cfg!(bh_mutant = "bh_backoff_no_retry") {
+                // A behavioural mutant: no second look (loom model (c)).
+                return Some(DrainOutcome::Disabled);
+            }
+            // SeqCst: in C++ terms the pair of the drop's decrement then
+            // read of the mask, for a raise that skipped its kick on our
+            // flag; loom cannot tell it from Relaxed (README, "bh_guard").
             if st
                 .bh_disabled
                 .load(ordering!("bh_backoff_relaxed", SeqCst, Relaxed))
