@@ -26,13 +26,13 @@ struct Ctx {
     /// Handlers of CPU 0 in flight (never more than one).
     in_flight: InFlight,
     runs: Count,
+    /// The witnesses, `std` atomics (a global clock for the interleaving
+    /// loom explores, invisible to its happens-before tracking): a handler
+    /// is running; the guard is held. Per execution (in `CTX`), not
+    /// process-wide statics: the test harness runs the models in parallel.
+    handler_running: StdAtomicBool,
+    guard_held: StdAtomicBool,
 }
-
-/// The witnesses, `std` atomics (a global clock for the interleaving
-/// loom explores, invisible to its happens-before tracking): a handler is
-/// running; the guard is held.
-static HANDLER_RUNNING: StdAtomicBool = StdAtomicBool::new(false);
-static GUARD_HELD: StdAtomicBool = StdAtomicBool::new(false);
 
 loom::lazy_static! {
     static ref RT: Runtime<LoomCpu, 1> = Runtime::new(Config::DEFAULT);
@@ -40,27 +40,27 @@ loom::lazy_static! {
         shared: UnsafeCell::new(0),
         in_flight: InFlight::new(),
         runs: Count::new(),
+        handler_running: StdAtomicBool::new(false),
+        guard_held: StdAtomicBool::new(false),
     };
 }
 
 fn handler(_cpu: usize) {
     CTX.in_flight.enter("softirq handlers of one CPU");
     assert!(
-        !GUARD_HELD.load(SeqCst),
+        !CTX.guard_held.load(SeqCst),
         "a drain ran on the CPU while its bottom-half guard was held"
     );
-    HANDLER_RUNNING.store(true, SeqCst);
+    CTX.handler_running.store(true, SeqCst);
     // SAFETY (model): bottom halves and the guarded section never overlap;
     // loom checks the happens-before edge.
     CTX.shared.with_mut(|p| unsafe { *p += 1 });
-    HANDLER_RUNNING.store(false, SeqCst);
+    CTX.handler_running.store(false, SeqCst);
     CTX.runs.inc();
     CTX.in_flight.leave();
 }
 
 fn set_up() {
-    HANDLER_RUNNING.store(false, SeqCst);
-    GUARD_HELD.store(false, SeqCst);
     bind_cpu(0);
     RT.register(VA, "A", handler).unwrap();
     RT.register(VW, "warm-up", |_| {}).unwrap();
@@ -92,13 +92,13 @@ fn warm_up() {
 /// is ordered with every handler's (loom's cell).
 fn guarded_section() {
     assert!(
-        !HANDLER_RUNNING.load(SeqCst),
+        !CTX.handler_running.load(SeqCst),
         "bh_disable returned while a drain ran on its CPU"
     );
-    GUARD_HELD.store(true, SeqCst);
+    CTX.guard_held.store(true, SeqCst);
     // SAFETY (model): see `handler`.
     CTX.shared.with_mut(|p| unsafe { *p += 10 });
-    GUARD_HELD.store(false, SeqCst);
+    CTX.guard_held.store(false, SeqCst);
 }
 
 /// (a) Thread G on CPU 0 takes the guard, writes the shared data, drops
