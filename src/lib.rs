@@ -431,8 +431,8 @@ pub use pidset::{PidSet, PidSetError, PidSetRef};
 #[doc(hidden)]
 pub use sigslot::{Entered as LoomSigSlotEntered, SlotState as LoomSigSlot};
 pub use softirq::{
-    Config, DrainOutcome, Handler, Handlers, RegisterError, Runtime, Vector, VectorError,
-    VectorOutOfRange, MAX_VECTORS,
+    BhGuard, Config, DrainOutcome, Handler, Handlers, RegisterError, Runtime, Vector, VectorError,
+    VectorOutOfRange, BH_DISABLE_MAX, MAX_VECTORS,
 };
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};

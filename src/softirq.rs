@@ -16,6 +16,11 @@
 //!   its CPU (a nested interrupt exit, a second thread bound to the same
 //!   CPU) returns [`DrainOutcome::Busy`]; the running drain will see the
 //!   work.
+//! - Bottom halves off ([`Runtime::bh_disable`], Linux's
+//!   `local_bh_disable`): while a guard is held on a CPU, no drain runs
+//!   there ([`DrainOutcome::Disabled`]); the last guard's drop runs what
+//!   was raised meanwhile. Thread context only: taking a guard waits for a
+//!   drain running on the CPU in another context.
 //! - The same vector may run on two CPUs at once. A handler that needs
 //!   serialization serializes itself (or is a tasklet).
 //! - Vector 0 ([`Vector::HI_TASKLET`]) and vector 6 ([`Vector::TASKLET`])
@@ -45,6 +50,17 @@
 //! skip the kick while a drain runs, or swaps it, to drain at interrupt
 //! exit), so those accesses are `SeqCst`: with anything weaker both sides
 //! could miss each other and strand a raise until the next one.
+//!
+//! The bottom-half guard count is a second store-buffering pair with the
+//! same flag: `bh_disable` increments the count and then reads
+//! `draining` (waiting while it is set); a drain sets `draining` and then
+//! reads the count (backing off if it is non-zero). And a third with the
+//! mask: a raiser that drains raised and then reads the count; the last
+//! guard's drop decrements and then reads the mask. All SeqCst, each side
+//! marked with `ordering!` (mutants `bh_disable_relaxed`,
+//! `bh_drain_check_relaxed`, `bh_enable_relaxed`, `bh_backoff_relaxed`;
+//! loom model `bh_guard`, which catches the first three; see
+//! `loom-tests/README.md`).
 
 use core::cell::Cell;
 use core::fmt;
@@ -740,10 +756,18 @@ pub enum DrainOutcome {
     /// Another drain was running on this CPU (a nested interrupt exit, or a
     /// second thread bound to the same CPU); it sees the pending work.
     Busy,
+    /// Bottom halves are off on this CPU ([`Runtime::bh_disable`]): the
+    /// drain ran nothing and left the work pending; the last guard's drop
+    /// runs it (or pends the drain).
+    Disabled,
 }
 
 impl DrainOutcome {
-    /// `true` for [`DrainOutcome::Complete`].
+    /// `true` for [`DrainOutcome::Complete`] only: after
+    /// [`Remaining`](DrainOutcome::Remaining), [`Busy`](DrainOutcome::Busy)
+    /// and [`Disabled`](DrainOutcome::Disabled) work may still be pending
+    /// (someone else runs it: the kicked backend, the running drain, the
+    /// last bottom-half guard's drop).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -754,6 +778,82 @@ impl DrainOutcome {
     /// ```
     pub const fn is_complete(self) -> bool {
         matches!(self, DrainOutcome::Complete)
+    }
+}
+
+/// The deepest nesting of [`Runtime::bh_disable`] guards on one CPU; a
+/// guard beyond it counts [`Misuse::BhDisableOverflow`] and does nothing.
+/// Linux's `SOFTIRQ_MASK` holds 8 bits of the preempt count.
+pub const BH_DISABLE_MAX: u32 = 255;
+
+/// The CPU of an overflowing guard, which holds no count.
+const NOT_COUNTED: usize = usize::MAX;
+
+/// Bottom halves off on one CPU until dropped: see
+/// [`Runtime::bh_disable`] (Linux's `local_bh_disable`; the drop is
+/// `local_bh_enable`).
+///
+/// Not `Send`: it belongs to the CPU and the thread that took it.
+///
+/// Top-half safe: dropping it is not (the last drop may drain). Allocates:
+/// no. Blocks: no.
+///
+/// # Examples
+///
+/// ```
+/// use bottomhalf::{Config, DrainOutcome, Host, Runtime, Vector};
+/// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+/// RT.register(Vector::new(2), "V", |_| {}).unwrap();
+/// let guard = RT.bh_disable();
+/// RT.raise(Vector::new(2));
+/// assert_eq!(RT.drain(), DrainOutcome::Disabled);
+/// drop(guard); // runs the vector
+/// assert_eq!(RT.stats().runs(0, Vector::new(2)), 1);
+/// ```
+#[must_use = "bottom halves are back on as soon as the guard is dropped"]
+pub struct BhGuard<'a, B: Backend, const N: usize> {
+    rt: &'a Runtime<B, N>,
+    /// The CPU whose count this guard holds, or [`NOT_COUNTED`].
+    cpu: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<B: Backend, const N: usize> BhGuard<'_, B, N> {
+    /// The CPU whose bottom halves this guard keeps off.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// let _cpu1 = RT.bind_current_thread(1).unwrap();
+    /// assert_eq!(RT.bh_disable().cpu(), 1);
+    /// ```
+    pub fn cpu(&self) -> usize {
+        if self.cpu == NOT_COUNTED {
+            // An overflowing guard: the CPU it was taken on.
+            self.rt.current().0
+        } else {
+            self.cpu
+        }
+    }
+}
+
+impl<B: Backend, const N: usize> Drop for BhGuard<'_, B, N> {
+    fn drop(&mut self) {
+        if self.cpu != NOT_COUNTED {
+            self.rt.bh_enable(self.cpu);
+        }
+    }
+}
+
+impl<B: Backend, const N: usize> fmt::Debug for BhGuard<'_, B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BhGuard")
+            .field("cpu", &self.cpu)
+            .finish_non_exhaustive()
     }
 }
 
@@ -824,6 +924,11 @@ pub(crate) struct CpuState {
     /// The word this CPU's drain thread sleeps on; the backend's `kick`
     /// notifies it.
     pub(crate) wake: WakeWord,
+    /// Nested [`Runtime::bh_disable`] guards held on this CPU; no drain
+    /// runs here while it is non-zero. Changed with SeqCst RMWs by the
+    /// guards; read SeqCst by a drain after it set `draining` (the
+    /// store-buffering pair with `draining`, see `bh_disable`).
+    bh_disabled: AtomicU32,
     /// Interrupt handlers between `irq_enter` and `irq_exit` on this CPU.
     /// Only the CPU's own handlers touch it, nested, so each `fetch_add` is
     /// matched by a `fetch_sub` before the handler it interrupted resumes.
@@ -843,6 +948,7 @@ impl CpuState {
                 pending: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
                 wake: WakeWord::new(),
+                bh_disabled: AtomicU32::new(0),
                 irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 stats: CpuStats::new(),
@@ -1272,6 +1378,20 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         if st.pending.load(Ordering::Relaxed) == 0 {
             return DrainOutcome::Complete;
         }
+        // Bottom halves off here: leave the work to the last guard's drop.
+        // SeqCst: a raiser that drains (an interrupt exit) raised, then
+        // reads the count here; the drop decrements, then reads the mask
+        // (a store-buffering pair): one of them sees the other, so the
+        // raise is not stranded between them. (The check that keeps a
+        // drain off a CPU whose guard was taken meanwhile is the one after
+        // taking the CPU, in `backs_off`.)
+        if st
+            .bh_disabled
+            .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
+            != 0
+        {
+            return DrainOutcome::Disabled;
+        }
         // A child of `fork()`: clear what a parent thread left (`crate::fork`).
         let Some(_fork) = self.fork_enter(cpu) else {
             return DrainOutcome::Busy;
@@ -1282,6 +1402,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             .swap(true, ordering!("drain_flag_relaxed", SeqCst, Relaxed))
         {
             return DrainOutcome::Busy;
+        }
+        if let Some(off) = self.backs_off(st) {
+            return off;
         }
         let start = B::now_ns();
         // Linux's MAX_SOFTIRQ_RESTART counts passes; the first always runs.
@@ -1332,8 +1455,63 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                     // Another drain took the CPU over; it sees the work.
                     return DrainOutcome::Busy;
                 }
+                if let Some(off) = self.backs_off(st) {
+                    return off;
+                }
             }
             st.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Called by a drain right after it set `draining`: if a bottom-half
+    /// guard is held on this CPU, releases the CPU again and returns
+    /// [`DrainOutcome::Disabled`], leaving the mask pending for the guard;
+    /// `None` if the drain may go on (it still holds the CPU).
+    ///
+    /// The other half of `bh_disable`'s handshake: the guard publishes its
+    /// count and then reads `draining`; the drain publishes `draining` and
+    /// then reads the count (both SeqCst, a store-buffering pair), so at
+    /// least one of them sees the other: the guard waits for this drain,
+    /// or this drain backs off.
+    ///
+    /// A raise that lands while this drain holds the flag skipped its kick
+    /// (`kick_unless_draining`), and the last guard's drop may have found
+    /// the CPU busy (its drain returned `Busy`): so after releasing the
+    /// flag the drain reads the count again (SeqCst, the pair of the
+    /// drop's decrement-then-read-the-mask). Zero with work pending: the
+    /// last guard dropped meanwhile and may have left the work to us, so
+    /// take the CPU again and re-check. Otherwise any raise this drain
+    /// kept from kicking precedes the drop's read of the mask, and the
+    /// drop runs it.
+    #[inline]
+    fn backs_off(&self, st: &CpuState) -> Option<DrainOutcome> {
+        loop {
+            if st
+                .bh_disabled
+                .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
+                == 0
+            {
+                return None;
+            }
+            let _ = st.draining.swap(false, Ordering::SeqCst);
+            if cfg!(bh_mutant = "bh_backoff_no_retry") {
+                // A behavioural mutant: no second look (loom model (c)).
+                return Some(DrainOutcome::Disabled);
+            }
+            // SeqCst: in C++ terms the pair of the drop's decrement then
+            // read of the mask, for a raise that skipped its kick on our
+            // flag; loom cannot tell it from Relaxed (README, "bh_guard").
+            if st
+                .bh_disabled
+                .load(ordering!("bh_backoff_relaxed", SeqCst, Relaxed))
+                != 0
+                || st.pending.load(Ordering::SeqCst) == 0
+            {
+                return Some(DrainOutcome::Disabled);
+            }
+            if st.draining.swap(true, Ordering::SeqCst) {
+                return Some(DrainOutcome::Busy);
+            }
         }
     }
 
@@ -1433,6 +1611,162 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             Some(self.drain())
         } else {
             None
+        }
+    }
+
+    /// Turns bottom halves off on the current CPU until the returned guard
+    /// is dropped (Linux's `local_bh_disable` / `local_bh_enable`).
+    ///
+    /// While a guard is held on a CPU, no drain runs there:
+    /// [`drain`](Runtime::drain) returns [`DrainOutcome::Disabled`],
+    /// [`irq_exit`](Runtime::irq_exit) returns `Some(Disabled)` without
+    /// running anything, and the CPU's drain thread goes back to sleep.
+    /// Raises, tasklet schedules and pushes still work; what they raise
+    /// stays pending. Thread-context code can then touch data it shares
+    /// with this CPU's bottom halves without a lock.
+    ///
+    /// Guards nest (a counter per CPU, at most [`BH_DISABLE_MAX`] deep).
+    /// When the **last** guard of the CPU drops and work is pending, the
+    /// drop runs it, as `local_bh_enable` does:
+    ///
+    /// - on a backend whose guards are dropped in thread context
+    ///   ([`Backend::DRAIN_ON_BH_ENABLE`]: `Host`, `Signals`, the default),
+    ///   the drop drains inline, in the dropping thread;
+    /// - on [`BareMetal`](crate::BareMetal) it pends the drain interrupt
+    ///   ([`Board::pend_drain`](crate::Board::pend_drain), through
+    ///   [`Backend::kick`]) instead: thread mode drops the guard, and the
+    ///   drain runs at the drain interrupt's priority, as usual. A board
+    ///   that drains only at interrupt exit runs the work at the next one
+    ///   (or call [`drain`](Runtime::drain) after the drop).
+    ///
+    /// # Which contexts may take it
+    ///
+    /// **Thread context only**: a task, the main loop, a thread bound to
+    /// the CPU. Not in a top half (interrupt or signal handler), and not
+    /// in a bottom half of the same CPU: a drain of another context may be
+    /// running on this CPU when the guard is taken (on `Host`, several
+    /// threads can be bound to one CPU index), and `bh_disable` then waits
+    /// until that drain has returned, so that the promise holds from the
+    /// moment it returns. Called from a handler that the running drain
+    /// itself called, or from an interrupt that preempted the drain, that
+    /// wait never ends. (A bottom half does not need the guard: the drain
+    /// of a CPU is exclusive, so its handlers never run nested in one
+    /// another.) Linux has the same rule for `local_bh_enable` in hardirq
+    /// context.
+    ///
+    /// On bare metal the typical use is thread mode (`main`) guarding data
+    /// it shares with the bottom halves that run in the drain interrupt
+    /// (PendSV). The guard keeps the drain off even if the interrupt fires:
+    /// the pended drain returns `Disabled` and the drop pends it again.
+    /// (Masking the drain interrupt by priority, `BASEPRI`, does the same
+    /// on one core at no cost per drain; the guard works also where the
+    /// drain runs at interrupt exit and on every core's own state.)
+    ///
+    /// The guard belongs to the CPU and thread that took it: it is not
+    /// `Send`. On the `Signals` backend, whose CPU is the one the thread
+    /// runs on, pin the thread first: a thread that migrates protects the
+    /// CPU it took the guard on, not the one it runs on.
+    ///
+    /// Top-half safe: no (it may wait for a running drain). Allocates:
+    /// no. Blocks: yes, while a drain runs on this CPU in another context
+    /// (it spins, yielding the thread under `std`); not otherwise.
+    ///
+    /// Never panics. Beyond [`BH_DISABLE_MAX`] nested guards the count
+    /// saturates: the extra guard counts [`Misuse::BhDisableOverflow`] and
+    /// does nothing (bottom halves stay off: the outer guards hold them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, DrainOutcome, Host, Runtime, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// const RX: Vector = Vector::new(3);
+    /// RT.register(RX, "RX", |_| { RUNS.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    ///
+    /// let outer = RT.bh_disable();
+    /// RT.raise(RX);
+    /// {
+    ///     let _inner = RT.bh_disable(); // nests
+    ///     assert_eq!(RT.drain(), DrainOutcome::Disabled);
+    /// }
+    /// assert_eq!(RT.drain(), DrainOutcome::Disabled); // `outer` still held
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 0);
+    /// drop(outer); // the last guard: the drop drains here
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    /// assert_eq!(RT.pending(0), 0);
+    /// ```
+    #[doc(alias = "local_bh_disable")]
+    pub fn bh_disable(&self) -> BhGuard<'_, B, N> {
+        let (cpu, st) = self.current();
+        let mut n = st.bh_disabled.load(Ordering::Relaxed);
+        loop {
+            if n >= BH_DISABLE_MAX {
+                st.stats.misuse(Misuse::BhDisableOverflow);
+                return BhGuard {
+                    rt: self,
+                    cpu: NOT_COUNTED,
+                    _not_send: PhantomData,
+                };
+            }
+            // SeqCst: the store-buffering pair with the drain's `draining`
+            // swap and its count check (`backs_off`): publish the count,
+            // then read the flag.
+            match st.bh_disabled.compare_exchange_weak(
+                n,
+                n + 1,
+                ordering!("bh_disable_relaxed", SeqCst, Relaxed),
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        // A drain that took the CPU before our count was published runs to
+        // its end; one that takes it afterwards sees the count and backs
+        // off. In a child of `fork()` the flag may be a parent thread's,
+        // for a drain that does not exist here: do not wait on it (a drain
+        // of this process repairs the flag and then sees the count).
+        while st
+            .draining
+            .load(ordering!("bh_disable_relaxed", SeqCst, Relaxed))
+            && !st.fork.stale()
+        {
+            crate::sync::spin_wait();
+        }
+        BhGuard {
+            rt: self,
+            cpu,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The end of a bottom-half guard on `cpu`: the last one runs or
+    /// pends what was raised meanwhile.
+    fn bh_enable(&self, cpu: usize) {
+        let st = self.cpus.get(cpu);
+        // SeqCst: decrement, then read the mask; pairs with `backs_off`
+        // (a drain that backed off re-reads the count after releasing the
+        // CPU) and with `raise` (mask, then flag).
+        let before = st
+            .bh_disabled
+            .fetch_sub(1, ordering!("bh_enable_relaxed", SeqCst, Relaxed));
+        if before != 1
+            || st
+                .pending
+                .load(ordering!("bh_enable_relaxed", SeqCst, Relaxed))
+                == 0
+        {
+            return;
+        }
+        if B::DRAIN_ON_BH_ENABLE && self.current().0 == cpu {
+            // What this drain leaves it hands on itself (Remaining kicks;
+            // Busy: the running drain sees it).
+            let _ = self.drain();
+        } else {
+            B::kick(cpu, &st.wake);
         }
     }
 

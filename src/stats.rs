@@ -110,15 +110,21 @@ pub enum Misuse {
     /// tasklet stays disabled (the count saturates; one `enable` of the
     /// excess ones is then counted as unbalanced).
     DisableOverflow = 3,
+    /// [`Runtime::bh_disable`](crate::Runtime::bh_disable) beyond
+    /// [`BH_DISABLE_MAX`](crate::BH_DISABLE_MAX) nested guards on one CPU:
+    /// the extra guard holds nothing (bottom halves stay off under the
+    /// outer ones).
+    BhDisableOverflow = 4,
 }
 
 impl Misuse {
     /// Every kind, in counter order.
-    pub const ALL: [Misuse; 4] = [
+    pub const ALL: [Misuse; 5] = [
         Misuse::CpuOutOfRange,
         Misuse::UnbalancedIrqExit,
         Misuse::UnbalancedEnable,
         Misuse::DisableOverflow,
+        Misuse::BhDisableOverflow,
     ];
 
     /// The row label in the statistics table (20 columns).
@@ -128,6 +134,7 @@ impl Misuse {
             Misuse::UnbalancedIrqExit => "unbalanced irq_exit",
             Misuse::UnbalancedEnable => "unbalanced enable",
             Misuse::DisableOverflow => "disable overflow",
+            Misuse::BhDisableOverflow => "bh_disable overflow",
         }
     }
 }
@@ -139,6 +146,7 @@ impl fmt::Display for Misuse {
             Misuse::UnbalancedIrqExit => "irq_exit without irq_enter",
             Misuse::UnbalancedEnable => "tasklet enable without disable",
             Misuse::DisableOverflow => "tasklet disabled more than 511 times",
+            Misuse::BhDisableOverflow => "bottom halves disabled more than 255 times on one CPU",
         })
     }
 }

@@ -147,6 +147,8 @@ fn top_half(work: impl FnOnce()) {
             Some(DrainOutcome::Complete) => &EXIT_COMPLETE,
             Some(DrainOutcome::Remaining) => &EXIT_REMAINING,
             Some(DrainOutcome::Busy) => &EXIT_BUSY,
+            // This storm takes no bottom-half guard.
+            Some(DrainOutcome::Disabled) => h::fail(format_args!("irq_exit found bottom halves off")),
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -242,6 +244,8 @@ fn PendSV() {
         DrainOutcome::Busy => {
             DRAIN_BUSY.fetch_add(1, Ordering::Relaxed);
         }
+        // This storm takes no bottom-half guard.
+        DrainOutcome::Disabled => h::fail(format_args!("the drain found bottom halves off")),
     }
 }
 

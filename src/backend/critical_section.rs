@@ -257,6 +257,10 @@ impl<B: Board> Backend for BareMetal<B> {
     }
 
     const HANDLERS: &'static crate::Handlers = B::HANDLERS;
+
+    /// The last bottom-half guard's drop pends the drain interrupt
+    /// ([`Board::pend_drain`]) rather than draining in thread mode.
+    const DRAIN_ON_BH_ENABLE: bool = false;
 }
 
 impl<B: Board> core::fmt::Debug for BareMetal<B> {

@@ -33,13 +33,14 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 // hook) and left the CPU usable (see `drain`); this thread
                 // goes on draining, as a CPU goes on taking interrupts.
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.drain()));
-                if !matches!(outcome, Ok(DrainOutcome::Busy)) {
+                if !matches!(outcome, Ok(DrainOutcome::Busy | DrainOutcome::Disabled)) {
                     continue;
                 }
             }
             // Nothing pending, or another thread bound to this CPU is
             // draining it: that drain runs what it finds and kicks us if it
-            // runs out of budget.
+            // runs out of budget. Or bottom halves are off on this CPU
+            // (`bh_disable`): the last guard's drop drains, or kicks us.
             wake.wait(token, None);
         }
     }

@@ -126,4 +126,12 @@ pub trait Backend: 'static {
     /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
     /// ```
     const HANDLERS: &'static Handlers = &Handlers::NONE;
+
+    /// `true` (the default) if the drop of the last
+    /// [`bh_disable`](crate::Runtime::bh_disable) guard may drain inline,
+    /// in the dropping context: guards are taken in thread context, where
+    /// a drain may run (`Host`, `Signals`). `false`: the drop kicks the
+    /// backend instead ([`BareMetal`] pends its drain interrupt, so the
+    /// work runs at that interrupt's priority, not in thread mode).
+    const DRAIN_ON_BH_ENABLE: bool = true;
 }

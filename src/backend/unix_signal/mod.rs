@@ -568,7 +568,8 @@ impl<const N: usize> Runtime<Signals, N> {
     /// CPU slot `c` for the thread, drains it, for each `c`; the thread's
     /// claim is restored afterwards. Returns `Remaining` if some CPU ran
     /// out of budget (it kicked, so the event fd is readable again), else
-    /// `Busy` if some CPU was being drained elsewhere, else `Complete`.
+    /// `Busy` if some CPU was being drained elsewhere or had its bottom
+    /// halves off (`bh_disable`), else `Complete`.
     ///
     /// Top-half safe: no (runs handlers). Allocates: no. Blocks: no.
     ///
@@ -584,7 +585,11 @@ impl<const N: usize> Runtime<Signals, N> {
             let _cpu = bind_thread(BindingKind::Signals, cpu);
             match self.drain() {
                 DrainOutcome::Remaining => outcome = DrainOutcome::Remaining,
-                DrainOutcome::Busy if outcome == DrainOutcome::Complete => {
+                // Disabled: a bottom-half guard holds that CPU; its last
+                // drop runs the work, as the running drain does for Busy.
+                DrainOutcome::Busy | DrainOutcome::Disabled
+                    if outcome == DrainOutcome::Complete =>
+                {
                     outcome = DrainOutcome::Busy
                 }
                 _ => {}
