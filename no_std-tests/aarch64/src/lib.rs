@@ -464,42 +464,40 @@ fn park() -> ! {
 
 // ---------------------------------------------------------------- system registers
 
+/// Reads a system register whose read has no side effect at EL1.
+macro_rules! read_sysreg {
+    ($reg:literal) => {{
+        let v: u64;
+        // SAFETY: reading this system register at EL1 has no side effect
+        // (no memory access, no state change).
+        unsafe {
+            asm!(concat!("mrs {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags))
+        };
+        v
+    }};
+}
+
 fn mpidr() -> u64 {
-    let v: u64;
-    // SAFETY: reading MPIDR_EL1 at EL1 has no side effect.
-    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    read_sysreg!("mpidr_el1")
 }
 
 fn midr() -> u64 {
-    let v: u64;
-    // SAFETY: reading MIDR_EL1 at EL1 has no side effect.
-    unsafe { asm!("mrs {}, midr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    read_sysreg!("midr_el1")
 }
 
 fn current_el() -> u64 {
-    let v: u64;
-    // SAFETY: reading CurrentEL has no side effect.
-    unsafe { asm!("mrs {}, CurrentEL", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    (v >> 2) & 3
+    (read_sysreg!("CurrentEL") >> 2) & 3
 }
 
 /// SCTLR_EL1.M, .C and .I: MMU, data cache, instruction cache.
 const SCTLR_MCI: u64 = (1 << 0) | (1 << 2) | (1 << 12);
 
 fn sctlr() -> u64 {
-    let v: u64;
-    // SAFETY: reading SCTLR_EL1 at EL1 has no side effect.
-    unsafe { asm!("mrs {}, sctlr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    read_sysreg!("sctlr_el1")
 }
 
 fn cntfrq() -> u64 {
-    let v: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effect.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    read_sysreg!("cntfrq_el0")
 }
 
 fn cntvct() -> u64 {
