@@ -363,13 +363,13 @@ impl Callback {
         ctx: &'static C,
         handler: fn(&'static C, usize),
     ) -> Callback {
-        // SAFETY: a transmute between two function-pointer types whose
-        // arguments are ABI-compatible: `&'static C` and `*const ()` are
-        // both thin pointers (`C: Sized`, so the same pointer metadata,
-        // `()`), which the standard library documents as ABI-compatible
-        // ("Function pointers > ABI compatibility" in `core::primitive::fn`);
-        // `usize` is the same type. `call` passes back exactly the pointer
-        // made from `ctx` here, so the handler gets a valid `&'static C`.
+        // `&'static C` and `*const ()` are both thin pointers (`C: Sized`,
+        // so the same pointer metadata, `()`), which the standard library
+        // documents as ABI-compatible ("Function pointers > ABI
+        // compatibility" in `core::primitive::fn`); `usize` is the same type.
+        // `call` passes back exactly the pointer made from `ctx` here.
+        // SAFETY: a transmute between function-pointer types with
+        // ABI-compatible arguments (above); the handler gets a valid `&'static C`.
         let erased =
             unsafe { core::mem::transmute::<fn(&'static C, usize), ErasedHandler>(handler) };
         Callback {
@@ -386,13 +386,13 @@ impl Callback {
             Some(h) => h(self.ctx, cpu),
             None => {
                 debug_assert!(!self.ctx.is_null(), "Callback::NONE called");
-                // SAFETY: with `erased` `None`, `ctx` was made by `plain`
-                // from a `fn(usize)` (the only other `Callback` with
-                // `erased` `None` is `NONE`, which is never called), so
-                // this turns it back into the same function pointer, with
-                // its provenance: function and data pointers have one
-                // size and representation on every target the crate
-                // builds for.
+                // With `erased` `None`, `ctx` was made by `plain` from a
+                // `fn(usize)` (the only other `Callback` with `erased`
+                // `None` is `NONE`, which is never called). Function and
+                // data pointers have one size and representation on every
+                // target the crate builds for.
+                // SAFETY: this turns `ctx` back into the function pointer
+                // it was made from, with its provenance (above).
                 let h = unsafe { core::mem::transmute::<*const (), Handler>(self.ctx) };
                 h(cpu);
             }

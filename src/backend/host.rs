@@ -118,11 +118,11 @@ impl Backend for Host {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // SAFETY: `ts` is a valid, writable timespec for the duration of the
-        // call; clock_gettime is async-signal-safe (POSIX.1-2008) and touches
+        // clock_gettime is async-signal-safe (POSIX.1-2008) and touches
         // nothing else. CLOCK_MONOTONIC always exists on Linux and macOS, so
         // the call cannot fail; if it did, `ts` stays zero and the budget is
         // off.
+        // SAFETY: `ts` is a valid, writable timespec for the whole call.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         (ts.tv_sec as u64)
             .wrapping_mul(1_000_000_000)

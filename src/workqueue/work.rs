@@ -1241,14 +1241,15 @@ impl DelayedWork {
     /// ```
     pub fn from_work(work: &Work) -> Option<&DelayedWork> {
         if work.in_delayed {
-            // SAFETY: `in_delayed` is set only by the `DelayedWork`
-            // constructors, and a `DelayedWork` never gives its `Work` away
-            // by value (no `into_inner`, no `DerefMut`, the field is
-            // private), so `work` points at the `work` field of a live
-            // `DelayedWork`. `DelayedWork` is `repr(transparent)` over
-            // `Work`: same address, size and layout, and the reference
-            // covers exactly the same bytes with the same lifetime.
-            Some(unsafe { &*ptr::from_ref(work).cast::<DelayedWork>() })
+            // `in_delayed` is set only by the `DelayedWork` constructors,
+            // and a `DelayedWork` never gives its `Work` away by value (no
+            // `into_inner`, no `DerefMut`, the field is private), so `work`
+            // points at the `work` field of a live `DelayedWork`.
+            let delayed = ptr::from_ref(work).cast::<DelayedWork>();
+            // SAFETY: as above, `delayed` is a live `DelayedWork`, which is
+            // `repr(transparent)` over `Work`: same address, size and
+            // layout; the reference covers the same bytes for the same life.
+            Some(unsafe { &*delayed })
         } else {
             None
         }
