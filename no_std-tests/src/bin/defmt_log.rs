@@ -27,6 +27,12 @@ use cortex_m_rt::{entry, exception};
 use h::{cortex_m, cortex_m_rt, AtomicU32, Ordering};
 
 // ------------------------------------------------------------ the logger
+//
+// A test harness, not a pattern to copy: a firmware takes a logger crate
+// (`defmt-rtt`, `defmt-semihosting`). This one keeps the frames in RAM so
+// the test can check them without a host decoder; a defmt `Logger` splits
+// its critical section across `acquire` and `release`, so its state is an
+// `UnsafeCell` guarded by hand, as in those crates.
 
 const BUF: usize = 2048;
 
