@@ -239,7 +239,12 @@ fn main() -> ! {
         drop(outer);
         // Thread mode runs below PendSV: the drain pended by the last drop
         // has run, and so has every raise made up to now.
-        check_eq!(RT.pending(0), 0, "round {}: work left after the drop", round);
+        check_eq!(
+            RT.pending(0),
+            0,
+            "round {}: work left after the drop",
+            round
+        );
         let covered = TRACK
             .iter()
             .map(|t| t.covered.load(Ordering::SeqCst))
@@ -265,7 +270,10 @@ fn main() -> ! {
         "rounds {} (nested guards in {}); top halves while a guard was held: {}",
         ROUNDS, nested_rounds, raised_under_guard
     );
-    check!(raised_under_guard > 0, "no top half ran while a guard was held");
+    check!(
+        raised_under_guard > 0,
+        "no top half ran while a guard was held"
+    );
     let disabled = DISABLED.load(Ordering::Relaxed);
     println!(
         "drains: complete {}, found bottom halves off {}",
@@ -293,7 +301,12 @@ fn main() -> ! {
             stats.coalesced(0, v)
         );
         check_eq!(stats.runs(0, v), tr.runs.load(Ordering::Relaxed));
-        check_eq!(raises, stats.runs(0, v) + stats.coalesced(0, v), "{}", NAMES[i]);
+        check_eq!(
+            raises,
+            stats.runs(0, v) + stats.coalesced(0, v),
+            "{}",
+            NAMES[i]
+        );
         check_eq!(
             tr.covered.load(Ordering::SeqCst),
             tr.stamp.load(Ordering::SeqCst),
@@ -301,7 +314,10 @@ fn main() -> ! {
             NAMES[i]
         );
     }
-    println!("nothing lost: raises == runs + coalesced for all {} vectors", NV);
+    println!(
+        "nothing lost: raises == runs + coalesced for all {} vectors",
+        NV
+    );
     let queued = TASKLET_QUEUED.load(Ordering::Relaxed);
     let runs = TASKLET_RUNS.load(Ordering::Relaxed);
     println!(
