@@ -8,15 +8,17 @@
 # `N passed, N failed`; exits non-zero on any failure or hang.
 #
 #   bash no_std-tests/aarch64/run.sh           every binary
-#   bash no_std-tests/aarch64/run.sh percpu    only the named binaries
+#   bash no_std-tests/aarch64/run.sh percpu    only the named binaries (or
+#                                              variants, percpu_icount)
 #   BH_QEMU_TIMEOUT=60                         seconds per QEMU run
 #
 # No -icount: with it QEMU runs the four vCPUs round-robin on one host
 # thread (and about 25x slower); without it, multi-threaded TCG runs each
 # vCPU on its own host thread, so the cores really run at the same time.
-# See README.md ("Four cores"). The exception is drain_cost, which runs on
-# one core with -icount shift=4 (one generic-timer tick per instruction),
-# twice, and passes only if both runs print the same (see qemu_cores_for).
+# See README.md ("Four cores"). The exceptions run with -icount, twice, and
+# pass only if both runs print the same: drain_cost, on one core with
+# -icount shift=4 (one generic-timer tick per instruction), and
+# percpu_icount, percpu again on four round-robin cores (qemu_cores_for).
 
 set -uo pipefail
 
@@ -42,6 +44,10 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/
     exit 1
 fi
 
+# Extra runs of a binary under other QEMU options, NAME=BINARY: NAME has
+# its own expected/NAME.txt and its own line in qemu_cores_for/runs_for.
+VARIANTS=(percpu_icount=percpu)
+
 BINS=()
 if [ $# -gt 0 ]; then
     BINS=("$@")
@@ -50,7 +56,22 @@ else
         b=${f##*/}
         BINS+=("${b%.rs}")
     done
+    for v in "${VARIANTS[@]}"; do
+        BINS+=("${v%%=*}")
+    done
 fi
+
+# elf_of NAME — the binary a run name stands for.
+elf_of() {
+    local v
+    for v in "${VARIANTS[@]}"; do
+        if [ "${v%%=*}" = "$1" ]; then
+            echo "${v#*=}"
+            return
+        fi
+    done
+    echo "$1"
+}
 
 mkdir -p "$OUTDIR"
 
@@ -61,6 +82,10 @@ qemu_cores_for() {
         # generic timer ticks every 16 ns (62.5 MHz): one tick per
         # instruction. align=off, sleep=off: virtual time only.
         drain_cost) echo "-smp 1 -icount shift=4,align=off,sleep=off" ;;
+        # Four cores with -icount: QEMU runs them round-robin on one host
+        # thread, switching at fixed instruction counts, so every figure,
+        # the handler time included, is the same on every run.
+        percpu_icount) echo "-smp 4 -icount shift=4,align=off,sleep=off" ;;
         *) echo "-smp 4" ;;
     esac
 }
@@ -69,7 +94,7 @@ qemu_cores_for() {
 # output must be byte-identical to the first (determinism).
 runs_for() {
     case $1 in
-        drain_cost) echo 2 ;;
+        drain_cost | percpu_icount) echo 2 ;;
         *) echo 1 ;;
     esac
 }
@@ -91,7 +116,7 @@ BUILT=0
 echo
 echo "==> run on $QEMU ${QEMU_ARGS[*]} (-smp 4 unless shown)"
 for b in "${BINS[@]}"; do
-    elf=target/$TARGET/release/$b
+    elf=target/$TARGET/release/$(elf_of "$b")
     if [ "$BUILT" != 1 ] || [ ! -f "$elf" ]; then
         echo "FAIL $b: not built"
         FAILED=$((FAILED + 1))
