@@ -349,20 +349,24 @@ extern "C" fn bh_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
 /// `entry!(scenario, irq_drain = f, irq_top = g)` also makes `g(source)`
 /// the top half that [`SGI_TOP`] runs (IRQs masked; `source` is the
 /// sending core). `entry!(scenario, single_core)` runs `scenario(0)` on
-/// core 0 alone, for `-smp 1` (no PSCI `CPU_ON`).
+/// core 0 alone, for `-smp 1` (no PSCI `CPU_ON`);
+/// `entry!(scenario, single_core, irq_drain = f)` adds the drain SGI.
 #[macro_export]
 macro_rules! entry {
     ($scenario:path) => {
         $crate::entry!($scenario, irq_drain = $crate::no_irq_drain);
     };
     ($scenario:path, single_core) => {
+        $crate::entry!($scenario, single_core, irq_drain = $crate::no_irq_drain);
+    };
+    ($scenario:path, single_core, irq_drain = $drain:path) => {
         #[no_mangle]
         extern "C" fn bh_rust_entry(cpu: usize) -> ! {
             $crate::start_cores(cpu, 1, $scenario)
         }
         #[no_mangle]
         extern "C" fn bh_irq_drain() {
-            $crate::no_irq_drain()
+            $drain()
         }
         #[no_mangle]
         extern "C" fn bh_irq_top(source: usize) {
