@@ -45,7 +45,8 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/
 fi
 
 # Extra runs of a binary under other QEMU options, NAME=BINARY: NAME has
-# its own expected/NAME.txt and its own line in qemu_cores_for/runs_for.
+# its own line in qemu_cores_for/runs_for, and is checked against
+# expected/NAME.txt if there is one, else the binary's expected file.
 VARIANTS=(percpu_icount=percpu)
 
 BINS=()
@@ -123,6 +124,7 @@ for b in "${BINS[@]}"; do
         continue
     fi
     expected=expected/$b.txt
+    [ -f "$expected" ] || expected=expected/$(elf_of "$b").txt
     read -r -a cores <<<"$(qemu_cores_for "$b")"
     runs=$(runs_for "$b")
     [ "${cores[*]}" = "-smp 4" ] || echo "  ($b: ${cores[*]}; $runs runs)"
