@@ -345,13 +345,38 @@ extern "C" fn bh_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
 /// Defines the firmware's entry: `entry!(scenario)` runs
 /// `scenario(cpu)` on all four cores at once, after core 0 has checked the
 /// platform and started the others. `entry!(scenario, irq_drain = f)`
-/// also makes `f()` the drain that the drain SGI runs ([`VirtGic`]).
+/// also makes `f()` the drain that the drain SGI runs ([`VirtGic`]);
+/// `entry!(scenario, irq_drain = f, irq_top = g)` also makes `g(source)`
+/// the top half that [`SGI_TOP`] runs (IRQs masked; `source` is the
+/// sending core). `entry!(scenario, single_core)` runs `scenario(0)` on
+/// core 0 alone, for `-smp 1` (no PSCI `CPU_ON`);
+/// `entry!(scenario, single_core, irq_drain = f)` adds the drain SGI.
 #[macro_export]
 macro_rules! entry {
     ($scenario:path) => {
         $crate::entry!($scenario, irq_drain = $crate::no_irq_drain);
     };
+    ($scenario:path, single_core) => {
+        $crate::entry!($scenario, single_core, irq_drain = $crate::no_irq_drain);
+    };
+    ($scenario:path, single_core, irq_drain = $drain:path) => {
+        #[no_mangle]
+        extern "C" fn bh_rust_entry(cpu: usize) -> ! {
+            $crate::start_cores(cpu, 1, $scenario)
+        }
+        #[no_mangle]
+        extern "C" fn bh_irq_drain() {
+            $drain()
+        }
+        #[no_mangle]
+        extern "C" fn bh_irq_top(source: usize) {
+            $crate::no_irq_top(source)
+        }
+    };
     ($scenario:path, irq_drain = $drain:path) => {
+        $crate::entry!($scenario, irq_drain = $drain, irq_top = $crate::no_irq_top);
+    };
+    ($scenario:path, irq_drain = $drain:path, irq_top = $top:path) => {
         #[no_mangle]
         extern "C" fn bh_rust_entry(cpu: usize) -> ! {
             $crate::start(cpu, $scenario)
@@ -359,6 +384,10 @@ macro_rules! entry {
         #[no_mangle]
         extern "C" fn bh_irq_drain() {
             $drain()
+        }
+        #[no_mangle]
+        extern "C" fn bh_irq_top(source: usize) {
+            $top(source)
         }
     };
 }
@@ -371,6 +400,14 @@ pub fn no_irq_drain() {
     ));
 }
 
+/// The top half of a firmware without one: an [`SGI_TOP`] there fails the
+/// run.
+pub fn no_irq_top(source: usize) {
+    fail(format_args!(
+        "SGI {SGI_TOP} arrived from core {source}, but this firmware has no top half for it"
+    ));
+}
+
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 static ONLINE_MASK: AtomicU32 = AtomicU32::new(0);
 static GO: AtomicBool = AtomicBool::new(false);
@@ -380,8 +417,15 @@ static FINISHED: AtomicU32 = AtomicU32::new(0);
 /// on every core, then exits 0 once all four have returned. Called by
 /// [`entry!`].
 pub fn start(cpu: usize, scenario: fn(usize)) -> ! {
+    start_cores(cpu, CORES, scenario)
+}
+
+/// [`start`] on the first `cores` cores only (`entry!(…, single_core)`:
+/// 1, for `-smp 1`); core 0 starts cores `1..cores`.
+pub fn start_cores(cpu: usize, cores: usize, scenario: fn(usize)) -> ! {
+    let cores = cores.clamp(1, CORES);
     if cpu == 0 {
-        boot_primary();
+        boot_primary(cores);
     } else {
         check_eq!(
             sctlr() & SCTLR_MCI,
@@ -398,14 +442,14 @@ pub fn start(cpu: usize, scenario: fn(usize)) -> ! {
     FINISHED.fetch_add(1, Ordering::Release);
     if cpu == 0 {
         wait_until("every core to finish its scenario", || {
-            FINISHED.load(Ordering::Acquire) == CORES as u32
+            FINISHED.load(Ordering::Acquire) == cores as u32
         });
         exit(0);
     }
     park()
 }
 
-fn boot_primary() {
+fn boot_primary(cores: usize) {
     let el = current_el();
     let midr = midr();
     check_eq!(el, 1, "the firmware starts in EL1");
@@ -439,13 +483,13 @@ fn boot_primary() {
     ONLINE_MASK.fetch_or(1, Ordering::Relaxed);
     ONLINE.fetch_add(1, Ordering::Relaxed);
     let entry = bh_secondary_entry as *const () as usize as u64;
-    for target in 1..CORES as u64 {
+    for target in 1..cores as u64 {
         // MPIDR of core n on virt: Aff0 = n (up to 8 cores per cluster).
         let r = psci_call(conduit, PSCI_CPU_ON, target, entry, target);
         check_eq!(r, 0, "PSCI CPU_ON for core {target}");
     }
-    wait_until("cores 1..3 to come online", || {
-        ONLINE.load(Ordering::Acquire) == CORES as u32
+    wait_until("the other cores to come online", || {
+        ONLINE.load(Ordering::Acquire) == cores as u32
     });
     println!(
         "cores online: {} (MPIDR_EL1.Aff0 mask {:#x})",
@@ -508,6 +552,25 @@ fn cntvct() -> u64 {
         asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
     };
     v
+}
+
+/// The generic timer's virtual count (`CNTVCT_EL0`), read after an `isb`,
+/// for measurements: unlike the board's clock, the read is also a compiler
+/// barrier (no `nomem`), so the compiler moves no memory access of the
+/// measured code across it. Under `-icount shift=4` on QEMU 7.2 (62.5 MHz)
+/// one tick is one instruction (`drain_cost`).
+pub fn ticks() -> u64 {
+    let v: u64;
+    // SAFETY: `isb` orders the read after earlier instructions; reading
+    // CNTVCT_EL0 at EL1 has no side effect. Declared as touching memory
+    // only so the compiler keeps the measured code between two reads.
+    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nostack, preserves_flags)) };
+    v
+}
+
+/// `CNTFRQ_EL0`: the generic timer's frequency in Hz.
+pub fn timer_hz() -> u64 {
+    cntfrq()
 }
 
 // ---------------------------------------------------------------- PSCI
@@ -594,6 +657,18 @@ const GICC_EOIR: usize = GICC + 0x10;
 /// The SGI that pends a drain ([`VirtGic::pend_drain`]).
 pub const SGI_DRAIN: u32 = 1;
 
+/// The SGI of a cross-core top half ([`send_top_sgi`]): the target runs
+/// the `irq_top` given to [`entry!`], then answers with [`SGI_WAKE`].
+/// Priority 0x40, above the drain SGI's 0x80, so when both are pending the
+/// top half comes first.
+pub const SGI_TOP: u32 = 2;
+
+/// The answer to a top-half SGI: sent back to its source once the top
+/// half has returned and is counted ([`top_sgis`]), so the sender can
+/// sleep in `wfi` until then ([`sleep_until`]). Its handler does nothing
+/// else. Priority 0x40.
+pub const SGI_WAKE: u32 = 3;
+
 fn mmio_write(addr: usize, v: u32) {
     // SAFETY: `addr` is one of the GIC registers above, mapped by QEMU
     // virt at these addresses (identity-mapped as Device-nGnRnE); a 32-bit
@@ -612,13 +687,19 @@ fn mmio_write8(addr: usize, v: u8) {
 }
 
 /// Turns the GIC on for the calling core: the distributor (once, any core
-/// may call it first), the drain SGI enabled at priority 0x80, the CPU
-/// interface on with priority mask 0xf0, and IRQs unmasked in PSTATE.
+/// may call it first), the drain SGI enabled at priority 0x80 and the
+/// top-half SGI at 0x40, the CPU interface on with priority mask 0xf0,
+/// and IRQs unmasked in PSTATE.
 pub fn gic_init_core() {
     mmio_write(GICD_CTLR, 1);
     // Banked per core for SGIs and PPIs.
     mmio_write8(GICD_IPRIORITYR + SGI_DRAIN as usize, 0x80);
-    mmio_write(GICD_ISENABLER0, 1 << SGI_DRAIN);
+    mmio_write8(GICD_IPRIORITYR + SGI_TOP as usize, 0x40);
+    mmio_write8(GICD_IPRIORITYR + SGI_WAKE as usize, 0x40);
+    mmio_write(
+        GICD_ISENABLER0,
+        (1 << SGI_DRAIN) | (1 << SGI_TOP) | (1 << SGI_WAKE),
+    );
     mmio_write(GICC_PMR, 0xf0);
     mmio_write(GICC_CTLR, 1);
     // SAFETY: unmasks IRQs on this core; the IRQ vector saves and restores
@@ -629,11 +710,23 @@ pub fn gic_init_core() {
 /// Sends the drain SGI to core `cpu` (any core, the caller's own
 /// included).
 pub fn send_drain_sgi(cpu: usize) {
+    send_sgi(cpu, SGI_DRAIN);
+}
+
+/// Sends the top-half SGI ([`SGI_TOP`]) to core `cpu`. GICv2 keeps one
+/// pending state per SGI and source core: a second send from this core
+/// before the target took the first merges with it, so a sender that
+/// needs every send taken waits for [`top_sgis`] to count it.
+pub fn send_top_sgi(cpu: usize) {
+    send_sgi(cpu, SGI_TOP);
+}
+
+fn send_sgi(cpu: usize, id: u32) {
     // Make the caller's writes (the pending mask) visible before the SGI.
     // SAFETY: `dsb ishst` is a barrier; no other effect.
     unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
     // TargetListFilter 0 (the list), CPUTargetList bit `cpu`, SGI id.
-    mmio_write(GICD_SGIR, (1 << (16 + cpu)) | SGI_DRAIN);
+    mmio_write(GICD_SGIR, (1 << (16 + cpu)) | id);
 }
 
 /// Runs `f` with IRQs masked on this core (a top half: an SGI sent to
@@ -667,12 +760,60 @@ pub fn sgis(target: usize, source: usize) -> u32 {
     SGIS[target][source].load(Ordering::Relaxed)
 }
 
+/// Sleeps in `wfi` until `cond` holds: IRQs are masked while `cond` is
+/// read, and `wfi` wakes on an interrupt that is pending even while
+/// masked, so a wake-up between the read and the `wfi` is not lost. The
+/// interrupt is taken once IRQs are unmasked again. For a wait on another
+/// core that ends with an interrupt to this one ([`SGI_WAKE`]): a halted
+/// vCPU leaves its host CPU to the others, where a spinning one competes
+/// with the core it waits for. A wake-up that never comes hangs the run
+/// (the runner's timeout catches it); it checks the generic timer after
+/// each wake-up and fails after `ns` nanoseconds.
+pub fn sleep_until(what: &str, ns: u64, mut cond: impl FnMut() -> bool) {
+    let start = now_ns();
+    loop {
+        let done = irqs_masked(|| {
+            if cond() {
+                return true;
+            }
+            // SAFETY: `wfi` waits for an interrupt (pending, even masked);
+            // no memory or register effect.
+            unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+            false
+        });
+        if done {
+            return;
+        }
+        if now_ns().wrapping_sub(start) > ns {
+            fail(format_args!(
+                "timed out after {} ms waiting for {what}",
+                ns / 1_000_000
+            ));
+        }
+    }
+}
+
+/// Top-half SGIs taken, indexed `[target core][source core]`; counted
+/// after the top half returned.
+static TOP_SGIS: [[AtomicU32; CORES]; CORES] =
+    [const { [const { AtomicU32::new(0) }; CORES] }; CORES];
+
+/// Top-half SGIs ([`SGI_TOP`]) core `target` took from core `source` and
+/// whose top half has returned (Acquire: what the top half wrote is
+/// visible once it is counted).
+pub fn top_sgis(target: usize, source: usize) -> u32 {
+    TOP_SGIS[target][source].load(Ordering::Acquire)
+}
+
 extern "C" {
     /// The drain the SGI runs, defined by [`entry!`].
     fn bh_irq_drain();
+    /// The top half [`SGI_TOP`] runs, defined by [`entry!`].
+    fn bh_irq_top(source: usize);
 }
 
-/// Called by the IRQ vector: acknowledge, count, drain, end of interrupt.
+/// Called by the IRQ vector: acknowledge, count, drain (or run the top
+/// half), end of interrupt.
 #[no_mangle]
 extern "C" fn bh_irq() {
     let iar = mmio_read(GICC_IAR);
@@ -680,10 +821,24 @@ extern "C" fn bh_irq() {
     if id == 1023 {
         return; // spurious
     }
+    let source = ((iar >> 10) & 7) as usize;
+    if id == SGI_TOP {
+        // SAFETY: `bh_irq_top` is defined by `entry!` as an
+        // `extern "C" fn(usize)` that calls the firmware's safe top half.
+        unsafe { bh_irq_top(source % CORES) };
+        // Release: pairs with the Acquire load in `top_sgis`.
+        TOP_SGIS[Virt::cpu() % CORES][source % CORES].fetch_add(1, Ordering::Release);
+        mmio_write(GICC_EOIR, iar);
+        send_sgi(source % CORES, SGI_WAKE);
+        return;
+    }
+    if id == SGI_WAKE {
+        mmio_write(GICC_EOIR, iar);
+        return;
+    }
     if id != SGI_DRAIN {
         fail(format_args!("unexpected interrupt {id}"));
     }
-    let source = ((iar >> 10) & 7) as usize;
     SGIS[Virt::cpu() % CORES][source % CORES].fetch_add(1, Ordering::Relaxed);
     // SAFETY: `bh_irq_drain` is defined by `entry!` as an
     // `extern "C" fn()` that calls the firmware's safe drain function.
@@ -778,14 +933,23 @@ pub fn now_ns() -> u64 {
 
 /// Spins until `cond` holds; fails the test after 20 s (of the generic
 /// timer), naming `what` it waited for.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_ns(what, 20_000_000_000, cond);
+}
+
+/// [`wait_until`] with a limit of `ns` nanoseconds of the generic timer
+/// instead of 20 s.
+pub fn wait_until_ns(what: &str, ns: u64, mut cond: impl FnMut() -> bool) {
     let start = now_ns();
     let mut n = 0u32;
     while !cond() {
         core::hint::spin_loop();
         n = n.wrapping_add(1);
-        if n.is_multiple_of(1024) && now_ns().wrapping_sub(start) > 20_000_000_000 {
-            fail(format_args!("timed out after 20 s waiting for {what}"));
+        if n.is_multiple_of(64) && now_ns().wrapping_sub(start) > ns {
+            fail(format_args!(
+                "timed out after {} ms waiting for {what}",
+                ns / 1_000_000
+            ));
         }
     }
 }

@@ -20,10 +20,17 @@
 //! the handler's own count on that core = raised − coalesced, no
 //! unhandled raises, `restarts` = A's re-raises, no budget exhaustion,
 //! pend_drain calls = raises onto an empty mask = drains run, the drain
-//! flag is set exactly when work is pending, and nothing is left pending.
+//! flag is set exactly when work is pending, after every raise the core's
+//! pending mask is exactly its own model (no other core's raise lands in
+//! it), and nothing is left pending.
 //! Core 0 then prints the per-core table and the totals. The time budget is
 //! off (`time_budget_ns(0)`): a host that deschedules a vCPU mid-drain must
 //! not change the counts, which depend only on each core's fixed pattern.
+//!
+//! `run.sh` also runs this binary as `percpu_icount`: the four cores under
+//! `-icount shift=4`, which QEMU runs round-robin on one host thread at
+//! fixed instruction counts. There the whole output, C's measured time
+//! included, must be byte-identical on two runs.
 
 #![no_std]
 #![no_main]
@@ -135,6 +142,13 @@ fn scenario(cpu: usize) {
             check!(
                 t::is_pended(cpu),
                 "step {step}: a raise left the drain unpended"
+            );
+            // The mask holds this core's raises and nothing else, while
+            // three other cores raise the same vectors on theirs.
+            check_eq!(
+                RT.pending(cpu),
+                model,
+                "step {step}: cpu {cpu}'s pending mask = its own raises"
             );
         } else {
             // An interrupt return: drain if the drain was pended.
