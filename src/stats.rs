@@ -115,16 +115,24 @@ pub enum Misuse {
     /// the extra guard holds nothing (bottom halves stay off under the
     /// outer ones).
     BhDisableOverflow = 4,
+    /// A bottom-half level not below the runtime's `L`: a tasklet built
+    /// with [`at_level`](crate::Tasklet::at_level) of a level the runtime
+    /// does not have (scheduled at level `L - 1` instead, the highest it
+    /// has), [`Runtime::drain_level`](crate::Runtime::drain_level) (drains
+    /// nothing) or [`Runtime::bh_disable_to`](crate::Runtime::bh_disable_to)
+    /// (covers every level).
+    LevelOutOfRange = 5,
 }
 
 impl Misuse {
     /// Every kind, in counter order.
-    pub const ALL: [Misuse; 5] = [
+    pub const ALL: [Misuse; 6] = [
         Misuse::CpuOutOfRange,
         Misuse::UnbalancedIrqExit,
         Misuse::UnbalancedEnable,
         Misuse::DisableOverflow,
         Misuse::BhDisableOverflow,
+        Misuse::LevelOutOfRange,
     ];
 
     /// The row label in the statistics table (20 columns).
@@ -135,6 +143,7 @@ impl Misuse {
             Misuse::UnbalancedEnable => "unbalanced enable",
             Misuse::DisableOverflow => "disable overflow",
             Misuse::BhDisableOverflow => "bh_disable overflow",
+            Misuse::LevelOutOfRange => "level out of range",
         }
     }
 }
@@ -147,6 +156,7 @@ impl fmt::Display for Misuse {
             Misuse::UnbalancedEnable => "tasklet enable without disable",
             Misuse::DisableOverflow => "tasklet disabled more than 511 times",
             Misuse::BhDisableOverflow => "bottom halves disabled more than 255 times on one CPU",
+            Misuse::LevelOutOfRange => "bottom-half level out of the runtime's range",
         })
     }
 }
@@ -179,12 +189,12 @@ impl fmt::Display for Misuse {
 /// With the `defmt` feature, `Stats` is also `defmt::Format`: the same
 /// counters, one line per CPU and one per vector that has a name or any
 /// activity, for a firmware's `defmt::info!("{}", RT.stats())`.
-pub struct Stats<'a, B: Backend, const N: usize> {
-    rt: &'a Runtime<B, N>,
+pub struct Stats<'a, B: Backend, const N: usize, const L: usize = 1> {
+    rt: &'a Runtime<B, N, L>,
 }
 
-impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
-    pub(crate) fn new(rt: &'a Runtime<B, N>) -> Self {
+impl<'a, B: Backend, const N: usize, const L: usize> Stats<'a, B, N, L> {
+    pub(crate) fn new(rt: &'a Runtime<B, N, L>) -> Self {
         Stats { rt }
     }
 
@@ -333,7 +343,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     /// # let _ = RT.drain();
     /// ```
     pub fn raised(&self, cpu: usize, v: Vector) -> u32 {
-        let pending = u32::from(self.rt.pending(cpu) & (1 << v.index()) != 0);
+        let pending = self.rt.pending_count(cpu, v);
         self.runs(cpu, v)
             .wrapping_add(self.coalesced(cpu, v))
             .wrapping_add(self.unhandled(cpu, v))
@@ -460,7 +470,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Display for Stats<'_, B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = self.shown();
         write!(f, "{:>21}", "")?;
@@ -506,7 +516,7 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Debug for Stats<'_, B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
@@ -516,7 +526,7 @@ impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
 /// drain counters, then one line per vector that has a name or any
 /// activity, then the misuse counters that are not zero.
 #[cfg(feature = "defmt")]
-impl<B: Backend, const N: usize> defmt::Format for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> defmt::Format for Stats<'_, B, N, L> {
     fn format(&self, f: defmt::Formatter<'_>) {
         for cpu in 0..self.shown() {
             defmt::write!(
