@@ -172,6 +172,33 @@ fn irq_exit_inside_a_low_level_drain_runs_only_the_higher_levels() {
 }
 
 #[test]
+fn irq_exit_inside_a_high_level_drain_leaves_the_lower_levels_alone() {
+    static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    static EXIT: AtomicU32 = AtomicU32::new(99);
+    static SLOW_DURING: AtomicU32 = AtomicU32::new(99);
+    const FAST: Vector = Vector::new(4);
+    const SLOW: Vector = Vector::new(3);
+    RT.register_at(HIGH, FAST, "FAST", |_| {
+        // An interrupt inside the level-1 handler raises level-0 work;
+        // level 1 has nothing pending, but it is running: the exit must
+        // not run level 0 inside it.
+        RT.irq_enter();
+        RT.raise(SLOW);
+        let out = RT.irq_exit();
+        EXIT.store(out.map_or(98, |o| o as u32), Ordering::SeqCst);
+        SLOW_DURING.store(RT.stats().runs(0, SLOW), Ordering::SeqCst);
+    })
+    .unwrap();
+    RT.register_at(LOW, SLOW, "SLOW", |_| {}).unwrap();
+    RT.raise(FAST);
+    assert_eq!(RT.drain(), DrainOutcome::Complete);
+    assert_eq!(EXIT.load(Ordering::SeqCst), DrainOutcome::Busy as u32);
+    assert_eq!(SLOW_DURING.load(Ordering::SeqCst), 0);
+    // The sweep went on down to level 0 after level 1 returned.
+    assert_eq!(RT.stats().runs(0, SLOW), 1);
+}
+
+#[test]
 fn tasklets_run_at_their_own_level() {
     static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
     static BULK_RUNNING: AtomicBool = AtomicBool::new(false);
