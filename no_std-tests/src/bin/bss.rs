@@ -32,8 +32,10 @@ static UART1: Uart = Uart {
 /// One driver function for both UARTs.
 fn uart_rx(uart: &'static Uart, _cpu: usize) {
     while let Some(s) = MPSC.consumer().ok().and_then(|mut c| c.pop()) {
-        uart.rx
-            .store(uart.rx.load(Ordering::Relaxed) + u32::from(s), Ordering::Relaxed);
+        uart.rx.store(
+            uart.rx.load(Ordering::Relaxed) + u32::from(s),
+            Ordering::Relaxed,
+        );
     }
 }
 
