@@ -2342,9 +2342,10 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             }
         }
         for ls in &st.levels[1..=top] {
-            // SeqCst: as above, per level.
+            // SeqCst: as above, the same pair per level (its own mutant,
+            // `bh_disable_level_relaxed`, with the wait on these levels).
             ls.bh_disabled
-                .fetch_add(1, ordering!("bh_disable_relaxed", SeqCst, Relaxed));
+                .fetch_add(1, ordering!("bh_disable_level_relaxed", SeqCst, Relaxed));
         }
         // A drain that took a covered level before our count was published
         // runs to its end; one that takes it afterwards sees the count and
@@ -2352,12 +2353,13 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // thread's, for a drain that does not exist here: do not wait on it
         // (a drain of this process repairs the flag and then sees the
         // count).
-        for ls in &st.levels[..=top] {
-            while ls
-                .draining
-                .load(ordering!("bh_disable_relaxed", SeqCst, Relaxed))
-                && !ls.fork.stale()
-            {
+        for (lvl, ls) in st.levels[..=top].iter().enumerate() {
+            let order = if lvl == 0 {
+                ordering!("bh_disable_relaxed", SeqCst, Relaxed)
+            } else {
+                ordering!("bh_disable_level_relaxed", SeqCst, Relaxed)
+            };
+            while ls.draining.load(order) && !ls.fork.stale() {
                 crate::sync::spin_wait();
             }
         }
