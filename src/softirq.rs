@@ -12,10 +12,17 @@
 //!   ([`DrainOutcome::Remaining`]) and handed to the backend
 //!   ([`Backend::kick`]), so a storm of raises cannot starve the code the
 //!   drain interrupted.
-//! - One drain per CPU at a time: a drain that finds another one running on
-//!   its CPU (a nested interrupt exit, a second thread bound to the same
-//!   CPU) returns [`DrainOutcome::Busy`]; the running drain will see the
-//!   work.
+//! - One drain per CPU and level at a time: a drain that finds another
+//!   one of its level running on its CPU (a nested interrupt exit, a
+//!   second thread bound to the same CPU) returns [`DrainOutcome::Busy`];
+//!   the running drain will see the work.
+//! - Levels ([`Level`], the runtime's `L`, default 1): each level of a CPU
+//!   has its own pending mask, `draining` flag, guard count and tasklet
+//!   lists, and runs the single-level protocol on them, unchanged. A
+//!   vector belongs to one level (fixed at registration); a higher
+//!   level's drain may start while a lower one's runs on the same CPU
+//!   (preemption), never the reverse at interrupt exit, and never one
+//!   level inside itself. See "Levels" on [`Runtime`].
 //! - Bottom halves off ([`Runtime::bh_disable`], Linux's
 //!   `local_bh_disable`): while a guard is held on a CPU, no drain runs
 //!   there ([`DrainOutcome::Disabled`]); the last guard's drop runs what
@@ -61,6 +68,19 @@
 //! `bh_drain_check_relaxed`, `bh_enable_relaxed`, `bh_backoff_relaxed`;
 //! loom model `bh_guard`, which catches the first three; see
 //! `loom-tests/README.md`).
+//!
+//! With several levels every pair above is per level: the same accesses
+//! on that level's mask, flag and count, with the same orderings. A guard
+//! over levels `0..=k` increments each covered level's count (level 0's by
+//! CAS, to bound the nesting; the others by `fetch_add`, mutant
+//! `bh_disable_level_relaxed`, loom model `levels`) before it waits on each
+//! level's flag. Nothing orders one level against another: levels share no
+//! state but the CPU's wake word and counters. Two loads are deliberately
+//! `Relaxed` hints, not pairs: `irq_exit`'s look at a level's `draining`
+//! flag (set by the context this handler interrupted, so on a real CPU it
+//! is this core's own earlier store; a stale answer only stops the exit's
+//! walk early, and that work's raise kicked its level) and the slot byte
+//! `raise` reads the vector's level from (written at set-up).
 
 use core::cell::Cell;
 use core::fmt;
@@ -898,7 +918,8 @@ pub enum DrainOutcome {
     Busy,
     /// Bottom halves are off on this CPU ([`Runtime::bh_disable`]): the
     /// drain ran nothing and left the work pending; the last guard's drop
-    /// runs it (or pends the drain).
+    /// runs it (or pends the drain). With several levels: for at least one
+    /// level a guard covers (the levels it does not cover were drained).
     Disabled,
 }
 
@@ -1177,7 +1198,8 @@ impl<const L: usize> CpuState<L> {
     }
 }
 
-/// A softirq runtime: `N` CPUs, 32 vectors, two tasklet lists per CPU.
+/// A softirq runtime: `N` CPUs, 32 vectors, `L` bottom-half levels per
+/// CPU (default 1), two tasklet lists per CPU and level.
 ///
 /// `B` says where the current CPU, the clock and the drain wake-up come
 /// from (`Host`, feature `std`, for threads standing in for CPUs). Build it
@@ -1218,6 +1240,151 @@ impl<const L: usize> CpuState<L> {
 /// constant handler table ([`Backend::HANDLERS`]) lives in `.rodata` and
 /// does not change where the runtime goes. Handlers registered at run time
 /// fill the runtime's own slots.
+///
+/// A runtime with more levels (`L > 1`) has `L` copies of the per-CPU
+/// pending state; with the default `L = 1` its size and code are those of
+/// a runtime without levels (the level lookups are constants and vanish).
+///
+/// # Levels
+///
+/// `Runtime<B, N, L>` has `L` bottom-half priority levels per CPU
+/// ([`Level`] `0..L`; `L` defaults to 1, at most [`MAX_LEVELS`]), like
+/// RTIC's or embassy's one dispatcher per interrupt priority, for the
+/// bottom halves of one CPU. Urgent bottom halves (a motor-control step)
+/// go to a higher level than bulk ones (a log flush), and preempt them
+/// even once they are running.
+///
+/// - **What belongs to a level.** A vector, fixed when its handler is
+///   registered ([`register_at`](Runtime::register_at),
+///   [`register_with_at`](Runtime::register_with_at),
+///   [`Handlers::with_at`]; [`register`](Runtime::register) is level 0;
+///   one vector at two levels is [`RegisterError::OtherLevel`], or a
+///   compile-time error in a table). A tasklet
+///   ([`Tasklet::at_level`](crate::Tasklet::at_level)). Each level of each
+///   CPU has its own pending mask, its own tasklet lists (vectors 0 and 6
+///   of a level drain that level's lists) and its own drain trigger:
+///   [`Backend::kick`] and [`Board::pend_drain`](crate::Board::pend_drain)
+///   take the level, so a board pends one drain interrupt per level.
+///   `raise` finds a vector's level with one relaxed load (none when
+///   `L == 1`).
+/// - **Draining.** [`drain_level`](Runtime::drain_level) drains one
+///   level: what a level's drain interrupt calls.
+///   [`drain`](Runtime::drain) drains every level, highest first, as the
+///   `Host`/`Signals` drain threads do. [`irq_exit`](Runtime::irq_exit)
+///   drains the pending levels highest first, down to the first level
+///   whose drain is already running on this CPU (the context the
+///   interrupt interrupted): levels below it stay for that context, so a
+///   lower level never runs inside a higher one. Budgets are per drain
+///   call of a level, as with one level.
+/// - **Preemption.** A drain of a higher level may start while a lower
+///   level's drain is running on the same CPU: on bare metal the higher
+///   level's drain interrupt has the higher priority and simply preempts;
+///   on `Host`, a second thread bound to the CPU index (or a call of
+///   `drain_level` from inside a lower level's handler, as an interrupt
+///   would make) stands for it. A level never runs nested in itself: a
+///   `drain_level` of a level already draining on this CPU returns
+///   [`DrainOutcome::Busy`] and the running drain sees the new work.
+/// - **Bottom halves off.** [`bh_disable`](Runtime::bh_disable) covers
+///   every level; [`bh_disable_to`](Runtime::bh_disable_to) covers levels
+///   `0..=k`, so higher levels still run. The last guard covering a level
+///   runs (or pends) that level's work, highest level first.
+/// - **Statistics** stay per CPU and vector: a vector is of one level, so
+///   its counters are that level's; the tasklet vectors 0 and 6 add up the
+///   tasklet runs of every level.
+///
+/// A level-1 handler runs before a level-0 handler returns, when level 1
+/// is drained from an interrupt that arrives during the level-0 handler
+/// (here, on `Host`, a direct call stands for that interrupt):
+///
+/// ```
+/// use bottomhalf::{Config, DrainOutcome, Host, Level, Runtime, Vector};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+/// static STEPS: AtomicU32 = AtomicU32::new(0);
+/// const FLUSH: Vector = Vector::new(3); // bulk: level 0
+/// const STEP: Vector = Vector::new(4); // urgent: level 1
+///
+/// RT.register_at(Level::new(0), FLUSH, "FLUSH", |_| {
+///     // ...writing out a log buffer, when the motor interrupt fires:
+///     RT.raise(STEP);
+///     // ...and level 1's drain interrupt preempts this handler:
+///     assert_eq!(RT.drain_level(Level::new(1)), DrainOutcome::Complete);
+///     assert_eq!(STEPS.load(Ordering::Relaxed), 1); // ran inside the flush
+/// })
+/// .unwrap();
+/// RT.register_at(Level::new(1), STEP, "STEP", |_| {
+///     STEPS.fetch_add(1, Ordering::Relaxed);
+/// })
+/// .unwrap();
+///
+/// RT.raise(FLUSH);
+/// assert_eq!(RT.drain_level(Level::new(0)), DrainOutcome::Complete);
+/// assert_eq!(STEPS.load(Ordering::Relaxed), 1);
+/// ```
+///
+/// On a Cortex-M, two spare interrupt vectors at two priorities, both
+/// below every device interrupt, are the two levels' drain interrupts
+/// (the firmware test `no_std-tests/src/bin/levels.rs` runs this wiring
+/// under QEMU on a Cortex-M0 and M3):
+///
+/// ```no_run
+/// # // Host stand-ins for the cortex-m and PAC calls, so the example compiles here.
+/// # #[derive(Clone, Copy)] enum Interrupt { GPIOD, GPIOE }
+/// # struct NVIC;
+/// # impl NVIC {
+/// #     fn pend(_i: Interrupt) {}
+/// #     unsafe fn unmask(_i: Interrupt) {}
+/// #     unsafe fn set_priority(&mut self, _i: Interrupt, _p: u8) {}
+/// # }
+/// use bottomhalf::{BareMetal, Board, Config, Level, Runtime, Tasklet, Vector};
+///
+/// const LOG: Level = Level::new(0);
+/// const MOTOR: Level = Level::new(1);
+/// /// The drain interrupt of each level: spare vectors no device uses.
+/// const DRAIN_IRQ: [Interrupt; 2] = [Interrupt::GPIOE, Interrupt::GPIOD];
+///
+/// struct Mcu;
+/// impl Board for Mcu {
+///     fn pend_drain(_cpu: usize, level: Level) {
+///         NVIC::pend(DRAIN_IRQ[level.index()]);
+///     }
+/// }
+/// static RT: Runtime<BareMetal<Mcu>, 1, 2> = Runtime::new(Config::DEFAULT);
+/// const FLUSH: Vector = Vector::new(3);
+/// static STEP: Tasklet = Tasklet::new(&RT, || { /* next PWM duty cycle */ }).at_level(MOTOR);
+///
+/// fn init(nvic: &mut NVIC) {
+///     RT.register_at(LOG, FLUSH, "FLUSH", |_| { /* write the log out */ }).unwrap();
+///     // SAFETY: start-up, before anything can pend these interrupts; no
+///     // priority-based critical section depends on them. (cortex-m's
+///     // `unsafe`, not this crate's.)
+///     unsafe {
+///         nvic.set_priority(DRAIN_IRQ[1], 0x80); // level 1: above level 0
+///         nvic.set_priority(DRAIN_IRQ[0], 0xC0); // level 0: the lowest
+///         NVIC::unmask(DRAIN_IRQ[0]);
+///         NVIC::unmask(DRAIN_IRQ[1]);
+///     }
+/// }
+///
+/// // #[interrupt] fn TIMER0A() — the motor timer, priority 0x00.
+/// fn timer0a() {
+///     STEP.schedule(); // pends GPIOD: preempts a running FLUSH
+/// }
+/// // #[interrupt] fn UART0() — priority 0x40.
+/// fn uart0() {
+///     RT.raise(FLUSH); // pends GPIOE
+/// }
+/// // #[interrupt] fn GPIOD()
+/// fn level_1_drain() {
+///     let _ = RT.drain_level(MOTOR);
+/// }
+/// // #[interrupt] fn GPIOE()
+/// fn level_0_drain() {
+///     let _ = RT.drain_level(LOG);
+/// }
+/// # init(&mut NVIC); timer0a(); uart0(); level_1_drain(); level_0_drain();
+/// ```
 pub struct Runtime<B: Backend, const N: usize, const L: usize = 1> {
     cpus: PerCpu<CpuState<L>, N>,
     vectors: [VectorSlot; MAX_VECTORS],
@@ -1839,13 +2006,15 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             }
             sweeps += 1;
             // A lower level's handler may have raised at a higher level
-            // after that level's turn (its raise kicked: the level was not
-            // draining). Sweep again for it, within the restart budget.
+            // after that level's turn. Sweep again for it, within the
+            // restart budget. Relaxed: a hint, not a hand-off; a raise this
+            // load misses came after that level's drain released it, so
+            // it kicked its level (`kick_unless_draining`).
             if !outcome.is_complete()
                 || !st
                     .levels
                     .iter()
-                    .any(|ls| ls.pending.load(Ordering::SeqCst) != 0)
+                    .any(|ls| ls.pending.load(Ordering::Relaxed) != 0)
             {
                 return outcome;
             }
@@ -2078,6 +2247,14 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// is not nested: `irq_exit` returns [`DrainOutcome::Busy`] and the
     /// running drain sees the new work.
     ///
+    /// With several levels it drains the pending levels highest first and
+    /// stops at the first level whose drain is running on this CPU: the
+    /// interrupted context, which goes on with the levels below it (or
+    /// their drain interrupts, pended when their work was raised). So a
+    /// level above the interrupted one runs here, preempting it, and no
+    /// level at or below it does. The outcome is the most pressing of the
+    /// levels' (see [`drain`](Runtime::drain)).
+    ///
     /// Top-half safe: yes, at the very end of a top half: it runs bottom
     /// halves only when closing the outermost handler. Allocates: no
     /// (handlers may). Blocks: no.
@@ -2172,7 +2349,9 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// Turns bottom halves off on the current CPU until the returned guard
     /// is dropped (Linux's `local_bh_disable` / `local_bh_enable`).
     ///
-    /// While a guard is held on a CPU, no drain runs there:
+    /// It covers every level (see "Levels" on [`Runtime`];
+    /// [`bh_disable_to`](Runtime::bh_disable_to) covers only the lower
+    /// ones). While a guard is held on a CPU, no drain runs there:
     /// [`drain`](Runtime::drain) returns [`DrainOutcome::Disabled`],
     /// [`irq_exit`](Runtime::irq_exit) returns `Some(Disabled)` without
     /// running anything, and the CPU's drain thread goes back to sleep.
