@@ -2533,6 +2533,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // (a drain of this process repairs the flag and then sees the
         // count).
         for (lvl, ls) in st.levels[..=top].iter().enumerate() {
+            // Two mutant names for one ordering: identical arms normally.
+            #[allow(clippy::if_same_then_else)]
             let order = if lvl == 0 {
                 ordering!("bh_disable_relaxed", SeqCst, Relaxed)
             } else {
