@@ -165,6 +165,10 @@ impl fmt::Display for Misuse {
 /// `/proc/softirqs`: one row per vector, one column per CPU (CPU 0 up to
 /// the highest CPU with any activity), then the per-CPU drain counters.
 ///
+/// With several bottom-half levels the counters stay per CPU and vector:
+/// a vector is of one level (the table labels it, `NAME (L1)`), and the
+/// tasklet vectors 0 and 6 add up the tasklet runs of every level.
+///
 /// `raised` is derived, not counted, so that `raise` stays one atomic RMW
 /// when it sets a bit: every raise either set the bit (and was then run,
 /// dropped as unhandled, or is still pending) or was coalesced.
@@ -459,7 +463,18 @@ impl<'a, B: Backend, const N: usize, const L: usize> Stats<'a, B, N, L> {
         for v in Vector::ALL {
             let active = (0..shown).any(|cpu| value(cpu, v) != 0);
             if let Some(name) = self.rt.vector_name(v) {
-                self.row(f, shown, name, |cpu| value(cpu, v))?;
+                if L > 1 && v != Vector::HI_TASKLET && v != Vector::TASKLET {
+                    // With several levels, say which one the vector is of
+                    // (the tasklet vectors are of every level).
+                    let mut label = heapless::String::<24>::new();
+                    let _ = fmt::write(
+                        &mut label,
+                        format_args!("{name} (L{})", self.rt.vector_level(v).index()),
+                    );
+                    self.row(f, shown, &label, |cpu| value(cpu, v))?;
+                } else {
+                    self.row(f, shown, name, |cpu| value(cpu, v))?;
+                }
             } else if active {
                 let mut label = heapless::String::<12>::new();
                 let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));

@@ -68,6 +68,11 @@ fn a_high_level_drain_preempts_a_running_low_level_handler() {
     assert_eq!(RT.stats().runs(0, FLUSH), 1);
     assert_eq!(RT.stats().runs(0, STEP), 1);
     assert_eq!(RT.pending(0), 0);
+    // The statistics table says which level each vector is of.
+    let table = RT.stats().to_string();
+    assert!(table.contains("FLUSH (L0)"), "{table}");
+    assert!(table.contains("STEP (L1)"), "{table}");
+    assert!(table.contains("TASKLET:"), "{table}");
 }
 
 #[test]
@@ -370,6 +375,17 @@ fn a_guard_to_level_0_keeps_level_0_off_while_level_1_drains() {
     let too_far = RT.bh_disable_to(Level::new(4));
     assert_eq!(too_far.top_level(), HIGH);
     assert_eq!(RT.stats().misuse(0, Misuse::LevelOutOfRange), 1);
+    RT.raise(FAST);
+    drop(too_far); // covered level 1 too: its drop runs FAST
+    assert_eq!(HIGH_RUNS.load(Ordering::SeqCst), 4);
+
+    // Draining a level the runtime lacks drains nothing, counted.
+    RT.raise(SLOW);
+    assert_eq!(RT.drain_level(Level::new(2)), DrainOutcome::Complete);
+    assert_eq!(RT.stats().misuse(0, Misuse::LevelOutOfRange), 2);
+    assert_eq!(RT.pending_at(0, LOW), 1 << SLOW.index());
+    assert_eq!(RT.pending_at(0, Level::new(2)), 0);
+    assert!(RT.drain().is_complete());
 }
 
 #[test]
