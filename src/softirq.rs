@@ -1694,7 +1694,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         }
         if B::HANDLERS.contains(v) {
             let registered = B::HANDLERS.level(v);
-            if registered != level {
+            // With one level every vector is at level 0: no code for it.
+            if L > 1 && registered != level {
                 return Err(RegisterError::OtherLevel(v));
             }
             return Err(RegisterError::InTable(v));
@@ -1710,7 +1711,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             Ordering::Relaxed,
         ) {
             let registered = Level::from_index(usize::from(now >> SLOT_LEVEL_SHIFT));
-            if registered != level {
+            if L > 1 && registered != level {
                 return Err(RegisterError::OtherLevel(v));
             }
             return Err(RegisterError::AlreadyRegistered(v));
