@@ -9,7 +9,9 @@
 //! - SysTick (priority `0x00`) drives the storm: every event pends the
 //!   middle device interrupt (`GPIOB`, `0x40`), which raises BULK and
 //!   schedules LOG; about every other event it also pends the high one
-//!   (`GPIOC`, `0x00`), which raises STEP and schedules CTRL.
+//!   (`GPIOC`, `0x00`), which raises STEP and schedules CTRL. Every fourth
+//!   run of the middle interrupt pends the high one from inside itself
+//!   (a top half nested in another: three priorities above the drains).
 //! - Every run of BULK's handler pends the high device interrupt itself
 //!   and then busy-waits on STEP's run count: only level 1's drain can
 //!   move it, so the wait ends only if level 1 preempts the running level-0
@@ -145,8 +147,11 @@ fn GPIOB() {
     raise(0, BULK);
     SCHEDULES[0].fetch_add(1, Ordering::Relaxed);
     LOG.schedule();
-    // A device register read or two: long enough for SysTick and the
-    // high interrupt to nest in it now and then.
+    // Now and then the motor interrupt fires while this one runs: a top
+    // half nested in another, raising at the other level.
+    if RAISES[0].load(Ordering::Relaxed) % 4 == 0 {
+        h::pend(IRQ_HIGH);
+    }
     h::spin(40);
 }
 
@@ -302,6 +307,7 @@ fn main() -> ! {
         // level's drain interrupt runs at most once per pend.
         check!(drains[l] <= pends[l]);
     }
+    check!(h::preempt::NESTED.load(Ordering::Relaxed) > 0);
     h::preempt::report();
     println!("levels: ok");
     h::exit_ok()
