@@ -149,7 +149,7 @@ fn GPIOB() {
     LOG.schedule();
     // Now and then the motor interrupt fires while this one runs: a top
     // half nested in another, raising at the other level.
-    if RAISES[0].load(Ordering::Relaxed) % 4 == 0 {
+    if RAISES[0].load(Ordering::Relaxed).is_multiple_of(4) {
         h::pend(IRQ_HIGH);
     }
     h::spin(40);
@@ -278,13 +278,8 @@ fn main() -> ! {
     );
     check_eq!(waited, bulk_runs);
     check!(preemptions >= bulk_runs);
-    for l in 0..2 {
-        check_eq!(
-            LEVEL_IN_FLIGHT[l].max(),
-            1,
-            "level {} ran nested in itself",
-            l
-        );
+    for (l, in_flight) in LEVEL_IN_FLIGHT.iter().enumerate() {
+        check_eq!(in_flight.max(), 1, "level {} ran nested in itself", l);
     }
     println!(
         "no level ran nested in itself: yes (busy drains {})",
