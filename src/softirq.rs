@@ -1483,6 +1483,28 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// static TWO: Runtime<Host, 2, 2> = Runtime::new(Config::DEFAULT);
     /// assert_eq!((ONE.levels(), TWO.levels()), (1, 2));
     /// ```
+    ///
+    /// `L` is 1 to [`MAX_LEVELS`]; anything else does not compile:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1, 9> = Runtime::new(Config::DEFAULT);
+    /// ```
+    ///
+    /// Nor does a backend's table with a vector at a level the runtime
+    /// lacks:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Backend, Config, Handlers, Level, Runtime, Vector};
+    /// struct OneCpu;
+    /// impl Backend for OneCpu {
+    ///     fn current_cpu() -> usize { 0 }
+    ///     fn now_ns() -> u64 { 0 }
+    ///     const HANDLERS: &'static Handlers =
+    ///         &Handlers::new().with_at(Level::new(2), Vector::new(3), "X", |_| {});
+    /// }
+    /// static RT: Runtime<OneCpu, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// ```
     pub const fn levels(&self) -> usize {
         L
     }
