@@ -515,37 +515,38 @@ mod sealed {
 }
 pub(crate) use sealed::RuntimeFork;
 
-impl<B: Backend, const N: usize> RuntimeFork for Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> RuntimeFork for Runtime<B, N, L> {
     #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
     fn fork_child_runtime(&self, gen: u32) {
         imp::child_runtime(self, gen);
     }
 }
 
-impl<B: Backend, const N: usize> Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// The drain's fork hook, called once per drain before it claims the
-    /// CPU: in a child, the first drain of the CPU clears the `draining`
+    /// CPU's level `lvl` (each level has its own `draining` flag and its
+    /// own stamps): in a child, the first drain of the CPU clears the `draining`
     /// flag a parent thread left set (or returns `None` while another
     /// context of the child is doing that, as for a drain already
     /// running on the CPU; that context goes on to drain). Then marks
     /// the thread as draining this CPU until the mark is dropped, for the
     /// child handler of a fork made from inside this drain.
     #[inline(always)]
-    pub(crate) fn fork_enter(&self, cpu: usize) -> Option<DrainMark> {
+    pub(crate) fn fork_enter(&self, cpu: usize, lvl: usize) -> Option<DrainMark> {
+        let ls = &self.cpu_state(cpu).levels[lvl];
         #[cfg(any(bottomhalf_loom, all(feature = "std", unix)))]
         {
-            let st = self.cpu_state(cpu);
-            st.fork.repair(&st.draining, generation())?;
+            ls.fork.repair(&ls.draining, generation())?;
         }
         #[cfg(all(feature = "std", unix, not(bottomhalf_loom)))]
         {
-            Some(imp::mark_drain(&self.cpu_state(cpu).fork))
+            Some(imp::mark_drain(&ls.fork))
         }
         #[cfg(not(all(feature = "std", unix, not(bottomhalf_loom))))]
         {
             // No forking thread to record (loom models have no child
             // handler); without `fork` the stamps are empty.
-            let _ = &self.cpu_state(cpu).fork;
+            let _ = &ls.fork;
             Some(DrainMark {})
         }
     }
@@ -558,9 +559,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     pub(crate) fn repair_after_fork(&self) {
         let gen = generation();
         for cpu in 0..N {
-            let st = self.cpu_state(cpu);
-            while st.fork.repair(&st.draining, gen).is_none() {
-                crate::sync::spin_wait();
+            for ls in &self.cpu_state(cpu).levels {
+                while ls.fork.repair(&ls.draining, gen).is_none() {
+                    crate::sync::spin_wait();
+                }
             }
         }
     }
@@ -691,20 +693,30 @@ pub mod loom_fork {
     /// Leaves CPU `cpu` of `rt` as a parent thread's drain leaves it when
     /// the parent forks: `draining` set, and the CPU's fork stamp
     /// `stamp` (an older generation, possibly with `REPAIRING`).
-    pub fn inherit_drain<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize, stamp: u32) {
-        let st = rt.cpu_state(cpu);
+    pub fn inherit_drain<B: Backend, const N: usize, const L: usize>(
+        rt: &Runtime<B, N, L>,
+        cpu: usize,
+        stamp: u32,
+    ) {
+        let st = &rt.cpu_state(cpu).levels[0];
         st.draining.store(true, Ordering::SeqCst);
         st.fork.gen.store(stamp, Ordering::SeqCst);
     }
 
-    /// CPU `cpu`'s `draining` flag.
-    pub fn draining<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize) -> bool {
-        rt.cpu_state(cpu).draining.load(Ordering::SeqCst)
+    /// CPU `cpu`'s `draining` flag (level 0).
+    pub fn draining<B: Backend, const N: usize, const L: usize>(
+        rt: &Runtime<B, N, L>,
+        cpu: usize,
+    ) -> bool {
+        rt.cpu_state(cpu).levels[0].draining.load(Ordering::SeqCst)
     }
 
-    /// CPU `cpu`'s fork stamp.
-    pub fn stamp<B: Backend, const N: usize>(rt: &Runtime<B, N>, cpu: usize) -> u32 {
-        rt.cpu_state(cpu).fork.gen.load(Ordering::SeqCst)
+    /// CPU `cpu`'s fork stamp (level 0).
+    pub fn stamp<B: Backend, const N: usize, const L: usize>(
+        rt: &Runtime<B, N, L>,
+        cpu: usize,
+    ) -> u32 {
+        rt.cpu_state(cpu).levels[0].fork.gen.load(Ordering::SeqCst)
     }
 }
 
@@ -874,10 +886,12 @@ mod imp {
     }
 
     /// Step 1 for one runtime (`RuntimeFork::fork_child_runtime`).
-    pub(super) fn child_runtime<B: Backend, const N: usize>(rt: &Runtime<B, N>, gen: u32) {
+    pub(super) fn child_runtime<B: Backend, const N: usize, const L: usize>(
+        rt: &Runtime<B, N, L>,
+        gen: u32,
+    ) {
         let drains = forking_thread_drains();
-        for cpu in 0..N {
-            let st = rt.cpu_state(cpu);
+        for st in (0..N).flat_map(|cpu| rt.cpu_state(cpu).levels.iter()) {
             if st.fork.walked.load(Ordering::Relaxed) == gen {
                 continue;
             }

@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | [`Runtime`] | 32 softirq vectors with per-CPU pending masks, `raise`, the budgeted `drain`, the tasklet lists |
 //! | [`Vector`], [`Config`], [`DrainOutcome`] | a vector number; the drain's restart and time budget; what a drain left behind |
+//! | [`Level`] | a bottom-half priority level: each has its own pending masks, drain trigger and tasklet lists; a higher level preempts a lower one ([`Runtime`], "Levels") |
 //! | [`Handlers`] | a `const` table of softirq handlers (plain, or with a `'static` context as [`Runtime::register_with`] takes), in flash, given by the [`Backend`] or [`Board`]; the runtime stays all zeros (`.bss`) |
 //! | [`Tasklet`] | a `static` deferred function: coalescing, never concurrent, re-run if scheduled while running; `disable`/`enable`/`kill` |
 //! | [`Mailbox`] | single-producer ring from a top half to its bottom half; its ends are handles an interrupt handler, RTIC task or tasklet holds without `unsafe`; drops counted |
@@ -396,6 +397,7 @@ compile_error!(
 
 mod backend;
 mod fork;
+mod level;
 mod mailbox;
 mod percpu;
 #[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]
@@ -421,6 +423,7 @@ pub use backend::{CpuBinding, DrainThreads, Host};
 #[cfg(bottomhalf_loom)]
 #[doc(hidden)]
 pub use fork::loom_fork as __loom_fork;
+pub use level::{Level, LevelError, MAX_LEVELS};
 pub use mailbox::{Consumer, Mailbox, MailboxError, MpscConsumer, MpscMailbox, Producer};
 pub use percpu::{CpuOutOfRange, PerCpu};
 #[cfg(all(feature = "std", any(bottomhalf_loom, target_os = "linux")))]

@@ -12,10 +12,17 @@
 //!   ([`DrainOutcome::Remaining`]) and handed to the backend
 //!   ([`Backend::kick`]), so a storm of raises cannot starve the code the
 //!   drain interrupted.
-//! - One drain per CPU at a time: a drain that finds another one running on
-//!   its CPU (a nested interrupt exit, a second thread bound to the same
-//!   CPU) returns [`DrainOutcome::Busy`]; the running drain will see the
-//!   work.
+//! - One drain per CPU and level at a time: a drain that finds another
+//!   one of its level running on its CPU (a nested interrupt exit, a
+//!   second thread bound to the same CPU) returns [`DrainOutcome::Busy`];
+//!   the running drain will see the work.
+//! - Levels ([`Level`], the runtime's `L`, default 1): each level of a CPU
+//!   has its own pending mask, `draining` flag, guard count and tasklet
+//!   lists, and runs the single-level protocol on them, unchanged. A
+//!   vector belongs to one level (fixed at registration); a higher
+//!   level's drain may start while a lower one's runs on the same CPU
+//!   (preemption), never the reverse at interrupt exit, and never one
+//!   level inside itself. See "Levels" on [`Runtime`].
 //! - Bottom halves off ([`Runtime::bh_disable`], Linux's
 //!   `local_bh_disable`): while a guard is held on a CPU, no drain runs
 //!   there ([`DrainOutcome::Disabled`]); the last guard's drop runs what
@@ -61,12 +68,26 @@
 //! `bh_drain_check_relaxed`, `bh_enable_relaxed`, `bh_backoff_relaxed`;
 //! loom model `bh_guard`, which catches the first three; see
 //! `loom-tests/README.md`).
+//!
+//! With several levels every pair above is per level: the same accesses
+//! on that level's mask, flag and count, with the same orderings. A guard
+//! over levels `0..=k` increments each covered level's count (level 0's by
+//! CAS, to bound the nesting; the others by `fetch_add`, mutant
+//! `bh_disable_level_relaxed`, loom model `levels`) before it waits on each
+//! level's flag. Nothing orders one level against another: levels share no
+//! state but the CPU's wake word and counters. Two loads are deliberately
+//! `Relaxed` hints, not pairs: `irq_exit`'s look at a level's `draining`
+//! flag (set by the context this handler interrupted, so on a real CPU it
+//! is this core's own earlier store; a stale answer only stops the exit's
+//! walk early, and that work's raise kicked its level) and the slot byte
+//! `raise` reads the vector's level from (written at set-up).
 
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
 use crate::backend::Backend;
+use crate::level::{Level, MAX_LEVELS};
 use crate::percpu::PerCpu;
 use crate::stats::{CpuStats, Misuse, Stats};
 use crate::sync::{
@@ -287,6 +308,14 @@ pub enum RegisterError {
     /// The backend's constant handler table ([`Backend::HANDLERS`]) owns
     /// the vector.
     InTable(Vector),
+    /// The level asked for is not below the runtime's number of levels
+    /// `L`.
+    LevelOutOfRange(Level),
+    /// The vector already has a handler at another level (a vector
+    /// belongs to one level: its pending bit lives in that level's mask;
+    /// [`Runtime::vector_level`] says which). One byte each keeps the
+    /// error two bytes, as the other variants.
+    OtherLevel(Vector),
 }
 
 impl fmt::Display for RegisterError {
@@ -301,6 +330,14 @@ impl fmt::Display for RegisterError {
             RegisterError::InTable(v) => write!(
                 f,
                 "softirq vector {} has a handler in the backend's constant table",
+                v.index()
+            ),
+            RegisterError::LevelOutOfRange(level) => {
+                write!(f, "{level} is not below the runtime's number of levels")
+            }
+            RegisterError::OtherLevel(v) => write!(
+                f,
+                "softirq vector {} already has a handler at another level",
                 v.index()
             ),
         }
@@ -462,6 +499,8 @@ pub struct Handlers {
     entries: [Option<(&'static str, Callback)>; MAX_VECTORS],
     /// Bit `v`: entry `v` is `Some`.
     owned: u32,
+    /// Entry `v`'s level ([`Level`] index; 0 for an empty entry).
+    levels: [u8; MAX_VECTORS],
 }
 
 impl Handlers {
@@ -484,18 +523,29 @@ impl Handlers {
         Handlers {
             entries: [None; MAX_VECTORS],
             owned: 0,
+            levels: [0; MAX_VECTORS],
         }
     }
 
-    const fn insert(mut self, v: Vector, name: &'static str, cb: Callback) -> Handlers {
+    const fn insert(
+        mut self,
+        level: Level,
+        v: Vector,
+        name: &'static str,
+        cb: Callback,
+    ) -> Handlers {
         if v.is_tasklet_vector() {
             panic!("Handlers: vectors 0 and 6 drain tasklets and take no handler");
         }
         if self.owned & v.bit() != 0 {
+            if self.levels[v.index()] as usize != level.index() {
+                panic!("Handlers: a vector belongs to one level, and this one is at two");
+            }
             panic!("Handlers: the table has two handlers for one vector");
         }
         self.entries[v.index()] = Some((name, cb));
         self.owned |= v.bit();
+        self.levels[v.index()] = level.index() as u8;
         self
     }
 
@@ -527,7 +577,112 @@ impl Handlers {
     /// ```
     #[track_caller]
     pub const fn with(self, v: Vector, name: &'static str, handler: Handler) -> Handlers {
-        self.insert(v, name, Callback::plain(handler))
+        self.insert(Level::DEFAULT, v, name, Callback::plain(handler))
+    }
+
+    /// The table with `handler` on vector `v` at bottom-half level
+    /// `level` (see "Levels" on [`Runtime`]). [`with`](Handlers::with) is
+    /// `with_at(Level::DEFAULT, ..)`.
+    ///
+    /// A runtime whose `L` is not above every level of its backend's
+    /// table does not compile (a check in [`Runtime::new`]).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// As [`with`](Handlers::with); a vector at two levels panics too
+    /// (a compile-time error in a `const`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Level, Vector};
+    /// const MOTOR: Vector = Vector::new(2);
+    /// const H: Handlers = Handlers::new().with_at(Level::new(1), MOTOR, "MOTOR", |_cpu| {});
+    /// assert_eq!(H.level(MOTOR), Level::new(1));
+    /// ```
+    ///
+    /// One vector at two levels does not compile:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Handlers, Level, Vector};
+    /// const H: Handlers = Handlers::new()
+    ///     .with_at(Level::new(0), Vector::new(4), "A", |_| {})
+    ///     .with_at(Level::new(1), Vector::new(4), "B", |_| {});
+    /// ```
+    #[track_caller]
+    pub const fn with_at(
+        self,
+        level: Level,
+        v: Vector,
+        name: &'static str,
+        handler: Handler,
+    ) -> Handlers {
+        self.insert(level, v, name, Callback::plain(handler))
+    }
+
+    /// [`with_context`](Handlers::with_context) at bottom-half level
+    /// `level` (see [`with_at`](Handlers::with_at)).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_at`](Handlers::with_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Level, Vector};
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static STEPS: AtomicU32 = AtomicU32::new(0);
+    /// fn step(count: &'static AtomicU32, _cpu: usize) {
+    ///     count.fetch_add(1, Ordering::Relaxed);
+    /// }
+    /// const H: Handlers =
+    ///     Handlers::new().with_context_at(Level::new(1), Vector::new(5), "STEP", &STEPS, step);
+    /// assert_eq!(H.level(Vector::new(5)).index(), 1);
+    /// ```
+    #[track_caller]
+    pub const fn with_context_at<C: Sync + 'static>(
+        self,
+        level: Level,
+        v: Vector,
+        name: &'static str,
+        ctx: &'static C,
+        handler: fn(&'static C, usize),
+    ) -> Handlers {
+        self.insert(level, v, name, Callback::with_context(ctx, handler))
+    }
+
+    /// The level of `v`'s entry ([`Level::DEFAULT`] for a vector the
+    /// table does not have).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Handlers, Level, Vector};
+    /// assert_eq!(Handlers::NONE.level(Vector::new(3)), Level::DEFAULT);
+    /// ```
+    pub const fn level(&self, v: Vector) -> Level {
+        Level::from_index(self.levels[v.index()] as usize)
+    }
+
+    /// `true` if every entry's level is below `levels` (checked by
+    /// `Runtime::new` at compile time against its `L`).
+    const fn levels_below(&self, levels: usize) -> bool {
+        let mut i = 0;
+        while i < MAX_VECTORS {
+            if self.levels[i] as usize >= levels {
+                return false;
+            }
+            i += 1;
+        }
+        true
     }
 
     /// The table with `handler` on vector `v`, called with `ctx` (a
@@ -562,7 +717,12 @@ impl Handlers {
         ctx: &'static C,
         handler: fn(&'static C, usize),
     ) -> Handlers {
-        self.insert(v, name, Callback::with_context(ctx, handler))
+        self.insert(
+            Level::DEFAULT,
+            v,
+            name,
+            Callback::with_context(ctx, handler),
+        )
     }
 
     /// `true` if the table has a handler for `v`.
@@ -758,7 +918,8 @@ pub enum DrainOutcome {
     Busy,
     /// Bottom halves are off on this CPU ([`Runtime::bh_disable`]): the
     /// drain ran nothing and left the work pending; the last guard's drop
-    /// runs it (or pends the drain).
+    /// runs it (or pends the drain). With several levels: for at least one
+    /// level a guard covers (the levels it does not cover were drained).
     Disabled,
 }
 
@@ -778,6 +939,33 @@ impl DrainOutcome {
     /// ```
     pub const fn is_complete(self) -> bool {
         matches!(self, DrainOutcome::Complete)
+    }
+
+    /// How much a caller has to care: `Remaining` (someone must run more)
+    /// over `Busy` over `Disabled` over `Complete`.
+    const fn rank(self) -> u8 {
+        match self {
+            DrainOutcome::Complete => 0,
+            DrainOutcome::Disabled => 1,
+            DrainOutcome::Busy => 2,
+            DrainOutcome::Remaining => 3,
+        }
+    }
+
+    /// The more pressing of two levels' outcomes (see `rank`).
+    fn worst(self, other: DrainOutcome) -> DrainOutcome {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn worst_of(self, other: Option<DrainOutcome>) -> DrainOutcome {
+        match other {
+            Some(o) => self.worst(o),
+            None => self,
+        }
     }
 }
 
@@ -811,14 +999,33 @@ const NOT_COUNTED: usize = usize::MAX;
 /// assert_eq!(RT.stats().runs(0, Vector::new(2)), 1);
 /// ```
 #[must_use = "bottom halves are back on as soon as the guard is dropped"]
-pub struct BhGuard<'a, B: Backend, const N: usize> {
-    rt: &'a Runtime<B, N>,
-    /// The CPU whose count this guard holds, or [`NOT_COUNTED`].
+pub struct BhGuard<'a, B: Backend, const N: usize, const L: usize = 1> {
+    rt: &'a Runtime<B, N, L>,
+    /// The CPU whose counts this guard holds, or [`NOT_COUNTED`].
     cpu: usize,
+    /// The highest level it covers: it holds one count of each of the
+    /// levels `0..=top`.
+    top: u8,
     _not_send: PhantomData<*const ()>,
 }
 
-impl<B: Backend, const N: usize> BhGuard<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> BhGuard<'_, B, N, L> {
+    /// The highest level this guard keeps off: it covers `0..=` this one.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime};
+    /// static RT: Runtime<Host, 1, 3> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!(RT.bh_disable().top_level(), Level::new(2));
+    /// assert_eq!(RT.bh_disable_to(Level::new(1)).top_level(), Level::new(1));
+    /// ```
+    pub fn top_level(&self) -> Level {
+        Level::from_index(usize::from(self.top))
+    }
+
     /// The CPU whose bottom halves this guard keeps off.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
@@ -841,31 +1048,39 @@ impl<B: Backend, const N: usize> BhGuard<'_, B, N> {
     }
 }
 
-impl<B: Backend, const N: usize> Drop for BhGuard<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> Drop for BhGuard<'_, B, N, L> {
     fn drop(&mut self) {
         if self.cpu != NOT_COUNTED {
-            self.rt.bh_enable(self.cpu);
+            self.rt.bh_enable(self.cpu, usize::from(self.top));
         }
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Debug for BhGuard<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Debug for BhGuard<'_, B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BhGuard")
             .field("cpu", &self.cpu)
+            .field("top", &self.top)
             .finish_non_exhaustive()
     }
 }
 
-/// Registration state of a vector slot.
+/// Registration state of a vector slot (the low two bits of its state
+/// byte).
 const SLOT_EMPTY: u8 = 0;
 const SLOT_WRITING: u8 = 1;
 const SLOT_READY: u8 = 2;
+const SLOT_STATE_MASK: u8 = 3;
+/// The vector's level is in the state byte's bits 2..=4, set with WRITING
+/// by the `register` that wins the slot and kept in READY, so `raise`
+/// finds it with one relaxed load of the byte.
+const SLOT_LEVEL_SHIFT: u32 = 2;
 
 /// One vector's run-time registered handler.
 ///
 /// `state` goes EMPTY → WRITING (the one `register` that wins the CAS) →
-/// READY (Release, after `name` and `callback` are written). Nothing else
+/// READY (Release, after `name` and `callback` are written), both with the
+/// vector's level in bits 2..=4 (`SLOT_LEVEL_SHIFT`). Nothing else
 /// writes `name` or `callback`; readers load `state` with Acquire and read
 /// them only when it is READY.
 ///
@@ -897,6 +1112,7 @@ impl VectorSlot {
         if self
             .state
             .load(ordering!("slot_ready_relaxed", Acquire, Relaxed))
+            & SLOT_STATE_MASK
             != SLOT_READY
         {
             return None;
@@ -912,53 +1128,78 @@ impl VectorSlot {
     }
 }
 
-/// Per-CPU softirq state.
-pub(crate) struct CpuState {
-    /// Bit `v`: vector `v` was raised on this CPU and no drain has taken it
-    /// yet. Set by `raise` (any context on this CPU); cleared only by the
-    /// drain's `swap(0)`.
+/// One bottom-half level of one CPU: everything a drain of that level
+/// owns. Levels of one CPU share nothing but the CPU's wake word, its
+/// interrupt depth and its counters, so each keeps today's single-level
+/// protocol unchanged (the hand-offs between `raise`, `drain` and the
+/// guard are per level).
+pub(crate) struct LevelState {
+    /// Bit `v`: vector `v` (of this level) was raised on this CPU and no
+    /// drain has taken it yet. Set by `raise` (any context on this CPU);
+    /// cleared only by this level's drain's `swap(0)`.
     pending: AtomicU32,
-    /// A drain of this CPU is running. Set by the drain that wins the swap;
-    /// cleared by the same drain when it ends.
+    /// A drain of this level is running on this CPU. Set by the drain that
+    /// wins the swap; cleared by the same drain when it ends.
     pub(crate) draining: AtomicBool,
-    /// The word this CPU's drain thread sleeps on; the backend's `kick`
-    /// notifies it.
-    pub(crate) wake: WakeWord,
-    /// Nested [`Runtime::bh_disable`] guards held on this CPU; no drain
-    /// runs here while it is non-zero. Changed with SeqCst RMWs by the
-    /// guards; read SeqCst by a drain after it set `draining` (the
-    /// store-buffering pair with `draining`, see `bh_disable`).
+    /// Bottom-half guards held on this CPU that cover this level
+    /// ([`Runtime::bh_disable_to`] a level at or above it); no drain of
+    /// this level runs while it is non-zero. Changed with SeqCst RMWs by
+    /// the guards; read SeqCst by a drain after it set `draining` (the
+    /// store-buffering pair with `draining`, see `bh_disable_to`). A
+    /// guard covers levels `0..=k`, so the counts never grow with the
+    /// level: level 0's is the largest.
     bh_disabled: AtomicU32,
-    /// Interrupt handlers between `irq_enter` and `irq_exit` on this CPU.
-    /// Only the CPU's own handlers touch it, nested, so each `fetch_add` is
-    /// matched by a `fetch_sub` before the handler it interrupted resumes.
-    irq_depth: AtomicU32,
-    /// The tasklet lists, indexed by [`Priority`].
+    /// This level's tasklet lists, indexed by [`Priority`].
     pub(crate) tasklets: [TaskletList; 2],
-    /// Counters, see [`Stats`].
-    pub(crate) stats: CpuStats,
-    /// `fork()` repair stamps (`crate::fork`).
+    /// `fork()` repair stamps of `draining` (`crate::fork`).
     pub(crate) fork: crate::fork::CpuFork,
 }
 
-impl CpuState {
+impl LevelState {
     loom_const_fn! {
-        fn new() -> CpuState {
-            CpuState {
+        fn new() -> LevelState {
+            LevelState {
                 pending: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
-                wake: WakeWord::new(),
                 bh_disabled: AtomicU32::new(0),
-                irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
-                stats: CpuStats::new(),
                 fork: crate::fork::CpuFork::new(),
             }
         }
     }
 }
 
-/// A softirq runtime: `N` CPUs, 32 vectors, two tasklet lists per CPU.
+/// Per-CPU softirq state: `L` levels.
+pub(crate) struct CpuState<const L: usize> {
+    /// The levels, indexed by [`Level::index`].
+    pub(crate) levels: [LevelState; L],
+    /// The word this CPU's drain thread sleeps on; the backend's `kick`
+    /// notifies it (for every level: one drain thread drains them all).
+    pub(crate) wake: WakeWord,
+    /// Interrupt handlers between `irq_enter` and `irq_exit` on this CPU.
+    /// Only the CPU's own handlers touch it, nested, so each `fetch_add` is
+    /// matched by a `fetch_sub` before the handler it interrupted resumes.
+    irq_depth: AtomicU32,
+    /// Counters, see [`Stats`] (shared by the levels: a vector is of one
+    /// level; the tasklet vectors count the runs of every level).
+    pub(crate) stats: CpuStats,
+}
+
+impl<const L: usize> CpuState<L> {
+    loom_const_fn! {
+        fn new() -> CpuState<L> {
+            CpuState {
+                levels: array_of![LevelState::new(); L],
+                wake: WakeWord::new(),
+                irq_depth: AtomicU32::new(0),
+                stats: CpuStats::new(),
+            }
+        }
+    }
+}
+
+/// A softirq runtime: `N` CPUs, 32 vectors, `L` bottom-half levels per
+/// CPU (default 1), two tasklet lists per CPU and level.
 ///
 /// `B` says where the current CPU, the clock and the drain wake-up come
 /// from (`Host`, feature `std`, for threads standing in for CPUs). Build it
@@ -999,14 +1240,172 @@ impl CpuState {
 /// constant handler table ([`Backend::HANDLERS`]) lives in `.rodata` and
 /// does not change where the runtime goes. Handlers registered at run time
 /// fill the runtime's own slots.
-pub struct Runtime<B: Backend, const N: usize> {
-    cpus: PerCpu<CpuState, N>,
+///
+/// A runtime with more levels (`L > 1`) has `L` copies of the per-CPU
+/// pending state; with the default `L = 1` its size and code are those of
+/// a runtime without levels (the level lookups are constants and vanish).
+///
+/// # Levels
+///
+/// `Runtime<B, N, L>` has `L` bottom-half priority levels per CPU
+/// ([`Level`] `0..L`; `L` defaults to 1, at most [`MAX_LEVELS`]), like
+/// RTIC's or embassy's one dispatcher per interrupt priority, for the
+/// bottom halves of one CPU. Urgent bottom halves (a motor-control step)
+/// go to a higher level than bulk ones (a log flush), and preempt them
+/// even once they are running.
+///
+/// - **What belongs to a level.** A vector, fixed when its handler is
+///   registered ([`register_at`](Runtime::register_at),
+///   [`register_with_at`](Runtime::register_with_at),
+///   [`Handlers::with_at`]; [`register`](Runtime::register) is level 0;
+///   one vector at two levels is [`RegisterError::OtherLevel`], or a
+///   compile-time error in a table). A tasklet
+///   ([`Tasklet::at_level`](crate::Tasklet::at_level)). Each level of each
+///   CPU has its own pending mask, its own tasklet lists (vectors 0 and 6
+///   of a level drain that level's lists) and its own drain trigger:
+///   [`Backend::kick`] and [`Board::pend_drain`](crate::Board::pend_drain)
+///   take the level, so a board pends one drain interrupt per level.
+///   `raise` finds a vector's level with one relaxed load (none when
+///   `L == 1`).
+/// - **Draining.** [`drain_level`](Runtime::drain_level) drains one
+///   level: what a level's drain interrupt calls.
+///   [`drain`](Runtime::drain) drains every level, highest first, as the
+///   `Host`/`Signals` drain threads do. [`irq_exit`](Runtime::irq_exit)
+///   drains the pending levels highest first, down to the first level
+///   whose drain is already running on this CPU (the context the
+///   interrupt interrupted): levels below it stay for that context, so a
+///   lower level never runs inside a higher one. Budgets are per drain
+///   call of a level, as with one level.
+/// - **Preemption.** A drain of a higher level may start while a lower
+///   level's drain is running on the same CPU: on bare metal the higher
+///   level's drain interrupt has the higher priority and simply preempts;
+///   on `Host`, a second thread bound to the CPU index (or a call of
+///   `drain_level` from inside a lower level's handler, as an interrupt
+///   would make) stands for it. A level never runs nested in itself: a
+///   `drain_level` of a level already draining on this CPU returns
+///   [`DrainOutcome::Busy`] and the running drain sees the new work.
+/// - **Bottom halves off.** [`bh_disable`](Runtime::bh_disable) covers
+///   every level; [`bh_disable_to`](Runtime::bh_disable_to) covers levels
+///   `0..=k`, so higher levels still run. The last guard covering a level
+///   runs (or pends) that level's work, highest level first.
+/// - **Statistics** stay per CPU and vector: a vector is of one level, so
+///   its counters are that level's; the tasklet vectors 0 and 6 add up the
+///   tasklet runs of every level.
+///
+/// A level-1 handler runs before a level-0 handler returns, when level 1
+/// is drained from an interrupt that arrives during the level-0 handler
+/// (here, on `Host`, a direct call stands for that interrupt):
+///
+/// ```
+/// use bottomhalf::{Config, DrainOutcome, Host, Level, Runtime, Vector};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+/// static STEPS: AtomicU32 = AtomicU32::new(0);
+/// const FLUSH: Vector = Vector::new(3); // bulk: level 0
+/// const STEP: Vector = Vector::new(4); // urgent: level 1
+///
+/// RT.register_at(Level::new(0), FLUSH, "FLUSH", |_| {
+///     // ...writing out a log buffer, when the motor interrupt fires:
+///     RT.raise(STEP);
+///     // ...and level 1's drain interrupt preempts this handler:
+///     assert_eq!(RT.drain_level(Level::new(1)), DrainOutcome::Complete);
+///     assert_eq!(STEPS.load(Ordering::Relaxed), 1); // ran inside the flush
+/// })
+/// .unwrap();
+/// RT.register_at(Level::new(1), STEP, "STEP", |_| {
+///     STEPS.fetch_add(1, Ordering::Relaxed);
+/// })
+/// .unwrap();
+///
+/// RT.raise(FLUSH);
+/// assert_eq!(RT.drain_level(Level::new(0)), DrainOutcome::Complete);
+/// assert_eq!(STEPS.load(Ordering::Relaxed), 1);
+/// ```
+///
+/// On a Cortex-M, two spare interrupt vectors at two priorities, both
+/// below every device interrupt, are the two levels' drain interrupts
+/// (the firmware test `no_std-tests/src/bin/levels.rs` runs this wiring
+/// under QEMU on a Cortex-M0 and M3):
+///
+/// ```no_run
+/// # // Host stand-ins for the cortex-m and PAC calls, so the example compiles here.
+/// # #[derive(Clone, Copy)] enum Interrupt { GPIOD, GPIOE }
+/// # struct NVIC;
+/// # impl NVIC {
+/// #     fn pend(_i: Interrupt) {}
+/// #     unsafe fn unmask(_i: Interrupt) {}
+/// #     unsafe fn set_priority(&mut self, _i: Interrupt, _p: u8) {}
+/// # }
+/// use bottomhalf::{BareMetal, Board, Config, Level, Runtime, Tasklet, Vector};
+///
+/// const LOG: Level = Level::new(0);
+/// const MOTOR: Level = Level::new(1);
+/// /// The drain interrupt of each level: spare vectors no device uses.
+/// const DRAIN_IRQ: [Interrupt; 2] = [Interrupt::GPIOE, Interrupt::GPIOD];
+///
+/// struct Mcu;
+/// impl Board for Mcu {
+///     fn pend_drain(_cpu: usize, level: Level) {
+///         NVIC::pend(DRAIN_IRQ[level.index()]);
+///     }
+/// }
+/// static RT: Runtime<BareMetal<Mcu>, 1, 2> = Runtime::new(Config::DEFAULT);
+/// const FLUSH: Vector = Vector::new(3);
+/// static STEP: Tasklet = Tasklet::new(&RT, || { /* next PWM duty cycle */ }).at_level(MOTOR);
+///
+/// fn init(nvic: &mut NVIC) {
+///     RT.register_at(LOG, FLUSH, "FLUSH", |_| { /* write the log out */ }).unwrap();
+///     // SAFETY: start-up, before anything can pend these interrupts; no
+///     // priority-based critical section depends on them. (cortex-m's
+///     // `unsafe`, not this crate's.)
+///     unsafe {
+///         nvic.set_priority(DRAIN_IRQ[1], 0x80); // level 1: above level 0
+///         nvic.set_priority(DRAIN_IRQ[0], 0xC0); // level 0: the lowest
+///         NVIC::unmask(DRAIN_IRQ[0]);
+///         NVIC::unmask(DRAIN_IRQ[1]);
+///     }
+/// }
+///
+/// // #[interrupt] fn TIMER0A() — the motor timer, priority 0x00.
+/// fn timer0a() {
+///     STEP.schedule(); // pends GPIOD: preempts a running FLUSH
+/// }
+/// // #[interrupt] fn UART0() — priority 0x40.
+/// fn uart0() {
+///     RT.raise(FLUSH); // pends GPIOE
+/// }
+/// // #[interrupt] fn GPIOD()
+/// fn level_1_drain() {
+///     let _ = RT.drain_level(MOTOR);
+/// }
+/// // #[interrupt] fn GPIOE()
+/// fn level_0_drain() {
+///     let _ = RT.drain_level(LOG);
+/// }
+/// # init(&mut NVIC); timer0a(); uart0(); level_1_drain(); level_0_drain();
+/// ```
+pub struct Runtime<B: Backend, const N: usize, const L: usize = 1> {
+    cpus: PerCpu<CpuState<L>, N>,
     vectors: [VectorSlot; MAX_VECTORS],
     config: StoredConfig,
     _backend: PhantomData<fn() -> B>,
 }
 
-impl<B: Backend, const N: usize> Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
+    /// Compile-time checks of `L`: `1..=MAX_LEVELS`, and above every level
+    /// of the backend's constant table.
+    const LEVELS_OK: () = {
+        assert!(
+            L >= 1 && L <= MAX_LEVELS,
+            "a runtime has 1 to 8 bottom-half levels"
+        );
+        assert!(
+            B::HANDLERS.levels_below(L),
+            "the backend's handler table puts a vector at a level the runtime does not have"
+        );
+    };
+
     loom_const_fn! {
         /// An empty runtime with the given limits; vectors 0 and 6 drain
         /// tasklets. With [`Config::DEFAULT`] it is all zero bytes (a
@@ -1021,7 +1420,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         /// static RT: Runtime<Host, 4> = Runtime::new(Config::DEFAULT.max_restart(3));
         /// assert_eq!(RT.cpus(), 4);
         /// ```
-        pub fn new(config: Config) -> Runtime<B, N> {
+        pub fn new(config: Config) -> Runtime<B, N, L> {
+            #[allow(clippy::let_unit_value)]
+            let () = Self::LEVELS_OK;
             Runtime {
                 cpus: PerCpu::new(array_of![CpuState::new(); N]),
                 vectors: array_of![VectorSlot::new(); MAX_VECTORS],
@@ -1037,7 +1438,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// that core), and the misuse is counted there
     /// ([`Misuse::CpuOutOfRange`]): top halves never panic on it.
     #[inline(always)]
-    fn current(&self) -> (usize, &CpuState) {
+    fn current(&self) -> (usize, &CpuState<L>) {
         let cpu = B::current_cpu();
         match self.cpus.try_get(cpu) {
             Ok(st) => (cpu, st),
@@ -1047,7 +1448,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 
     #[cold]
     #[inline(never)]
-    fn fold_cpu(&self, cpu: usize) -> (usize, &CpuState) {
+    fn fold_cpu(&self, cpu: usize) -> (usize, &CpuState<L>) {
         let cpu = cpu % N;
         let st = self.cpus.get(cpu);
         st.stats.misuse(Misuse::CpuOutOfRange);
@@ -1067,6 +1468,45 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// ```
     pub const fn cpus(&self) -> usize {
         N
+    }
+
+    /// The number of bottom-half levels, `L` (1 unless the type says
+    /// otherwise).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static ONE: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// static TWO: Runtime<Host, 2, 2> = Runtime::new(Config::DEFAULT);
+    /// assert_eq!((ONE.levels(), TWO.levels()), (1, 2));
+    /// ```
+    ///
+    /// `L` is 1 to [`MAX_LEVELS`]; anything else does not compile:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Config, Host, Runtime};
+    /// static RT: Runtime<Host, 1, 9> = Runtime::new(Config::DEFAULT);
+    /// ```
+    ///
+    /// Nor does a backend's table with a vector at a level the runtime
+    /// lacks:
+    ///
+    /// ```compile_fail
+    /// use bottomhalf::{Backend, Config, Handlers, Level, Runtime, Vector};
+    /// struct OneCpu;
+    /// impl Backend for OneCpu {
+    ///     fn current_cpu() -> usize { 0 }
+    ///     fn now_ns() -> u64 { 0 }
+    ///     const HANDLERS: &'static Handlers =
+    ///         &Handlers::new().with_at(Level::new(2), Vector::new(3), "X", |_| {});
+    /// }
+    /// static RT: Runtime<OneCpu, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// ```
+    pub const fn levels(&self) -> usize {
+        L
     }
 
     /// The limits the runtime was built with.
@@ -1114,7 +1554,86 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         name: &'static str,
         handler: Handler,
     ) -> Result<(), RegisterError> {
-        self.register_callback(v, name, Callback::plain(handler))
+        self.register_callback(Level::DEFAULT, v, name, Callback::plain(handler))
+    }
+
+    /// Registers `handler` for vector `v` at bottom-half level `level`
+    /// (see "Levels" on [`Runtime`]): `v`'s raises go to that level's
+    /// pending mask and run in that level's drain.
+    /// [`register`](Runtime::register) is `register_at(Level::DEFAULT, ..)`.
+    ///
+    /// Top-half safe: yes (lock-free; but registration belongs in set-up:
+    /// a raise of `v` that comes before it lands at level 0). Allocates:
+    /// no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Runtime::register), and
+    /// [`RegisterError::LevelOutOfRange`] if `level` is not below `L`;
+    /// [`RegisterError::OtherLevel`] if `v` already has a handler at
+    /// another level.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, RegisterError, Runtime, Vector};
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// const MOTOR: Vector = Vector::new(2);
+    /// RT.register_at(Level::new(1), MOTOR, "MOTOR", |_| {}).unwrap();
+    /// RT.raise(MOTOR);
+    /// assert_eq!(RT.pending_at(0, Level::new(1)), 1 << 2);
+    /// assert_eq!(
+    ///     RT.register_at(Level::new(0), MOTOR, "MOTOR", |_| {}),
+    ///     Err(RegisterError::OtherLevel(MOTOR))
+    /// );
+    /// assert!(RT.register_at(Level::new(2), Vector::new(3), "X", |_| {}).is_err());
+    /// # let _ = RT.drain();
+    /// ```
+    pub fn register_at(
+        &self,
+        level: Level,
+        v: Vector,
+        name: &'static str,
+        handler: Handler,
+    ) -> Result<(), RegisterError> {
+        self.register_callback(level, v, name, Callback::plain(handler))
+    }
+
+    /// [`register_with`](Runtime::register_with) at bottom-half level
+    /// `level` (see [`register_at`](Runtime::register_at)).
+    ///
+    /// Top-half safe: yes (lock-free; but registration belongs in set-up).
+    /// Allocates: no. Blocks: no.
+    ///
+    /// # Errors
+    ///
+    /// As [`register_at`](Runtime::register_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static STEPS: AtomicU32 = AtomicU32::new(0);
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// RT.register_with_at(Level::new(1), Vector::new(2), "STEP", &STEPS, |n, _| {
+    ///     n.fetch_add(1, Ordering::Relaxed);
+    /// })
+    /// .unwrap();
+    /// RT.raise(Vector::new(2));
+    /// assert!(RT.drain_level(Level::new(1)).is_complete());
+    /// assert_eq!(STEPS.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn register_with_at<C: Sync + 'static>(
+        &self,
+        level: Level,
+        v: Vector,
+        name: &'static str,
+        ctx: &'static C,
+        handler: fn(&'static C, usize),
+    ) -> Result<(), RegisterError> {
+        self.register_callback(level, v, name, Callback::with_context(ctx, handler))
     }
 
     /// Registers `handler` for vector `v` with a `'static` context: the
@@ -1174,11 +1693,17 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         ctx: &'static C,
         handler: fn(&'static C, usize),
     ) -> Result<(), RegisterError> {
-        self.register_callback(v, name, Callback::with_context(ctx, handler))
+        self.register_callback(
+            Level::DEFAULT,
+            v,
+            name,
+            Callback::with_context(ctx, handler),
+        )
     }
 
     fn register_callback(
         &self,
+        level: Level,
         v: Vector,
         name: &'static str,
         callback: Callback,
@@ -1186,22 +1711,31 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         if v.is_tasklet_vector() {
             return Err(RegisterError::Reserved(v));
         }
+        if level.index() >= L {
+            return Err(RegisterError::LevelOutOfRange(level));
+        }
         if B::HANDLERS.contains(v) {
+            let registered = B::HANDLERS.level(v);
+            // With one level every vector is at level 0: no code for it.
+            if L > 1 && registered != level {
+                return Err(RegisterError::OtherLevel(v));
+            }
             return Err(RegisterError::InTable(v));
         }
         let slot = &self.vectors[v.index()];
+        let tag = (level.index() as u8) << SLOT_LEVEL_SHIFT;
         // Acquire/Relaxed: the winner is the only writer of the cells below;
         // readers synchronise through the Release store of READY.
-        if slot
-            .state
-            .compare_exchange(
-                SLOT_EMPTY,
-                SLOT_WRITING,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if let Err(now) = slot.state.compare_exchange(
+            SLOT_EMPTY,
+            SLOT_WRITING | tag,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            let registered = Level::from_index(usize::from(now >> SLOT_LEVEL_SHIFT));
+            if L > 1 && registered != level {
+                return Err(RegisterError::OtherLevel(v));
+            }
             return Err(RegisterError::AlreadyRegistered(v));
         }
         // SAFETY: winning EMPTY → WRITING makes this call the only writer,
@@ -1212,7 +1746,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         slot.callback.with_mut(|p| unsafe { *p = callback });
         // Release: pairs with the Acquire load in `VectorSlot::get`.
         slot.state.store(
-            SLOT_READY,
+            SLOT_READY | tag,
             ordering!("slot_ready_relaxed", Release, Relaxed),
         );
         Ok(())
@@ -1243,14 +1777,19 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
     }
 
-    /// Marks vector `v` pending on the current CPU.
+    /// Marks vector `v` pending on the current CPU, at the vector's level.
     ///
-    /// One atomic `fetch_or` on the CPU's pending mask; if the bit was
-    /// already set, one more `fetch_add` counts the coalesced raise. If the
-    /// mask was empty and no drain is running on the CPU, the backend is
-    /// kicked ([`Backend::kick`]). Raising a
-    /// vector without a handler is counted at the drain
-    /// ([`Stats::unhandled`]) and otherwise ignored.
+    /// One atomic `fetch_or` on the CPU's pending mask of `v`'s level; if
+    /// the bit was already set, one more `fetch_add` counts the coalesced
+    /// raise. If the mask was empty and no drain of that level is running
+    /// on the CPU, the backend is kicked for that level
+    /// ([`Backend::kick`]). Raising a vector without a handler is counted
+    /// at the drain ([`Stats::unhandled`]) and otherwise ignored; it is at
+    /// level 0.
+    ///
+    /// With more than one level (`L > 1`), finding `v`'s level is one
+    /// relaxed load of its registration byte (or a load from the
+    /// backend's constant table, in flash); with one level, nothing.
     ///
     /// Top-half safe: yes (wait-free). Allocates: no. Blocks: no.
     ///
@@ -1271,50 +1810,101 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     #[inline]
     pub fn raise(&self, v: Vector) {
         let (cpu, st) = self.current();
+        let lvl = self.level_of(v);
+        let ls = &st.levels[lvl];
         let bit = v.bit();
         // SeqCst: its release half pairs with the drain's Acquire `swap`
         // (data written before `raise` is visible to the handler); its
         // sequential consistency pairs with the `draining` hand-off in
-        // `drain` (module docs, "Atomic orderings").
-        let old = st
+        // `drain_level` (module docs, "Atomic orderings").
+        let old = ls
             .pending
             .fetch_or(bit, ordering!("raise_relaxed", SeqCst, Relaxed));
         if old & bit != 0 {
             st.stats.vector(v).coalesced.fetch_add(1, Ordering::Relaxed);
         } else if old == 0 {
-            self.kick_unless_draining(cpu, st);
+            self.kick_unless_draining(cpu, st, lvl);
         }
     }
 
-    /// Kicks the backend for `cpu`, unless a drain is running there: that
-    /// drain re-reads the mask after clearing `draining` (SeqCst on both
-    /// sides, see `drain`), so it runs the new work itself and a kick would
-    /// only make a spurious drain (an empty PendSV, a needless futex wake).
-    /// In a child of `fork()` the flag may be a parent thread's, for a
-    /// drain that does not exist there: with the flag set, a CPU whose
-    /// fork stamp is not this generation's is kicked anyway
-    /// (`crate::fork`; one more load, only when the flag is set).
+    /// The level index of vector `v`: 0 with one level (no load at all);
+    /// otherwise the level in the backend's constant table, or in the
+    /// slot's state byte (one relaxed load: the level is written with
+    /// the slot's first state change, before any handler can be found,
+    /// and never changes; a raise that races with the registration sees
+    /// EMPTY and lands at level 0, where the drain still finds the
+    /// handler). Always below `L`: registration and `Runtime::new` check
+    /// the levels, and the fold below only keeps the index provably in
+    /// range without a panic path.
+    #[inline(always)]
+    fn level_of(&self, v: Vector) -> usize {
+        if L == 1 {
+            return 0;
+        }
+        let lvl = if Self::HAS_TABLE && B::HANDLERS.contains(v) {
+            B::HANDLERS.level(v).index()
+        } else {
+            usize::from(self.vectors[v.index()].state.load(Ordering::Relaxed) >> SLOT_LEVEL_SHIFT)
+        };
+        if lvl < L {
+            lvl
+        } else {
+            0
+        }
+    }
+
+    /// The level of vector `v`: where its handler was registered
+    /// ([`register_at`](Runtime::register_at), or the backend's table),
+    /// [`Level::DEFAULT`] for a vector without one (and for the tasklet
+    /// vectors, which every level has).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime, Vector};
+    /// static RT: Runtime<Host, 1, 3> = Runtime::new(Config::DEFAULT);
+    /// RT.register_at(Level::new(2), Vector::new(9), "URGENT", |_| {}).unwrap();
+    /// assert_eq!(RT.vector_level(Vector::new(9)), Level::new(2));
+    /// assert_eq!(RT.vector_level(Vector::new(8)), Level::DEFAULT);
+    /// ```
+    pub fn vector_level(&self, v: Vector) -> Level {
+        Level::from_index(self.level_of(v))
+    }
+
+    /// Kicks the backend for level `lvl` of `cpu`, unless a drain of that
+    /// level is running there: that drain re-reads the mask after clearing
+    /// `draining` (SeqCst on both sides, see `drain_level`), so it runs the
+    /// new work itself and a kick would only make a spurious drain (an
+    /// empty drain interrupt, a needless futex wake). In a child of
+    /// `fork()` the flag may be a parent thread's, for a drain that does
+    /// not exist there: with the flag set, a level whose fork stamp is not
+    /// this generation's is kicked anyway (`crate::fork`; one more load,
+    /// only when the flag is set).
     #[inline]
-    fn kick_unless_draining(&self, cpu: usize, st: &CpuState) {
-        if !st
+    fn kick_unless_draining(&self, cpu: usize, st: &CpuState<L>, lvl: usize) {
+        let ls = &st.levels[lvl];
+        if !ls
             .draining
             .load(ordering!("kick_check_relaxed", SeqCst, Relaxed))
-            || st.fork.stale()
+            || ls.fork.stale()
         {
-            B::kick(cpu, &st.wake);
+            B::kick(cpu, Level::from_index(lvl), &st.wake);
         }
     }
 
-    /// Marks `v` pending on `cpu` from inside that CPU's drain, without a
-    /// kick: the drain's restart loop sees it.
-    pub(crate) fn pend_in_drain(&self, cpu: usize, v: Vector) {
-        self.cpus
-            .get(cpu)
+    /// Marks `v` pending at level `lvl` of `cpu` from inside that level's
+    /// drain, without a kick: the drain's restart loop sees it.
+    pub(crate) fn pend_in_drain(&self, cpu: usize, lvl: usize, v: Vector) {
+        self.cpus.get(cpu).levels[lvl]
             .pending
             .fetch_or(v.bit(), Ordering::SeqCst);
     }
 
-    /// The pending mask of CPU `cpu` (bit `v` = vector `v`).
+    /// The pending mask of CPU `cpu` (bit `v` = vector `v`), over every
+    /// level (the union of the levels' masks; the tasklet vectors may be
+    /// pending at several levels).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -1330,28 +1920,82 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// assert_eq!(RT.pending(0), 0);
     /// ```
     pub fn pending(&self, cpu: usize) -> u32 {
-        self.cpus.get(cpu).pending.load(Ordering::Acquire)
+        let st = self.cpus.get(cpu);
+        st.levels
+            .iter()
+            .fold(0, |m, ls| m | ls.pending.load(Ordering::Acquire))
     }
 
-    /// Runs the current CPU's pending vectors until none is left or the
-    /// budget runs out.
+    /// The pending mask of level `level` on CPU `cpu` (bit `v` = vector
+    /// `v`); `0` for a level not below `L`.
     ///
-    /// Each pass swaps the mask to zero and runs the handlers of the bits
-    /// it took, lowest index first (so hi-priority tasklets first). A bit
-    /// raised during a pass runs in the next pass, never in the current one
-    /// and never twice for one raise. After
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu >= N`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime, Vector};
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// RT.register_at(Level::new(1), Vector::new(4), "FAST", |_| {}).unwrap();
+    /// RT.raise(Vector::new(4));
+    /// assert_eq!(RT.pending_at(0, Level::new(1)), 1 << 4);
+    /// assert_eq!(RT.pending_at(0, Level::new(0)), 0);
+    /// # let _ = RT.drain();
+    /// ```
+    pub fn pending_at(&self, cpu: usize, level: Level) -> u32 {
+        match self.cpus.get(cpu).levels.get(level.index()) {
+            Some(ls) => ls.pending.load(Ordering::Acquire),
+            None => 0,
+        }
+    }
+
+    /// How many levels of CPU `cpu` have vector `v` pending (for
+    /// [`Stats::raised`]: 0 or 1, except for the tasklet vectors).
+    pub(crate) fn pending_count(&self, cpu: usize, v: Vector) -> u32 {
+        let st = self.cpus.get(cpu);
+        st.levels
+            .iter()
+            .map(|ls| u32::from(ls.pending.load(Ordering::Relaxed) & v.bit() != 0))
+            .sum()
+    }
+
+    /// Runs the current CPU's pending vectors of every level, highest
+    /// level first, until none is left or the budget runs out.
+    ///
+    /// With one level (the default `L = 1`) this is
+    /// [`drain_level`](Runtime::drain_level)`(Level::DEFAULT)`. With more,
+    /// it drains each level in turn, from `L - 1` down to 0, each with its
+    /// own budget; a level whose drain is already running on this CPU is
+    /// skipped ([`DrainOutcome::Busy`]: the running drain sees its work),
+    /// and so is a level a bottom-half guard covers
+    /// ([`DrainOutcome::Disabled`]). If every level completed but a
+    /// handler of a lower level raised work at a higher one meanwhile,
+    /// the sweep starts again from the top, at most
+    /// [`max_restart`](Config::max_restart) sweeps in all. The outcome is
+    /// the most pressing of the levels' outcomes: `Remaining` over `Busy`
+    /// over `Disabled` over `Complete`.
+    ///
+    /// Each pass of a level swaps its mask to zero and runs the handlers of
+    /// the bits it took, lowest index first (so hi-priority tasklets
+    /// first). A bit raised during a pass runs in the next pass, never in
+    /// the current one and never twice for one raise. After
     /// [`max_restart`](Config::max_restart) passes in all (at least one),
-    /// or once the time budget is spent, the drain stops, counts a budget
-    /// exhaustion, kicks the backend and returns
+    /// or once the time budget is spent, the level's drain stops, counts a
+    /// budget exhaustion, kicks the backend and returns
     /// [`DrainOutcome::Remaining`]. The budget covers every pass,
     /// including one started because work arrived just as the drain
-    /// released the CPU.
+    /// released the level.
     ///
     /// A handler that panics: the panic goes on to the caller, after the
     /// drain re-pends the vectors that pass had not run yet, releases the
-    /// CPU and kicks the backend if anything is pending (so a sleeping
+    /// level and kicks the backend if anything is pending (so a sleeping
     /// drain thread runs the rest); the run is counted in
-    /// [`Stats::runs`] and [`Stats::panicked`].
+    /// [`Stats::runs`] and [`Stats::panicked`]. Lower levels this call had
+    /// not reached yet stay pending (they were kicked when raised).
     ///
     /// Top-half safe: no (runs handlers). Allocates: no (handlers may).
     /// Blocks: no (handlers must not either, in a softirq context).
@@ -1373,9 +2017,85 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// ```
     pub fn drain(&self) -> DrainOutcome {
         let (cpu, st) = self.current();
-        // Nothing raised on this CPU: no RMW on its shared line. A raise
+        if L == 1 {
+            return self.drain_level_on(cpu, st, 0);
+        }
+        let max_sweeps = self.config.get().max_restart.max(1);
+        let mut sweeps = 0u32;
+        loop {
+            let mut outcome = DrainOutcome::Complete;
+            for lvl in (0..L).rev() {
+                outcome = outcome.worst(self.drain_level_on(cpu, st, lvl));
+            }
+            sweeps += 1;
+            // A lower level's handler may have raised at a higher level
+            // after that level's turn. Sweep again for it, within the
+            // restart budget. Relaxed: a hint, not a hand-off; a raise this
+            // load misses came after that level's drain released it, so
+            // it kicked its level (`kick_unless_draining`).
+            if !outcome.is_complete()
+                || !st
+                    .levels
+                    .iter()
+                    .any(|ls| ls.pending.load(Ordering::Relaxed) != 0)
+            {
+                return outcome;
+            }
+            if sweeps >= max_sweeps {
+                return DrainOutcome::Remaining;
+            }
+        }
+    }
+
+    /// Runs the current CPU's pending vectors of level `level` only, until
+    /// none is left or the budget runs out: what the drain interrupt of
+    /// that level calls (see "Levels" on [`Runtime`]). The rules of
+    /// [`drain`](Runtime::drain) hold per level: one drain of a level per
+    /// CPU at a time (a drain of a level already draining on this CPU —
+    /// an interrupt of the same level, a handler of that level draining
+    /// its own level — returns [`DrainOutcome::Busy`], and the running
+    /// drain sees the new work); a drain of a higher level may run while a
+    /// lower level's drain is running on this CPU (it preempts it).
+    ///
+    /// A level not below `L` drains nothing: it returns
+    /// [`DrainOutcome::Complete`] and counts [`Misuse::LevelOutOfRange`].
+    ///
+    /// Top-half safe: no (runs handlers). Allocates: no (handlers may).
+    /// Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, DrainOutcome, Host, Level, Runtime, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// static LOG: AtomicU32 = AtomicU32::new(0);
+    /// RT.register_at(Level::new(0), Vector::new(3), "LOG", |_| {
+    ///     LOG.fetch_add(1, Ordering::Relaxed);
+    /// })
+    /// .unwrap();
+    /// RT.raise(Vector::new(3));
+    /// assert_eq!(RT.drain_level(Level::new(1)), DrainOutcome::Complete); // not its level
+    /// assert_eq!(LOG.load(Ordering::Relaxed), 0);
+    /// assert_eq!(RT.drain_level(Level::new(0)), DrainOutcome::Complete);
+    /// assert_eq!(LOG.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn drain_level(&self, level: Level) -> DrainOutcome {
+        let (cpu, st) = self.current();
+        if level.index() >= L {
+            st.stats.misuse(Misuse::LevelOutOfRange);
+            return DrainOutcome::Complete;
+        }
+        self.drain_level_on(cpu, st, level.index())
+    }
+
+    /// The drain of level `lvl` (`< L`) of `cpu`, the current CPU.
+    fn drain_level_on(&self, cpu: usize, st: &CpuState<L>, lvl: usize) -> DrainOutcome {
+        let ls = &st.levels[lvl];
+        // Nothing raised at this level: no RMW on its shared line. A raise
         // that this load misses is its raiser's to drain or kick for.
-        if st.pending.load(Ordering::Relaxed) == 0 {
+        if ls.pending.load(Ordering::Relaxed) == 0 {
             return DrainOutcome::Complete;
         }
         // Bottom halves off here: leave the work to the last guard's drop.
@@ -1383,9 +2103,9 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         // reads the count here; the drop decrements, then reads the mask
         // (a store-buffering pair): one of them sees the other, so the
         // raise is not stranded between them. (The check that keeps a
-        // drain off a CPU whose guard was taken meanwhile is the one after
-        // taking the CPU, in `backs_off`.)
-        if st
+        // drain off a level whose guard was taken meanwhile is the one
+        // after taking the level, in `backs_off`.)
+        if ls
             .bh_disabled
             .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
             != 0
@@ -1393,17 +2113,17 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             return DrainOutcome::Disabled;
         }
         // A child of `fork()`: clear what a parent thread left (`crate::fork`).
-        let Some(_fork) = self.fork_enter(cpu) else {
+        let Some(_fork) = self.fork_enter(cpu, lvl) else {
             return DrainOutcome::Busy;
         };
         // SeqCst: the store-buffering hand-off with `raise` (module docs).
-        if st
+        if ls
             .draining
             .swap(true, ordering!("drain_flag_relaxed", SeqCst, Relaxed))
         {
             return DrainOutcome::Busy;
         }
-        if let Some(off) = self.backs_off(st) {
+        if let Some(off) = self.backs_off(ls) {
             return off;
         }
         let start = B::now_ns();
@@ -1415,47 +2135,47 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             // SeqCst rather than AcqRel so that loom, which keeps a SeqCst
             // load from reading a stale store only when that store is SeqCst
             // too, can check the re-reads of the mask below.
-            let pending = st
+            let pending = ls
                 .pending
                 .swap(0, ordering!("drain_swap_relaxed", SeqCst, Relaxed));
-            self.run_pass(cpu, st, pending);
+            self.run_pass(cpu, st, lvl, pending);
             passes += 1;
 
-            if st.pending.load(Ordering::SeqCst) != 0 {
+            if ls.pending.load(Ordering::SeqCst) != 0 {
                 if passes >= max_passes || self.out_of_time(start) {
                     // A swap, not a store, here and below: the RMW reads the
                     // latest value of the flag, so the hand-off is checkable
                     // by loom, which does not order a plain store after a
                     // concurrent RMW (tokio-rs/loom#254). Same cost on every
                     // target this crate supports.
-                    let _ = st.draining.swap(false, Ordering::SeqCst);
-                    return self.out_of_budget(cpu, st);
+                    let _ = ls.draining.swap(false, Ordering::SeqCst);
+                    return self.out_of_budget(cpu, st, lvl);
                 }
             } else {
-                // Release the CPU, then look again: a raise between the
-                // check above and this release may have found the CPU busy
-                // (and not kicked) and left its work to us.
-                let _ = st
+                // Release the level, then look again: a raise between the
+                // check above and this release may have found it busy (and
+                // not kicked) and left its work to us.
+                let _ = ls
                     .draining
                     .swap(false, ordering!("drain_flag_relaxed", SeqCst, Relaxed));
-                if st
+                if ls
                     .pending
                     .load(ordering!("drain_flag_relaxed", SeqCst, Relaxed))
                     == 0
                 {
                     return DrainOutcome::Complete;
                 }
-                // Taking the CPU back for it is a restart like any other,
+                // Taking the level back for it is a restart like any other,
                 // within the same budget; out of budget, the kick hands it
                 // to the drain thread (or the re-pended interrupt).
                 if passes >= max_passes || self.out_of_time(start) {
-                    return self.out_of_budget(cpu, st);
+                    return self.out_of_budget(cpu, st, lvl);
                 }
-                if st.draining.swap(true, Ordering::SeqCst) {
-                    // Another drain took the CPU over; it sees the work.
+                if ls.draining.swap(true, Ordering::SeqCst) {
+                    // Another drain took the level over; it sees the work.
                     return DrainOutcome::Busy;
                 }
-                if let Some(off) = self.backs_off(st) {
+                if let Some(off) = self.backs_off(ls) {
                     return off;
                 }
             }
@@ -1463,37 +2183,38 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         }
     }
 
-    /// Called by a drain right after it set `draining`: if a bottom-half
-    /// guard is held on this CPU, releases the CPU again and returns
-    /// [`DrainOutcome::Disabled`], leaving the mask pending for the guard;
-    /// `None` if the drain may go on (it still holds the CPU).
+    /// Called by a drain right after it set its level's `draining`: if a
+    /// bottom-half guard covering the level is held on this CPU, releases
+    /// the level again and returns [`DrainOutcome::Disabled`], leaving the
+    /// mask pending for the guard; `None` if the drain may go on (it still
+    /// holds the level).
     ///
-    /// The other half of `bh_disable`'s handshake: the guard publishes its
-    /// count and then reads `draining`; the drain publishes `draining` and
-    /// then reads the count (both SeqCst, a store-buffering pair), so at
-    /// least one of them sees the other: the guard waits for this drain,
+    /// The other half of `bh_disable_to`'s handshake: the guard publishes
+    /// its count and then reads `draining`; the drain publishes `draining`
+    /// and then reads the count (both SeqCst, a store-buffering pair), so
+    /// at least one of them sees the other: the guard waits for this drain,
     /// or this drain backs off.
     ///
     /// A raise that lands while this drain holds the flag skipped its kick
     /// (`kick_unless_draining`), and the last guard's drop may have found
-    /// the CPU busy (its drain returned `Busy`): so after releasing the
+    /// the level busy (its drain returned `Busy`): so after releasing the
     /// flag the drain reads the count again (SeqCst, the pair of the
     /// drop's decrement-then-read-the-mask). Zero with work pending: the
     /// last guard dropped meanwhile and may have left the work to us, so
-    /// take the CPU again and re-check. Otherwise any raise this drain
+    /// take the level again and re-check. Otherwise any raise this drain
     /// kept from kicking precedes the drop's read of the mask, and the
     /// drop runs it.
     #[inline]
-    fn backs_off(&self, st: &CpuState) -> Option<DrainOutcome> {
+    fn backs_off(&self, ls: &LevelState) -> Option<DrainOutcome> {
         loop {
-            if st
+            if ls
                 .bh_disabled
                 .load(ordering!("bh_drain_check_relaxed", SeqCst, Relaxed))
                 == 0
             {
                 return None;
             }
-            let _ = st.draining.swap(false, Ordering::SeqCst);
+            let _ = ls.draining.swap(false, Ordering::SeqCst);
             if cfg!(bh_mutant = "bh_backoff_no_retry") {
                 // A behavioural mutant: no second look (loom model (c)).
                 return Some(DrainOutcome::Disabled);
@@ -1501,25 +2222,26 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             // SeqCst: in C++ terms the pair of the drop's decrement then
             // read of the mask, for a raise that skipped its kick on our
             // flag; loom cannot tell it from Relaxed (README, "bh_guard").
-            if st
+            if ls
                 .bh_disabled
                 .load(ordering!("bh_backoff_relaxed", SeqCst, Relaxed))
                 != 0
-                || st.pending.load(Ordering::SeqCst) == 0
+                || ls.pending.load(Ordering::SeqCst) == 0
             {
                 return Some(DrainOutcome::Disabled);
             }
-            if st.draining.swap(true, Ordering::SeqCst) {
+            if ls.draining.swap(true, Ordering::SeqCst) {
                 return Some(DrainOutcome::Busy);
             }
         }
     }
 
-    /// The end of a drain that ran out of budget with work pending, after
-    /// it released the CPU: count it and kick the backend for the rest.
-    fn out_of_budget(&self, cpu: usize, st: &CpuState) -> DrainOutcome {
+    /// The end of a drain of level `lvl` that ran out of budget with work
+    /// pending, after it released the level: count it and kick the backend
+    /// for the rest.
+    fn out_of_budget(&self, cpu: usize, st: &CpuState<L>, lvl: usize) -> DrainOutcome {
         st.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-        B::kick(cpu, &st.wake);
+        B::kick(cpu, Level::from_index(lvl), &st.wake);
         DrainOutcome::Remaining
     }
 
@@ -1547,6 +2269,14 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// A drain already running on this CPU (this handler interrupted it)
     /// is not nested: `irq_exit` returns [`DrainOutcome::Busy`] and the
     /// running drain sees the new work.
+    ///
+    /// With several levels it drains the pending levels highest first and
+    /// stops at the first level whose drain is running on this CPU: the
+    /// interrupted context, which goes on with the levels below it (or
+    /// their drain interrupts, pended when their work was raised). So a
+    /// level above the interrupted one runs here, preempting it, and no
+    /// level at or below it does. The outcome is the most pressing of the
+    /// levels' (see [`drain`](Runtime::drain)).
     ///
     /// Top-half safe: yes, at the very end of a top half: it runs bottom
     /// halves only when closing the outermost handler. Allocates: no
@@ -1587,7 +2317,7 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// ```
     #[inline]
     pub fn irq_exit(&self) -> Option<DrainOutcome> {
-        let (_, st) = self.current();
+        let (cpu, st) = self.current();
         // A CAS rather than `fetch_sub`, so an unbalanced exit never leaves
         // the depth wrapped, not even for a moment a nested handler could
         // see. Relaxed: as in `irq_enter`.
@@ -1607,17 +2337,44 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 Err(now) => depth = now,
             }
         }
-        if depth == 1 && st.pending.load(Ordering::Relaxed) != 0 {
-            Some(self.drain())
-        } else {
-            None
+        if depth != 1 {
+            return None;
         }
+        if L == 1 {
+            return if st.levels[0].pending.load(Ordering::Relaxed) != 0 {
+                Some(self.drain_level_on(cpu, st, 0))
+            } else {
+                None
+            };
+        }
+        // Highest level first, down to the first level whose drain is
+        // running here: the context this handler interrupted. Levels below
+        // it stay pending for that context (a sweep goes on downward when
+        // its level is done; a level's drain interrupt was pended when the
+        // work was raised), so no lower level runs inside a higher one.
+        let mut outcome = None;
+        for lvl in (0..L).rev() {
+            let ls = &st.levels[lvl];
+            if ls.draining.load(Ordering::Relaxed) {
+                return Some(DrainOutcome::Busy.worst_of(outcome));
+            }
+            if ls.pending.load(Ordering::Relaxed) != 0 {
+                let o = self.drain_level_on(cpu, st, lvl);
+                outcome = Some(o.worst_of(outcome));
+                if o == DrainOutcome::Busy {
+                    return outcome;
+                }
+            }
+        }
+        outcome
     }
 
     /// Turns bottom halves off on the current CPU until the returned guard
     /// is dropped (Linux's `local_bh_disable` / `local_bh_enable`).
     ///
-    /// While a guard is held on a CPU, no drain runs there:
+    /// It covers every level (see "Levels" on [`Runtime`];
+    /// [`bh_disable_to`](Runtime::bh_disable_to) covers only the lower
+    /// ones). While a guard is held on a CPU, no drain runs there:
     /// [`drain`](Runtime::drain) returns [`DrainOutcome::Disabled`],
     /// [`irq_exit`](Runtime::irq_exit) returns `Some(Disabled)` without
     /// running anything, and the CPU's drain thread goes back to sleep.
@@ -1699,22 +2456,84 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// assert_eq!(RT.pending(0), 0);
     /// ```
     #[doc(alias = "local_bh_disable")]
-    pub fn bh_disable(&self) -> BhGuard<'_, B, N> {
+    pub fn bh_disable(&self) -> BhGuard<'_, B, N, L> {
+        self.bh_disable_covering(L - 1)
+    }
+
+    /// Turns bottom halves of levels `0..=level` off on the current CPU
+    /// until the returned guard is dropped; higher levels still run. The
+    /// rules of [`bh_disable`](Runtime::bh_disable) hold for the covered
+    /// levels (it is `bh_disable_to(Level::new(L - 1))`): thread context
+    /// only, nestable, and the last guard covering a level runs (or
+    /// pends) that level's work when it drops, highest level first.
+    ///
+    /// Thread-mode code that shares data only with the bulk bottom halves
+    /// of level 0 takes `bh_disable_to(Level::LOWEST)`, and an urgent
+    /// level keeps running meanwhile.
+    ///
+    /// Top-half safe: no (it may wait for a running drain of a covered
+    /// level). Allocates: no. Blocks: yes, while a drain of a covered
+    /// level runs on this CPU in another context; not otherwise.
+    ///
+    /// Never panics. A level not below `L` covers every level and counts
+    /// [`Misuse::LevelOutOfRange`]; beyond [`BH_DISABLE_MAX`] nested
+    /// guards, as [`bh_disable`](Runtime::bh_disable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, DrainOutcome, Host, Level, Runtime, Vector};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// static LOG: AtomicU32 = AtomicU32::new(0);
+    /// static MOTOR: AtomicU32 = AtomicU32::new(0);
+    /// RT.register_at(Level::new(0), Vector::new(3), "LOG", |_| {
+    ///     LOG.fetch_add(1, Ordering::Relaxed);
+    /// })
+    /// .unwrap();
+    /// RT.register_at(Level::new(1), Vector::new(4), "MOTOR", |_| {
+    ///     MOTOR.fetch_add(1, Ordering::Relaxed);
+    /// })
+    /// .unwrap();
+    ///
+    /// let guard = RT.bh_disable_to(Level::LOWEST);
+    /// RT.raise(Vector::new(3));
+    /// RT.raise(Vector::new(4));
+    /// assert_eq!(RT.drain(), DrainOutcome::Disabled); // level 1 ran, level 0 is off
+    /// assert_eq!((LOG.load(Ordering::Relaxed), MOTOR.load(Ordering::Relaxed)), (0, 1));
+    /// drop(guard); // runs level 0's work
+    /// assert_eq!(LOG.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn bh_disable_to(&self, level: Level) -> BhGuard<'_, B, N, L> {
+        if level.index() >= L {
+            self.current().1.stats.misuse(Misuse::LevelOutOfRange);
+            return self.bh_disable_covering(L - 1);
+        }
+        self.bh_disable_covering(level.index())
+    }
+
+    /// A guard over levels `0..=top` (`top < L`) of the current CPU.
+    fn bh_disable_covering(&self, top: usize) -> BhGuard<'_, B, N, L> {
         let (cpu, st) = self.current();
-        let mut n = st.bh_disabled.load(Ordering::Relaxed);
+        // Level 0's count is the largest (every guard covers level 0), so
+        // it alone bounds the nesting.
+        let base = &st.levels[0].bh_disabled;
+        let mut n = base.load(Ordering::Relaxed);
         loop {
             if n >= BH_DISABLE_MAX {
                 st.stats.misuse(Misuse::BhDisableOverflow);
                 return BhGuard {
                     rt: self,
                     cpu: NOT_COUNTED,
+                    top: top as u8,
                     _not_send: PhantomData,
                 };
             }
             // SeqCst: the store-buffering pair with the drain's `draining`
             // swap and its count check (`backs_off`): publish the count,
             // then read the flag.
-            match st.bh_disabled.compare_exchange_weak(
+            match base.compare_exchange_weak(
                 n,
                 n + 1,
                 ordering!("bh_disable_relaxed", SeqCst, Relaxed),
@@ -1724,49 +2543,67 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 Err(now) => n = now,
             }
         }
-        // A drain that took the CPU before our count was published runs to
-        // its end; one that takes it afterwards sees the count and backs
-        // off. In a child of `fork()` the flag may be a parent thread's,
-        // for a drain that does not exist here: do not wait on it (a drain
-        // of this process repairs the flag and then sees the count).
-        while st
-            .draining
-            .load(ordering!("bh_disable_relaxed", SeqCst, Relaxed))
-            && !st.fork.stale()
-        {
-            crate::sync::spin_wait();
+        for ls in &st.levels[1..=top] {
+            // SeqCst: as above, the same pair per level (its own mutant,
+            // `bh_disable_level_relaxed`, with the wait on these levels).
+            ls.bh_disabled
+                .fetch_add(1, ordering!("bh_disable_level_relaxed", SeqCst, Relaxed));
+        }
+        // A drain that took a covered level before our count was published
+        // runs to its end; one that takes it afterwards sees the count and
+        // backs off. In a child of `fork()` the flag may be a parent
+        // thread's, for a drain that does not exist here: do not wait on it
+        // (a drain of this process repairs the flag and then sees the
+        // count).
+        for (lvl, ls) in st.levels[..=top].iter().enumerate() {
+            // Two mutant names for one ordering: identical arms normally.
+            #[allow(clippy::if_same_then_else)]
+            let order = if lvl == 0 {
+                ordering!("bh_disable_relaxed", SeqCst, Relaxed)
+            } else {
+                ordering!("bh_disable_level_relaxed", SeqCst, Relaxed)
+            };
+            while ls.draining.load(order) && !ls.fork.stale() {
+                crate::sync::spin_wait();
+            }
         }
         BhGuard {
             rt: self,
             cpu,
+            top: top as u8,
             _not_send: PhantomData,
         }
     }
 
-    /// The end of a bottom-half guard on `cpu`: the last one runs or
-    /// pends what was raised meanwhile.
-    fn bh_enable(&self, cpu: usize) {
+    /// The end of a bottom-half guard over levels `0..=top` of `cpu`,
+    /// highest level first: the last guard covering a level runs or pends
+    /// what was raised at it meanwhile (lower levels are still covered
+    /// while a higher one drains here).
+    fn bh_enable(&self, cpu: usize, top: usize) {
         let st = self.cpus.get(cpu);
-        // SeqCst: decrement, then read the mask; pairs with `backs_off`
-        // (a drain that backed off re-reads the count after releasing the
-        // CPU) and with `raise` (mask, then flag).
-        let before = st
-            .bh_disabled
-            .fetch_sub(1, ordering!("bh_enable_relaxed", SeqCst, Relaxed));
-        if before != 1
-            || st
-                .pending
-                .load(ordering!("bh_enable_relaxed", SeqCst, Relaxed))
-                == 0
-        {
-            return;
-        }
-        if B::DRAIN_ON_BH_ENABLE && self.current().0 == cpu {
-            // What this drain leaves it hands on itself (Remaining kicks;
-            // Busy: the running drain sees it).
-            let _ = self.drain();
-        } else {
-            B::kick(cpu, &st.wake);
+        for lvl in (0..=top.min(L - 1)).rev() {
+            let ls = &st.levels[lvl];
+            // SeqCst: decrement, then read the mask; pairs with `backs_off`
+            // (a drain that backed off re-reads the count after releasing
+            // the level) and with `raise` (mask, then flag).
+            let before = ls
+                .bh_disabled
+                .fetch_sub(1, ordering!("bh_enable_relaxed", SeqCst, Relaxed));
+            if before != 1
+                || ls
+                    .pending
+                    .load(ordering!("bh_enable_relaxed", SeqCst, Relaxed))
+                    == 0
+            {
+                continue;
+            }
+            if B::DRAIN_ON_BH_ENABLE && self.current().0 == cpu {
+                // What this drain leaves it hands on itself (Remaining
+                // kicks; Busy: the running drain sees it).
+                let _ = self.drain_level_on(cpu, st, lvl);
+            } else {
+                B::kick(cpu, Level::from_index(lvl), &st.wake);
+            }
         }
     }
 
@@ -1775,8 +2612,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         budget != 0 && B::now_ns().wrapping_sub(start) >= budget
     }
 
-    /// Runs the handlers of `pending`, lowest bit first.
-    fn run_pass(&self, cpu: usize, st: &CpuState, pending: u32) {
+    /// Runs the handlers of `pending` (taken from level `lvl`), lowest bit
+    /// first.
+    fn run_pass(&self, cpu: usize, st: &CpuState<L>, lvl: usize, pending: u32) {
+        let ls = &st.levels[lvl];
         let mut bits = pending;
         while bits != 0 {
             let v = Vector(bits.trailing_zeros() as u8);
@@ -1810,17 +2649,17 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
             let guard = OnUnwind(|| {
                 counters.runs.fetch_add(1, Ordering::Relaxed);
                 counters.panicked.fetch_add(1, Ordering::Relaxed);
-                st.pending.fetch_or(bits | relist, Ordering::SeqCst);
-                let _ = st.draining.swap(false, Ordering::SeqCst);
-                if st.pending.load(Ordering::SeqCst) != 0 {
-                    B::kick(cpu, &st.wake);
+                ls.pending.fetch_or(bits | relist, Ordering::SeqCst);
+                let _ = ls.draining.swap(false, Ordering::SeqCst);
+                if ls.pending.load(Ordering::SeqCst) != 0 {
+                    B::kick(cpu, Level::from_index(lvl), &st.wake);
                 }
             });
             let t0 = B::now_ns();
             match handler {
                 Some(cb) => cb.call(cpu),
-                None if v == Vector::HI_TASKLET => self.run_tasklets(cpu, st, Priority::Hi),
-                None => self.run_tasklets(cpu, st, Priority::Normal),
+                None if v == Vector::HI_TASKLET => self.run_tasklets(cpu, lvl, ls, Priority::Hi),
+                None => self.run_tasklets(cpu, lvl, ls, Priority::Normal),
             }
             core::mem::forget(guard);
             let took = B::now_ns().wrapping_sub(t0);
@@ -1845,18 +2684,30 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         B::HANDLERS.get(v).map(|(_, cb)| cb)
     }
 
-    fn run_tasklets(&self, cpu: usize, st: &CpuState, prio: Priority) {
-        let list = &st.tasklets[prio as usize];
+    fn run_tasklets(&self, cpu: usize, lvl: usize, ls: &LevelState, prio: Priority) {
+        let list = &ls.tasklets[prio as usize];
         if list.run(|t| self.requeue(cpu, t)) {
-            self.pend_in_drain(cpu, prio.vector());
+            self.pend_in_drain(cpu, lvl, prio.vector());
         }
     }
 
     /// A tasklet that another CPU's drain handed off to this one while it
     /// ran here (transition 7 of [`Tasklet`]) goes back on this CPU's list
-    /// for the next pass.
+    /// of its level for the next pass.
     fn requeue(&self, cpu: usize, t: &'static Tasklet) {
-        self.cpus.get(cpu).tasklets[t.priority() as usize].push(t);
+        let lvl = Self::tasklet_level(t);
+        self.cpus.get(cpu).levels[lvl].tasklets[t.priority() as usize].push(t);
+    }
+
+    /// The level index a tasklet runs at here: its
+    /// [`at_level`](Tasklet::at_level), or `L - 1` if that is not below
+    /// `L` (counted as [`Misuse::LevelOutOfRange`] at `schedule`).
+    #[inline(always)]
+    fn tasklet_level(t: &Tasklet) -> usize {
+        if L == 1 {
+            return 0;
+        }
+        t.level().index().min(L - 1)
     }
 
     /// Statistics of every CPU and vector; `Display` prints them as a
@@ -1885,24 +2736,29 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// assert!(table.contains("NET_RX"));
     /// assert!(table.contains("CPU1"));
     /// ```
-    pub fn stats(&self) -> Stats<'_, B, N> {
+    pub fn stats(&self) -> Stats<'_, B, N, L> {
         Stats::new(self)
     }
 
-    pub(crate) fn cpu_state(&self, cpu: usize) -> &CpuState {
+    pub(crate) fn cpu_state(&self, cpu: usize) -> &CpuState<L> {
         self.cpus.get(cpu)
     }
 }
 
-impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> TaskletRuntime for Runtime<B, N, L> {
     fn count_misuse(&self, m: Misuse) {
         self.current().1.stats.misuse(m);
     }
 
     fn enqueue(&self, t: &'static Tasklet, linked: &Cell<bool>) {
         let (cpu, st) = self.current();
+        if L > 1 && t.level().index() >= L {
+            st.stats.misuse(Misuse::LevelOutOfRange);
+        }
+        let lvl = Self::tasklet_level(t);
+        let ls = &st.levels[lvl];
         let bit = t.priority().vector().bit();
-        st.tasklets[t.priority() as usize].push(t);
+        ls.tasklets[t.priority() as usize].push(t);
         linked.set(true);
         // Skip the raise when the list's bit is already pending. If our push
         // landed before the take of the drain pass that clears the bit, that
@@ -1915,23 +2771,24 @@ impl<B: Backend, const N: usize> TaskletRuntime for Runtime<B, N> {
         // us wait for whoever made it non-empty to reach its own raise,
         // which a preempted context may not do for a while.) Tasklet
         // coalescing is counted per tasklet, so no vector coalescing count.
-        if st.pending.load(Ordering::Relaxed) & bit != 0 {
+        if ls.pending.load(Ordering::Relaxed) & bit != 0 {
             return;
         }
         // SeqCst: as in `raise`.
-        let old = st
+        let old = ls
             .pending
             .fetch_or(bit, ordering!("raise_relaxed", SeqCst, Relaxed));
         if old == 0 {
-            self.kick_unless_draining(cpu, st);
+            self.kick_unless_draining(cpu, st, lvl);
         }
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Debug for Runtime<B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
             .field("cpus", &N)
+            .field("levels", &L)
             .field("config", &self.config.get())
             .finish_non_exhaustive()
     }
@@ -1942,7 +2799,7 @@ impl<B: Backend, const N: usize> fmt::Debug for Runtime<B, N> {
 // or never written after construction (`config`). A slot's context pointer
 // is a `&'static C` with `C: Sync` (`Callback`). `B` is only a type-level
 // choice of functions (PhantomData<fn() -> B>).
-unsafe impl<B: Backend, const N: usize> Sync for Runtime<B, N> {}
+unsafe impl<B: Backend, const N: usize, const L: usize> Sync for Runtime<B, N, L> {}
 
 #[cfg(all(test, not(bottomhalf_loom), feature = "std"))]
 mod tests {

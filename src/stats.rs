@@ -115,16 +115,24 @@ pub enum Misuse {
     /// the extra guard holds nothing (bottom halves stay off under the
     /// outer ones).
     BhDisableOverflow = 4,
+    /// A bottom-half level not below the runtime's `L`: a tasklet built
+    /// with [`at_level`](crate::Tasklet::at_level) of a level the runtime
+    /// does not have (scheduled at level `L - 1` instead, the highest it
+    /// has), [`Runtime::drain_level`](crate::Runtime::drain_level) (drains
+    /// nothing) or [`Runtime::bh_disable_to`](crate::Runtime::bh_disable_to)
+    /// (covers every level).
+    LevelOutOfRange = 5,
 }
 
 impl Misuse {
     /// Every kind, in counter order.
-    pub const ALL: [Misuse; 5] = [
+    pub const ALL: [Misuse; 6] = [
         Misuse::CpuOutOfRange,
         Misuse::UnbalancedIrqExit,
         Misuse::UnbalancedEnable,
         Misuse::DisableOverflow,
         Misuse::BhDisableOverflow,
+        Misuse::LevelOutOfRange,
     ];
 
     /// The row label in the statistics table (20 columns).
@@ -135,6 +143,7 @@ impl Misuse {
             Misuse::UnbalancedEnable => "unbalanced enable",
             Misuse::DisableOverflow => "disable overflow",
             Misuse::BhDisableOverflow => "bh_disable overflow",
+            Misuse::LevelOutOfRange => "level out of range",
         }
     }
 }
@@ -147,6 +156,7 @@ impl fmt::Display for Misuse {
             Misuse::UnbalancedEnable => "tasklet enable without disable",
             Misuse::DisableOverflow => "tasklet disabled more than 511 times",
             Misuse::BhDisableOverflow => "bottom halves disabled more than 255 times on one CPU",
+            Misuse::LevelOutOfRange => "bottom-half level out of the runtime's range",
         })
     }
 }
@@ -154,6 +164,10 @@ impl fmt::Display for Misuse {
 /// A view of a runtime's counters; `Display` prints them like
 /// `/proc/softirqs`: one row per vector, one column per CPU (CPU 0 up to
 /// the highest CPU with any activity), then the per-CPU drain counters.
+///
+/// With several bottom-half levels the counters stay per CPU and vector:
+/// a vector is of one level (the table labels it, `NAME (L1)`), and the
+/// tasklet vectors 0 and 6 add up the tasklet runs of every level.
 ///
 /// `raised` is derived, not counted, so that `raise` stays one atomic RMW
 /// when it sets a bit: every raise either set the bit (and was then run,
@@ -179,12 +193,12 @@ impl fmt::Display for Misuse {
 /// With the `defmt` feature, `Stats` is also `defmt::Format`: the same
 /// counters, one line per CPU and one per vector that has a name or any
 /// activity, for a firmware's `defmt::info!("{}", RT.stats())`.
-pub struct Stats<'a, B: Backend, const N: usize> {
-    rt: &'a Runtime<B, N>,
+pub struct Stats<'a, B: Backend, const N: usize, const L: usize = 1> {
+    rt: &'a Runtime<B, N, L>,
 }
 
-impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
-    pub(crate) fn new(rt: &'a Runtime<B, N>) -> Self {
+impl<'a, B: Backend, const N: usize, const L: usize> Stats<'a, B, N, L> {
+    pub(crate) fn new(rt: &'a Runtime<B, N, L>) -> Self {
         Stats { rt }
     }
 
@@ -333,7 +347,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     /// # let _ = RT.drain();
     /// ```
     pub fn raised(&self, cpu: usize, v: Vector) -> u32 {
-        let pending = u32::from(self.rt.pending(cpu) & (1 << v.index()) != 0);
+        let pending = self.rt.pending_count(cpu, v);
         self.runs(cpu, v)
             .wrapping_add(self.coalesced(cpu, v))
             .wrapping_add(self.unhandled(cpu, v))
@@ -449,7 +463,18 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
         for v in Vector::ALL {
             let active = (0..shown).any(|cpu| value(cpu, v) != 0);
             if let Some(name) = self.rt.vector_name(v) {
-                self.row(f, shown, name, |cpu| value(cpu, v))?;
+                if L > 1 && v != Vector::HI_TASKLET && v != Vector::TASKLET {
+                    // With several levels, say which one the vector is of
+                    // (the tasklet vectors are of every level).
+                    let mut label = heapless::String::<24>::new();
+                    let _ = fmt::write(
+                        &mut label,
+                        format_args!("{name} (L{})", self.rt.vector_level(v).index()),
+                    );
+                    self.row(f, shown, &label, |cpu| value(cpu, v))?;
+                } else {
+                    self.row(f, shown, name, |cpu| value(cpu, v))?;
+                }
             } else if active {
                 let mut label = heapless::String::<12>::new();
                 let _ = fmt::write(&mut label, format_args!("vector {}", v.index()));
@@ -460,7 +485,7 @@ impl<'a, B: Backend, const N: usize> Stats<'a, B, N> {
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Display for Stats<'_, B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = self.shown();
         write!(f, "{:>21}", "")?;
@@ -506,7 +531,7 @@ impl<B: Backend, const N: usize> fmt::Display for Stats<'_, B, N> {
     }
 }
 
-impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> fmt::Debug for Stats<'_, B, N, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
@@ -516,7 +541,7 @@ impl<B: Backend, const N: usize> fmt::Debug for Stats<'_, B, N> {
 /// drain counters, then one line per vector that has a name or any
 /// activity, then the misuse counters that are not zero.
 #[cfg(feature = "defmt")]
-impl<B: Backend, const N: usize> defmt::Format for Stats<'_, B, N> {
+impl<B: Backend, const N: usize, const L: usize> defmt::Format for Stats<'_, B, N, L> {
     fn format(&self, f: defmt::Formatter<'_>) {
         for cpu in 0..self.shown() {
             defmt::write!(

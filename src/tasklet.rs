@@ -30,6 +30,7 @@ use core::cell::Cell;
 use core::fmt;
 use core::ptr;
 
+use crate::level::Level;
 use crate::softirq::Vector;
 use crate::stats::Misuse;
 use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, OnUnwind, Ordering};
@@ -71,7 +72,7 @@ impl Priority {
 
 mod sealed {
     pub trait Sealed {}
-    impl<B: crate::Backend, const N: usize> Sealed for crate::Runtime<B, N> {}
+    impl<B: crate::Backend, const N: usize, const L: usize> Sealed for crate::Runtime<B, N, L> {}
 }
 
 /// The runtime a tasklet is bound to, seen through a trait object so that
@@ -284,6 +285,9 @@ pub struct Tasklet {
     callback: Callback,
     runtime: &'static dyn TaskletRuntime,
     priority: Priority,
+    /// The bottom-half level whose lists it is queued on ([`Level`]
+    /// index). Immutable after construction ([`Tasklet::at_level`]).
+    level: u8,
     /// Completed runs. Written by the drain that ran it.
     runs: AtomicU32,
     /// Schedules coalesced into a run that has started. Written by the
@@ -439,6 +443,7 @@ impl Tasklet {
                 callback,
                 runtime,
                 priority,
+                level: 0,
                 runs: AtomicU32::new(0),
                 coalesced: AtomicU32::new(0),
                 fork: crate::fork::TaskletFork::new(),
@@ -460,6 +465,70 @@ impl Tasklet {
     /// ```
     pub const fn priority(&self) -> Priority {
         self.priority
+    }
+
+    /// The bottom-half level the tasklet runs at: [`Level::DEFAULT`]
+    /// unless built with [`at_level`](Tasklet::at_level).
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime, Tasklet};
+    /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    /// static T: Tasklet = Tasklet::new(&RT, || {});
+    /// assert_eq!(T.level(), Level::DEFAULT);
+    /// ```
+    pub const fn level(&self) -> Level {
+        Level::from_index(self.level as usize)
+    }
+
+    /// The tasklet, queued on the lists of bottom-half level `level`
+    /// instead of level 0 (see "Levels" on
+    /// [`Runtime`](crate::Runtime)): its runs happen in that level's
+    /// drain, so they preempt lower levels' bottom halves and are
+    /// preempted by higher ones. A builder for the `static`:
+    /// `Tasklet::new(&RT, f).at_level(Level::new(1))`.
+    ///
+    /// The tasklet does not know its runtime's number of levels when it
+    /// is built, so a level not below it is checked at `schedule` (a top
+    /// half, which never panics): the tasklet runs at the runtime's
+    /// highest level instead, and [`Misuse::LevelOutOfRange`] is counted.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, Host, Level, Runtime, Tasklet};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// static STEP: Tasklet = Tasklet::new(&RT, || {
+    ///     RUNS.fetch_add(1, Ordering::Relaxed);
+    /// })
+    /// .at_level(Level::new(1));
+    ///
+    /// STEP.schedule();
+    /// assert_eq!(RT.pending_at(0, Level::new(1)), 1 << 6); // the TASKLET vector, at level 1
+    /// assert!(RT.drain_level(Level::new(1)).is_complete());
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    /// ```
+    #[cfg(not(bottomhalf_loom))]
+    pub const fn at_level(self, level: Level) -> Tasklet {
+        Tasklet {
+            level: level.index() as u8,
+            ..self
+        }
+    }
+
+    /// See the non-loom `at_level`.
+    #[cfg(bottomhalf_loom)]
+    pub fn at_level(mut self, level: Level) -> Tasklet {
+        self.level = level.index() as u8;
+        self
     }
 
     pub(crate) fn runtime(&self) -> &'static dyn TaskletRuntime {

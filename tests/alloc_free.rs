@@ -597,11 +597,47 @@ fn counted_misuse_and_refused_pushes_do_not_allocate() {
     assert_eq!(b, (Err(1), Err(1)));
     let s = RT.stats();
     // Every call that looked up the current CPU: irq_enter, raise,
-    // schedule, irq_exit and its drain, the unbalanced irq_exit, and the
-    // two misuse counts of enable and disable_nosync.
-    assert_eq!(s.misuse(1, Misuse::CpuOutOfRange), 8);
+    // schedule, irq_exit (its drain uses the CPU irq_exit looked up), the
+    // unbalanced irq_exit, and the two misuse counts of enable and
+    // disable_nosync.
+    assert_eq!(s.misuse(1, Misuse::CpuOutOfRange), 7);
     assert_eq!(s.misuse(1, Misuse::UnbalancedIrqExit), 1);
     assert_eq!(s.misuse(1, Misuse::UnbalancedEnable), 1);
     assert_eq!(s.misuse(1, Misuse::DisableOverflow), 1);
     assert_eq!((MPSC.refused(), SPSC.refused()), (1, 1));
+}
+
+/// The top-half paths of a runtime with two bottom-half levels: a raise
+/// at each level (the level lookup), a tasklet scheduled at level 1 and
+/// one at a level the runtime lacks (counted), an interrupt exit that
+/// drains both levels, and `drain_level` with nothing to do.
+#[test]
+fn two_level_top_halves_do_not_allocate() {
+    use bottomhalf::{Level, Misuse};
+    static RT: Runtime<Host, 1, 2> = Runtime::new(NO_TIME_BUDGET);
+    static FAST: Tasklet = Tasklet::new(&RT, || {}).at_level(Level::new(1));
+    static FAR: Tasklet = Tasklet::new(&RT, || {}).at_level(Level::new(7));
+    RT.register_at(Level::new(0), Vector::new(3), "SLOW", |_| {})
+        .unwrap();
+    RT.register_at(Level::new(1), Vector::new(4), "FAST", |_| {})
+        .unwrap();
+    let outcome = assert_alloc_free("two-level top halves", || {
+        RT.irq_enter();
+        RT.raise(Vector::new(3));
+        RT.raise(Vector::new(4));
+        let _ = FAST.schedule();
+        let _ = FAR.schedule();
+        let exit = RT.irq_exit();
+        (exit, RT.drain_level(Level::new(1)))
+    });
+    assert_eq!(
+        outcome,
+        (
+            Some(bottomhalf::DrainOutcome::Complete),
+            bottomhalf::DrainOutcome::Complete
+        )
+    );
+    assert_eq!(RT.stats().misuse(0, Misuse::LevelOutOfRange), 1);
+    assert_eq!((FAST.runs(), FAR.runs()), (1, 1));
+    assert_eq!(RT.pending(0), 0);
 }

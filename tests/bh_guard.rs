@@ -282,7 +282,7 @@ fn on_bare_metal_the_last_drop_pends_the_drain_interrupt() {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     struct Mcu;
     impl Board for Mcu {
-        fn pend_drain(_cpu: usize) {
+        fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
             PENDED.fetch_add(1, Ordering::Relaxed);
         }
     }

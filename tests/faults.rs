@@ -108,7 +108,7 @@ impl Backend for PanickyKick {
     fn now_ns() -> u64 {
         0
     }
-    fn kick(_cpu: usize, _wake: &WakeWord) {
+    fn kick(_cpu: usize, _level: bottomhalf::Level, _wake: &WakeWord) {
         if KICK_PANICS.swap(false, Ordering::SeqCst) {
             panic!("kick failed");
         }
@@ -401,7 +401,7 @@ fn a_cpu_index_out_of_range_is_folded_and_counted() {
         fn cpu() -> usize {
             7
         }
-        fn pend_drain(cpu: usize) {
+        fn pend_drain(cpu: usize, _level: bottomhalf::Level) {
             assert_eq!(cpu, 1, "kicked the folded CPU");
             PENDED.fetch_add(1, Ordering::SeqCst);
         }

@@ -80,7 +80,7 @@ impl Backend for LoomCpuWake {
         0
     }
 
-    fn kick(cpu: usize, _wake: &WakeWord) {
+    fn kick(cpu: usize, _level: bottomhalf::Level, _wake: &WakeWord) {
         drain_wake(cpu).notify();
     }
 }

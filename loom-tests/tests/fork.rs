@@ -55,7 +55,7 @@ impl Backend for KickCount {
         0
     }
 
-    fn kick(_cpu: usize, _wake: &WakeWord) {
+    fn kick(_cpu: usize, _level: bottomhalf::Level, _wake: &WakeWord) {
         CTX.kicks.inc();
     }
 }

@@ -458,7 +458,7 @@ pub struct PendSvBoard;
 
 impl Board for PendSvBoard {
     #[inline(always)]
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         PEND_DRAIN_CALLS.fetch_add(1, Ordering::Relaxed);
         if preempt::IN_DRAIN.load(Ordering::SeqCst) != 0 && !preempt::in_top_half() {
             REPENDS_BY_DRAIN.fetch_add(1, Ordering::Relaxed);
@@ -473,7 +473,7 @@ pub struct ExitBoard;
 
 impl Board for ExitBoard {
     #[inline(always)]
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         PEND_DRAIN_CALLS.fetch_add(1, Ordering::Relaxed);
         if preempt::IN_DRAIN.load(Ordering::SeqCst) != 0 && !preempt::in_top_half() {
             REPENDS_BY_DRAIN.fetch_add(1, Ordering::Relaxed);

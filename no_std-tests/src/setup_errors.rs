@@ -19,7 +19,7 @@ use lm3s6965 as _; // the device's vector table
 
 struct Mcu;
 impl Board for Mcu {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         SCB::set_pendsv();
     }
 }

@@ -8,6 +8,7 @@
 use core::marker::PhantomData;
 
 use crate::backend::Backend;
+use crate::level::Level;
 use crate::wake::WakeWord;
 
 /// The application's description of its board.
@@ -50,15 +51,20 @@ pub trait Board: 'static {
         0
     }
 
-    /// Pends the drain interrupt of core `cpu` (for example
-    /// `SCB::set_pendsv()`, with PendSV set to the lowest priority at
-    /// start-up: see "Wiring PendSV" on [`BareMetal`]). Default: nothing —
-    /// the application drains at interrupt exit or in its main loop.
+    /// Pends the drain interrupt of level `level` on core `cpu` (for
+    /// example `SCB::set_pendsv()`, with PendSV set to the lowest priority
+    /// at start-up: see "Wiring PendSV" on [`BareMetal`]). A runtime with
+    /// one level (the default) always passes [`Level::DEFAULT`]; with
+    /// several, give each level its own spare interrupt, at a priority
+    /// that rises with the level, whose handler calls
+    /// [`Runtime::drain_level`](crate::Runtime::drain_level) (see "Levels"
+    /// on [`Runtime`](crate::Runtime)). Default: nothing — the application
+    /// drains at interrupt exit or in its main loop.
     ///
     /// Top-half safe: must be. Allocates: must not. Blocks: must not.
     #[inline(always)]
-    fn pend_drain(cpu: usize) {
-        let _ = cpu;
+    fn pend_drain(cpu: usize, level: Level) {
+        let _ = (cpu, level);
     }
 
     /// The firmware's softirq handlers known at compile time, in flash
@@ -79,7 +85,7 @@ pub trait Board: 'static {
 /// # Examples
 ///
 /// ```
-/// use bottomhalf::{BareMetal, Board, Config, Runtime, Vector};
+/// use bottomhalf::{BareMetal, Board, Config, Level, Runtime, Vector};
 /// // On thumbv6m (Cortex-M0/M0+) use `portable_atomic::AtomicU32`: core's
 /// // atomics have no `fetch_add` there.
 /// use core::sync::atomic::{AtomicU32, Ordering};
@@ -87,7 +93,7 @@ pub trait Board: 'static {
 /// static PENDED: AtomicU32 = AtomicU32::new(0);
 /// struct Mcu;
 /// impl Board for Mcu {
-///     fn pend_drain(_cpu: usize) {
+///     fn pend_drain(_cpu: usize, _level: Level) {
 ///         PENDED.fetch_add(1, Ordering::Relaxed); // SCB::set_pendsv() on hardware
 ///     }
 /// }
@@ -155,12 +161,12 @@ pub trait Board: 'static {
 /// #     pub struct Peripherals { pub SCB: peripheral::SCB }
 /// #     impl Peripherals { pub fn take() -> Option<Self> { Some(Peripherals { SCB: peripheral::SCB }) } }
 /// # }
-/// use bottomhalf::{BareMetal, Board, Config, Runtime, Tasklet};
+/// use bottomhalf::{BareMetal, Board, Config, Level, Runtime, Tasklet};
 /// use cortex_m::peripheral::{scb::SystemHandler, SCB};
 ///
 /// struct Lm3s6965;
 /// impl Board for Lm3s6965 {
-///     fn pend_drain(_cpu: usize) {
+///     fn pend_drain(_cpu: usize, _level: Level) {
 ///         SCB::set_pendsv();
 ///     }
 /// }
@@ -252,8 +258,8 @@ impl<B: Board> Backend for BareMetal<B> {
     }
 
     #[inline(always)]
-    fn kick(cpu: usize, _wake: &WakeWord) {
-        B::pend_drain(cpu);
+    fn kick(cpu: usize, level: Level, _wake: &WakeWord) {
+        B::pend_drain(cpu, level);
     }
 
     const HANDLERS: &'static crate::Handlers = B::HANDLERS;

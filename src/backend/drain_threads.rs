@@ -16,7 +16,7 @@ use crate::softirq::{DrainOutcome, Runtime};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::wake::WakeWord;
 
-impl<B: Backend, const N: usize> Runtime<B, N> {
+impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// The loop of CPU `cpu`'s drain thread, which must already run as
     /// CPU `cpu` (`B::current_cpu() == cpu`), until `stop` is set.
     pub(crate) fn drain_loop(&self, cpu: usize, stop: &AtomicBool) {
@@ -29,9 +29,10 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
                 return;
             }
             if self.pending(cpu) != 0 {
-                // A handler that panics has reported itself (the panic
-                // hook) and left the CPU usable (see `drain`); this thread
-                // goes on draining, as a CPU goes on taking interrupts.
+                // Every level, highest first (`drain`). A handler that
+                // panics has reported itself (the panic hook) and left the
+                // CPU usable (see `drain`); this thread goes on draining,
+                // as a CPU goes on taking interrupts.
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.drain()));
                 if !matches!(outcome, Ok(DrainOutcome::Busy | DrainOutcome::Disabled)) {
                     continue;
@@ -80,11 +81,11 @@ impl DrainThreads {
     /// each runs `become_cpu(cpu)` (which returns `true` if it pinned the
     /// thread to a real CPU) and then `rt.drain_loop(cpu, ..)`. If a spawn
     /// fails, the threads already started are stopped and joined.
-    pub(crate) fn spawn<B: Backend, const N: usize>(
-        rt: &'static Runtime<B, N>,
+    pub(crate) fn spawn<B: Backend, const N: usize, const L: usize>(
+        rt: &'static Runtime<B, N, L>,
         cpus: usize,
         name: &str,
-        become_cpu: fn(&'static Runtime<B, N>, usize) -> bool,
+        become_cpu: fn(&'static Runtime<B, N, L>, usize) -> bool,
     ) -> std::io::Result<DrainThreads> {
         // A child of `fork()`: clear what a parent thread left on every
         // CPU, so no kick is skipped for a drain that does not exist here.

@@ -22,6 +22,7 @@ use core::marker::PhantomData;
 use std::thread::LocalKey;
 
 use crate::backend::{Backend, DrainThreads};
+use crate::level::Level;
 use crate::percpu::CpuOutOfRange;
 use crate::softirq::Runtime;
 use crate::wake::WakeWord;
@@ -106,9 +107,11 @@ impl Backend for Host {
     }
 
     /// Wakes the CPU's drain thread, if [`Runtime::spawn_drain_threads`]
-    /// started one: async-signal-safe ([`WakeWord::notify`]).
+    /// started one: async-signal-safe ([`WakeWord::notify`]). One thread
+    /// per CPU drains every level, highest first, so the level does not
+    /// choose the thread.
     #[inline]
-    fn kick(_cpu: usize, wake: &WakeWord) {
+    fn kick(_cpu: usize, _level: Level, wake: &WakeWord) {
         wake.notify();
     }
 
@@ -183,7 +186,7 @@ impl Drop for CpuBinding {
     }
 }
 
-impl<const N: usize> Runtime<Host, N> {
+impl<const N: usize, const L: usize> Runtime<Host, N, L> {
     /// Binds the calling thread to CPU `cpu` until the guard is dropped.
     ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
@@ -212,7 +215,7 @@ impl<const N: usize> Runtime<Host, N> {
     }
 }
 
-impl<const N: usize> Runtime<Host, N> {
+impl<const N: usize, const L: usize> Runtime<Host, N, L> {
     /// Starts one drain thread per CPU (Linux's `ksoftirqd/N`): thread `c`,
     /// named `bh-drain/c`, binds itself to CPU `c` and drains it whenever
     /// the backend kicks it — when a top half raises or schedules on an idle

@@ -21,6 +21,7 @@ mod unix_signal;
 
 pub use critical_section::{BareMetal, Board};
 
+use crate::level::Level;
 use crate::softirq::Handlers;
 use crate::wake::WakeWord;
 
@@ -80,15 +81,19 @@ pub trait Backend: 'static {
     /// `0` always, which turns the time budget off.
     fn now_ns() -> u64;
 
-    /// Called when CPU `cpu` has bottom-half work that no drain is going to
-    /// pick up by itself: its pending mask went from empty to non-empty
-    /// while no drain ran there, or a drain ran out of budget with work
-    /// left. A backend pends its drain interrupt, or wakes the CPU's drain
-    /// thread through `wake` (the word that thread sleeps on). The default
-    /// does nothing: the caller drains explicitly.
+    /// Called when level `level` of CPU `cpu` has bottom-half work that no
+    /// drain is going to pick up by itself: the level's pending mask went
+    /// from empty to non-empty while no drain of that level ran there, or
+    /// a drain of the level ran out of budget with work left. A backend
+    /// pends that level's drain interrupt (see "Levels" on
+    /// [`Runtime`](crate::Runtime)), or wakes the CPU's drain thread
+    /// through `wake` (the word that thread sleeps on; one per CPU, for
+    /// every level). With one level, `level` is always
+    /// [`Level::DEFAULT`]. The default does nothing: the caller drains
+    /// explicitly.
     #[inline(always)]
-    fn kick(cpu: usize, wake: &WakeWord) {
-        let _ = (cpu, wake);
+    fn kick(cpu: usize, level: Level, wake: &WakeWord) {
+        let _ = (cpu, level, wake);
     }
 
     /// Softirq handlers known at compile time: a constant table that lives

@@ -862,7 +862,7 @@ impl Board for VirtGic {
         Virt::now_ns()
     }
 
-    fn pend_drain(cpu: usize) {
+    fn pend_drain(cpu: usize, _level: bottomhalf::Level) {
         if cpu < CORES {
             KICKS[cpu].fetch_add(1, Ordering::Relaxed);
             send_drain_sgi(cpu);
@@ -891,7 +891,7 @@ impl Board for Virt {
     }
 
     /// Sets core `cpu`'s drain flag, which that core polls; counts the kick.
-    fn pend_drain(cpu: usize) {
+    fn pend_drain(cpu: usize, _level: bottomhalf::Level) {
         if let (Some(flag), Some(kicks)) = (PEND.get(cpu), KICKS.get(cpu)) {
             kicks.fetch_add(1, Ordering::Relaxed);
             // Release: pairs with the Acquire swap in `take_pend`.

@@ -69,7 +69,7 @@ macro_rules! check_eq {
 
 struct Mcu;
 impl Board for Mcu {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         SCB::set_pendsv();
     }
 }

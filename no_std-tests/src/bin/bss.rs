@@ -44,7 +44,7 @@ const UART1_RX: Vector = Vector::new(3);
 
 struct Mcu;
 impl Board for Mcu {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         SCB::set_pendsv();
     }
     const HANDLERS: &'static Handlers = &Handlers::new()

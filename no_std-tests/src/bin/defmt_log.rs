@@ -120,7 +120,7 @@ fn logged() -> (u32, usize, u8) {
 
 struct Mcu;
 impl Board for Mcu {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         SCB::set_pendsv();
     }
 }

@@ -17,7 +17,7 @@ use h::{cortex_m, cortex_m_rt};
 
 struct Mcu;
 impl Board for Mcu {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         SCB::set_pendsv();
     }
 }

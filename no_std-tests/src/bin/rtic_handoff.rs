@@ -27,7 +27,7 @@ use bottomhalf_firmware_tests::{self as h, check_eq, println, AtomicU32, Orderin
 struct RticBoard;
 
 impl Board for RticBoard {
-    fn pend_drain(_cpu: usize) {
+    fn pend_drain(_cpu: usize, _level: bottomhalf::Level) {
         rtic::pend(lm3s6965::Interrupt::GPIOD);
     }
 }

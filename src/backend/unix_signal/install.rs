@@ -51,7 +51,7 @@ trait EventNotify: Sync {
     fn notify(&self);
 }
 
-impl<const N: usize> EventNotify for Runtime<Signals, N> {
+impl<const N: usize, const L: usize> EventNotify for Runtime<Signals, N, L> {
     fn notify(&self) {
         self.notify_event_fd();
     }
@@ -1339,7 +1339,7 @@ fn restore_exclusive(sig: c_int, previous: &libc::sigaction) -> Result<(), Signa
     Ok(())
 }
 
-impl<const N: usize> Runtime<Signals, N> {
+impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// Installs `config`'s top half for its signal, in the config's
     /// [`SignalMode`] (shared by default: a `signal-hook-registry` action;
     /// exclusive: raw `sigaction` with `SA_SIGINFO | SA_RESTART`, no extra

@@ -231,9 +231,10 @@ impl Backend for Signals {
 
     /// Wakes the CPU's drain thread and, if the runtime has an event fd
     /// ([`Runtime::event_fd`]), adds 1 to it. Async-signal-safe; `errno`
-    /// is preserved.
+    /// is preserved. The CPU's one drain thread drains every level,
+    /// highest first, so the level does not choose what to wake.
     #[inline]
-    fn kick(_cpu: usize, wake: &WakeWord) {
+    fn kick(_cpu: usize, _level: crate::Level, wake: &WakeWord) {
         wake.notify();
         signal_event_fd(wake.event_slot());
     }
@@ -253,7 +254,7 @@ fn configured_cpus() -> usize {
     }
 }
 
-impl<const N: usize> Runtime<Signals, N> {
+impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// Checks that `N` covers every configured CPU and turns on CPU
     /// routing (before it, every caller counts as CPU 0). The other set-up
     /// functions call it.
@@ -329,7 +330,7 @@ impl Drop for BlockAsyncSignals {
     }
 }
 
-impl<const N: usize> Runtime<Signals, N> {
+impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// This runtime's pollable file descriptor: an `eventfd`
     /// (`EFD_NONBLOCK | EFD_CLOEXEC`), one per runtime, created on the
     /// first call (and readable at once, so the event loop's first drain
