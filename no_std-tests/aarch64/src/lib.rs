@@ -50,7 +50,10 @@ use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
-use bottomhalf::Board;
+use bottomhalf::{Board, Level};
+
+/// The crate under test, for [`entry!`]'s expansion.
+pub use bottomhalf;
 
 /// The cores the tests run on (`-smp 4`).
 pub const CORES: usize = 4;
@@ -351,6 +354,14 @@ extern "C" fn bh_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
 /// sending core). `entry!(scenario, single_core)` runs `scenario(0)` on
 /// core 0 alone, for `-smp 1` (no PSCI `CPU_ON`);
 /// `entry!(scenario, single_core, irq_drain = f)` adds the drain SGI.
+///
+/// `entry!(scenario, irq_levels = d, irq_top = g)` is for a runtime with
+/// bottom-half levels on [`VirtGicLevels`]: `d(level)` is the drain the
+/// level's own SGI ([`SGI_LEVEL`]) runs, **with IRQs unmasked** (nested
+/// interrupts, see [`SGI_LEVEL`]), so a more urgent level's SGI or a
+/// top half preempts it. `irq_drain = f, irq_top = g, irq_levels = d`
+/// gives all three; `single_core, irq_drain = f, irq_levels = d` the
+/// one-core form.
 #[macro_export]
 macro_rules! entry {
     ($scenario:path) => {
@@ -360,6 +371,14 @@ macro_rules! entry {
         $crate::entry!($scenario, single_core, irq_drain = $crate::no_irq_drain);
     };
     ($scenario:path, single_core, irq_drain = $drain:path) => {
+        $crate::entry!(
+            $scenario,
+            single_core,
+            irq_drain = $drain,
+            irq_levels = $crate::no_irq_levels
+        );
+    };
+    ($scenario:path, single_core, irq_drain = $drain:path, irq_levels = $levels:path) => {
         #[no_mangle]
         extern "C" fn bh_rust_entry(cpu: usize) -> ! {
             $crate::start_cores(cpu, 1, $scenario)
@@ -367,6 +386,10 @@ macro_rules! entry {
         #[no_mangle]
         extern "C" fn bh_irq_drain() {
             $drain()
+        }
+        #[no_mangle]
+        extern "C" fn bh_irq_drain_at(level: usize) {
+            $levels($crate::bottomhalf::Level::new(level))
         }
         #[no_mangle]
         extern "C" fn bh_irq_top(source: usize) {
@@ -377,6 +400,22 @@ macro_rules! entry {
         $crate::entry!($scenario, irq_drain = $drain, irq_top = $crate::no_irq_top);
     };
     ($scenario:path, irq_drain = $drain:path, irq_top = $top:path) => {
+        $crate::entry!(
+            $scenario,
+            irq_drain = $drain,
+            irq_top = $top,
+            irq_levels = $crate::no_irq_levels
+        );
+    };
+    ($scenario:path, irq_levels = $levels:path, irq_top = $top:path) => {
+        $crate::entry!(
+            $scenario,
+            irq_drain = $crate::no_irq_drain,
+            irq_top = $top,
+            irq_levels = $levels
+        );
+    };
+    ($scenario:path, irq_drain = $drain:path, irq_top = $top:path, irq_levels = $levels:path) => {
         #[no_mangle]
         extern "C" fn bh_rust_entry(cpu: usize) -> ! {
             $crate::start(cpu, $scenario)
@@ -384,6 +423,10 @@ macro_rules! entry {
         #[no_mangle]
         extern "C" fn bh_irq_drain() {
             $drain()
+        }
+        #[no_mangle]
+        extern "C" fn bh_irq_drain_at(level: usize) {
+            $levels($crate::bottomhalf::Level::new(level))
         }
         #[no_mangle]
         extern "C" fn bh_irq_top(source: usize) {
@@ -397,6 +440,14 @@ macro_rules! entry {
 pub fn no_irq_drain() {
     fail(format_args!(
         "a drain SGI arrived, but this firmware has no IRQ drain"
+    ));
+}
+
+/// The level drains of a firmware without them: a level-drain SGI
+/// ([`SGI_LEVEL`]) there fails the run.
+pub fn no_irq_levels(level: bottomhalf::Level) {
+    fail(format_args!(
+        "a drain SGI of {level} arrived, but this firmware has no level drains"
     ));
 }
 
@@ -669,6 +720,30 @@ pub const SGI_TOP: u32 = 2;
 /// else. Priority 0x40.
 pub const SGI_WAKE: u32 = 3;
 
+/// How many bottom-half levels [`VirtGicLevels`] has a drain SGI for.
+pub const LEVELS: usize = 2;
+
+/// The drain SGI of each bottom-half level on [`VirtGicLevels`], indexed
+/// by [`Level::index`]: SGI 4 for level 0, SGI 5 for level 1.
+///
+/// Their priorities ([`LEVEL_PRIORITY`]) are below the top-half SGIs' and
+/// the more urgent the higher the level. Unlike [`SGI_DRAIN`], whose drain
+/// runs with IRQs masked, a level's drain runs with IRQs **unmasked**: a
+/// nested interrupt. After the acknowledge (`GICC_IAR`), the GIC CPU
+/// interface's running priority is the SGI's, so it signals only an
+/// interrupt of a more urgent priority group: another SGI of the same
+/// level (or a lower one) stays pending until this one's end of interrupt,
+/// and a more urgent level's SGI, or a top half, is taken at once, inside
+/// the running drain. See `bh_irq` for what makes the nesting safe.
+pub const SGI_LEVEL: [u32; LEVELS] = [4, 5];
+
+/// The GIC priorities of [`SGI_LEVEL`] (a lower number is more urgent):
+/// level 0 at 0xa0, level 1 at 0x80; the top-half SGIs are at 0x40. They
+/// differ in the top three bits, so they are three different preemption
+/// groups for any binary point up to 4 (QEMU's GICv2 resets `GICC_BPR` to
+/// its minimum).
+pub const LEVEL_PRIORITY: [u8; LEVELS] = [0xa0, 0x80];
+
 fn mmio_write(addr: usize, v: u32) {
     // SAFETY: `addr` is one of the GIC registers above, mapped by QEMU
     // virt at these addresses (identity-mapped as Device-nGnRnE); a 32-bit
@@ -687,8 +762,9 @@ fn mmio_write8(addr: usize, v: u8) {
 }
 
 /// Turns the GIC on for the calling core: the distributor (once, any core
-/// may call it first), the drain SGI enabled at priority 0x80 and the
-/// top-half SGI at 0x40, the CPU interface on with priority mask 0xf0,
+/// may call it first), the drain SGI enabled at priority 0x80, the
+/// top-half SGIs at 0x40 and the level drain SGIs at
+/// [`LEVEL_PRIORITY`], the CPU interface on with priority mask 0xf0,
 /// and IRQs unmasked in PSTATE.
 pub fn gic_init_core() {
     mmio_write(GICD_CTLR, 1);
@@ -696,10 +772,12 @@ pub fn gic_init_core() {
     mmio_write8(GICD_IPRIORITYR + SGI_DRAIN as usize, 0x80);
     mmio_write8(GICD_IPRIORITYR + SGI_TOP as usize, 0x40);
     mmio_write8(GICD_IPRIORITYR + SGI_WAKE as usize, 0x40);
-    mmio_write(
-        GICD_ISENABLER0,
-        (1 << SGI_DRAIN) | (1 << SGI_TOP) | (1 << SGI_WAKE),
-    );
+    let mut enable = (1 << SGI_DRAIN) | (1 << SGI_TOP) | (1 << SGI_WAKE);
+    for (sgi, prio) in SGI_LEVEL.iter().zip(LEVEL_PRIORITY) {
+        mmio_write8(GICD_IPRIORITYR + *sgi as usize, prio);
+        enable |= 1 << sgi;
+    }
+    mmio_write(GICD_ISENABLER0, enable);
     mmio_write(GICC_PMR, 0xf0);
     mmio_write(GICC_CTLR, 1);
     // SAFETY: unmasks IRQs on this core; the IRQ vector saves and restores
@@ -805,23 +883,115 @@ pub fn top_sgis(target: usize, source: usize) -> u32 {
     TOP_SGIS[target][source].load(Ordering::Acquire)
 }
 
+/// Level drain SGIs taken, indexed `[core][level]`.
+static LEVEL_SGIS: [[AtomicU32; LEVELS]; CORES] =
+    [const { [const { AtomicU32::new(0) }; LEVELS] }; CORES];
+
+/// Drain SGIs of level `level` ([`SGI_LEVEL`]) core `cpu` took.
+pub fn level_sgis(cpu: usize, level: Level) -> u32 {
+    LEVEL_SGIS[cpu % CORES][level.index() % LEVELS].load(Ordering::Relaxed)
+}
+
+/// `pend_drain(cpu, level)` calls on [`VirtGicLevels`], `[core][level]`.
+static LEVEL_KICKS: [[AtomicU32; LEVELS]; CORES] =
+    [const { [const { AtomicU32::new(0) }; LEVELS] }; CORES];
+
+/// `VirtGicLevels::pend_drain(cpu, level)` calls so far.
+pub fn level_kicks(cpu: usize, level: Level) -> u32 {
+    LEVEL_KICKS[cpu % CORES][level.index() % LEVELS].load(Ordering::Relaxed)
+}
+
+/// IRQs taken on each core while it was already inside an IRQ handler
+/// (nested), and the deepest nesting seen (1 = not nested).
+static NESTED_IRQS: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
+static IRQ_DEPTH: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
+static MAX_IRQ_DEPTH: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
+
+/// Interrupts core `cpu` took inside another interrupt's handler (only
+/// a level drain SGI's handler runs with IRQs unmasked).
+pub fn nested_irqs(cpu: usize) -> u32 {
+    NESTED_IRQS[cpu % CORES].load(Ordering::Relaxed)
+}
+
+/// The deepest interrupt nesting core `cpu` reached (1: never nested).
+pub fn max_irq_depth(cpu: usize) -> u32 {
+    MAX_IRQ_DEPTH[cpu % CORES].load(Ordering::Relaxed)
+}
+
 extern "C" {
     /// The drain the SGI runs, defined by [`entry!`].
     fn bh_irq_drain();
+    /// The drain of a level ([`SGI_LEVEL`]), defined by [`entry!`].
+    fn bh_irq_drain_at(level: usize);
     /// The top half [`SGI_TOP`] runs, defined by [`entry!`].
     fn bh_irq_top(source: usize);
 }
 
 /// Called by the IRQ vector: acknowledge, count, drain (or run the top
 /// half), end of interrupt.
+///
+/// **Nested interrupts.** A level drain SGI ([`SGI_LEVEL`]) runs its
+/// drain with IRQs unmasked (`daifclr`), so a more urgent interrupt
+/// preempts it. That is safe because:
+/// - the vector code (`bh_irq_entry`) saved ELR_EL1 and SPSR_EL1 (and
+///   every general and FP/SIMD register) on this core's stack *before*
+///   calling `bh_irq`, and restores them from there after it returns: a
+///   nested IRQ overwrites ELR_EL1/SPSR_EL1, and the nested entry saves
+///   and restores its own copy on the stack below ours;
+/// - `bh_irq` masks IRQs again (`daifset`) before the end of interrupt
+///   and before returning, so no IRQ can arrive between the vector code's
+///   restore of ELR_EL1/SPSR_EL1 and its `eret`;
+/// - the GIC CPU interface does the priority work: after the acknowledge
+///   its running priority is this SGI's, so it signals only a more urgent
+///   group (a higher level's SGI, a top half); the same level's next SGI
+///   waits for this one's end of interrupt (a level never nests in
+///   itself), and ends of interrupt come in the reverse order of the
+///   acknowledges, as GICv2 requires, because a nested handler ends its
+///   interrupt before returning to the one it interrupted;
+/// - the stack: each nesting takes the 800-byte frame plus the handler's
+///   own; with three priorities in use (0xa0, 0x80, 0x40) that is at most
+///   three frames, far inside the 64 KiB per core.
 #[no_mangle]
 extern "C" fn bh_irq() {
+    let cpu = Virt::cpu() % CORES;
+    // Only this core's handlers touch its depth, each nested one ending
+    // before the one it interrupted resumes.
+    let depth = IRQ_DEPTH[cpu].fetch_add(1, Ordering::Relaxed) + 1;
+    if depth > 1 {
+        NESTED_IRQS[cpu].fetch_add(1, Ordering::Relaxed);
+    }
+    MAX_IRQ_DEPTH[cpu].fetch_max(depth, Ordering::Relaxed);
+    bh_irq_dispatch();
+    IRQ_DEPTH[cpu].fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The body of [`bh_irq`]: acknowledge, dispatch, end of interrupt.
+fn bh_irq_dispatch() {
     let iar = mmio_read(GICC_IAR);
     let id = iar & 0x3ff;
     if id == 1023 {
         return; // spurious
     }
     let source = ((iar >> 10) & 7) as usize;
+    if let Some(level) = SGI_LEVEL.iter().position(|&s| s == id) {
+        LEVEL_SGIS[Virt::cpu() % CORES][level].fetch_add(1, Ordering::Relaxed);
+        // SAFETY: unmasks IRQs on this core inside the IRQ handler (nested
+        // interrupts): the vector code saved ELR_EL1, SPSR_EL1 and every
+        // register on the stack before calling `bh_irq`, and restores them
+        // after it returns; the GIC's running priority is now this SGI's,
+        // so only a more urgent interrupt is taken (see `bh_irq`). Not
+        // `nomem`: a compiler barrier, as interrupts may now change memory.
+        unsafe { asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+        // SAFETY: `bh_irq_drain_at` is defined by `entry!` as an
+        // `extern "C" fn(usize)` that calls the firmware's safe level drain
+        // with a level below `LEVELS` (`Level::new` cannot panic on it).
+        unsafe { bh_irq_drain_at(level) };
+        // SAFETY: masks IRQs again: from here until the vector code's
+        // `eret`, ELR_EL1 and SPSR_EL1 must not be overwritten.
+        unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+        mmio_write(GICC_EOIR, iar);
+        return;
+    }
     if id == SGI_TOP {
         // SAFETY: `bh_irq_top` is defined by `entry!` as an
         // `extern "C" fn(usize)` that calls the firmware's safe top half.
@@ -866,6 +1036,35 @@ impl Board for VirtGic {
         if cpu < CORES {
             KICKS[cpu].fetch_add(1, Ordering::Relaxed);
             send_drain_sgi(cpu);
+        }
+    }
+}
+
+/// The QEMU virt board with one drain SGI per bottom-half level (for
+/// `Runtime<BareMetal<VirtGicLevels>, 4, 2>`): `pend_drain(cpu, level)`
+/// sends [`SGI_LEVEL`]`[level]` to core `cpu`, whose IRQ vector runs the
+/// level drain given to [`entry!`] (`irq_levels = …`) with IRQs
+/// unmasked, at the level's GIC priority ([`LEVEL_PRIORITY`]): level 1's
+/// drain preempts a running level-0 drain, never the other way round.
+/// A level without an SGI (`>= LEVELS`) fails the run.
+pub struct VirtGicLevels;
+
+impl Board for VirtGicLevels {
+    fn cpu() -> usize {
+        Virt::cpu()
+    }
+
+    fn now_ns() -> u64 {
+        Virt::now_ns()
+    }
+
+    fn pend_drain(cpu: usize, level: Level) {
+        let Some(&sgi) = SGI_LEVEL.get(level.index()) else {
+            fail(format_args!("pend_drain({cpu}, {level}): no SGI for it"));
+        };
+        if cpu < CORES {
+            LEVEL_KICKS[cpu][level.index()].fetch_add(1, Ordering::Relaxed);
+            send_sgi(cpu, sgi);
         }
     }
 }
