@@ -902,7 +902,8 @@ pub fn level_kicks(cpu: usize, level: Level) -> u32 {
 }
 
 /// IRQs taken on each core while it was already inside an IRQ handler
-/// (nested), and the deepest nesting seen (1 = not nested).
+/// (nested), the core's IRQ depth now, and the deepest nesting seen
+/// (recorded only when nested).
 static NESTED_IRQS: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
 static IRQ_DEPTH: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
 static MAX_IRQ_DEPTH: [AtomicU32; CORES] = [const { AtomicU32::new(0) }; CORES];
@@ -913,7 +914,8 @@ pub fn nested_irqs(cpu: usize) -> u32 {
     NESTED_IRQS[cpu % CORES].load(Ordering::Relaxed)
 }
 
-/// The deepest interrupt nesting core `cpu` reached (1: never nested).
+/// The deepest interrupt nesting core `cpu` reached (0: never nested;
+/// 2: one IRQ inside another).
 pub fn max_irq_depth(cpu: usize) -> u32 {
     MAX_IRQ_DEPTH[cpu % CORES].load(Ordering::Relaxed)
 }
@@ -954,50 +956,38 @@ extern "C" {
 #[no_mangle]
 extern "C" fn bh_irq() {
     let cpu = Virt::cpu() % CORES;
-    // Only this core's handlers touch its depth, each nested one ending
-    // before the one it interrupted resumes.
-    let depth = IRQ_DEPTH[cpu].fetch_add(1, Ordering::Relaxed) + 1;
+    // Plain loads and stores, no RMW (this runs on every IRQ, which
+    // `drain_cost` measures): only this core's handlers touch its depth,
+    // and a nested one restores it before the one it interrupted resumes.
+    let depth = IRQ_DEPTH[cpu].load(Ordering::Relaxed) + 1;
+    IRQ_DEPTH[cpu].store(depth, Ordering::Relaxed);
     if depth > 1 {
-        NESTED_IRQS[cpu].fetch_add(1, Ordering::Relaxed);
+        let nested = NESTED_IRQS[cpu].load(Ordering::Relaxed) + 1;
+        NESTED_IRQS[cpu].store(nested, Ordering::Relaxed);
+        if depth > MAX_IRQ_DEPTH[cpu].load(Ordering::Relaxed) {
+            MAX_IRQ_DEPTH[cpu].store(depth, Ordering::Relaxed);
+        }
     }
-    MAX_IRQ_DEPTH[cpu].fetch_max(depth, Ordering::Relaxed);
-    bh_irq_dispatch();
-    IRQ_DEPTH[cpu].fetch_sub(1, Ordering::Relaxed);
+    bh_irq_dispatch(cpu);
+    IRQ_DEPTH[cpu].store(depth - 1, Ordering::Relaxed);
 }
 
-/// The body of [`bh_irq`]: acknowledge, dispatch, end of interrupt.
-fn bh_irq_dispatch() {
+/// The body of [`bh_irq`] on core `cpu`: acknowledge, dispatch, end of
+/// interrupt.
+#[inline(always)]
+fn bh_irq_dispatch(cpu: usize) {
     let iar = mmio_read(GICC_IAR);
     let id = iar & 0x3ff;
     if id == 1023 {
         return; // spurious
     }
     let source = ((iar >> 10) & 7) as usize;
-    if let Some(level) = SGI_LEVEL.iter().position(|&s| s == id) {
-        LEVEL_SGIS[Virt::cpu() % CORES][level].fetch_add(1, Ordering::Relaxed);
-        // SAFETY: unmasks IRQs on this core inside the IRQ handler (nested
-        // interrupts): the vector code saved ELR_EL1, SPSR_EL1 and every
-        // register on the stack before calling `bh_irq`, and restores them
-        // after it returns; the GIC's running priority is now this SGI's,
-        // so only a more urgent interrupt is taken (see `bh_irq`). Not
-        // `nomem`: a compiler barrier, as interrupts may now change memory.
-        unsafe { asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
-        // SAFETY: `bh_irq_drain_at` is defined by `entry!` as an
-        // `extern "C" fn(usize)` that calls the firmware's safe level drain
-        // with a level below `LEVELS` (`Level::new` cannot panic on it).
-        unsafe { bh_irq_drain_at(level) };
-        // SAFETY: masks IRQs again: from here until the vector code's
-        // `eret`, ELR_EL1 and SPSR_EL1 must not be overwritten.
-        unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
-        mmio_write(GICC_EOIR, iar);
-        return;
-    }
     if id == SGI_TOP {
         // SAFETY: `bh_irq_top` is defined by `entry!` as an
         // `extern "C" fn(usize)` that calls the firmware's safe top half.
         unsafe { bh_irq_top(source % CORES) };
         // Release: pairs with the Acquire load in `top_sgis`.
-        TOP_SGIS[Virt::cpu() % CORES][source % CORES].fetch_add(1, Ordering::Release);
+        TOP_SGIS[cpu][source % CORES].fetch_add(1, Ordering::Release);
         mmio_write(GICC_EOIR, iar);
         send_sgi(source % CORES, SGI_WAKE);
         return;
@@ -1007,14 +997,41 @@ fn bh_irq_dispatch() {
         return;
     }
     if id != SGI_DRAIN {
-        fail(format_args!("unexpected interrupt {id}"));
+        bh_irq_level(cpu, iar);
+        return;
     }
-    SGIS[Virt::cpu() % CORES][source % CORES].fetch_add(1, Ordering::Relaxed);
+    SGIS[cpu][source % CORES].fetch_add(1, Ordering::Relaxed);
     // SAFETY: `bh_irq_drain` is defined by `entry!` as an
     // `extern "C" fn()` that calls the firmware's safe drain function.
     unsafe { bh_irq_drain() };
     // After the drain: a drain SGI sent while it ran (out of budget)
     // stays pending and is taken after this one ends.
+    mmio_write(GICC_EOIR, iar);
+}
+
+/// A level drain SGI ([`SGI_LEVEL`]) on core `cpu`, acknowledged as
+/// `iar`: its drain, nested (IRQs unmasked; see [`bh_irq`]), then the end
+/// of interrupt. Any other interrupt fails the run.
+fn bh_irq_level(cpu: usize, iar: u32) {
+    let id = iar & 0x3ff;
+    let Some(level) = SGI_LEVEL.iter().position(|&s| s == id) else {
+        fail(format_args!("unexpected interrupt {id}"));
+    };
+    LEVEL_SGIS[cpu][level].fetch_add(1, Ordering::Relaxed);
+    // SAFETY: unmasks IRQs on this core inside the IRQ handler (nested
+    // interrupts): the vector code saved ELR_EL1, SPSR_EL1 and every
+    // register on the stack before calling `bh_irq`, and restores them
+    // after it returns; the GIC's running priority is now this SGI's, so
+    // only a more urgent interrupt is taken (see `bh_irq`). Not `nomem`:
+    // a compiler barrier, as interrupts may now change memory.
+    unsafe { asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+    // SAFETY: `bh_irq_drain_at` is defined by `entry!` as an
+    // `extern "C" fn(usize)` that calls the firmware's safe level drain
+    // with a level below `LEVELS` (`Level::new` cannot panic on it).
+    unsafe { bh_irq_drain_at(level) };
+    // SAFETY: masks IRQs again: from here until the vector code's `eret`,
+    // ELR_EL1 and SPSR_EL1 must not be overwritten.
+    unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
     mmio_write(GICC_EOIR, iar);
 }
 

@@ -34,6 +34,18 @@
 //! clean-up, and the bound, so an operation of a new API (a drain of one
 //! priority level, `drain_level(level)`) is one more row.
 //!
+//! **Levels.** The "two levels" rows use `RT2`, a
+//! `Runtime<BareMetal<Virt>, 1, 2>` (vectors A at level 0, H at level 1),
+//! next to the one-level rows for comparison: a raise at each level, a
+//! `drain_level` of one level (empty, one vector), and a `drain()` of both
+//! levels (empty, work at level 1 only, work at both). The "level SGIs"
+//! rows use `RT_LVL` on `VirtGicLevels`: each level's drain is its own SGI
+//! (level 0: SGI 4, priority 0xa0; level 1: SGI 5, 0x80), run with IRQs
+//! unmasked; a top half raises with IRQs masked and the SGI is taken when
+//! they are unmasked. The last row raises P at level 0, whose handler
+//! raises H at level 1: level 1's SGI is taken inside level 0's running
+//! drain (a nested IRQ), so the row is what one preemption costs in all.
+//!
 //! The runtime is `Runtime<BareMetal<Virt>, 1>` with the default `Config`
 //! (time budget on: a drain reads the clock at its start and after every
 //! pass; every handler run reads it twice to measure the handler). The
@@ -48,10 +60,10 @@
 #![no_std]
 #![no_main]
 
-use bottomhalf::{BareMetal, Config, DrainOutcome, Runtime, Tasklet, Vector};
-use bottomhalf_aarch64_tests::{self as t, check, check_eq, println, Virt, VirtGic};
+use bottomhalf::{BareMetal, Config, DrainOutcome, Level, Runtime, Tasklet, Vector};
+use bottomhalf_aarch64_tests::{self as t, check, check_eq, println, Virt, VirtGic, VirtGicLevels};
 
-t::entry!(scenario, single_core, irq_drain = irq_drain);
+t::entry!(scenario, single_core, irq_drain = irq_drain, irq_levels = level_drain);
 
 static RT: Runtime<BareMetal<Virt>, 1> = Runtime::new(Config::DEFAULT);
 static TASKLET: Tasklet = Tasklet::new(&RT, || {});
@@ -62,6 +74,24 @@ static RT_GIC: Runtime<BareMetal<VirtGic>, 1> = Runtime::new(Config::DEFAULT);
 /// The drain SGI's drain (IRQ context).
 fn irq_drain() {
     let _ = RT_GIC.drain();
+}
+
+/// A runtime with two levels, on the polled board: the "two levels" rows.
+static RT2: Runtime<BareMetal<Virt>, 1, 2> = Runtime::new(Config::DEFAULT);
+/// Two levels, each drained by its own SGI, with IRQs unmasked (nested:
+/// level 1's SGI preempts a running level-0 drain); the "level SGI" rows.
+static RT_LVL: Runtime<BareMetal<VirtGicLevels>, 1, 2> = Runtime::new(Config::DEFAULT);
+
+const LOW: Level = Level::new(0);
+const HIGH: Level = Level::new(1);
+/// Level 1 on `RT2` and `RT_LVL` (VA and VB are level 0 there).
+const VH: Vector = Vector::new(5);
+/// Level 0 on `RT_LVL`: its handler raises VH, whose SGI preempts it.
+const VP: Vector = Vector::new(7);
+
+/// A level's drain SGI (IRQ context, IRQs unmasked).
+fn level_drain(level: Level) {
+    let _ = RT_LVL.drain_level(level);
 }
 
 const VA: Vector = Vector::new(3);
@@ -140,6 +170,64 @@ fn sgi_settled() {
     check_eq!(RT_GIC.pending(0), 0, "the drain SGI drained");
 }
 
+/// Drains whatever a row left on the two-level runtime.
+fn settle2() {
+    let _ = t::take_pend(0);
+    check_eq!(RT2.drain(), DrainOutcome::Complete, "settle: two-level drain");
+    let _ = t::take_pend(0);
+    check_eq!(RT2.pending(0), 0, "settle: two-level pending");
+}
+
+fn raise2_low() {
+    RT2.raise(VA);
+}
+
+fn raise2_high() {
+    RT2.raise(VH);
+}
+
+fn raise2_both() {
+    RT2.raise(VA);
+    RT2.raise(VH);
+}
+
+fn drain2() {
+    let _ = RT2.drain();
+}
+
+fn drain2_low() {
+    let _ = RT2.drain_level(LOW);
+}
+
+fn drain2_high() {
+    let _ = RT2.drain_level(HIGH);
+}
+
+fn drain_level_0() {
+    let _ = RT.drain_level(LOW);
+}
+
+/// A top half raises at level 1 of `RT_LVL`: level 1's SGI is taken once
+/// IRQs are unmasked and drains it.
+fn raise_high_then_sgi() {
+    t::irqs_masked(|| RT_LVL.raise(VH));
+}
+
+/// The same at level 0.
+fn raise_low_then_sgi() {
+    t::irqs_masked(|| RT_LVL.raise(VA));
+}
+
+/// A top half raises VP at level 0; in level 0's SGI, VP's handler raises
+/// VH, whose level-1 SGI preempts the running level-0 drain.
+fn raise_preempting_then_sgi() {
+    t::irqs_masked(|| RT_LVL.raise(VP));
+}
+
+fn lvl_settled() {
+    check_eq!(RT_LVL.pending(0), 0, "the level SGIs drained");
+}
+
 /// The measurements, in the order printed.
 const COSTS: &[Cost] = &[
     Cost {
@@ -206,6 +294,97 @@ const COSTS: &[Cost] = &[
         max: 560,
     },
     Cost {
+        name: "one level: drain_level(0), one vector, empty handler",
+        setup: raise_a,
+        op: drain_level_0,
+        after: settle,
+        max: 260,
+    },
+    Cost {
+        name: "two levels: raise at level 0, onto an empty mask (kicks)",
+        setup: nothing,
+        op: raise2_low,
+        after: settle2,
+        max: 70,
+    },
+    Cost {
+        name: "two levels: raise at level 1, onto an empty mask (kicks)",
+        setup: nothing,
+        op: raise2_high,
+        after: settle2,
+        max: 70,
+    },
+    Cost {
+        name: "two levels: raise at level 1, coalesced",
+        setup: raise2_high,
+        op: raise2_high,
+        after: settle2,
+        max: 50,
+    },
+    Cost {
+        name: "two levels: drain_level(1), empty mask",
+        setup: nothing,
+        op: drain2_high,
+        after: settle2,
+        max: 60,
+    },
+    Cost {
+        name: "two levels: drain_level(1), one vector, empty handler",
+        setup: raise2_high,
+        op: drain2_high,
+        after: settle2,
+        max: 280,
+    },
+    Cost {
+        name: "two levels: drain_level(0), one vector, empty handler",
+        setup: raise2_low,
+        op: drain2_low,
+        after: settle2,
+        max: 280,
+    },
+    Cost {
+        name: "two levels: drain(), empty masks",
+        setup: nothing,
+        op: drain2,
+        after: settle2,
+        max: 240,
+    },
+    Cost {
+        name: "two levels: drain(), one vector at level 1",
+        setup: raise2_high,
+        op: drain2,
+        after: settle2,
+        max: 450,
+    },
+    Cost {
+        name: "two levels: drain(), one vector at each level",
+        setup: raise2_both,
+        op: drain2,
+        after: settle2,
+        max: 660,
+    },
+    Cost {
+        name: "level SGIs: raise at level 0 + its SGI (IRQ in and out)",
+        setup: nothing,
+        op: raise_low_then_sgi,
+        after: lvl_settled,
+        max: 640,
+    },
+    Cost {
+        name: "level SGIs: raise at level 1 + its SGI (IRQ in and out)",
+        setup: nothing,
+        op: raise_high_then_sgi,
+        after: lvl_settled,
+        max: 660,
+    },
+    Cost {
+        name: "level SGIs: level-0 SGI whose handler raises at level 1 (level 1's SGI preempts it)",
+        setup: nothing,
+        op: raise_preempting_then_sgi,
+        after: lvl_settled,
+        max: 1300,
+    },
+    Cost {
         name: "tasklet schedule, queues it (kicks)",
         setup: nothing,
         op: schedule,
@@ -270,6 +449,30 @@ const CHEAPER: &[(&str, &str, u64, &str)] = &[
         1,
         "a second vector costs more",
     ),
+    (
+        "two levels: raise at level 1, coalesced",
+        "two levels: raise at level 1, onto an empty mask (kicks)",
+        1,
+        "a coalesced raise at level 1 skips the kick",
+    ),
+    (
+        "two levels: drain_level(1), empty mask",
+        "two levels: drain_level(1), one vector, empty handler",
+        4,
+        "an empty level drain returns early",
+    ),
+    (
+        "two levels: drain(), one vector at level 1",
+        "two levels: drain(), one vector at each level",
+        1,
+        "work at a second level costs more",
+    ),
+    (
+        "level SGIs: raise at level 1 + its SGI (IRQ in and out)",
+        "level SGIs: level-0 SGI whose handler raises at level 1 (level 1's SGI preempts it)",
+        1,
+        "a preempted level-0 SGI costs more than a level-1 SGI alone",
+    ),
 ];
 
 fn raise_a_b() {
@@ -316,6 +519,15 @@ fn scenario(_cpu: usize) {
     check_eq!(RT.register(VA, "A", |_| {}), Ok(()), "register A");
     check_eq!(RT.register(VB, "B", |_| {}), Ok(()), "register B");
     check_eq!(RT_GIC.register(VA, "A", |_| {}), Ok(()), "register A (GIC)");
+    check_eq!(RT2.register_at(LOW, VA, "A", |_| {}), Ok(()), "register A (two levels)");
+    check_eq!(RT2.register_at(HIGH, VH, "H", |_| {}), Ok(()), "register H (two levels)");
+    check_eq!(RT_LVL.register_at(LOW, VA, "A", |_| {}), Ok(()), "register A (level SGIs)");
+    check_eq!(RT_LVL.register_at(HIGH, VH, "H", |_| {}), Ok(()), "register H (level SGIs)");
+    check_eq!(
+        RT_LVL.register_at(LOW, VP, "P", |_| RT_LVL.raise(VH)),
+        Ok(()),
+        "register P (level SGIs)"
+    );
     t::gic_init_core();
     let hz = t::timer_hz();
     check_eq!(hz, 62_500_000, "CNTFRQ_EL0 (16 ns per tick)");
@@ -388,6 +600,27 @@ fn scenario(_cpu: usize) {
         t::sgis(0, 0),
         2 * (1 + REPS as u32),
         "drain SGIs taken: one per SGI row and repetition"
+    );
+    let reps = 1 + REPS as u32;
+    check_eq!(
+        RT_LVL.stats().runs(0, VH),
+        2 * reps,
+        "H ran once per raise in level 1's SGI (two rows)"
+    );
+    check_eq!(
+        RT_LVL.stats().runs(0, VP),
+        reps,
+        "P ran once per raise in level 0's SGI"
+    );
+    check_eq!(
+        [t::level_sgis(0, LOW), t::level_sgis(0, HIGH)],
+        [2 * reps, 2 * reps],
+        "level SGIs taken: one per level-SGI row, level and repetition"
+    );
+    check_eq!(
+        t::nested_irqs(0),
+        reps,
+        "nested IRQs: level 1's SGI inside level 0's, once per repetition of the preempting row"
     );
     println!("drain_cost: ok");
 }
