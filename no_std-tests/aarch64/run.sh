@@ -18,7 +18,8 @@
 # See README.md ("Four cores"). The exceptions run with -icount, twice, and
 # pass only if both runs print the same: drain_cost, on one core with
 # -icount shift=4 (one generic-timer tick per instruction), and
-# percpu_icount, percpu again on four round-robin cores (qemu_cores_for).
+# percpu_icount and levels_icount, percpu and levels again on four
+# round-robin cores (qemu_cores_for).
 
 set -uo pipefail
 
@@ -47,7 +48,7 @@ fi
 # Extra runs of a binary under other QEMU options, NAME=BINARY: NAME has
 # its own line in qemu_cores_for/runs_for, and is checked against
 # expected/NAME.txt if there is one, else the binary's expected file.
-VARIANTS=(percpu_icount=percpu)
+VARIANTS=(percpu_icount=percpu levels_icount=levels)
 
 BINS=()
 if [ $# -gt 0 ]; then
@@ -87,6 +88,10 @@ qemu_cores_for() {
         # thread, switching at fixed instruction counts, so every figure,
         # the handler time included, is the same on every run.
         percpu_icount) echo "-smp 4 -icount shift=4,align=off,sleep=off" ;;
+        # levels on four round-robin cores: the same preemptions, nested
+        # IRQs and counts on every run (waits `yield` the thread: lib.rs,
+        # spin_yield).
+        levels_icount) echo "-smp 4 -icount shift=4,align=off,sleep=off" ;;
         *) echo "-smp 4" ;;
     esac
 }
@@ -95,7 +100,7 @@ qemu_cores_for() {
 # output must be byte-identical to the first (determinism).
 runs_for() {
     case $1 in
-        drain_cost | percpu_icount) echo 2 ;;
+        drain_cost | percpu_icount | levels_icount) echo 2 ;;
         *) echo 1 ;;
     esac
 }

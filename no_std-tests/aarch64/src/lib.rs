@@ -1159,7 +1159,7 @@ pub fn wait_until_ns(what: &str, ns: u64, mut cond: impl FnMut() -> bool) {
     let start = now_ns();
     let mut n = 0u32;
     while !cond() {
-        core::hint::spin_loop();
+        spin_yield();
         n = n.wrapping_add(1);
         if n.is_multiple_of(64) && now_ns().wrapping_sub(start) > ns {
             fail(format_args!(
@@ -1168,6 +1168,18 @@ pub fn wait_until_ns(what: &str, ns: u64, mut cond: impl FnMut() -> bool) {
             ));
         }
     }
+}
+
+/// One step of a spin-wait: `yield`. Under multi-threaded TCG (no
+/// `-icount`) QEMU treats it as a `nop`; under `-icount`, where QEMU runs
+/// the vCPUs round-robin on one thread, it ends the vCPU's turn, so a core
+/// that waits for another hands it the thread at once instead of spinning
+/// out its whole turn (100 ms of virtual time: QEMU's round-robin kick
+/// period). (`core::hint::spin_loop` is an `isb` on AArch64, which QEMU
+/// does not treat as a yield.)
+pub fn spin_yield() {
+    // SAFETY: `yield` is a hint with no memory or register effect.
+    unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
 static BARRIER_COUNT: AtomicU32 = AtomicU32::new(0);
