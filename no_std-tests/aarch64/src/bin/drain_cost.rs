@@ -63,7 +63,12 @@
 use bottomhalf::{BareMetal, Config, DrainOutcome, Level, Runtime, Tasklet, Vector};
 use bottomhalf_aarch64_tests::{self as t, check, check_eq, println, Virt, VirtGic, VirtGicLevels};
 
-t::entry!(scenario, single_core, irq_drain = irq_drain, irq_levels = level_drain);
+t::entry!(
+    scenario,
+    single_core,
+    irq_drain = irq_drain,
+    irq_levels = level_drain
+);
 
 static RT: Runtime<BareMetal<Virt>, 1> = Runtime::new(Config::DEFAULT);
 static TASKLET: Tasklet = Tasklet::new(&RT, || {});
@@ -173,7 +178,11 @@ fn sgi_settled() {
 /// Drains whatever a row left on the two-level runtime.
 fn settle2() {
     let _ = t::take_pend(0);
-    check_eq!(RT2.drain(), DrainOutcome::Complete, "settle: two-level drain");
+    check_eq!(
+        RT2.drain(),
+        DrainOutcome::Complete,
+        "settle: two-level drain"
+    );
     let _ = t::take_pend(0);
     check_eq!(RT2.pending(0), 0, "settle: two-level pending");
 }
@@ -519,10 +528,26 @@ fn scenario(_cpu: usize) {
     check_eq!(RT.register(VA, "A", |_| {}), Ok(()), "register A");
     check_eq!(RT.register(VB, "B", |_| {}), Ok(()), "register B");
     check_eq!(RT_GIC.register(VA, "A", |_| {}), Ok(()), "register A (GIC)");
-    check_eq!(RT2.register_at(LOW, VA, "A", |_| {}), Ok(()), "register A (two levels)");
-    check_eq!(RT2.register_at(HIGH, VH, "H", |_| {}), Ok(()), "register H (two levels)");
-    check_eq!(RT_LVL.register_at(LOW, VA, "A", |_| {}), Ok(()), "register A (level SGIs)");
-    check_eq!(RT_LVL.register_at(HIGH, VH, "H", |_| {}), Ok(()), "register H (level SGIs)");
+    check_eq!(
+        RT2.register_at(LOW, VA, "A", |_| {}),
+        Ok(()),
+        "register A (two levels)"
+    );
+    check_eq!(
+        RT2.register_at(HIGH, VH, "H", |_| {}),
+        Ok(()),
+        "register H (two levels)"
+    );
+    check_eq!(
+        RT_LVL.register_at(LOW, VA, "A", |_| {}),
+        Ok(()),
+        "register A (level SGIs)"
+    );
+    check_eq!(
+        RT_LVL.register_at(HIGH, VH, "H", |_| {}),
+        Ok(()),
+        "register H (level SGIs)"
+    );
     check_eq!(
         RT_LVL.register_at(LOW, VP, "P", |_| RT_LVL.raise(VH)),
         Ok(()),

@@ -220,9 +220,11 @@ fn low_handler(which: &'static usize, cpu: usize) {
         // level 1's drain SGI, preempting this handler, can run it.
         let before = load(&me.runs[I_STEP]);
         raise(I_STEP);
-        t::wait_until_ns("level 1 to preempt the running BULK handler", WAIT_NS, || {
-            load(&me.runs[I_STEP]) != before
-        });
+        t::wait_until_ns(
+            "level 1 to preempt the running BULK handler",
+            WAIT_NS,
+            || load(&me.runs[I_STEP]) != before,
+        );
         bump(&me.waited);
     }
     spin(WORK);
@@ -345,7 +347,11 @@ fn check_core(cpu: usize) {
             t::level_sgis(cpu, level),
             t::level_kicks(cpu, level)
         );
-        check_eq!(RT.pending_at(cpu, level), 0, "cpu {cpu}: level {lvl} pending at the end");
+        check_eq!(
+            RT.pending_at(cpu, level),
+            0,
+            "cpu {cpu}: level {lvl} pending at the end"
+        );
     }
     check_eq!(
         load(&me.inverted),
@@ -353,7 +359,11 @@ fn check_core(cpu: usize) {
         "cpu {cpu}: level-0 handlers started inside a level-1 handler"
     );
     let bulk = load(&me.runs[I_BULK]);
-    check_eq!(load(&me.waited), bulk, "cpu {cpu}: BULK runs that saw level 1 preempt them");
+    check_eq!(
+        load(&me.waited),
+        bulk,
+        "cpu {cpu}: BULK runs that saw level 1 preempt them"
+    );
     check!(
         bulk > 0 && load(&me.preempted) >= bulk,
         "cpu {cpu}: level-1 runs inside a running level-0 handler {} >= BULK runs {} > 0",
@@ -371,21 +381,24 @@ fn check_core(cpu: usize) {
         t::nested_irqs(cpu),
         t::max_irq_depth(cpu)
     );
-    for src in 0..CORES {
+    for (src, other) in CORE.iter().enumerate() {
         let want = if src == cpu {
             0
         } else {
-            load(&CORE[src].sent[cpu])
+            load(&other.sent[cpu])
         };
-        check_eq!(t::top_sgis(cpu, src), want, "cpu {cpu}: top halves from cpu {src}");
+        check_eq!(
+            t::top_sgis(cpu, src),
+            want,
+            "cpu {cpu}: top halves from cpu {src}"
+        );
     }
 }
 
 fn report() {
     let s = RT.stats();
     let mut total_preempted = 0;
-    for c in 0..CORES {
-        let me = &CORE[c];
+    for (c, me) in CORE.iter().enumerate() {
         let mut line = [[0u32; 3]; 4];
         for (i, v) in VECS.iter().enumerate() {
             line[i] = [load(&me.raises[i]), load(&me.runs[i]), s.coalesced(c, *v)];
@@ -428,6 +441,8 @@ fn report() {
         );
         total_preempted += load(&me.preempted);
     }
-    println!("level 1 preempted a running level-0 handler {total_preempted} times on {CORES} cores");
+    println!(
+        "level 1 preempted a running level-0 handler {total_preempted} times on {CORES} cores"
+    );
     println!("levels: ok");
 }
