@@ -30,6 +30,14 @@
 //!   q0..q31, FPCR and FPSR) acknowledges it, runs the drain the firmware
 //!   gave [`entry!`], and ends it. [`gic_init_core`] turns it on per core;
 //!   [`irqs_masked`] runs a top half with IRQs masked.
+//! - **Board with a drain interrupt per level** ([`VirtGicLevels`]):
+//!   `pend_drain(cpu, level)` sends the level's own SGI ([`SGI_LEVEL`]: 4
+//!   for level 0 at priority 0xa0, 5 for level 1 at 0x80), and the IRQ
+//!   handler runs the level drain given to [`entry!`] (`irq_levels = …`)
+//!   with IRQs unmasked: nested interrupts, so level 1's SGI preempts a
+//!   running level-0 drain and the GIC's running priority keeps a level
+//!   out of itself (see `bh_irq` for why the nesting is safe).
+//!   [`nested_irqs`] and [`max_irq_depth`] count what nested.
 //! - **Semihosting**: `hlt #0xf000`; `SYS_OPEN(":tt")` and `SYS_WRITE`
 //!   for output to the host's stdout (one line at a time under a spin
 //!   lock, so lines of different cores never mix), `SYS_EXIT` with the
@@ -39,7 +47,9 @@
 //! ([`entry!`]); it fails with [`check!`] / [`check_eq!`] (one `FAIL:`
 //! line, exit code 1), and QEMU exits 0 once it has returned on every
 //! core. A panic exits 1, an exception 2, a wait that never ends
-//! ([`wait_until`]) fails after 20 s.
+//! ([`wait_until`]) fails after 20 s. Spin-waits execute `yield`
+//! ([`spin_yield`]), so under `-icount` (round-robin vCPUs) a waiting core
+//! hands the thread over at once.
 //!
 //! `unsafe` is confined to this file (assembly, semihosting, PSCI,
 //! system registers); the scenarios use the crate's safe API.
