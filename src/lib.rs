@@ -300,8 +300,6 @@
 #![cfg_attr(not(feature = "std"), doc = "[`Host`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DrainThreads`]: crate::DrainThreads")]
 #![cfg_attr(not(feature = "std"), doc = "[`DrainThreads`]: #features")]
-#![cfg_attr(feature = "std", doc = "[`Work`]: crate::Work")]
-#![cfg_attr(not(feature = "std"), doc = "[`Work`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DelayedWork`]: crate::DelayedWork")]
 #![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
@@ -407,6 +405,7 @@ mod stats;
 mod sync;
 mod tasklet;
 mod wake;
+mod work;
 #[cfg(feature = "std")]
 mod workqueue;
 
@@ -437,10 +436,11 @@ pub use softirq::{
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
+pub use work::{Work, WorkqueueError};
 #[cfg(feature = "std")]
 pub use workqueue::{
-    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, Work, WorkRef, Workqueue,
-    WorkqueueBuilder, WorkqueueError, WorkqueueStats,
+    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
+    WorkqueueStats,
 };
 
 /// The README's example, compiled and run as a doctest.

@@ -935,6 +935,9 @@ pub(crate) struct CpuState {
     irq_depth: AtomicU32,
     /// The tasklet lists, indexed by [`Priority`].
     pub(crate) tasklets: [TaskletList; 2],
+    /// Bottom-half work items, run by vector 6 after the normal tasklets
+    /// (`crate::work::bh`).
+    pub(crate) bh_work: crate::work::BhQueue,
     /// Counters, see [`Stats`].
     pub(crate) stats: CpuStats,
     /// `fork()` repair stamps (`crate::fork`).
@@ -951,6 +954,7 @@ impl CpuState {
                 bh_disabled: AtomicU32::new(0),
                 irq_depth: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
+                bh_work: crate::work::BhQueue::new(),
                 stats: CpuStats::new(),
                 fork: crate::fork::CpuFork::new(),
             }
@@ -1036,6 +1040,30 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
     /// serve (a drain thread per CPU, or the board's drain interrupt for
     /// that core), and the misuse is counted there
     /// ([`Misuse::CpuOutOfRange`]): top halves never panic on it.
+    #[inline(always)]
+    pub(crate) fn current_state(&self) -> (usize, &CpuState) {
+        self.current()
+    }
+
+    /// CPU `cpu`'s state, `None` if `cpu >= N`.
+    #[inline]
+    pub(crate) fn try_cpu_state(&self, cpu: usize) -> Option<&CpuState> {
+        self.cpus.try_get(cpu).ok()
+    }
+
+    /// Sets `v` pending on `cpu` (state `st`) and kicks it unless it
+    /// drains: a raise on that CPU, from any CPU (`queue_work_on`).
+    #[inline]
+    pub(crate) fn raise_on(&self, cpu: usize, st: &CpuState, v: Vector) {
+        // SeqCst: as in `raise`.
+        let old = st
+            .pending
+            .fetch_or(v.bit(), ordering!("raise_relaxed", SeqCst, Relaxed));
+        if old == 0 {
+            self.kick_unless_draining(cpu, st);
+        }
+    }
+
     #[inline(always)]
     fn current(&self) -> (usize, &CpuState) {
         let cpu = B::current_cpu();
@@ -1847,7 +1875,13 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
 
     fn run_tasklets(&self, cpu: usize, st: &CpuState, prio: Priority) {
         let list = &st.tasklets[prio as usize];
-        if list.run(|t| self.requeue(cpu, t)) {
+        let mut again = list.run(|t| self.requeue(cpu, t));
+        // Work items after the normal tasklets, as Linux runs its BH
+        // workqueues from the tasklet softirq.
+        if prio == Priority::Normal {
+            again |= st.bh_work.run();
+        }
+        if again {
             self.pend_in_drain(cpu, prio.vector());
         }
     }
