@@ -17,7 +17,8 @@
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
 //! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
-//! | [`Workqueue`], [`Work`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
+//! | [`Work`] | a `static` deferred function (no_std): coalescing, never concurrent with itself, re-run if queued while running, `flush`/`cancel`/`cancel_sync`; queued to a runtime's bottom half ([`Runtime::queue_work`], [`Runtime::queue_work_on`]: it runs in the drain after the tasklets, like Linux's `WQ_BH` items) or to a [`Workqueue`] |
+//! | [`Workqueue`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
 //! | [`Signals`], [`SignalConfig`], [`SignalMode`], [`SigInfo`], [`Accept`], [`SignalHandle`], [`SignalCounts`], [`SignalError`] | the Unix-signal backend (feature `std`, Linux): top halves inside real signal handlers, shared (chained with tokio::signal / signal-hook) or exclusive (exact restore), lossless capture of real-time signals, sender filtering, nothing lost around uninstall, pinned per-CPU drain threads, a pollable `eventfd` |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
@@ -37,7 +38,11 @@
 //!   drains when it closes the outermost one); also
 //!   [`register`](Runtime::register) and
 //!   [`register_with`](Runtime::register_with) (lock-free, though they
-//!   belong in set-up).
+//!   belong in set-up); [`queue_work`](Runtime::queue_work),
+//!   [`queue_work_on`](Runtime::queue_work_on),
+//!   [`try_queue_work_on`](Runtime::try_queue_work_on).
+//! - [`Work`]: [`cancel`](Work::cancel) of an instance queued in a bottom
+//!   half (one CAS; a workqueue instance's cancel takes the pool's lock).
 //! - [`Tasklet`]: [`schedule`](Tasklet::schedule),
 //!   [`try_schedule`](Tasklet::try_schedule),
 //!   [`disable_nosync`](Tasklet::disable_nosync),
@@ -89,9 +94,10 @@
 //!   builders and getters, [`Handlers`]' builders,
 //!   [`contains`](Handlers::contains) and
 //!   [`is_empty`](Handlers::is_empty).
+//! - [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
+//!   `coalesced`.
 //! - Feature `std`: [`Workqueue`]'s `name`, `cpu_ids`, `is_stopped`;
-//!   [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
-//!   `coalesced`; [`DelayedWork`]'s `from_work`, `work`,
+//!   [`DelayedWork`]'s `from_work`, `work`,
 //!   `is_timer_pending`; the free function `current_cpu` (one thread-local
 //!   load; see its docs for `dlopen`); [`DrainThreads`]' `len`,
 //!   `is_empty`, `pinned`.
@@ -104,8 +110,8 @@
 //!
 //! The `const` constructors ([`Runtime::new`], [`Tasklet::new`] and its
 //! siblings, [`Mailbox::new`], [`MpscMailbox::new`], [`PerCpu::new`],
-//! [`WakeWord::new`], and with `std` `Work::new`, `DelayedWork::new` and
-//! their `with_context` siblings, `PidSet::new`) are top-half safe too;
+//! [`WakeWord::new`], [`Work::new`], [`Work::with_context`], and with
+//! `std` `DelayedWork::new` and its `with_context` sibling, `PidSet::new`) are top-half safe too;
 //! they are meant for `static`s.
 //!
 //! # Features

@@ -28,7 +28,7 @@
 //! | PENDING | `pend` (1) | `start` (2), cancel (4), stop (8) | a queued instance exists |
 //! | RUNNING | `start` (2) | `finish` (3) | a worker or a drain runs the function |
 //! | CANCELING | `cancel_sync` (4) | (5) | a `cancel_sync` waits for the run; `queue` refused |
-//! | HELD | workqueue `pend` of an `Arc` item | with PENDING | the pool's list holds one `Arc` count |
+//! | HELD | workqueue `pend` of an `Arc` item | with PENDING | the pool's list holds one `Arc` count (the same bit as LINKED: a pool's word never has LINKED, a bottom-half queue's never HELD) |
 //! | DELAYED | workqueue `queue_delayed` | timer fired (6) | waits for its timer |
 //! | WAITED | a sleeping `flush`/`cancel_sync` (workqueue) | every transition that can satisfy it | someone sleeps on `done` |
 //! | LINKED | bottom-half `pend` (1), `finish` relinking (3) | the drain taking the node (2, or a ghost drop) | the node is on a bottom-half queue's list, which owns the link |
@@ -75,22 +75,28 @@ pub(crate) const WAITED: usize = 1 << 5;
 /// relinks an instance queued while it ran; cleared when the drain takes
 /// the node: by `start`, or by the drop of a *ghost* (a node whose
 /// instance was cancelled while linked, see [`bh`]).
-pub(crate) const LINKED: usize = 1 << 6;
+///
+/// The same bit as HELD: both say "the list owns something of the item"
+/// — an `Arc` count at a pool, the link itself at a bottom-half queue —
+/// and the word's target says which. Six flag bits keep the targets'
+/// alignment at 64 (a seventh would double the bottom-half queue in every
+/// runtime CPU's state, 128 bytes of RAM per CPU on a Cortex-M).
+pub(crate) const LINKED: usize = HELD;
 /// All flag bits; a target is aligned so that its address leaves them free.
-pub(crate) const FLAGS: usize = (1 << 7) - 1;
+pub(crate) const FLAGS: usize = (1 << 6) - 1;
 
 /// `Work::place` of a node on no workqueue list.
 pub(crate) const PLACE_NONE: u8 = 0;
 
-/// The header every consumer's queue starts with; the state word points
-/// at it. Aligned so that its address leaves the flag bits free.
-#[repr(C, align(128))]
+/// The header every consumer's queue starts with (`repr(C)`, first
+/// field); the state word points at it. Each consumer's queue type is
+/// aligned so that its address leaves the flag bits free (checked where it
+/// is defined).
+#[repr(C)]
 pub(crate) struct Target {
     /// [`Target::BH`] or [`Target::POOL`]. Immutable.
     kind: u8,
 }
-
-const _: () = assert!(core::mem::align_of::<Target>() > FLAGS);
 
 impl Target {
     /// A runtime CPU's bottom-half queue (zero: runtimes stay all-zero).
@@ -202,10 +208,11 @@ impl Func {
 /// # State
 ///
 /// One atomic word: the target (a pool or a bottom-half queue) of the
-/// pending (or running) instance and seven flag bits — PENDING, RUNNING,
-/// CANCELING, HELD (a workqueue holds an `Arc` count), DELAYED (waiting for
-/// its timer), WAITED (someone sleeps in `flush`/`cancel_sync`) and LINKED
-/// (the node is on a bottom-half list). The states a user sees:
+/// pending (or running) instance and six flag bits — PENDING, RUNNING,
+/// CANCELING, HELD (a workqueue holds an `Arc` count; at a bottom-half
+/// queue the same bit is LINKED: the node is on its list), DELAYED
+/// (waiting for its timer) and WAITED (someone sleeps in
+/// `flush`/`cancel_sync`). The states a user sees:
 ///
 /// ```text
 ///             (1) queue              (2) start
@@ -847,6 +854,7 @@ impl Work {
         }
         #[cfg(feature = "std")]
         self.refuse_flush_from_thread(s)?;
+        #[cfg(not(feature = "std"))]
         if bh::runs_here(self, s) {
             return Err(WorkqueueError::WouldDeadlock);
         }
@@ -921,6 +929,7 @@ impl Work {
     pub fn cancel_sync(&self) -> Result<bool, WorkqueueError> {
         #[cfg(feature = "std")]
         self.refuse_cancel_from_thread()?;
+        #[cfg(not(feature = "std"))]
         if bh::runs_here(self, self.state.load(Ordering::Relaxed)) {
             return Err(WorkqueueError::WouldDeadlock);
         }

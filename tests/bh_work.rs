@@ -53,7 +53,10 @@ fn queued_from_a_top_half_it_runs_in_the_drain_after_the_tasklets() {
     assert_eq!(W.runs(), 1);
     assert!(!W.is_pending() && !W.is_running());
     assert_eq!(
-        (TASKLET_AT.load(Ordering::Relaxed), WORK_AT.load(Ordering::Relaxed)),
+        (
+            TASKLET_AT.load(Ordering::Relaxed),
+            WORK_AT.load(Ordering::Relaxed)
+        ),
         (1, 2),
         "work runs after the tasklets of its vector"
     );
@@ -98,7 +101,11 @@ fn queued_while_running_it_runs_again_after_the_run() {
     assert!(RT.queue_work(&W));
     assert!(RT.drain().is_complete());
     assert_eq!(QUEUED_INSIDE.load(Ordering::SeqCst), 1);
-    assert_eq!(W.runs(), 2, "the instance queued during the run ran after it");
+    assert_eq!(
+        W.runs(),
+        2,
+        "the instance queued during the run ran after it"
+    );
     assert!(!OVERLAP.load(Ordering::SeqCst));
     assert!(!W.is_pending());
     assert_eq!(RT.stats().restarts(0), 1, "it ran in the drain's next pass");
@@ -338,7 +345,11 @@ fn cancel_sync_of_a_running_item_waits_and_refuses_its_requeue() {
     RELEASE.store(true, Ordering::SeqCst);
     assert_eq!(canceller.join().unwrap(), Ok(false), "nothing was pending");
     assert!(!W.is_pending() && !W.is_running() && !W.is_canceling());
-    assert_eq!(REQUEUE.load(Ordering::SeqCst), 2, "the re-queue was refused");
+    assert_eq!(
+        REQUEUE.load(Ordering::SeqCst),
+        2,
+        "the re-queue was refused"
+    );
     cpu1.join().unwrap();
     assert_eq!(W.runs(), 1);
     // cancel_sync of a pending instance: cancelled, never runs.

@@ -94,8 +94,9 @@ use crate::WorkqueueError;
 type LocalFn = fn(home: *const (), queue: *const BhQueue, drain: bool) -> Option<DrainOutcome>;
 
 /// One CPU's bottom-half work queue; a field of the runtime's per-CPU
-/// state. All-zero when new.
-#[repr(C)]
+/// state. All-zero when new. Aligned so that its address leaves the state
+/// word's flag bits free (64 bytes: one cache line on most targets).
+#[repr(C, align(64))]
 pub(crate) struct BhQueue {
     /// First: the state word of a queued item points here.
     target: Target,
@@ -112,6 +113,8 @@ pub(crate) struct BhQueue {
     #[cfg(not(feature = "std"))]
     running: AtomicPtr<Work>,
 }
+
+const _: () = assert!(core::mem::align_of::<BhQueue>() > super::FLAGS);
 
 impl BhQueue {
     loom_const_fn! {
@@ -321,23 +324,16 @@ pub(crate) fn wait_step(s: Word) {
     spin_wait();
 }
 
-/// `true` if `w` runs in a drain below the caller (no_std: on this CPU's
-/// queue, which records it; with `std` the workqueue context answers).
+/// `true` if `w` runs in a drain below the caller: on this CPU's queue,
+/// which records it. (With `std` the workqueue context answers instead.)
+#[cfg(not(feature = "std"))]
 pub(crate) fn runs_here(w: &Work, s: Word) -> bool {
-    #[cfg(feature = "std")]
-    {
-        let _ = (w, s);
-        false
+    if flags(s) & RUNNING == 0 || kind_of(s) != Some(Target::BH) {
+        return false;
     }
-    #[cfg(not(feature = "std"))]
-    {
-        if flags(s) & RUNNING == 0 || kind_of(s) != Some(Target::BH) {
-            return false;
-        }
-        // SAFETY: as in `wait_step`.
-        let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-        ptr::eq(q.running.load(Ordering::Relaxed), w) && q.local(false).is_some()
-    }
+    // SAFETY: as in `wait_step`.
+    let q = unsafe { &*target_of(s).cast::<BhQueue>() };
+    ptr::eq(q.running.load(Ordering::Relaxed), w) && q.local(false).is_some()
 }
 
 impl<B: Backend, const N: usize> Runtime<B, N> {

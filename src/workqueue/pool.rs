@@ -209,8 +209,9 @@ impl After {
 /// A worker pool. The queue side and the worker side live on separate
 /// cache lines, so a busy producer and busy workers do not take each
 /// other's line on every item. `repr(C)` with the [`Target`] header first
-/// (read-only, on a line of its own): an item's state word points at it.
-#[repr(C)]
+/// (read-only): an item's state word points at it. Aligned so that its
+/// address leaves the word's flag bits free.
+#[repr(C, align(64))]
 pub(crate) struct Pool {
     target: Target,
     front: CachePadded<Front>,
@@ -287,6 +288,8 @@ pub(super) struct PoolState {
 // alive by the Arc count the list holds); they are only followed under the
 // pool's lock, from any thread.
 unsafe impl Send for PoolState {}
+
+const _: () = assert!(core::mem::align_of::<Pool>() > crate::work::FLAGS);
 
 #[cfg(not(bottomhalf_loom))]
 static FREE_POOLS: Lock<Vec<&'static Pool>> = Lock::new(Vec::new());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::context;
 use super::pool::Pool;
 use super::WorkqueueError;
-use crate::sync::{loom_const_fn, ordering, Ordering};
+use crate::sync::{loom_const_fn, Ordering};
 pub use crate::work::Work;
 use crate::work::{
     flags, kind_of, tagged, target_of, Func, Grab, Target, Word, CANCELING, DELAYED, HELD, PENDING,
@@ -144,18 +144,11 @@ impl Work {
         Some(Grab::Grabbed { running })
     }
 
-    /// Sleeps on `done` until `ready(word)`. Sets WAITED with the same RMW
+    /// Sleeps on `done` until `ready(word)`, for `Work::wait_until`, which
+    /// has just found the word not ready. Sets WAITED with the same RMW
     /// that reads the word, after taking the token: a transition after that
     /// RMW sees WAITED and notifies.
     pub(crate) fn wait_for(&self, ready: impl Fn(Word) -> bool) {
-        // Acquire: pairs with the Release half of the transition CASes, so
-        // what the run did is visible when we return.
-        if ready(
-            self.state
-                .load(ordering!("work_wait_relaxed", Acquire, Relaxed)),
-        ) {
-            return;
-        }
         loop {
             let token = self.done.token();
             let mut s = self.state.load(Ordering::Acquire);
