@@ -246,7 +246,7 @@ impl Func {
 ///    pending instance will not run: PENDING (with HELD and DELAYED)
 ///    cleared in one CAS — under the pool's lock with the node unlinked
 ///    (workqueue), or alone, leaving a ghost node that the drain skips
-///    (bottom half, see [`bh`]); `cancel_sync` of a running item sets
+///    (bottom half, see below); `cancel_sync` of a running item sets
 ///    CANCELING in the same CAS, so a re-queue from the running function
 ///    is refused.
 /// 5. `cancel_sync` saw RUNNING clear: it clears CANCELING.
@@ -256,6 +256,24 @@ impl Func {
 ///    new deadline (and maybe a new pool), PENDING kept.
 /// 8. Dropping the workqueue discards delayed instances whose timer has not
 ///    expired: PENDING cleared, as by cancel.
+///
+/// # In a bottom half
+///
+/// [`Runtime::queue_work`](crate::Runtime::queue_work) pushes the item on
+/// the current CPU's lock-free queue (`queue_work_on`: another CPU's) and
+/// sets that CPU's [`Vector::TASKLET`](crate::Vector::TASKLET) bit; the
+/// CPU's drain runs it after its tasklets. A node on that queue cannot be
+/// unlinked lock-free, so [`cancel`](Work::cancel) (top-half safe here)
+/// only clears PENDING and leaves a *ghost* the drain skips. A queue of a
+/// ghost that is still linked makes it pending again where it is: **that
+/// instance runs on the CPU where the ghost is linked**, whichever CPU the
+/// queue named. An item queued while it runs is relinked by the drain
+/// running it, on that CPU, and runs once more after the run. A function
+/// that panics: the panic goes on to the drain's caller, the item is not
+/// left running, and the items behind it are put back and run by the next
+/// drain. [`flush`](Work::flush) and [`cancel_sync`](Work::cancel_sync)
+/// wait by draining the current CPU when the instance is queued there, by
+/// spinning otherwise.
 ///
 /// # What a worker or drain touches after the function returns
 ///

@@ -188,10 +188,10 @@ fn a_two_cpu_storm_never_runs_it_concurrently_and_loses_nothing() {
             let mut i = 0u32;
             while t0.elapsed() < FOR {
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     thread::yield_now();
                 }
-                let target = if i % 2 == 0 { 1 - me } else { me };
+                let target = if i.is_multiple_of(2) { 1 - me } else { me };
                 if RT.queue_work_on(target, &W) {
                     queued += 1;
                 } else {
