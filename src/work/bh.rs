@@ -93,6 +93,9 @@ use crate::WorkqueueError;
 /// stored type-erased in the queue.
 type LocalFn = fn(home: *const (), queue: *const BhQueue, drain: bool) -> Option<DrainOutcome>;
 
+/// Runs a list taken off a queue's intake; see `BhQueue::run_list`.
+type RunFn = fn(&BhQueue, *mut Work) -> bool;
+
 /// One CPU's bottom-half work queue; a field of the runtime's per-CPU
 /// state. All-zero when new. Aligned so that its address leaves the state
 /// word's flag bits free (64 bytes: one cache line on most targets).
@@ -109,6 +112,9 @@ pub(crate) struct BhQueue {
     /// `local::<B, N>` as a [`LocalFn`], erased; null until the first
     /// `queue_work`.
     local: AtomicPtr<()>,
+    /// `BhQueue::run_list` as a [`RunFn`], erased; stored by every push,
+    /// null before the first.
+    run: AtomicPtr<()>,
     /// The item this queue's drain runs now (no_std deadlock detection).
     #[cfg(not(feature = "std"))]
     running: AtomicPtr<Work>,
@@ -124,6 +130,7 @@ impl BhQueue {
                 intake: AtomicPtr::new(ptr::null_mut()),
                 home: AtomicPtr::new(ptr::null_mut()),
                 local: AtomicPtr::new(ptr::null_mut()),
+                run: AtomicPtr::new(ptr::null_mut()),
                 #[cfg(not(feature = "std"))]
                 running: AtomicPtr::new(ptr::null_mut()),
             }
@@ -164,8 +171,12 @@ impl BhQueue {
         local(home, self, drain)
     }
 
-    /// Pushes `w`, whose link the caller owns (it set LINKED).
+    /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
+    /// `run` pointer first (the same value every time, on the line the
+    /// push writes anyway): the Release push publishes it to the drain.
     fn push(&self, w: &'static Work) {
+        let run: RunFn = BhQueue::run_list;
+        self.run.store(run as *mut (), Ordering::Relaxed);
         let node = ptr::from_ref(w).cast_mut();
         let mut head = self.intake.load(Ordering::Relaxed);
         loop {
@@ -184,7 +195,7 @@ impl BhQueue {
     }
 
     /// The drain's part (from vector 6, after the tasklets): takes the
-    /// intake and runs its items in queue order. Returns `true` if it
+    /// intake and runs its items in queue order (`run_list`). Returns `true` if it
     /// linked items onto the intake again (queued while they ran, or left
     /// by a collision): the caller re-pends vector 6 for the next pass.
     pub(crate) fn run(&self) -> bool {
@@ -195,10 +206,28 @@ impl BhQueue {
             return false;
         }
         // Acquire: pairs with the Release CAS in `push`.
-        let mut lifo = self.intake.swap(
+        let lifo = self.intake.swap(
             ptr::null_mut(),
             ordering!("bh_take_relaxed", Acquire, Relaxed),
         );
+        if lifo.is_null() {
+            return false;
+        }
+        // Stored before the push of every node we took (`push`), so the
+        // Acquire swap made it visible.
+        let run = self.run.load(Ordering::Relaxed);
+        // SAFETY: a non-null node was pushed by `push`, which stored `run`
+        // (a `RunFn`, `BhQueue::run_list`, the size of a data pointer on
+        // every target this crate supports) before it; never changed.
+        let run = unsafe { core::mem::transmute::<*mut (), RunFn>(run) };
+        run(self, lifo)
+    }
+
+    /// Runs a list taken off the intake (most recent first). Reached only
+    /// through the `run` pointer that `push` stores, so a firmware that
+    /// never queues a work item does not link it (the drain's part is a
+    /// load and a branch).
+    fn run_list(&self, mut lifo: *mut Work) -> bool {
         let mut fifo: *mut Work = ptr::null_mut();
         while !lifo.is_null() {
             // SAFETY: nodes are pushed only by `queue_work` and the relinks
