@@ -56,6 +56,12 @@
 //!   cleared, an instance queued meanwhile relinked), the rest of the taken
 //!   list goes back on the intake, and the drain re-pends vector 6 as for a
 //!   panicking tasklet; the panic goes on to the drain's caller.
+//! - **`fork()`** (std): not repaired yet. An item that a parent thread's
+//!   drain had taken off the intake, or was running, at the fork stays
+//!   linked or running in the child (its `queue_work` then coalesces and
+//!   it never runs there); items still on an intake run in the child's
+//!   drains as usual. The tasklet lists' repair (`crate::fork`) is the
+//!   model for doing it.
 //! - An item is pending, running or linked on one kind of consumer at a
 //!   time: a `queue_work` of an item busy on a workqueue is refused, and
 //!   the reverse (`WorkqueueError::OtherConsumer`).

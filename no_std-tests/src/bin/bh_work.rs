@@ -18,12 +18,13 @@
 //! returned `true` - cancels that returned `true`, coalesced == queues
 //! that returned `false`; no item ran twice at once. Every flush that
 //! returned while no cancel landed meanwhile saw the run covering the
-//! queue made before it.
+//! queue made before it. W2's function flushes and `cancel_sync`s itself
+//! on some runs: `WouldDeadlock`, detected without `std`.
 
 #![no_std]
 #![no_main]
 
-use bottomhalf::{BareMetal, Config, DrainOutcome, Runtime, Work};
+use bottomhalf::{BareMetal, Config, DrainOutcome, Runtime, Work, WorkqueueError};
 use bottomhalf_firmware_tests::{
     self as h, check, check_eq, cortex_m, interrupt, println, AtomicBool, AtomicU32, InFlight,
     Ordering, PendSvBoard, IRQ_HIGH, IRQ_LOW, IRQ_MID,
@@ -98,7 +99,17 @@ fn body(w: &Work) {
     if i == 1 && n % 4 == 0 {
         queue(1);
     }
+    if i == 2 && n % 8 == 1 {
+        // Waiting for itself from its own run: refused, not a hang (no_std:
+        // the queue records the item its drain runs).
+        check_eq!(w.flush(), Err(WorkqueueError::WouldDeadlock));
+        check_eq!(w.cancel_sync(), Err(WorkqueueError::WouldDeadlock));
+        SELF_WAITS.fetch_add(1, Ordering::Relaxed);
+    }
 }
+
+/// Runs of W2 that tried to flush and cancel_sync themselves.
+static SELF_WAITS: AtomicU32 = AtomicU32::new(0);
 
 fn queue(i: usize) {
     let tr = &TRACK[i];
@@ -285,6 +296,11 @@ fn main() -> ! {
         flushes, flushes_checked, cancel_syncs
     );
     check!(flushes_checked > 0, "no flush was checked");
+    check!(SELF_WAITS.load(Ordering::Relaxed) > 0, "no self-flush tried");
+    println!(
+        "flush and cancel_sync from the item's own run: WouldDeadlock ({} runs tried)",
+        SELF_WAITS.load(Ordering::Relaxed)
+    );
     check!(
         TRACK[3].cancelled.load(Ordering::Relaxed) > 0,
         "no top-half cancel hit a pending item"
