@@ -1099,11 +1099,20 @@ impl Work {
             // here: the item is idle for this process, and its word is
             // taken over (any `Arc` count that instance held is leaked).
             let busy = f & (PENDING | RUNNING | CANCELING | LINKED) != 0;
-            let adopt = busy && inherited(s);
+            // The kind of the instance's target: no load when it is the
+            // same target (a queue coalescing on its own CPU or pool).
+            let s_kind = if !busy {
+                None
+            } else if ptr::eq(target_of(s), target) {
+                Some(kind)
+            } else {
+                kind_of(s)
+            };
+            let adopt = s_kind == Some(Target::POOL) && inherited(s);
             if f & CANCELING != 0 && !adopt {
                 return Pend::Canceling;
             }
-            if busy && !adopt && kind_of(s) != Some(kind) {
+            if busy && !adopt && s_kind != Some(kind) {
                 return Pend::OtherConsumer;
             }
             let covered = !adopt && f & PENDING == 0 && kind == Target::BH && busy;

@@ -496,9 +496,11 @@ impl<B: Backend, const N: usize> Runtime<B, N> {
         work: &'static Work,
     ) -> Result<bool, WorkqueueError> {
         let q = &st.bh_work;
-        q.set_home(self);
         match work.pend(q.as_target(), LINKED) {
             Pend::Queued => {
+                // Before the push: a waiter that finds the instance here
+                // (after the pend) and the queue's home still unset spins.
+                q.set_home(self);
                 q.push(work);
                 self.raise_on(cpu, st, Vector::TASKLET);
                 Ok(true)
