@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 use std::time::Instant;
 
-use bottomhalf::{Config, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector};
+use bottomhalf::{Config, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work};
 use criterion::Criterion;
 use crossbeam_utils::CachePadded;
 
@@ -276,6 +276,92 @@ fn bench_schedule(c: &mut Criterion) {
     T_PEND.kill();
 }
 
+// ----------------------------------------------------------- queue_work ---
+
+fn nothing_work(_: &Work) {}
+
+/// Kept pending for the whole benchmark: every queue coalesces.
+static RT_WPEND: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static W_PEND: Work = Work::new("pending", nothing_work);
+static T_WPEND: Tasklet = Tasklet::new(&RT_WPEND, nothing);
+
+/// Idle items (and their tasklet peers), queued once each per batch
+/// (timed), then drained (untimed).
+static RT_WIDLE: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static W_IDLE: [Work; IDLE_TASKLETS] = [const { Work::new("idle", nothing_work) }; IDLE_TASKLETS];
+static RT_WIDLE_T: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static T_WIDLE: [Tasklet; IDLE_TASKLETS] =
+    [const { Tasklet::new(&RT_WIDLE_T, nothing) }; IDLE_TASKLETS];
+
+/// One idle item (one tasklet), queued and drained per iteration.
+static RT_WROUND: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static W_ROUND: Work = Work::new("round", nothing_work);
+static RT_WROUND_T: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static T_WROUND: Tasklet = Tasklet::new(&RT_WROUND_T, nothing);
+
+/// `Runtime::queue_work` (a bottom-half work item) beside
+/// `Tasklet::schedule`, the peer a firmware author would use instead.
+fn bench_queue_work(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue_work");
+
+    assert!(RT_WPEND.queue_work(&W_PEND));
+    assert!(T_WPEND.schedule());
+    g.bench_function("pending/bottomhalf_queue_work", |b| {
+        b.iter(|| RT_WPEND.queue_work(black_box(&W_PEND)))
+    });
+    g.bench_function("pending/tasklet_schedule", |b| {
+        b.iter(|| black_box(&T_WPEND).schedule())
+    });
+
+    g.bench_function("idle/bottomhalf_queue_work", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                IDLE_TASKLETS,
+                |n| {
+                    for w in &W_IDLE[..n] {
+                        black_box(RT_WIDLE.queue_work(w));
+                    }
+                },
+                |_| assert!(RT_WIDLE.drain().is_complete()),
+            )
+        })
+    });
+    g.bench_function("idle/tasklet_schedule", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                IDLE_TASKLETS,
+                |n| {
+                    for t in &T_WIDLE[..n] {
+                        black_box(t.schedule());
+                    }
+                },
+                |_| assert!(RT_WIDLE_T.drain().is_complete()),
+            )
+        })
+    });
+
+    g.bench_function("idle_round_trip/bottomhalf_queue_work+drain", |b| {
+        b.iter(|| {
+            RT_WROUND.queue_work(black_box(&W_ROUND));
+            RT_WROUND.drain()
+        })
+    });
+    g.bench_function("idle_round_trip/tasklet_schedule+drain", |b| {
+        b.iter(|| {
+            black_box(&T_WROUND).schedule();
+            RT_WROUND_T.drain()
+        })
+    });
+    g.finish();
+
+    assert!(W_PEND.cancel());
+    T_WPEND.kill();
+    assert!(W_IDLE.iter().all(|w| !w.is_pending()));
+    assert!(!W_ROUND.is_pending() && !T_WROUND.is_scheduled());
+}
+
 // ------------------------------------------------------------ mailboxes ---
 
 /// Ring size for both SPSC rings (capacity `N - 1` for both).
@@ -393,6 +479,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_raise(&mut c);
     bench_schedule(&mut c);
+    bench_queue_work(&mut c);
     bench_spsc(&mut c);
     bench_mpsc(&mut c);
     c.final_summary();

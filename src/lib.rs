@@ -18,7 +18,8 @@
 //! | [`PerCpu`] | cache-padded per-CPU slots |
 //! | [`Stats`] | per-CPU, per-vector counters, printed like `/proc/softirqs` |
 //! | [`WakeWord`] | an async-signal-safe futex wake-up for idle threads |
-//! | [`Workqueue`], [`Work`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
+//! | [`Work`] | a `static` deferred function (no_std): coalescing, never concurrent with itself, re-run if queued while running, `flush`/`cancel`/`cancel_sync`; queued to a runtime's bottom half ([`Runtime::queue_work`], [`Runtime::queue_work_on`]: it runs in the drain after the tasklets, like Linux's `WQ_BH` items) or to a [`Workqueue`] |
+//! | [`Workqueue`], [`DelayedWork`] | worker threads (feature `std`) for bottom halves that may sleep: coalescing intrusive items queued lock-free from any context, delayed work, per-CPU/ordered/`max_active` queues, `flush`, `cancel_sync`, panic isolation, a long-run watchdog |
 //! | [`Signals`], [`SignalConfig`], [`SignalMode`], [`SigInfo`], [`Accept`], [`SignalHandle`], [`SignalCounts`], [`SignalError`] | the Unix-signal backend (feature `std`, Linux): top halves inside real signal handlers, shared (chained with tokio::signal / signal-hook) or exclusive (exact restore), lossless capture of real-time signals, sender filtering, nothing lost around uninstall, pinned per-CPU drain threads, a pollable `eventfd` |
 //! | [`Backend`], [`Host`], [`BareMetal`] | where the current CPU, the clock and the drain wake-up come from; `Host` binds threads to CPU indices (feature `std`); `BareMetal` runs top halves in interrupt handlers, over the application's [`Board`] |
 //!
@@ -38,7 +39,11 @@
 //!   drains when it closes the outermost one); also
 //!   [`register`](Runtime::register) and
 //!   [`register_with`](Runtime::register_with) (lock-free, though they
-//!   belong in set-up).
+//!   belong in set-up); [`queue_work`](Runtime::queue_work),
+//!   [`queue_work_on`](Runtime::queue_work_on),
+//!   [`try_queue_work_on`](Runtime::try_queue_work_on).
+//! - [`Work`]: [`cancel`](Work::cancel) of an instance queued in a bottom
+//!   half (one CAS; a workqueue instance's cancel takes the pool's lock).
 //! - [`Tasklet`]: [`schedule`](Tasklet::schedule),
 //!   [`try_schedule`](Tasklet::try_schedule),
 //!   [`disable_nosync`](Tasklet::disable_nosync),
@@ -90,9 +95,10 @@
 //!   builders and getters, [`Handlers`]' builders,
 //!   [`contains`](Handlers::contains) and
 //!   [`is_empty`](Handlers::is_empty).
+//! - [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
+//!   `coalesced`.
 //! - Feature `std`: [`Workqueue`]'s `name`, `cpu_ids`, `is_stopped`;
-//!   [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
-//!   `coalesced`; [`DelayedWork`]'s `from_work`, `work`,
+//!   [`DelayedWork`]'s `from_work`, `work`,
 //!   `is_timer_pending`; the free function `current_cpu` (one thread-local
 //!   load; see its docs for `dlopen`); [`DrainThreads`]' `len`,
 //!   `is_empty`, `pinned`.
@@ -105,8 +111,8 @@
 //!
 //! The `const` constructors ([`Runtime::new`], [`Tasklet::new`] and its
 //! siblings, [`Mailbox::new`], [`MpscMailbox::new`], [`PerCpu::new`],
-//! [`WakeWord::new`], and with `std` `Work::new`, `DelayedWork::new` and
-//! their `with_context` siblings, `PidSet::new`) are top-half safe too;
+//! [`WakeWord::new`], [`Work::new`], [`Work::with_context`], and with
+//! `std` `DelayedWork::new` and its `with_context` sibling, `PidSet::new`) are top-half safe too;
 //! they are meant for `static`s.
 //!
 //! # Features
@@ -301,8 +307,6 @@
 #![cfg_attr(not(feature = "std"), doc = "[`Host`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DrainThreads`]: crate::DrainThreads")]
 #![cfg_attr(not(feature = "std"), doc = "[`DrainThreads`]: #features")]
-#![cfg_attr(feature = "std", doc = "[`Work`]: crate::Work")]
-#![cfg_attr(not(feature = "std"), doc = "[`Work`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DelayedWork`]: crate::DelayedWork")]
 #![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
@@ -409,6 +413,7 @@ mod stats;
 mod sync;
 mod tasklet;
 mod wake;
+mod work;
 #[cfg(feature = "std")]
 mod workqueue;
 
@@ -440,10 +445,11 @@ pub use softirq::{
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
+pub use work::{Work, WorkqueueError};
 #[cfg(feature = "std")]
 pub use workqueue::{
-    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, Work, WorkRef, Workqueue,
-    WorkqueueBuilder, WorkqueueError, WorkqueueStats,
+    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
+    WorkqueueStats,
 };
 
 /// The README's example, compiled and run as a doctest.

@@ -1151,6 +1151,9 @@ pub(crate) struct LevelState {
     bh_disabled: AtomicU32,
     /// This level's tasklet lists, indexed by [`Priority`].
     pub(crate) tasklets: [TaskletList; 2],
+    /// Bottom-half work items of this level, run by vector 6 after this
+    /// level's normal tasklets (`crate::work::bh`).
+    pub(crate) bh_work: crate::work::BhQueue,
     /// `fork()` repair stamps of `draining` (`crate::fork`).
     pub(crate) fork: crate::fork::CpuFork,
 }
@@ -1163,6 +1166,7 @@ impl LevelState {
                 draining: AtomicBool::new(false),
                 bh_disabled: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
+                bh_work: crate::work::BhQueue::new(),
                 fork: crate::fork::CpuFork::new(),
             }
         }
@@ -1437,6 +1441,31 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// serve (a drain thread per CPU, or the board's drain interrupt for
     /// that core), and the misuse is counted there
     /// ([`Misuse::CpuOutOfRange`]): top halves never panic on it.
+    #[inline(always)]
+    pub(crate) fn current_state(&self) -> (usize, &CpuState<L>) {
+        self.current()
+    }
+
+    /// CPU `cpu`'s state, `None` if `cpu >= N`.
+    #[inline]
+    pub(crate) fn try_cpu_state(&self, cpu: usize) -> Option<&CpuState<L>> {
+        self.cpus.try_get(cpu).ok()
+    }
+
+    /// Sets `v` pending at level `lvl` on `cpu` (state `st`) and kicks that
+    /// level unless it drains: a raise on that CPU, from any CPU
+    /// (`queue_work_on`).
+    #[inline]
+    pub(crate) fn raise_on(&self, cpu: usize, st: &CpuState<L>, lvl: usize, v: Vector) {
+        // SeqCst: as in `raise`.
+        let old = st.levels[lvl]
+            .pending
+            .fetch_or(v.bit(), ordering!("raise_relaxed", SeqCst, Relaxed));
+        if old == 0 {
+            self.kick_unless_draining(cpu, st, lvl);
+        }
+    }
+
     #[inline(always)]
     fn current(&self) -> (usize, &CpuState<L>) {
         let cpu = B::current_cpu();
@@ -2700,7 +2729,13 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
 
     fn run_tasklets(&self, cpu: usize, lvl: usize, ls: &LevelState, prio: Priority) {
         let list = &ls.tasklets[prio as usize];
-        if list.run(|t| self.requeue(cpu, t)) {
+        let mut again = list.run(|t| self.requeue(cpu, t));
+        // Work items after the normal tasklets, as Linux runs its BH
+        // workqueues from the tasklet softirq.
+        if prio == Priority::Normal {
+            again |= ls.bh_work.run();
+        }
+        if again {
             self.pend_in_drain(cpu, lvl, prio.vector());
         }
     }
@@ -2711,6 +2746,22 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     fn requeue(&self, cpu: usize, t: &'static Tasklet) {
         let lvl = Self::tasklet_level(t);
         self.cpus.get(cpu).levels[lvl].tasklets[t.priority() as usize].push(t);
+    }
+
+    /// The level index a bottom-half work item runs at here: its
+    /// [`at_level`](crate::Work::at_level), or `L - 1` if that is not below
+    /// `L` (counted on CPU state `st` as [`Misuse::LevelOutOfRange`]).
+    #[inline(always)]
+    pub(crate) fn work_level(&self, st: &CpuState<L>, w: &crate::Work) -> usize {
+        if L == 1 {
+            return 0;
+        }
+        let lvl = w.level().index();
+        if lvl >= L {
+            st.stats.misuse(Misuse::LevelOutOfRange);
+            return L - 1;
+        }
+        lvl
     }
 
     /// The level index a tasklet runs at here: its

@@ -641,3 +641,23 @@ fn two_level_top_halves_do_not_allocate() {
     assert_eq!((FAST.runs(), FAR.runs()), (1, 1));
     assert_eq!(RT.pending(0), 0);
 }
+
+#[test]
+fn bottom_half_work_queue_and_cancel_do_not_allocate() {
+    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static W: bottomhalf::Work = bottomhalf::Work::new("w", |_| {});
+    static V: bottomhalf::Work = bottomhalf::Work::new("v", |_| {});
+    let results = assert_alloc_free("Runtime::queue_work / queue_work_on / Work::cancel", || {
+        let first = RT.queue_work(&W); // idle: pend, push, raise, kick
+        let coalesced = RT.queue_work(&W);
+        let other_cpu = RT.queue_work_on(1, &V);
+        let out_of_range = RT.queue_work_on(9, &V); // counted misuse
+        let cancelled = W.cancel(); // leaves a ghost
+        let ghost = RT.queue_work(&W); // re-pends the ghost
+        (first, coalesced, other_cpu, out_of_range, cancelled, ghost)
+    });
+    assert_eq!(results, (true, false, true, false, true, true));
+    assert!(RT.drain().is_complete());
+    assert_eq!(W.runs(), 1);
+    assert!(V.cancel());
+}

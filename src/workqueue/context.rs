@@ -23,7 +23,7 @@ use super::pool::Pool;
 use super::work::Work;
 
 #[derive(Clone, Copy)]
-pub(super) struct Context {
+pub(crate) struct Context {
     /// The pool this thread works for, or null.
     pub(super) pool: *const Pool,
     /// The item this thread is running, or null.

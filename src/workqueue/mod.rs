@@ -4,7 +4,7 @@
 //!
 //! | file | holds |
 //! | --- | --- |
-//! | `work.rs` | [`Work`], [`DelayedWork`]: the item, its state word and transitions; `flush`, `cancel`, `cancel_sync` |
+//! | `work.rs` | the workqueue side of [`Work`] (whose state machine is in `crate::work`, shared with the bottom half): `Arc` items, the pool's cancel, timers' transitions; [`DelayedWork`] |
 //! | `pool.rs` | a worker pool: the lock-free intake, the run/timer/set-aside lists under the pool's lock, the worker step |
 //! | `queue.rs` | [`Workqueue`] and its builder: queueing, `mod_delayed`, whole-queue flush, threads, stop/drain/join |
 //! | `lock.rs` | the workers' lock (a mutex sleeping on a [`WakeWord`](crate::WakeWord)) |
@@ -92,33 +92,31 @@ mod queue;
 mod stats;
 mod work;
 
-use core::fmt;
-
-use crate::wake::WakeWord;
-
 pub use queue::{Workqueue, WorkqueueBuilder};
 pub use stats::{HighPriority, WorkqueueStats};
 pub use work::{DelayedWork, DelayedWorkRef, Work, WorkRef};
 
-/// A new `WakeWord`; under loom, warmed (as `loom-tests` does for its
-/// own): one `notify` and one `wait` with a stale token move both counters
-/// off their initial values, which loom does not treat as `SeqCst` writes —
-/// otherwise it reports the notify/wait store-buffering pair, which is
-/// correct under C++20 `SeqCst`, as a lost wake-up. Nobody sleeps on the word
-/// afterwards, and tokens are taken later: the protocol sees a fresh word.
-#[cfg(bottomhalf_loom)]
-pub(crate) fn wake_word() -> WakeWord {
-    let word = WakeWord::new();
-    let stale = word.token();
-    word.notify();
-    word.wait(stale, Some(core::time::Duration::ZERO));
-    word
+pub(crate) use crate::work::wake_word;
+
+/// What a bottom-half drain restores after running an item (see
+/// `crate::work::bh`, "Deadlock").
+pub(crate) type Saved = context::Context;
+
+/// Marks `work` as the item the calling thread runs (a drain running a
+/// bottom-half item), so that `flush`/`cancel_sync` of it from its own
+/// function return `WouldDeadlock`, as on a worker.
+pub(crate) fn enter_bh_work(work: &Work) -> Saved {
+    context::enter_work(work)
 }
 
-#[cfg(not(bottomhalf_loom))]
-pub(crate) const fn wake_word() -> WakeWord {
-    WakeWord::new()
+/// Undoes [`enter_bh_work`].
+pub(crate) fn leave_bh_work(saved: Saved) {
+    context::replace(saved);
 }
+
+pub(crate) use work::inherited;
+#[cfg(all(test, not(bottomhalf_loom)))]
+pub(crate) use work::tests::start_window;
 
 /// The fork generation of this process (`crate::fork`): a workqueue or
 /// pool built under another generation was inherited across `fork()`.
@@ -141,71 +139,7 @@ fn ensure_atfork() {
     crate::fork::ensure_atfork();
 }
 
-/// Why a workqueue operation was refused.
-///
-/// # Examples
-///
-/// ```
-/// use bottomhalf::{Work, Workqueue, WorkqueueError};
-/// static W: Work = Work::new("w", |w| {
-///     assert_eq!(w.cancel_sync(), Err(WorkqueueError::WouldDeadlock));
-/// });
-/// let wq = Workqueue::builder("e").threads(1).build().unwrap();
-/// wq.queue(&W);
-/// W.flush().unwrap();
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum WorkqueueError {
-    /// The workqueue is stopping (being dropped): nothing more is queued.
-    Stopped,
-    /// A `cancel_sync` of the item is waiting for its run; queueing it is
-    /// refused until that returns.
-    Canceling,
-    /// The call would wait for itself: flushing or cancelling the running
-    /// item from its own function, flushing a pending item from an item of
-    /// a one-at-a-time pool that holds it, or flushing a workqueue from one
-    /// of its items.
-    WouldDeadlock,
-    /// The process was forked after the workqueue was built (or after the
-    /// item was queued on it): this is the child's copy, whose worker
-    /// threads do not exist. Nothing is queued, flushed or cancelled there;
-    /// build a new workqueue in the child.
-    Forked,
-    /// `queue_on(cpu)` of a per-CPU workqueue without a pool for `cpu`.
-    CpuOutOfRange {
-        /// The CPU asked for.
-        cpu: usize,
-        /// The workqueue's pools.
-        cpus: usize,
-    },
-}
-
-impl fmt::Display for WorkqueueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WorkqueueError::Stopped => f.write_str("the workqueue is stopping"),
-            WorkqueueError::Canceling => {
-                f.write_str("the work item is being cancelled (cancel_sync in progress)")
-            }
-            WorkqueueError::WouldDeadlock => {
-                f.write_str("this call would wait for the work item it is called from")
-            }
-            WorkqueueError::Forked => f.write_str(
-                "the workqueue belongs to the parent of this forked process: its threads do not exist here",
-            ),
-            WorkqueueError::CpuOutOfRange { cpu, cpus } => {
-                write!(
-                    f,
-                    "CPU {cpu} out of range: the workqueue has {cpus} CPU pools"
-                )
-            }
-        }
-    }
-}
-
-impl core::error::Error for WorkqueueError {}
+pub use crate::work::WorkqueueError;
 
 /// The CPU index of the per-CPU pool whose worker calls this (the `cpu`
 /// the item was queued on), `None` elsewhere (unbound workers, other

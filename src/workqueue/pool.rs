@@ -46,7 +46,7 @@ use std::boxed::Box;
 use std::vec::Vec;
 
 use super::lock::Lock;
-use super::work::{flags, pool_of, release_count, Start, Work, DELAYED, PENDING, RUNNING};
+use super::work::{pool_of, release_count};
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
 use crate::sync::{
@@ -54,6 +54,7 @@ use crate::sync::{
     Ordering,
 };
 use crate::wake::WakeWord;
+use crate::work::{flags, Start, Target, Work, DELAYED, PENDING, PLACE_NONE, RUNNING};
 use crossbeam_utils::CachePadded;
 
 /// Sleep slots per pool: 8-bit sleeper counts packed in one `usize`.
@@ -72,7 +73,7 @@ pub(super) struct Place;
 
 impl Place {
     /// On no list: idle, running, or being pushed onto the intake.
-    pub(super) const NONE: u8 = 0;
+    pub(super) const NONE: u8 = PLACE_NONE;
     /// On the run list.
     pub(super) const FIFO: u8 = 1;
     /// Set aside: queued again while its previous run is not over.
@@ -207,10 +208,12 @@ impl After {
 
 /// A worker pool. The queue side and the worker side live on separate
 /// cache lines, so a busy producer and busy workers do not take each
-/// other's line on every item. Aligned so that its address leaves the work
-/// state word's six flag bits free.
-#[repr(align(64))]
-pub(super) struct Pool {
+/// other's line on every item. `repr(C)` with the [`Target`] header first
+/// (read-only): an item's state word points at it. Aligned so that its
+/// address leaves the word's flag bits free.
+#[repr(C, align(64))]
+pub(crate) struct Pool {
+    target: Target,
     front: CachePadded<Front>,
     back: CachePadded<Back>,
 }
@@ -286,6 +289,8 @@ pub(super) struct PoolState {
 // pool's lock, from any thread.
 unsafe impl Send for PoolState {}
 
+const _: () = assert!(core::mem::align_of::<Pool>() > crate::work::FLAGS);
+
 #[cfg(not(bottomhalf_loom))]
 static FREE_POOLS: Lock<Vec<&'static Pool>> = Lock::new(Vec::new());
 
@@ -293,6 +298,7 @@ impl Pool {
     loom_const_fn! {
         fn new() -> Pool {
             Pool {
+                target: Target::new(Target::POOL),
                 front: CachePadded::new(Front {
                     intake: AtomicPtr::new(ptr::null_mut()),
                     sleeping: AtomicUsize::new(0),
@@ -609,6 +615,9 @@ impl Pool {
                 }
                 // Its previous run is not over: set it aside, look again.
                 Start::Collided => self.locked(|st| st.set_aside(c)),
+                // A claimed instance cannot be cancelled: `cancel` waits
+                // for a node on no list (`with_pending`).
+                Start::Ghost => unreachable!("a claimed pool item lost PENDING"),
             }
         }
     }
@@ -626,7 +635,7 @@ impl Pool {
             }
         }
         st.uncount(self, d.color);
-        let now = w.finish();
+        let (_, now) = w.finish(0);
         if flags(now) & PENDING != 0 {
             let q = pool_of(now);
             if ptr::eq(q, self) {
@@ -700,10 +709,10 @@ impl Pool {
     /// with that instance's place and the state word, once the instance is
     /// on a list (a `queue` between its two CASes is waited for). `f` must
     /// leave the node linked, or unlink it with [`PoolState::unlink`] and
-    /// then clear PENDING or re-target it. `None` if `w` is not pending.
+    /// then clear PENDING or re-target it. `None` if `w` is not pending at a pool.
     pub(super) fn with_pending<R>(
         w: &Work,
-        f: impl FnOnce(&'static Pool, &mut PoolState, u8, *mut Pool) -> R,
+        f: impl FnOnce(&'static Pool, &mut PoolState, u8, crate::work::Word) -> R,
     ) -> Option<R> {
         enum Found<R> {
             Moved,
@@ -713,12 +722,14 @@ impl Pool {
         let mut f = Some(f);
         loop {
             let s = w.state.load(Ordering::Acquire);
-            if flags(s) & PENDING == 0 {
+            let p = pool_of(s);
+            // Not pending, or pending in a bottom half (`crate::work::bh`).
+            if flags(s) & PENDING == 0 || p.is_null() {
                 return None;
             }
             // SAFETY: pools are never freed (module docs); the word is
             // re-checked under the lock before the pool is trusted.
-            let pool: &'static Pool = unsafe { &*pool_of(s) };
+            let pool: &'static Pool = unsafe { &*p };
             let found = pool.locked(|st| {
                 pool.take_intake_for_others(st);
                 // Under this lock the word cannot leave "PENDING here".

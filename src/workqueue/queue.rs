@@ -16,13 +16,11 @@ use super::context;
 use super::lock::Lock;
 use super::pool::{After, Pool, PoolConfig, Started, Step, Stop};
 use super::stats::{HighPriority, StatsState, WorkqueueStats};
-use super::work::{
-    flags, inherited, pool_of, DelayedWorkRef, Link, Pend, WorkRef, CANCELING, DELAYED, HELD,
-    PENDING,
-};
+use super::work::{inherited, pool_of, DelayedWorkRef, Link, WorkRef};
 use super::WorkqueueError;
 use crate::backend::{Backend, Host};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::work::{flags, Pend, Target, CANCELING, DELAYED, HELD, PENDING};
 
 /// What the handle and the worker threads share.
 pub(super) struct Shared {
@@ -1062,7 +1060,7 @@ impl Workqueue {
         };
         let extra = if link.arc { HELD } else { 0 } | if deadline.is_some() { DELAYED } else { 0 };
         let w = link.work();
-        match w.pend(ptr::from_ref(pool).cast_mut(), extra) {
+        match w.pend(ptr::from_ref(pool).cast::<Target>().cast_mut(), extra) {
             Pend::Queued => {
                 link.take_count();
                 if let Some(t) = deadline {
@@ -1073,6 +1071,10 @@ impl Workqueue {
             }
             Pend::Coalesced => Ok(false),
             Pend::Canceling => Err(WorkqueueError::Canceling),
+            Pend::OtherConsumer => Err(WorkqueueError::OtherConsumer),
+            // Only a bottom-half `pend` covers without a push; never here
+            // (and a top-half path does not panic).
+            Pend::Covered => Ok(true),
         }
     }
 
