@@ -18,8 +18,8 @@
 # See README.md ("Four cores"). The exceptions run with -icount, twice, and
 # pass only if both runs print the same: drain_cost, on one core with
 # -icount shift=4 (one generic-timer tick per instruction), and
-# percpu_icount and levels_icount, percpu and levels again on four
-# round-robin cores (qemu_cores_for).
+# percpu_icount, levels_icount and work_cross_icount, percpu, levels and
+# work_cross again on four round-robin cores (qemu_cores_for).
 
 set -uo pipefail
 
@@ -48,7 +48,7 @@ fi
 # Extra runs of a binary under other QEMU options, NAME=BINARY: NAME has
 # its own line in qemu_cores_for/runs_for, and is checked against
 # expected/NAME.txt if there is one, else the binary's expected file.
-VARIANTS=(percpu_icount=percpu levels_icount=levels)
+VARIANTS=(percpu_icount=percpu levels_icount=levels work_cross_icount=work_cross)
 
 BINS=()
 if [ $# -gt 0 ]; then
@@ -92,6 +92,10 @@ qemu_cores_for() {
         # IRQs and counts on every run (waits `yield` the thread: lib.rs,
         # spin_yield).
         levels_icount) echo "-smp 4 -icount shift=4,align=off,sleep=off" ;;
+        # work_cross on four round-robin cores: every cross-core kick,
+        # race and cancel lands at the same instruction on every run (its
+        # spins `yield`, so a turn ends at each step of one).
+        work_cross_icount) echo "-smp 4 -icount shift=4,align=off,sleep=off" ;;
         *) echo "-smp 4" ;;
     esac
 }
@@ -100,7 +104,7 @@ qemu_cores_for() {
 # output must be byte-identical to the first (determinism).
 runs_for() {
     case $1 in
-        drain_cost | percpu_icount | levels_icount) echo 2 ;;
+        drain_cost | percpu_icount | levels_icount | work_cross_icount) echo 2 ;;
         *) echo 1 ;;
     esac
 }

@@ -71,7 +71,7 @@ static RT: Runtime<BareMetal<VirtGic>, CORES> = Runtime::new(Config::DEFAULT.tim
 /// Storm steps per core.
 const STEPS: u32 = 6_000;
 /// Flush rounds per core.
-const FLUSHES: u32 = 40;
+const FLUSHES: u32 = 16;
 /// Exact cancel rounds, and operations per core in each.
 const CANCEL_ROUNDS: u32 = 12;
 const CANCEL_OPS: u32 = 12;
@@ -131,6 +131,10 @@ impl Item {
     fn runs(&self) -> u32 {
         self.ran_on.iter().map(load).sum()
     }
+
+    fn per_core(&self) -> [u32; CORES] {
+        core::array::from_fn(|c| load(&self.ran_on[c]))
+    }
 }
 
 const S0: usize = 0; // S[j]: shared, 4
@@ -143,10 +147,10 @@ const C0: usize = 19; // C[i][k] = C0 + 2i + k: cancelled, 8
 const ITEMS: usize = 27;
 
 static CTX: [Item; ITEMS] = [
-    Item::new(500_000),
-    Item::new(500_000),
-    Item::new(500_000),
-    Item::new(500_000),
+    Item::new(200_000),
+    Item::new(200_000),
+    Item::new(200_000),
+    Item::new(200_000),
     Item::new(5_000),
     Item::new(5_000),
     Item::new(5_000),
@@ -234,7 +238,7 @@ fn run(item: &'static Item, _w: &Work) {
         if t::now_ns().wrapping_sub(start) >= item.spin_ns {
             break;
         }
-        core::hint::spin_loop();
+        t::spin_yield();
     }
     item.ran_on[here].fetch_add(1, Ordering::Relaxed);
     item.inflight.fetch_sub(1, Ordering::Release);
@@ -336,7 +340,7 @@ fn wait_quiet(cpu: usize, what: &str) {
 fn spin_ns(ns: u64) {
     let start = t::now_ns();
     while t::now_ns().wrapping_sub(start) < ns {
-        core::hint::spin_loop();
+        t::spin_yield();
     }
 }
 
@@ -348,7 +352,7 @@ fn storm(cpu: usize) {
     let targets = [(cpu + 1) % CORES, (cpu + 2) % CORES];
     for _ in 0..STEPS {
         let r = rng.next_u32();
-        let (idx, target, class) = if r % 4 == 0 {
+        let (idx, target, class) = if r.is_multiple_of(4) {
             let j = ((r >> 4) % 4) as usize;
             let t = if targets[0] % 2 == j % 2 {
                 targets[0]
@@ -363,7 +367,7 @@ fn storm(cpu: usize) {
         // Running now: on another core (this core's drain does not run
         // while its thread is here).
         let running = WORK[idx].is_running();
-        let queued = if (r >> 12) % 4 == 0 {
+        let queued = if (r >> 12).is_multiple_of(4) {
             t::irqs_masked(|| queue(idx, target))
         } else {
             queue(idx, target)
@@ -385,7 +389,10 @@ fn relink(cpu: usize) {
     if cpu == 0 {
         let r = &CTX[R];
         r.hold.store(true, Ordering::Release);
-        check!(queue(R, 1), "R: queue_work_on(1) of an idle item returns true");
+        check!(
+            queue(R, 1),
+            "R: queue_work_on(1) of an idle item returns true"
+        );
         t::wait_until_ns("R to run on core 1", WAIT_NS, || {
             r.entered.load(Ordering::Acquire)
         });
@@ -399,7 +406,7 @@ fn relink(cpu: usize) {
         r.hold.store(false, Ordering::Release);
         t::wait_until_ns("R's second run", WAIT_NS, || r.runs() == 2 && idle(R));
         check_eq!(
-            [load(&r.ran_on[0]), load(&r.ran_on[1]), load(&r.ran_on[2]), load(&r.ran_on[3])],
+            r.per_core(),
             [0, 2, 0, 0],
             "R: runs per core (re-queued while running on core 1: runs again on core 1)"
         );
@@ -425,7 +432,10 @@ fn relink(cpu: usize) {
             HELD.load(Ordering::Acquire)
         });
         check!(queue(G, 1), "G: queue_work_on(1) returns true");
-        check!(cancel(G), "G: cancel() of the pending instance returns true");
+        check!(
+            cancel(G),
+            "G: cancel() of the pending instance returns true"
+        );
         check!(!WORK[G].is_pending(), "G: not pending after cancel()");
         check!(
             queue(G, 2),
@@ -436,7 +446,11 @@ fn relink(cpu: usize) {
         check!(queue(G, 2), "G: queue_work_on(2) again returns true");
         check!(queue(G2, 1), "G2: queue_work_on(1) returns true");
         check!(cancel(G2), "G2: cancel() returns true");
-        check_eq!(CTX[G].runs() + CTX[G2].runs(), 0, "G, G2: ran before core 1 drained");
+        check_eq!(
+            CTX[G].runs() + CTX[G2].runs(),
+            0,
+            "G, G2: ran before core 1 drained"
+        );
         RELEASE.store(true, Ordering::Release);
         t::wait_until_ns("core 1's drain of the ghosts", WAIT_NS, || {
             DRAINED.load(Ordering::Acquire)
@@ -444,7 +458,7 @@ fn relink(cpu: usize) {
         t::wait_until_ns("G to be idle", WAIT_NS, || idle(G) && CTX[G].runs() == 1);
         let g = &CTX[G];
         check_eq!(
-            [load(&g.ran_on[0]), load(&g.ran_on[1]), load(&g.ran_on[2]), load(&g.ran_on[3])],
+            g.per_core(),
             [0, 1, 0, 0],
             "G: runs per core (a ghost re-queued runs where it is linked, core 1)"
         );
@@ -459,7 +473,7 @@ fn relink(cpu: usize) {
         });
         let g2 = &CTX[G2];
         check_eq!(
-            [load(&g2.ran_on[0]), load(&g2.ran_on[1]), load(&g2.ran_on[2]), load(&g2.ran_on[3])],
+            g2.per_core(),
             [0, 0, 0, 1],
             "G2: runs per core (queued to core 3 after its ghost was dropped)"
         );
@@ -528,7 +542,7 @@ fn cancel_exact(cpu: usize) {
                 let r = rng.next_u32();
                 let k = (r & 1) as usize;
                 let idx = C0 + 2 * cpu + k;
-                if (r >> 1) % 3 == 0 {
+                if (r >> 1).is_multiple_of(3) {
                     let expect = matches!(model[k], Model::Pending(_));
                     if let Model::Pending(c) = model[k] {
                         model[k] = Model::Ghost(c);
@@ -574,12 +588,7 @@ fn cancel_exact(cpu: usize) {
         t::barrier();
         for (k, w) in want.iter().enumerate() {
             let item = &CTX[C0 + 2 * cpu + k];
-            let got = [
-                load(&item.ran_on[0]),
-                load(&item.ran_on[1]),
-                load(&item.ran_on[2]),
-                load(&item.ran_on[3]),
-            ];
+            let got = item.per_core();
             check_eq!(
                 got,
                 *w,
@@ -601,7 +610,10 @@ fn cancel_race(cpu: usize) {
         let q = queue(idx, targets[((r >> 1) & 1) as usize]);
         // Only this core queues and cancels C[cpu][k], and after a cancel
         // the item is never pending (cancelled, or started): never coalesced.
-        check!(q, "C{cpu}{k} racing: queue_work_on after cancel() returned false");
+        check!(
+            q,
+            "C{cpu}{k} racing: queue_work_on after cancel() returned false"
+        );
         add(&me.race[0], u32::from(q));
         spin_ns(u64::from((r >> 4) % 64) * 16_000);
         add(&me.race[1], u32::from(cancel(idx)));
@@ -620,32 +632,30 @@ fn cancel_race(cpu: usize) {
 
 // ---------------------------------------------------------------- checks
 
-fn check_items() {
-    for (i, (item, w)) in CTX.iter().zip(WORK.iter()).enumerate() {
+/// After `phase`: no run of any item overlapped another of it, ran on a
+/// core it was never queued to or outside the drain SGI; the storm's
+/// items ran only where they were queued. (Core 0.)
+fn check_runs(phase: &str) {
+    for (item, w) in CTX.iter().zip(WORK.iter()) {
         let name = w.name();
-        let runs = item.runs();
-        check!(idle(i), "{name}: idle at the end");
-        check_eq!(load(&item.overlaps), 0, "{name}: runs on two cores at once");
+        check_eq!(
+            load(&item.overlaps),
+            0,
+            "after the {phase}: {name}: runs on two cores at once"
+        );
         check_eq!(
             load(&item.wrong_core),
             0,
-            "{name}: runs on a core it was never queued to"
-        );
-        check_eq!(load(&item.outside_irq), 0, "{name}: runs outside the drain SGI");
-        check_eq!(w.runs(), runs, "{name}: runs() = the function's own runs");
-        check_eq!(
-            runs + load(&item.cancelled),
-            load(&item.queued),
-            "{name}: runs + cancelled = queue_work_on calls that returned true"
+            "after the {phase}: {name}: runs on a core it was never queued to"
         );
         check_eq!(
-            w.coalesced(),
-            load(&item.folded),
-            "{name}: coalesced() = queue_work_on calls that returned false"
+            load(&item.outside_irq),
+            0,
+            "after the {phase}: {name}: runs outside the drain SGI"
         );
     }
     // Where the storm's items ran: P[i][k] only on its one target, S[j]
-    // only on cores of j's parity.
+    // only on cores of j's parity (no later phase queues them).
     for i in 0..CORES {
         for k in 0..2 {
             let item = &CTX[P0 + 2 * i + k];
@@ -675,10 +685,52 @@ fn check_items() {
     }
 }
 
+/// The accounting of every item after `phase` (core 0, all quiet), and
+/// [`check_runs`].
+fn check_items(phase: &str) {
+    check_runs(phase);
+    for (i, (item, w)) in CTX.iter().zip(WORK.iter()).enumerate() {
+        let name = w.name();
+        let runs = item.runs();
+        check!(idle(i), "after the {phase}: {name}: idle");
+        check_eq!(
+            w.runs(),
+            runs,
+            "after the {phase}: {name}: runs() = the function's own runs"
+        );
+        check_eq!(
+            runs + load(&item.cancelled),
+            load(&item.queued),
+            "after the {phase}: {name}: runs + cancelled = queue_work_on calls that returned true"
+        );
+        check_eq!(
+            w.coalesced(),
+            load(&item.folded),
+            "after the {phase}: {name}: coalesced() = queue_work_on calls that returned false"
+        );
+    }
+}
+
+/// This core's drains so far: none returned `Busy` (the drain SGI is
+/// taken with IRQs masked and nothing else drains, so a drain never finds
+/// one of its own CPU running) or `Disabled` (no guard is taken).
+fn check_drains(cpu: usize, phase: &str) {
+    let me = &CORE[cpu];
+    check_eq!(
+        load(&me.busy),
+        0,
+        "cpu{cpu}, {phase}: drains that returned Busy"
+    );
+    check_eq!(
+        load(&me.disabled),
+        0,
+        "cpu{cpu}, {phase}: drains that returned Disabled"
+    );
+}
+
 fn check_core(cpu: usize) {
     let me = &CORE[cpu];
-    check_eq!(load(&me.busy), 0, "cpu{cpu}: drains that returned Busy");
-    check_eq!(load(&me.disabled), 0, "cpu{cpu}: drains that returned Disabled");
+    check_drains(cpu, "at the end");
     check_eq!(RT.pending(cpu), 0, "cpu{cpu}: pending at the end");
     check_eq!(
         load(&me.drains),
@@ -777,9 +829,13 @@ fn scenario(cpu: usize) {
     }
     t::barrier();
     storm(cpu);
+    check_drains(cpu, "storm");
     t::barrier();
     wait_quiet(cpu, "the storm to drain");
     t::barrier();
+    if cpu == 0 {
+        check_items("storm");
+    }
     // No core ever queues for the core after it in the storm.
     check_eq!(
         t::sgis(cpu, (cpu + 1) % CORES),
@@ -788,19 +844,23 @@ fn scenario(cpu: usize) {
         (cpu + 1) % CORES
     );
     relink(cpu);
+    check_drains(cpu, "relink");
     flush(cpu);
+    check_drains(cpu, "flush");
     t::barrier();
     wait_quiet(cpu, "the flushes to drain");
     cancel_exact(cpu);
+    check_drains(cpu, "exact cancels");
     t::barrier();
     cancel_race(cpu);
+    check_drains(cpu, "racing cancels");
     t::barrier();
     wait_quiet(cpu, "everything to drain");
     t::barrier();
     check_core(cpu);
     t::barrier();
     if cpu == 0 {
-        check_items();
+        check_items("last phase");
         report();
     }
 }
