@@ -90,7 +90,8 @@ struct Item {
     allowed: AtomicU32,
     /// Runs per core, by MPIDR.
     ran_on: [AtomicU32; CORES],
-    /// A run started while another was in flight (or one ended under it).
+    /// Runs that overlapped another run of the item (one started while
+    /// it was in flight, or found another in flight while it spun).
     overlaps: AtomicU32,
     /// A run on a core the item was never queued to.
     wrong_core: AtomicU32,
@@ -212,9 +213,7 @@ fn run(item: &'static Item, _w: &Work) {
     let here = VirtGic::cpu() % CORES;
     // AcqRel: pairs with the Release decrement that ended the previous run
     // (on any core).
-    if item.inflight.fetch_add(1, Ordering::AcqRel) != 0 {
-        item.overlaps.fetch_add(1, Ordering::Relaxed);
-    }
+    let mut overlapped = item.inflight.fetch_add(1, Ordering::AcqRel) != 0;
     // The bit was set before the `queue_work_on` whose instance this run
     // covers (or an earlier one, for a ghost or a running item re-queued);
     // the queue's Release CAS and the start's Acquire order it before us.
@@ -232,13 +231,14 @@ fn run(item: &'static Item, _w: &Work) {
     }
     let start = t::now_ns();
     loop {
-        if item.inflight.load(Ordering::Relaxed) != 1 {
-            item.overlaps.fetch_add(1, Ordering::Relaxed);
-        }
+        overlapped |= item.inflight.load(Ordering::Relaxed) != 1;
         if t::now_ns().wrapping_sub(start) >= item.spin_ns {
             break;
         }
         t::spin_yield();
+    }
+    if overlapped {
+        item.overlaps.fetch_add(1, Ordering::Relaxed);
     }
     item.ran_on[here].fetch_add(1, Ordering::Relaxed);
     item.inflight.fetch_sub(1, Ordering::Release);
@@ -836,6 +836,7 @@ fn scenario(cpu: usize) {
     if cpu == 0 {
         check_items("storm");
     }
+    t::barrier();
     // No core ever queues for the core after it in the storm.
     check_eq!(
         t::sgis(cpu, (cpu + 1) % CORES),
