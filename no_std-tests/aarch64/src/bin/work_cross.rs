@@ -152,10 +152,10 @@ const C0: usize = 19; // C[i][k] = C0 + 2i + k: cancelled, 8
 const ITEMS: usize = 27;
 
 static CTX: [Item; ITEMS] = [
-    Item::new(200_000),
-    Item::new(200_000),
-    Item::new(200_000),
-    Item::new(200_000),
+    Item::new(2_000_000),
+    Item::new(2_000_000),
+    Item::new(2_000_000),
+    Item::new(2_000_000),
     Item::new(5_000),
     Item::new(5_000),
     Item::new(5_000),
