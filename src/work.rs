@@ -658,7 +658,7 @@ impl Work {
     /// The bottom-half level the item runs at when queued to a runtime
     /// ([`Runtime::queue_work`](crate::Runtime::queue_work)):
     /// [`Level::DEFAULT`](crate::Level::DEFAULT) unless built with
-    /// [`at_level`](Work::at_level). A [`Workqueue`](crate::Workqueue)
+    /// [`at_level`](Work::at_level). A `Workqueue` (feature `std`)
     /// ignores it.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
@@ -685,7 +685,7 @@ impl Work {
     /// built: a level not below it is checked at `queue_work` (a top half,
     /// which never panics): the item runs at the runtime's highest level
     /// instead, and [`Misuse::LevelOutOfRange`](crate::Misuse::LevelOutOfRange)
-    /// is counted. A [`Workqueue`](crate::Workqueue) ignores the level.
+    /// is counted. A `Workqueue` (feature `std`) ignores the level.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///

@@ -17,6 +17,11 @@ use bottomhalf::{
     Backend, Config, Host, Misuse, Runtime, Tasklet, Vector, Work, Workqueue, WorkqueueError,
 };
 
+/// No time budget: a drain's restarts are bounded by `max_restart` only,
+/// so a slow machine (or miri) does not turn a complete drain into
+/// `Remaining`.
+const NO_TIME_BUDGET: Config = Config::DEFAULT.time_budget_ns(0);
+
 /// Polls `cond` for up to 10 s.
 #[track_caller]
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
@@ -32,7 +37,7 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
 
 #[test]
 fn queued_from_a_top_half_it_runs_in_the_drain_after_the_tasklets() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static ORDER: AtomicU32 = AtomicU32::new(0);
     static TASKLET_AT: AtomicU32 = AtomicU32::new(0);
     static WORK_AT: AtomicU32 = AtomicU32::new(0);
@@ -65,7 +70,7 @@ fn queued_from_a_top_half_it_runs_in_the_drain_after_the_tasklets() {
 
 #[test]
 fn coalesced_queues_are_counted_and_covered_by_one_run() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static W: Work = Work::new("w", |_| {});
     let results: Vec<bool> = (0..5).map(|_| RT.queue_work(&W)).collect();
     assert_eq!(results, [true, false, false, false, false]);
@@ -80,7 +85,7 @@ fn coalesced_queues_are_counted_and_covered_by_one_run() {
 
 #[test]
 fn queued_while_running_it_runs_again_after_the_run() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
     static OVERLAP: AtomicBool = AtomicBool::new(false);
     static QUEUED_INSIDE: AtomicU32 = AtomicU32::new(0);
@@ -113,7 +118,7 @@ fn queued_while_running_it_runs_again_after_the_run() {
 
 #[test]
 fn queue_work_on_runs_the_item_in_that_cpus_drain() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
     static W: Work = Work::new("w", |_| {
         RAN_ON.store(Host::current_cpu(), Ordering::SeqCst);
@@ -144,7 +149,7 @@ fn queue_work_on_runs_the_item_in_that_cpus_drain() {
 
 #[test]
 fn queue_work_on_kicks_the_other_cpus_drain_thread() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static W: Work = Work::new("w", |_| {});
     let drains = RT.spawn_drain_threads().unwrap();
     for i in 1..=50 {
@@ -160,7 +165,7 @@ fn queue_work_on_kicks_the_other_cpus_drain_thread() {
 /// counted as coalesced, and no two runs overlap.
 #[test]
 fn a_two_cpu_storm_never_runs_it_concurrently_and_loses_nothing() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
     static OVERLAPS: AtomicU32 = AtomicU32::new(0);
     static RUNS_ON: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
@@ -234,12 +239,17 @@ fn a_two_cpu_storm_never_runs_it_concurrently_and_loses_nothing() {
     assert_eq!(W.runs(), qa + qb, "every queued instance ran exactly once");
     assert_eq!(W.coalesced(), ca + cb);
     assert_eq!(runs[0] + runs[1], W.runs());
-    assert!(runs[0] > 0 && runs[1] > 0, "both CPUs ran it");
+    // Under miri the threads interleave coarsely: an item relinked on the
+    // CPU that ran it may never reach the other one in the few hundred
+    // queues miri gets through.
+    if !cfg!(miri) {
+        assert!(runs[0] > 0 && runs[1] > 0, "both CPUs ran it");
+    }
 }
 
 #[test]
 fn cancel_from_a_top_half_leaves_a_ghost_the_drain_skips() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static W: Work = Work::new("w", |_| {});
     static OTHER: Work = Work::new("other", |_| {});
     RT.irq_enter();
@@ -259,7 +269,7 @@ fn cancel_from_a_top_half_leaves_a_ghost_the_drain_skips() {
 
 #[test]
 fn cancelled_then_queued_before_the_drain_it_runs_once_where_it_is_linked() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
     static W: Work = Work::new("w", |_| {
         RAN_ON.store(Host::current_cpu(), Ordering::SeqCst);
@@ -286,7 +296,7 @@ fn cancelled_then_queued_before_the_drain_it_runs_once_where_it_is_linked() {
 
 #[test]
 fn flush_drains_this_cpu_and_waits_for_another_cpus_run() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static GO: AtomicBool = AtomicBool::new(false);
     static W: Work = Work::new("w", |_| {});
     static SLOW: Work = Work::new("slow", |_| {
@@ -317,7 +327,7 @@ fn flush_drains_this_cpu_and_waits_for_another_cpus_run() {
 
 #[test]
 fn cancel_sync_of_a_running_item_waits_and_refuses_its_requeue() {
-    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 2> = Runtime::new(NO_TIME_BUDGET);
     static RELEASE: AtomicBool = AtomicBool::new(false);
     static REQUEUE: AtomicU32 = AtomicU32::new(0); // 1 accepted, 2 refused
     static W: Work = Work::new("w", |_| {
@@ -361,7 +371,7 @@ fn cancel_sync_of_a_running_item_waits_and_refuses_its_requeue() {
 
 #[test]
 fn flush_and_cancel_sync_from_the_item_itself_would_deadlock() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static SEEN: AtomicU32 = AtomicU32::new(0);
     static W: Work = Work::new("w", |w| {
         assert_eq!(w.flush(), Err(WorkqueueError::WouldDeadlock));
@@ -375,7 +385,7 @@ fn flush_and_cancel_sync_from_the_item_itself_would_deadlock() {
 
 #[test]
 fn a_panicking_item_goes_to_the_drain_caller_and_strands_nothing() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static PANICS: AtomicBool = AtomicBool::new(true);
     static BAD: Work = Work::new("bad", |_| {
         if PANICS.load(Ordering::SeqCst) {
@@ -405,7 +415,7 @@ fn a_panicking_item_goes_to_the_drain_caller_and_strands_nothing() {
 
 #[test]
 fn an_item_runs_on_one_kind_of_consumer_at_a_time() {
-    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
     static W: Work = Work::new("w", |_| {});
     let wq = Workqueue::builder("mixed").threads(0).build().unwrap();
     assert!(RT.queue_work(&W));
@@ -430,7 +440,7 @@ fn an_item_runs_on_one_kind_of_consumer_at_a_time() {
 #[test]
 fn work_runs_at_its_level_and_a_missing_level_is_counted() {
     use bottomhalf::{Level, Misuse};
-    static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    static RT: Runtime<Host, 1, 2> = Runtime::new(NO_TIME_BUDGET);
     static STEP: Work = Work::new("step", |_| {}).at_level(Level::new(1));
     static LOG: Work = Work::new("log", |_| {});
     static FAR: Work = Work::new("far", |_| {}).at_level(Level::new(5));
