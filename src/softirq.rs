@@ -1159,6 +1159,12 @@ pub(crate) struct LevelState {
 }
 
 impl LevelState {
+    /// A bottom-half guard covers this level on its CPU now. SeqCst, as
+    /// the drain's check (a thread asking about its own guard sees it).
+    pub(crate) fn is_bh_disabled(&self) -> bool {
+        self.bh_disabled.load(Ordering::SeqCst) != 0
+    }
+
     loom_const_fn! {
         fn new() -> LevelState {
             LevelState {

@@ -830,16 +830,20 @@ impl Work {
     /// [`WorkqueueError::WouldDeadlock`] when called from the item's own
     /// function, or from an item of a pool that runs one item at a time
     /// (ordered, one thread, or `max_active(1)`) while this item is pending
-    /// on that same pool: neither could ever finish.
+    /// on that same pool: neither could ever finish. Also when a
+    /// bottom-half instance is pending on the current CPU's queue at a
+    /// level the caller's own guard holds off
+    /// ([`Runtime::bh_disable`](crate::Runtime::bh_disable),
+    /// [`bh_disable_to`](crate::Runtime::bh_disable_to)): no drain may run
+    /// it until that guard is dropped.
     /// [`WorkqueueError::Forked`] in a child of `fork()` when the instance
     /// is in a workqueue built before the fork, whose threads do not exist
     /// here.
     ///
     /// A bottom-half instance must not be flushed from another bottom half
     /// (a tasklet, a softirq handler, another work item) of the CPU it is
-    /// queued on, or with bottom halves off there
-    /// ([`Runtime::bh_disable`](crate::Runtime::bh_disable)): the drain it
-    /// waits for cannot run, and the call spins for ever.
+    /// queued on: the drain it waits for cannot run, and the call spins for
+    /// ever (not detected).
     ///
     /// # Examples
     ///
@@ -942,6 +946,11 @@ impl Work {
         self.refuse_flush_from_thread(s)?;
         #[cfg(not(feature = "std"))]
         if bh::runs_here(self, s) {
+            return Err(WorkqueueError::WouldDeadlock);
+        }
+        // Pending on this CPU's queue at a level the caller's own
+        // bottom-half guard holds off: nothing could run it.
+        if bh::guarded_here(s) {
             return Err(WorkqueueError::WouldDeadlock);
         }
         Ok(())

@@ -468,3 +468,25 @@ fn work_runs_at_its_level_and_a_missing_level_is_counted() {
     assert!(RT.drain_level(Level::new(1)).is_complete());
     assert_eq!(FAR.runs(), 1);
 }
+
+/// A flush of an item pending on this CPU at a level the caller's own
+/// guard holds off would never end: it returns `WouldDeadlock` and the
+/// item still runs once the guard is dropped (liveness). An item at a
+/// level the guard does not cover is flushed normally.
+#[test]
+fn flush_under_a_guard_that_holds_its_level_off_is_refused() {
+    use bottomhalf::Level;
+    static RT: Runtime<Host, 1, 2> = Runtime::new(NO_TIME_BUDGET);
+    static LOG: Work = Work::new("log", |_| {});
+    static STEP: Work = Work::new("step", |_| {}).at_level(Level::new(1));
+    let guard = RT.bh_disable_to(Level::new(0));
+    assert!(RT.queue_work(&LOG));
+    assert!(RT.queue_work(&STEP));
+    assert_eq!(LOG.flush(), Err(WorkqueueError::WouldDeadlock));
+    assert_eq!(STEP.flush(), Ok(true), "level 1 is not held off");
+    assert_eq!(STEP.runs(), 1);
+    assert!(LOG.is_pending());
+    drop(guard); // the last guard's drop drains (Host)
+    assert_eq!(LOG.runs(), 1);
+    assert_eq!(LOG.flush(), Ok(false));
+}

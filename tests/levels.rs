@@ -607,3 +607,50 @@ fn exact_accounting_under_a_threaded_storm_with_two_levels() {
         PREEMPTED.load(Ordering::SeqCst)
     );
 }
+
+/// With the crate's own drain threads (one per CPU and level), a level-1
+/// raise made while a level-0 handler runs is drained by the level-1
+/// thread before that handler returns: the handler waits (bounded) for it.
+/// With one drain thread per CPU draining every level, the handler would
+/// wait out its 5 s bound.
+#[test]
+fn drain_threads_let_level_1_run_while_a_level_0_handler_runs() {
+    static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    static STEP_RUNS: AtomicU32 = AtomicU32::new(0);
+    static PREEMPTED: AtomicBool = AtomicBool::new(false);
+    const FLUSH: Vector = Vector::new(3);
+    const STEP: Vector = Vector::new(4);
+    RT.register_at(Level::new(1), STEP, "STEP", |_| {
+        STEP_RUNS.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    RT.register_at(Level::new(0), FLUSH, "FLUSH", |_| {
+        // A long log flush: the motor step raised now must not wait for it.
+        RT.raise(STEP);
+        let t0 = Instant::now();
+        while STEP_RUNS.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        PREEMPTED.store(STEP_RUNS.load(Ordering::SeqCst) == 1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let drains = RT.spawn_drain_threads().unwrap();
+    assert_eq!(drains.len(), 2, "one thread per CPU and level");
+    std::thread::spawn(|| {
+        let _cpu0 = RT.bind_current_thread(0).unwrap();
+        RT.raise(FLUSH);
+    })
+    .join()
+    .unwrap();
+    let t0 = Instant::now();
+    while RT.stats().runs(0, FLUSH) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(drains);
+    assert_eq!(RT.stats().runs(0, FLUSH), 1);
+    assert!(
+        PREEMPTED.load(Ordering::SeqCst),
+        "level 1 ran while the level-0 handler was running"
+    );
+    assert_eq!(RT.stats().runs(0, STEP), 1);
+}

@@ -5,6 +5,14 @@
 //! signal backend pins the thread and claims the CPU), then loops: take a
 //! wake token, drain if work is pending, otherwise sleep on the CPU's
 //! [`WakeWord`] until the backend's `kick` notifies it. No polling.
+//!
+//! A runtime with several bottom-half levels (`L > 1`) gets one thread per
+//! CPU and level, each draining its own level only (`drain_level`), so a
+//! higher level's work runs while a lower level's handler is still running
+//! on the same CPU, as a higher-priority drain interrupt would preempt it
+//! on bare metal. The threads of one CPU share its wake word: a kick at
+//! any level wakes them all, and the ones whose level has nothing pending
+//! go back to sleep (a spurious wake-up per other level, on a host).
 
 use core::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -12,6 +20,7 @@ use std::thread::JoinHandle;
 use std::vec::Vec;
 
 use crate::backend::Backend;
+use crate::level::Level;
 use crate::softirq::{DrainOutcome, Runtime};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::wake::WakeWord;
@@ -19,8 +28,12 @@ use crate::wake::WakeWord;
 impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// The loop of CPU `cpu`'s drain thread, which must already run as
     /// CPU `cpu` (`B::current_cpu() == cpu`), until `stop` is set.
-    pub(crate) fn drain_loop(&self, cpu: usize, stop: &AtomicBool) {
-        let wake = &self.cpu_state(cpu).wake;
+    ///
+    /// With one level it drains with `drain`; with several, thread `lvl`
+    /// of the CPU drains level `lvl` only.
+    pub(crate) fn drain_loop(&self, cpu: usize, lvl: usize, stop: &AtomicBool) {
+        let st = self.cpu_state(cpu);
+        let wake = &st.wake;
         loop {
             // Token first, then the checks: a kick after the token makes the
             // wait return at once (see `WakeWord`).
@@ -28,12 +41,22 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             if stop.load(Ordering::Acquire) {
                 return;
             }
-            if self.pending(cpu) != 0 {
-                // Every level, highest first (`drain`). A handler that
-                // panics has reported itself (the panic hook) and left the
-                // CPU usable (see `drain`); this thread goes on draining,
-                // as a CPU goes on taking interrupts.
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.drain()));
+            let pending = if L == 1 {
+                self.pending(cpu)
+            } else {
+                self.pending_at(cpu, Level::from_index(lvl))
+            };
+            if pending != 0 {
+                // A handler that panics has reported itself (the panic
+                // hook) and left the CPU usable (see `drain`); this thread
+                // goes on draining, as a CPU goes on taking interrupts.
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if L == 1 {
+                        self.drain()
+                    } else {
+                        self.drain_level(Level::from_index(lvl))
+                    }
+                }));
                 if !matches!(outcome, Ok(DrainOutcome::Busy | DrainOutcome::Disabled)) {
                     continue;
                 }
@@ -77,9 +100,10 @@ pub struct DrainThreads {
 }
 
 impl DrainThreads {
-    /// Starts one thread per CPU `0..cpus` of `rt`, named `{name}/{cpu}`:
-    /// each runs `become_cpu(cpu)` (which returns `true` if it pinned the
-    /// thread to a real CPU) and then `rt.drain_loop(cpu, ..)`. If a spawn
+    /// Starts one thread per CPU `0..cpus` of `rt` and level `0..L`, named
+    /// `{name}/{cpu}` (one level) or `{name}/{cpu}/L{level}`: each runs
+    /// `become_cpu(cpu)` (which returns `true` if it pinned the thread to a
+    /// real CPU) and then `rt.drain_loop(cpu, level, ..)`. If a spawn
     /// fails, the threads already started are stopped and joined.
     pub(crate) fn spawn<B: Backend, const N: usize, const L: usize>(
         rt: &'static Runtime<B, N, L>,
@@ -97,29 +121,36 @@ impl DrainThreads {
         let mut threads = DrainThreads {
             stop: Arc::new(AtomicBool::new(false)),
             pinned: Arc::new(AtomicUsize::new(0)),
-            words: Vec::with_capacity(cpus),
-            threads: Vec::with_capacity(cpus),
+            words: Vec::with_capacity(cpus * L),
+            threads: Vec::with_capacity(cpus * L),
             #[cfg(unix)]
             generation: fork_generation(),
         };
         for cpu in 0..cpus {
-            let stop = Arc::clone(&threads.stop);
-            let pinned = Arc::clone(&threads.pinned);
-            let handle = std::thread::Builder::new()
-                .name(std::format!("{name}/{cpu}"))
-                .spawn(move || {
-                    if become_cpu(rt, cpu) {
-                        pinned.fetch_add(1, Ordering::Relaxed);
-                    }
-                    rt.drain_loop(cpu, &stop);
-                })?;
-            threads.words.push(&rt.cpu_state(cpu).wake);
-            threads.threads.push(handle);
+            for lvl in 0..L {
+                let stop = Arc::clone(&threads.stop);
+                let pinned = Arc::clone(&threads.pinned);
+                let thread_name = if L == 1 {
+                    std::format!("{name}/{cpu}")
+                } else {
+                    std::format!("{name}/{cpu}/L{lvl}")
+                };
+                let handle = std::thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || {
+                        if become_cpu(rt, cpu) {
+                            pinned.fetch_add(1, Ordering::Relaxed);
+                        }
+                        rt.drain_loop(cpu, lvl, &stop);
+                    })?;
+                threads.words.push(&rt.cpu_state(cpu).wake);
+                threads.threads.push(handle);
+            }
         }
         Ok(threads)
     }
 
-    /// The number of threads (one per CPU).
+    /// The number of threads: one per CPU and bottom-half level.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///

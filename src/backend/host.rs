@@ -223,6 +223,14 @@ impl<const N: usize, const L: usize> Runtime<Host, N, L> {
     /// there is nothing to do: no polling. Dropping the returned handle
     /// stops the threads and joins them.
     ///
+    /// With several bottom-half levels (`Runtime<Host, N, L>`, `L > 1`) it
+    /// starts one thread per CPU and level, `bh-drain/c/L<level>`, each
+    /// draining its own level ([`drain_level`](Runtime::drain_level)): a
+    /// level's work runs while a lower level's handler is still running on
+    /// the same CPU, as a higher-priority drain interrupt preempts a lower
+    /// one on bare metal (the host's scheduler, not a priority, decides who
+    /// gets a core first).
+    ///
     /// Top-half safe: no. Allocates: yes (threads). Blocks: no.
     ///
     /// # Errors

@@ -49,9 +49,12 @@
 //!   marks the running item in the thread's workqueue context (as a worker
 //!   does); without `std` the queue records the item it runs, and a waiter
 //!   on the same CPU that finds its own item running there is inside it
-//!   (a CPU runs one context at a time). Waiting from another bottom half
-//!   of the same CPU, or under a [`BhGuard`](crate::BhGuard) there, is not
-//!   detected and spins for ever (documented on [`Work::flush`]).
+//!   (a CPU runs one context at a time). A `flush` of an instance pending
+//!   on the current CPU at a level the caller's own
+//!   [`BhGuard`](crate::BhGuard) holds off returns `WouldDeadlock` too
+//!   (the guard is per CPU and level; the waiter asks its runtime). Waiting
+//!   from another bottom half of the same CPU is not detected and spins for
+//!   ever (documented on [`Work::flush`]).
 //! - **Panics.** A function that panics: its run is finished (RUNNING
 //!   cleared, an instance queued meanwhile relinked), the rest of the taken
 //!   list goes back on the intake, and the drain re-pends vector 6 as for a
@@ -97,7 +100,21 @@ use crate::WorkqueueError;
 /// `drain`, the outcome of draining the current CPU) when `queue` is the
 /// current CPU's queue, `None` otherwise. Generic over the runtime's type;
 /// stored type-erased in the queue.
-type LocalFn = fn(home: *const (), queue: *const BhQueue, drain: bool) -> Option<DrainOutcome>;
+type LocalFn = fn(home: *const (), queue: *const BhQueue, ask: Ask) -> Option<DrainOutcome>;
+
+/// What a waiter asks the runtime that owns a queue (see [`LocalFn`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// Only whether the queue is the current CPU's: `Some(Complete)`
+    /// (no_std deadlock detection; with std the thread context answers).
+    #[cfg_attr(feature = "std", allow(dead_code))]
+    Here,
+    /// Drain the current CPU if the queue is its: `Some(outcome)`.
+    Drain,
+    /// Whether a bottom-half guard holds the queue's level off on the
+    /// current CPU: `Some(Disabled)` if so, `Some(Complete)` if not.
+    Guarded,
+}
 
 /// Runs a list taken off a queue's intake; see `BhQueue::run_list`.
 type RunFn = fn(&BhQueue, *mut Work) -> bool;
@@ -164,7 +181,7 @@ impl BhQueue {
 
     /// The owning runtime's answer (see [`LocalFn`]); `None` also while the
     /// queue does not know its runtime yet.
-    fn local(&self, drain: bool) -> Option<DrainOutcome> {
+    fn local(&self, ask: Ask) -> Option<DrainOutcome> {
         let home = self.home.load(Ordering::Relaxed);
         let local = self.local.load(Ordering::Relaxed);
         if home.is_null() || local.is_null() {
@@ -174,7 +191,7 @@ impl BhQueue {
         // `LocalFn` (a function pointer, the size of a data pointer on
         // every target this crate supports), and is never changed.
         let local = unsafe { core::mem::transmute::<*mut (), LocalFn>(local) };
-        local(home, self, drain)
+        local(home, self, ask)
     }
 
     /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
@@ -328,21 +345,35 @@ impl BhQueue {
 fn local<B: Backend, const N: usize, const L: usize>(
     home: *const (),
     queue: *const BhQueue,
-    drain: bool,
+    ask: Ask,
 ) -> Option<DrainOutcome> {
     // SAFETY: `home` was stored by `set_home` from a `&'static Runtime<B,
     // N, L>` together with this very function (`local::<B, N, L>`), so it
     // is that runtime, alive for ever.
     let rt = unsafe { &*home.cast::<Runtime<B, N, L>>() };
     let (_, st) = rt.current_state();
-    if !st.levels.iter().any(|ls| ptr::eq(&ls.bh_work, queue)) {
-        return None;
-    }
-    Some(if drain {
-        rt.drain()
-    } else {
-        DrainOutcome::Complete
+    let ls = st.levels.iter().find(|ls| ptr::eq(&ls.bh_work, queue))?;
+    Some(match ask {
+        Ask::Here => DrainOutcome::Complete,
+        Ask::Drain => rt.drain(),
+        Ask::Guarded if ls.is_bh_disabled() => DrainOutcome::Disabled,
+        Ask::Guarded => DrainOutcome::Complete,
     })
+}
+
+/// `true` if a wait for the instance the word `s` shows would never end
+/// because a bottom-half guard ([`Runtime::bh_disable`]) holds its level
+/// off on this CPU: it is pending on the current CPU's queue at a level
+/// the caller's guard covers, so no drain may run it until the guard is
+/// dropped — by the waiter itself. (Running there under the guard it
+/// cannot be: taking the guard waits for the CPU's drains.)
+pub(crate) fn guarded_here(s: Word) -> bool {
+    if flags(s) & super::PENDING == 0 || kind_of(s) != Some(Target::BH) {
+        return false;
+    }
+    // SAFETY: as in `wait_step`.
+    let q = unsafe { &*target_of(s).cast::<BhQueue>() };
+    q.local(Ask::Guarded) == Some(DrainOutcome::Disabled)
 }
 
 /// One step of a wait for a bottom-half instance (word `s`): drain the
@@ -352,7 +383,7 @@ pub(crate) fn wait_step(s: Word) {
         // SAFETY: a BH target is the header of a `BhQueue` (`repr(C)`,
         // first), in a `'static` runtime.
         let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-        if q.local(true) == Some(DrainOutcome::Complete) {
+        if q.local(Ask::Drain) == Some(DrainOutcome::Complete) {
             return;
         }
     }
@@ -368,7 +399,7 @@ pub(crate) fn runs_here(w: &Work, s: Word) -> bool {
     }
     // SAFETY: as in `wait_step`.
     let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-    ptr::eq(q.running.load(Ordering::Relaxed), w) && q.local(false).is_some()
+    ptr::eq(q.running.load(Ordering::Relaxed), w) && q.local(Ask::Here).is_some()
 }
 
 impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {

@@ -604,7 +604,9 @@ impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// process may not run there, it stays unpinned) and claims CPU slot
     /// `c`, so a raise from a handler that ran on CPU `c` is drained by it.
     /// It sleeps on the CPU's futex between kicks. Dropping the handle
-    /// stops and joins the threads.
+    /// stops and joins the threads. With several bottom-half levels it
+    /// starts one thread per CPU and level (`bh-sig/c/L<level>`), each
+    /// draining its own level, as `Host`'s do.
     ///
     /// Process-directed signals go to any thread that does not block them. If
     /// that is a drain thread, the only consumer of the bottom half spends its
