@@ -1335,8 +1335,10 @@ impl<const L: usize> CpuState<L> {
 ///
 /// On a Cortex-M, two spare interrupt vectors at two priorities, both
 /// below every device interrupt, are the two levels' drain interrupts
-/// (the firmware test `no_std-tests/src/bin/levels.rs` runs this wiring
-/// under QEMU on a Cortex-M0 and M3):
+/// (the firmware test `no_std-tests/src/bin/levels.rs`, in the crate's
+/// repository, runs this wiring under QEMU on a Cortex-M0 and M3).
+/// `Interrupt` and `NVIC` are the device crate's and cortex-m's — here
+/// the LM3S6965's (`lm3s6965` 0.2), whose GPIOD and GPIOE nothing drives:
 ///
 /// ```no_run
 /// # // Host stand-ins for the cortex-m and PAC calls, so the example compiles here.
@@ -1377,7 +1379,7 @@ impl<const L: usize> CpuState<L> {
 ///     }
 /// }
 ///
-/// // #[interrupt] fn TIMER0A() — the motor timer, priority 0x00.
+/// // #[interrupt] fn TIMER_0A() — the motor timer, priority 0x00.
 /// fn timer0a() {
 ///     STEP.schedule(); // pends GPIOD: preempts a running FLUSH
 /// }

@@ -557,7 +557,8 @@ pub(crate) const fn wake_word() -> WakeWord {
 
 impl Work {
     loom_const_fn! {
-        /// A work item named `name` (shown in statistics) that runs `func`.
+        /// A work item named `name` (shown in a workqueue's statistics and
+        /// in `Debug`) that runs `func`.
         ///
         /// Top-half safe: yes. Allocates: no. Blocks: no.
         ///
