@@ -297,6 +297,95 @@
 //! assert_eq!(TICKS.load(Ordering::Relaxed), 1);
 //! println!("{}", RT.stats());
 //! ```
+//!
+//! # Example: a firmware with two levels, work items and the guard
+//!
+//! A motor controller on one Cortex-M core: a motor-step work item at
+//! level 1 must preempt a log flush at level 0 that is already running;
+//! thread mode updates the controller's set-point, which the bottom halves
+//! read, with bottom halves off. Each level's drain interrupt is a spare
+//! NVIC vector (see "Levels" on [`Runtime`] for the priority set-up); here
+//! the board only records the pends, and the interrupt handlers are called
+//! as functions, so the example runs as a test.
+//!
+//! ```
+//! use bottomhalf::{BareMetal, Board, Config, DrainOutcome, Level, Runtime, Work};
+//! use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+//!
+//! const LOG: Level = Level::new(0);
+//! const MOTOR: Level = Level::new(1);
+//!
+//! /// Pended drain interrupts, one bit per level (`NVIC::pend` on hardware).
+//! static PENDED: AtomicU32 = AtomicU32::new(0);
+//! struct Mcu;
+//! impl Board for Mcu {
+//!     fn pend_drain(_cpu: usize, level: Level) {
+//!         PENDED.fetch_or(1 << level.index(), Ordering::SeqCst);
+//!     }
+//! }
+//! static RT: Runtime<BareMetal<Mcu>, 1, 2> = Runtime::new(Config::DEFAULT);
+//!
+//! static SET_POINT: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+//! static STEPS: AtomicU32 = AtomicU32::new(0);
+//! static STEP_INSIDE_FLUSH: AtomicBool = AtomicBool::new(false);
+//!
+//! static STEP: Work = Work::new("motor-step", |_| {
+//!     // Reads the set-point the thread updates under the guard: never torn.
+//!     let (a, b) = (SET_POINT[0].load(Ordering::Relaxed), SET_POINT[1].load(Ordering::Relaxed));
+//!     assert_eq!(a, b);
+//!     STEPS.fetch_add(1, Ordering::Relaxed);
+//! })
+//! .at_level(MOTOR);
+//!
+//! static FLUSH: Work = Work::new("log-flush", |_| {
+//!     // A long flush. The motor timer fires in the middle of it...
+//!     motor_timer_irq();
+//!     // ...and its level-1 drain interrupt preempts us here.
+//!     level_1_drain_irq();
+//!     STEP_INSIDE_FLUSH.store(STEPS.load(Ordering::Relaxed) == 1, Ordering::Relaxed);
+//! });
+//!
+//! // #[interrupt] fn TIMER_0A(), priority 0x00: a top half.
+//! fn motor_timer_irq() {
+//!     RT.queue_work(&STEP); // pends level 1's drain interrupt
+//! }
+//! // #[interrupt] fn UART0(), priority 0x40: a top half.
+//! fn uart_irq() {
+//!     RT.queue_work(&FLUSH); // pends level 0's drain interrupt
+//! }
+//! // #[interrupt] fn GPIOD(), priority 0x80: level 1's drain.
+//! fn level_1_drain_irq() {
+//!     if PENDED.fetch_and(!(1 << 1), Ordering::SeqCst) & (1 << 1) != 0 {
+//!         let _ = RT.drain_level(MOTOR);
+//!     }
+//! }
+//! // #[interrupt] fn GPIOE(), priority 0xC0: level 0's drain, the lowest.
+//! fn level_0_drain_irq() {
+//!     if PENDED.fetch_and(!1, Ordering::SeqCst) & 1 != 0 {
+//!         let _ = RT.drain_level(LOG);
+//!     }
+//! }
+//!
+//! // The UART interrupt queues the flush; its drain interrupt runs it, and
+//! // the motor step preempts it.
+//! uart_irq();
+//! level_0_drain_irq();
+//! assert!(STEP_INSIDE_FLUSH.load(Ordering::Relaxed));
+//! assert_eq!((FLUSH.runs(), STEP.runs()), (1, 1));
+//!
+//! // Thread mode (`main`): a new set-point, with every bottom half off.
+//! {
+//!     let _bh_off = RT.bh_disable();
+//!     SET_POINT[0].store(7, Ordering::Relaxed);
+//!     motor_timer_irq(); // the timer fires mid-update...
+//!     level_1_drain_irq(); // ...its drain finds bottom halves off
+//!     assert_eq!(RT.drain_level(MOTOR), DrainOutcome::Disabled);
+//!     SET_POINT[1].store(7, Ordering::Relaxed);
+//! } // the last guard's drop pends the drains again
+//! level_1_drain_irq();
+//! assert_eq!(STEPS.load(Ordering::Relaxed), 2);
+//! assert_eq!(RT.pending(0), 0);
+//! ```
 
 // Links to items that exist only with feature `std` (the signal backend:
 // `std` on Linux). In a firmware's `cargo doc --no-default-features` they
