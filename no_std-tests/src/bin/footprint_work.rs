@@ -92,6 +92,12 @@ fn main() -> ! {
     for _ in 0..3 {
         NVIC::pend(Interrupt::GPIOA); // taken at once; PendSV drains after it
     }
+    // Thread mode: queue and flush with interrupts masked (PendSV would
+    // run the item first), so the flush drains this CPU itself; then queue
+    // and cancel. One `check!` (no `Debug` of the results, one failure
+    // call): the harness adds as little as it can to the image.
+    let flushed = cortex_m::interrupt::free(|_| queue_refill() && REFILL.flush() == Ok(true));
+    let cancelled = cortex_m::interrupt::free(|_| queue_refill() && REFILL.cancel());
     println!("footprint_work: footprint + one Work queued from the interrupt, flush, cancel");
     println!(
         "samples delivered: sum {}, vector runs {}, work runs {}",
@@ -101,18 +107,9 @@ fn main() -> ! {
     );
     check_eq!(SUM.load(Ordering::Relaxed), 60);
     check_eq!(TICKS.load(Ordering::Relaxed), 3);
-    check_eq!(REFILLS.load(Ordering::Relaxed), 3);
-    // Thread mode: queue and flush with interrupts masked (PendSV would
-    // run the item first), so the flush drains this CPU itself; then queue
-    // and cancel. `check!`, not `check_eq!`: no `Debug` of the results in
-    // the image.
-    let flushed = cortex_m::interrupt::free(|_| queue_refill() && REFILL.flush() == Ok(true));
-    check!(flushed);
-    check_eq!(REFILL.runs(), 4);
-    let cancelled = cortex_m::interrupt::free(|_| queue_refill() && REFILL.cancel());
-    check!(cancelled);
-    check!(!REFILL.cancel());
-    check_eq!(REFILLS.load(Ordering::Relaxed), 4);
+    // Three runs from the interrupts, one from the flush; none after the
+    // cancel.
+    check!(flushed && cancelled && !REFILL.cancel() && REFILLS.load(Ordering::Relaxed) == 4);
     println!("RAM: size_of::<Tasklet>() = {} bytes", size_of::<Tasklet>());
     println!(
         "RAM: size_of::<Runtime<BareMetal<_>, 1>>() = {} bytes (per CPU, with 32 vectors)",
@@ -130,7 +127,6 @@ fn main() -> ! {
         "RAM: size_of::<Mailbox<u16, 8>>() = {} bytes",
         size_of::<Mailbox<u16, 8>>()
     );
-    println!("RAM: size_of::<Work>() = {} bytes", size_of::<Work>());
     println!("footprint_work: ok");
     h::exit_ok()
 }
