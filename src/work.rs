@@ -155,6 +155,14 @@ pub(crate) fn inherited(s: Word) -> bool {
     }
 }
 
+/// `true` if the word has WAITED: a transition from it must notify
+/// `done`. Only a workqueue's sleeping waiter sets WAITED (feature
+/// `std`): without `std` it is never set, and the notify is not compiled.
+#[inline(always)]
+fn waited(s: Word) -> bool {
+    cfg!(feature = "std") && flags(s) & WAITED != 0
+}
+
 /// Run numbers compared by `flush` are taken modulo 2^31 (`started`
 /// counts in halves).
 const RUN_MASK: u32 = u32::MAX >> 1;
@@ -1091,20 +1099,39 @@ impl Work {
     /// and its waiters woken). `false` if the word changed.
     fn cas(&self, s: Word, f: usize) -> bool {
         // AcqRel: as in `update`.
-        match self.state.compare_exchange(
-            s,
-            tagged(target_of(s), f & !WAITED),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
+        match self.cas_word(s, tagged(target_of(s), f & !WAITED), Ordering::AcqRel) {
             Ok(_) => {
-                if flags(s) & WAITED != 0 {
+                if waited(s) {
                     self.done.notify();
                 }
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// One (strong) CAS of the state word, failure Relaxed: every
+    /// transition's CAS goes through here. With the usual AcqRel it calls
+    /// [`cas_acqrel`](Work::cas_acqrel), one out-of-line copy for all of
+    /// them (a `bh_mutant` build with another ordering gets an inline CAS).
+    #[inline(always)]
+    fn cas_word(&self, s: Word, new: Word, success: Ordering) -> Result<Word, Word> {
+        if matches!(success, Ordering::AcqRel) {
+            self.cas_acqrel(s, new)
+        } else {
+            self.state
+                .compare_exchange(s, new, success, Ordering::Relaxed)
+        }
+    }
+
+    /// The AcqRel CAS of [`cas_word`](Work::cas_word). Without `std`,
+    /// never inlined: a firmware has one CAS sequence (an LDREX/STREX loop,
+    /// or a critical section on a core without CAS) instead of one per
+    /// transition.
+    #[cfg_attr(not(feature = "std"), inline(never))]
+    fn cas_acqrel(&self, s: Word, new: Word) -> Result<Word, Word> {
+        self.state
+            .compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed)
     }
 
     /// One CAS loop: `f` maps the current word to the new one. Clears
@@ -1115,12 +1142,9 @@ impl Work {
         loop {
             let new = f(s);
             let new = tagged(target_of(new), flags(new) & !WAITED);
-            match self
-                .state
-                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.cas_word(s, new, Ordering::AcqRel) {
                 Ok(_) => {
-                    if flags(s) & WAITED != 0 {
+                    if waited(s) {
                         self.done.notify();
                     }
                     return s;
@@ -1206,12 +1230,7 @@ impl Work {
             // pairs with the Release of the previous owner of the link (the
             // last `start`, ghost drop or cancel), so our writes to `next`
             // and `deadline_ns` come after its reads.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_pend_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
+            match self.cas_word(s, new, ordering!("work_pend_relaxed", AcqRel, Relaxed)) {
                 Ok(_) if f & PENDING != 0 && !adopt => {
                     self.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Pend::Coalesced;
@@ -1262,12 +1281,7 @@ impl Work {
             // Acquire: pairs with `pend`'s Release (the caller's writes
             // before `queue`). Release: publishes the odd `started` to
             // `flush`, and hands the link to the next `pend`.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_start_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
+            match self.cas_word(s, new, ordering!("work_start_relaxed", AcqRel, Relaxed)) {
                 Ok(_) => {
                     // Release: pairs with `flush`'s Acquire loads; a flusher
                     // that reads the even value reads this CAS's word or a
@@ -1297,11 +1311,10 @@ impl Work {
             debug_assert!(f & LINKED != 0);
             // Release: the link goes to the next `pend` (its Acquire), after
             // our read of `next`.
-            match self.state.compare_exchange(
+            match self.cas_word(
                 s,
                 tagged(target_of(s), f & !LINKED),
                 ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
             ) {
                 Ok(_) => return Start::Ghost,
                 Err(now) => s = now,
@@ -1333,14 +1346,9 @@ impl Work {
             // Release: pairs with the Acquire of `wait_until` (the run's
             // effects are visible when `flush`/`cancel_sync` return) and of
             // the next `pend`.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_finish_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
+            match self.cas_word(s, new, ordering!("work_finish_relaxed", AcqRel, Relaxed)) {
                 Ok(_) => {
-                    if f & WAITED != 0 {
+                    if waited(s) {
                         self.done.notify();
                     }
                     return (s, new);

@@ -180,6 +180,9 @@ impl BhQueue {
     /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
     /// `run` pointer first (the same value every time, on the line the
     /// push writes anyway): the Release push publishes it to the drain.
+    /// Without `std`, out of line: `queue_work` and the drain's relinks
+    /// share one copy.
+    #[cfg_attr(not(feature = "std"), inline(never))]
     fn push(&self, w: &'static Work) {
         let run: RunFn = BhQueue::run_list;
         self.run.store(run as *mut (), Ordering::Relaxed);
@@ -312,10 +315,15 @@ impl BhQueue {
 
     /// As above, without `std`: the queue records it. Only this CPU's drain
     /// writes it, and only a waiter on this CPU compares it: Relaxed.
+    /// A load and a store, not a swap (an RMW, which masks interrupts on a
+    /// core without CAS): a level's drain never runs nested in itself, so
+    /// nothing else writes it in between.
     #[cfg(not(feature = "std"))]
     fn enter(&self, w: &'static Work) -> *mut Work {
+        let saved = self.running.load(Ordering::Relaxed);
         self.running
-            .swap(ptr::from_ref(w).cast_mut(), Ordering::Relaxed)
+            .store(ptr::from_ref(w).cast_mut(), Ordering::Relaxed);
+        saved
     }
 
     #[cfg(not(feature = "std"))]
