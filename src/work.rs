@@ -131,7 +131,23 @@ pub(crate) fn target_of(word: Word) -> *mut Target {
 pub(crate) fn kind_of(word: Word) -> Option<u8> {
     let t = target_of(word);
     // SAFETY: targets are never freed (module docs); `kind` is immutable.
-    (!t.is_null()).then(|| unsafe { (*t).kind })
+    (!t.is_null()).then(|| unsafe { kind(t) })
+}
+
+/// The kind of a live target. Without `std` every target is a bottom-half
+/// queue: no load, and the compiler drops the other kind's branches.
+///
+/// # Safety
+///
+/// `t` is a live target (never freed, module docs).
+#[inline(always)]
+unsafe fn kind(t: *mut Target) -> u8 {
+    if cfg!(feature = "std") {
+        // SAFETY: the caller's; `kind` is immutable.
+        unsafe { (*t).kind }
+    } else {
+        Target::BH
+    }
 }
 
 #[inline(always)]
@@ -1181,11 +1197,13 @@ impl Work {
     /// alone and keeps the target ([`Pend::Covered`]).
     #[inline]
     pub(crate) fn pend(&self, target: *mut Target, extra: usize) -> Pend {
-        let mut s = self.state.load(Ordering::Relaxed);
         // SAFETY: `target` is a live pool or a bottom-half queue of a
         // `'static` runtime; `kind` is immutable.
-        let kind = unsafe { (*target).kind };
+        let kind = unsafe { kind(target) };
         loop {
+            // Loaded at the top of each try (not taken from the failed
+            // CAS): one copy of the loop body, not two.
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             // An instance at a pool inherited across `fork()` never runs
             // here: the item is idle for this process, and its word is
@@ -1237,7 +1255,7 @@ impl Work {
                 }
                 Ok(_) if covered => return Pend::Covered,
                 Ok(_) => return Pend::Queued,
-                Err(now) => s = now,
+                Err(_) => {}
             }
         }
     }
@@ -1246,13 +1264,13 @@ impl Work {
     /// pool's lock holder, or the drain). A bottom-half instance cancelled
     /// while linked is a ghost: LINKED is cleared, nothing runs.
     pub(crate) fn start(&self) -> Start {
-        let mut s = self.state.load(Ordering::Relaxed);
+        let s = self.state.load(Ordering::Relaxed);
         debug_assert!(flags(s) & DELAYED == 0);
         if flags(s) & RUNNING != 0 {
             return Start::Collided;
         }
         if flags(s) & PENDING == 0 {
-            return self.drop_ghost(s);
+            return self.drop_ghost();
         }
         // Nobody else can set RUNNING: that needs the pending instance,
         // which is ours. `started` is twice the runs started, plus one while
@@ -1270,12 +1288,16 @@ impl Work {
         #[cfg(all(test, feature = "std", not(bottomhalf_loom)))]
         crate::workqueue::start_window(self);
         loop {
+            // Loaded at the top of each try (not taken from the failed
+            // CAS): one copy of the loop body. Nobody else can set RUNNING
+            // meanwhile (above).
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             if f & PENDING == 0 {
                 // Cancelled (bottom half: lock-free) since: undo the odd
                 // count (see `flush_target`) and drop the ghost.
                 self.started.store(n, Ordering::Release);
-                return self.drop_ghost(s);
+                return self.drop_ghost();
             }
             let new = tagged(target_of(s), (f & !(PENDING | HELD | LINKED)) | RUNNING);
             // Acquire: pairs with `pend`'s Release (the caller's writes
@@ -1294,7 +1316,7 @@ impl Work {
                         held: f & HELD != 0,
                     };
                 }
-                Err(now) => s = now,
+                Err(_) => {}
             }
         }
     }
@@ -1302,8 +1324,9 @@ impl Work {
     /// A bottom-half node taken off its list whose instance was cancelled:
     /// clear LINKED, unless a `queue` made it PENDING again meanwhile —
     /// then start it after all.
-    fn drop_ghost(&self, mut s: Word) -> Start {
+    fn drop_ghost(&self) -> Start {
         loop {
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             if f & PENDING != 0 {
                 return self.start();
@@ -1317,7 +1340,7 @@ impl Work {
                 ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
             ) {
                 Ok(_) => return Start::Ghost,
-                Err(now) => s = now,
+                Err(_) => {}
             }
         }
     }
@@ -1333,8 +1356,8 @@ impl Work {
             n.wrapping_add(1),
             ordering!("work_runs_relaxed", Release, Relaxed),
         );
-        let mut s = self.state.load(Ordering::Relaxed);
         loop {
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             debug_assert!(f & RUNNING != 0);
             let link = if f & (PENDING | LINKED) == PENDING {
@@ -1353,7 +1376,7 @@ impl Work {
                     }
                     return (s, new);
                 }
-                Err(now) => s = now,
+                Err(_) => continue,
             }
         }
     }
