@@ -163,7 +163,9 @@ impl BhQueue {
     }
 
     /// The owning runtime's answer (see [`LocalFn`]); `None` also while the
-    /// queue does not know its runtime yet.
+    /// queue does not know its runtime yet. Without `std`, out of line:
+    /// `flush` and `cancel_sync` ask it twice (deadlock check, wait).
+    #[cfg_attr(not(feature = "std"), inline(never))]
     fn local(&self, drain: bool) -> Option<DrainOutcome> {
         let home = self.home.load(Ordering::Relaxed);
         let local = self.local.load(Ordering::Relaxed);
