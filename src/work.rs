@@ -1141,13 +1141,23 @@ impl Work {
     }
 
     /// The AcqRel CAS of [`cas_word`](Work::cas_word). Without `std`,
-    /// never inlined: a firmware has one CAS sequence (an LDREX/STREX loop,
-    /// or a critical section on a core without CAS) instead of one per
-    /// transition.
-    #[cfg_attr(not(feature = "std"), inline(never))]
+    /// never inlined: a firmware has one CAS sequence (an LDREX/STREX, or a
+    /// critical section on a core without CAS) instead of one per
+    /// transition; and weak there: every caller loops until its CAS
+    /// succeeds or the word it reads says stop, so a spurious failure is
+    /// one more try, and no retry loop is needed in here.
+    #[cfg(feature = "std")]
     fn cas_acqrel(&self, s: Word, new: Word) -> Result<Word, Word> {
         self.state
             .compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed)
+    }
+
+    /// See the `std` `cas_acqrel`.
+    #[cfg(not(feature = "std"))]
+    #[inline(never)]
+    fn cas_acqrel(&self, s: Word, new: Word) -> Result<Word, Word> {
+        self.state
+            .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed)
     }
 
     /// One CAS loop: `f` maps the current word to the new one. Clears
