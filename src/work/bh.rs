@@ -418,7 +418,11 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// assert!(RT.drain().is_complete());
     /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
     /// ```
-    #[inline]
+    // Without `std`, out of line: a firmware that queues from several
+    // places (interrupt handlers, thread mode) has one copy of the queue
+    // path, and each call site is a call.
+    #[cfg_attr(feature = "std", inline)]
+    #[cfg_attr(not(feature = "std"), inline(never))]
     pub fn queue_work(&'static self, work: &'static Work) -> bool {
         let (cpu, st) = self.current_state();
         self.queue_work_at(cpu, st, work).unwrap_or(false)

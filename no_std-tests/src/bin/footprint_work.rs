@@ -63,15 +63,7 @@ fn GPIOA() {
     let _ = RX.push(sample as u16);
     RX_BH.schedule();
     RT.raise(TICK);
-    queue_refill();
-}
-
-/// The one call site of `queue_work` (the interrupt and thread mode both
-/// call it), so the queue path is in the image once, as in a firmware
-/// that queues from one place.
-#[inline(never)]
-fn queue_refill() -> bool {
-    RT.queue_work(&REFILL)
+    RT.queue_work(&REFILL);
 }
 
 #[exception]
@@ -97,7 +89,10 @@ fn main() -> ! {
     // queue and cancel. One critical section and one `check!` (no `Debug`
     // of the results): the harness adds as little as it can to the image.
     let ok = cortex_m::interrupt::free(|_| {
-        queue_refill() && REFILL.flush() == Ok(true) && queue_refill() && REFILL.cancel()
+        RT.queue_work(&REFILL)
+            && REFILL.flush() == Ok(true)
+            && RT.queue_work(&REFILL)
+            && REFILL.cancel()
     });
     println!("footprint_work: footprint + one Work queued from the interrupt, flush, cancel");
     println!(
