@@ -1313,20 +1313,20 @@ impl Work {
             // Acquire: pairs with `pend`'s Release (the caller's writes
             // before `queue`). Release: publishes the odd `started` to
             // `flush`, and hands the link to the next `pend`.
-            match self.cas_word(s, new, ordering!("work_start_relaxed", AcqRel, Relaxed)) {
-                Ok(_) => {
-                    // Release: pairs with `flush`'s Acquire loads; a flusher
-                    // that reads the even value reads this CAS's word or a
-                    // later one, never the PENDING word before it.
-                    self.started.store(
-                        n.wrapping_add(2),
-                        ordering!("work_started_relaxed", Release, Relaxed),
-                    );
-                    return Start::Run {
-                        held: f & HELD != 0,
-                    };
-                }
-                Err(_) => {}
+            if self
+                .cas_word(s, new, ordering!("work_start_relaxed", AcqRel, Relaxed))
+                .is_ok()
+            {
+                // Release: pairs with `flush`'s Acquire loads; a flusher
+                // that reads the even value reads this CAS's word or a
+                // later one, never the PENDING word before it.
+                self.started.store(
+                    n.wrapping_add(2),
+                    ordering!("work_started_relaxed", Release, Relaxed),
+                );
+                return Start::Run {
+                    held: f & HELD != 0,
+                };
             }
         }
     }
@@ -1344,13 +1344,15 @@ impl Work {
             debug_assert!(f & LINKED != 0);
             // Release: the link goes to the next `pend` (its Acquire), after
             // our read of `next`.
-            match self.cas_word(
-                s,
-                tagged(target_of(s), f & !LINKED),
-                ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
-            ) {
-                Ok(_) => return Start::Ghost,
-                Err(_) => {}
+            if self
+                .cas_word(
+                    s,
+                    tagged(target_of(s), f & !LINKED),
+                    ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
+                )
+                .is_ok()
+            {
+                return Start::Ghost;
             }
         }
     }
