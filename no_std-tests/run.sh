@@ -169,16 +169,19 @@ if [ $# -eq 0 ]; then
     echo "==> footprint (release profile: opt-level \"s\", lto, codegen-units 1, panic abort)"
     echo "    footprint = one vector, one tasklet, one MpscMailbox<u16, 8>, drain in PendSV;"
     echo "    baseline  = the same firmware without bottomhalf; runtime = footprint - baseline"
+    echo "    work      = footprint + one Work queued from the interrupt, one flush, one cancel"
+    echo "                (delayed work joins it with the no_std timers); +work = work - footprint"
     fp_ok=1
     if ! tool=$(size_tool); then
         echo "footprint: no size tool (llvm-size or binutils' size) found"
         fp_ok=0
     else
-        printf '    %-20s %-9s %10s %10s %10s\n' target section footprint baseline runtime
+        printf '    %-20s %-9s %10s %10s %10s %10s %10s\n' target section footprint baseline runtime work +work
         for t in "${TARGETS[@]}"; do
             fp=$TARGET_DIR/$t/release/footprint
             base=$TARGET_DIR/$t/release/footprint_baseline
-            if [ ! -f "$fp" ] || [ ! -f "$base" ]; then
+            work=$TARGET_DIR/$t/release/footprint_work
+            if [ ! -f "$fp" ] || [ ! -f "$base" ] || [ ! -f "$work" ]; then
                 echo "    $t: binaries missing"
                 fp_ok=0
                 continue
@@ -186,7 +189,8 @@ if [ $# -eq 0 ]; then
             for s in .text .rodata .data .bss; do
                 a=$(section "$tool" "$fp" "$s")
                 z=$(section "$tool" "$base" "$s")
-                printf '    %-20s %-9s %10d %10d %+10d\n' "$t" "$s" "$a" "$z" $((a - z))
+                w=$(section "$tool" "$work" "$s")
+                printf '    %-20s %-9s %10d %10d %+10d %10d %+10d\n' "$t" "$s" "$a" "$z" $((a - z)) "$w" $((w - a))
             done
         done
         for t in "${TARGETS[@]}"; do
@@ -194,8 +198,9 @@ if [ $# -eq 0 ]; then
             [ -f "$out" ] && grep '^RAM:' "$out" | sed "s/^/    $t /"
         done
         # The issue's limits, on thumbv7m (Cortex-M3): the minimal
-        # firmware's runtime .text at most 2 KiB.
-        for limit in "footprint footprint_baseline 2048"; do
+        # firmware's runtime .text at most 2 KiB; work items (and, once
+        # they land, delayed work) at most 1 KiB more.
+        for limit in "footprint footprint_baseline 2048" "footprint_work footprint 1024"; do
             read -r with without max <<<"$limit"
             t=thumbv7m-none-eabi
             a=$TARGET_DIR/$t/release/$with

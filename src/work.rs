@@ -131,7 +131,23 @@ pub(crate) fn target_of(word: Word) -> *mut Target {
 pub(crate) fn kind_of(word: Word) -> Option<u8> {
     let t = target_of(word);
     // SAFETY: targets are never freed (module docs); `kind` is immutable.
-    (!t.is_null()).then(|| unsafe { (*t).kind })
+    (!t.is_null()).then(|| unsafe { kind(t) })
+}
+
+/// The kind of a live target. Without `std` every target is a bottom-half
+/// queue: no load, and the compiler drops the other kind's branches.
+///
+/// # Safety
+///
+/// `t` is a live target (never freed, module docs).
+#[inline(always)]
+unsafe fn kind(t: *mut Target) -> u8 {
+    if cfg!(feature = "std") {
+        // SAFETY: the caller's; `kind` is immutable.
+        unsafe { (*t).kind }
+    } else {
+        Target::BH
+    }
 }
 
 #[inline(always)]
@@ -153,6 +169,14 @@ pub(crate) fn inherited(s: Word) -> bool {
         let _ = s;
         false
     }
+}
+
+/// `true` if the word has WAITED: a transition from it must notify
+/// `done`. Only a workqueue's sleeping waiter sets WAITED (feature
+/// `std`): without `std` it is never set, and the notify is not compiled.
+#[inline(always)]
+fn waited(s: Word) -> bool {
+    cfg!(feature = "std") && flags(s) & WAITED != 0
 }
 
 /// Run numbers compared by `flush` are taken modulo 2^31 (`started`
@@ -1101,20 +1125,49 @@ impl Work {
     /// and its waiters woken). `false` if the word changed.
     fn cas(&self, s: Word, f: usize) -> bool {
         // AcqRel: as in `update`.
-        match self.state.compare_exchange(
-            s,
-            tagged(target_of(s), f & !WAITED),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
+        match self.cas_word(s, tagged(target_of(s), f & !WAITED), Ordering::AcqRel) {
             Ok(_) => {
-                if flags(s) & WAITED != 0 {
+                if waited(s) {
                     self.done.notify();
                 }
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// One (strong) CAS of the state word, failure Relaxed: every
+    /// transition's CAS goes through here. With the usual AcqRel it calls
+    /// [`cas_acqrel`](Work::cas_acqrel), one out-of-line copy for all of
+    /// them (a `bh_mutant` build with another ordering gets an inline CAS).
+    #[inline(always)]
+    fn cas_word(&self, s: Word, new: Word, success: Ordering) -> Result<Word, Word> {
+        if matches!(success, Ordering::AcqRel) {
+            self.cas_acqrel(s, new)
+        } else {
+            self.state
+                .compare_exchange(s, new, success, Ordering::Relaxed)
+        }
+    }
+
+    /// The AcqRel CAS of [`cas_word`](Work::cas_word). Without `std`,
+    /// never inlined: a firmware has one CAS sequence (an LDREX/STREX, or a
+    /// critical section on a core without CAS) instead of one per
+    /// transition; and weak there: every caller loops until its CAS
+    /// succeeds or the word it reads says stop, so a spurious failure is
+    /// one more try, and no retry loop is needed in here.
+    #[cfg(feature = "std")]
+    fn cas_acqrel(&self, s: Word, new: Word) -> Result<Word, Word> {
+        self.state
+            .compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed)
+    }
+
+    /// See the `std` `cas_acqrel`.
+    #[cfg(not(feature = "std"))]
+    #[inline(never)]
+    fn cas_acqrel(&self, s: Word, new: Word) -> Result<Word, Word> {
+        self.state
+            .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed)
     }
 
     /// One CAS loop: `f` maps the current word to the new one. Clears
@@ -1125,12 +1178,9 @@ impl Work {
         loop {
             let new = f(s);
             let new = tagged(target_of(new), flags(new) & !WAITED);
-            match self
-                .state
-                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.cas_word(s, new, Ordering::AcqRel) {
                 Ok(_) => {
-                    if flags(s) & WAITED != 0 {
+                    if waited(s) {
                         self.done.notify();
                     }
                     return s;
@@ -1167,11 +1217,13 @@ impl Work {
     /// alone and keeps the target ([`Pend::Covered`]).
     #[inline]
     pub(crate) fn pend(&self, target: *mut Target, extra: usize) -> Pend {
-        let mut s = self.state.load(Ordering::Relaxed);
         // SAFETY: `target` is a live pool or a bottom-half queue of a
         // `'static` runtime; `kind` is immutable.
-        let kind = unsafe { (*target).kind };
+        let kind = unsafe { kind(target) };
         loop {
+            // Loaded at the top of each try (not taken from the failed
+            // CAS): one copy of the loop body, not two.
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             // An instance at a pool inherited across `fork()` never runs
             // here: the item is idle for this process, and its word is
@@ -1216,19 +1268,14 @@ impl Work {
             // pairs with the Release of the previous owner of the link (the
             // last `start`, ghost drop or cancel), so our writes to `next`
             // and `deadline_ns` come after its reads.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_pend_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
+            match self.cas_word(s, new, ordering!("work_pend_relaxed", AcqRel, Relaxed)) {
                 Ok(_) if f & PENDING != 0 && !adopt => {
                     self.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Pend::Coalesced;
                 }
                 Ok(_) if covered => return Pend::Covered,
                 Ok(_) => return Pend::Queued,
-                Err(now) => s = now,
+                Err(_) => {}
             }
         }
     }
@@ -1237,13 +1284,13 @@ impl Work {
     /// pool's lock holder, or the drain). A bottom-half instance cancelled
     /// while linked is a ghost: LINKED is cleared, nothing runs.
     pub(crate) fn start(&self) -> Start {
-        let mut s = self.state.load(Ordering::Relaxed);
+        let s = self.state.load(Ordering::Relaxed);
         debug_assert!(flags(s) & DELAYED == 0);
         if flags(s) & RUNNING != 0 {
             return Start::Collided;
         }
         if flags(s) & PENDING == 0 {
-            return self.drop_ghost(s);
+            return self.drop_ghost();
         }
         // Nobody else can set RUNNING: that needs the pending instance,
         // which is ours. `started` is twice the runs started, plus one while
@@ -1261,36 +1308,35 @@ impl Work {
         #[cfg(all(test, feature = "std", not(bottomhalf_loom)))]
         crate::workqueue::start_window(self);
         loop {
+            // Loaded at the top of each try (not taken from the failed
+            // CAS): one copy of the loop body. Nobody else can set RUNNING
+            // meanwhile (above).
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             if f & PENDING == 0 {
                 // Cancelled (bottom half: lock-free) since: undo the odd
                 // count (see `flush_target`) and drop the ghost.
                 self.started.store(n, Ordering::Release);
-                return self.drop_ghost(s);
+                return self.drop_ghost();
             }
             let new = tagged(target_of(s), (f & !(PENDING | HELD | LINKED)) | RUNNING);
             // Acquire: pairs with `pend`'s Release (the caller's writes
             // before `queue`). Release: publishes the odd `started` to
             // `flush`, and hands the link to the next `pend`.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_start_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // Release: pairs with `flush`'s Acquire loads; a flusher
-                    // that reads the even value reads this CAS's word or a
-                    // later one, never the PENDING word before it.
-                    self.started.store(
-                        n.wrapping_add(2),
-                        ordering!("work_started_relaxed", Release, Relaxed),
-                    );
-                    return Start::Run {
-                        held: f & HELD != 0,
-                    };
-                }
-                Err(now) => s = now,
+            if self
+                .cas_word(s, new, ordering!("work_start_relaxed", AcqRel, Relaxed))
+                .is_ok()
+            {
+                // Release: pairs with `flush`'s Acquire loads; a flusher
+                // that reads the even value reads this CAS's word or a
+                // later one, never the PENDING word before it.
+                self.started.store(
+                    n.wrapping_add(2),
+                    ordering!("work_started_relaxed", Release, Relaxed),
+                );
+                return Start::Run {
+                    held: f & HELD != 0,
+                };
             }
         }
     }
@@ -1298,8 +1344,9 @@ impl Work {
     /// A bottom-half node taken off its list whose instance was cancelled:
     /// clear LINKED, unless a `queue` made it PENDING again meanwhile —
     /// then start it after all.
-    fn drop_ghost(&self, mut s: Word) -> Start {
+    fn drop_ghost(&self) -> Start {
         loop {
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             if f & PENDING != 0 {
                 return self.start();
@@ -1307,14 +1354,15 @@ impl Work {
             debug_assert!(f & LINKED != 0);
             // Release: the link goes to the next `pend` (its Acquire), after
             // our read of `next`.
-            match self.state.compare_exchange(
-                s,
-                tagged(target_of(s), f & !LINKED),
-                ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Start::Ghost,
-                Err(now) => s = now,
+            if self
+                .cas_word(
+                    s,
+                    tagged(target_of(s), f & !LINKED),
+                    ordering!("bh_ghost_relaxed", AcqRel, Relaxed),
+                )
+                .is_ok()
+            {
+                return Start::Ghost;
             }
         }
     }
@@ -1330,8 +1378,8 @@ impl Work {
             n.wrapping_add(1),
             ordering!("work_runs_relaxed", Release, Relaxed),
         );
-        let mut s = self.state.load(Ordering::Relaxed);
         loop {
+            let s = self.state.load(Ordering::Relaxed);
             let f = flags(s);
             debug_assert!(f & RUNNING != 0);
             let link = if f & (PENDING | LINKED) == PENDING {
@@ -1343,19 +1391,14 @@ impl Work {
             // Release: pairs with the Acquire of `wait_until` (the run's
             // effects are visible when `flush`/`cancel_sync` return) and of
             // the next `pend`.
-            match self.state.compare_exchange(
-                s,
-                new,
-                ordering!("work_finish_relaxed", AcqRel, Relaxed),
-                Ordering::Relaxed,
-            ) {
+            match self.cas_word(s, new, ordering!("work_finish_relaxed", AcqRel, Relaxed)) {
                 Ok(_) => {
-                    if f & WAITED != 0 {
+                    if waited(s) {
                         self.done.notify();
                     }
                     return (s, new);
                 }
-                Err(now) => s = now,
+                Err(_) => continue,
             }
         }
     }

@@ -180,7 +180,9 @@ impl BhQueue {
     }
 
     /// The owning runtime's answer (see [`LocalFn`]); `None` also while the
-    /// queue does not know its runtime yet.
+    /// queue does not know its runtime yet. Without `std`, out of line:
+    /// `flush` and `cancel_sync` ask it twice (deadlock check, wait).
+    #[cfg_attr(not(feature = "std"), inline(never))]
     fn local(&self, ask: Ask) -> Option<DrainOutcome> {
         let home = self.home.load(Ordering::Relaxed);
         let local = self.local.load(Ordering::Relaxed);
@@ -197,6 +199,9 @@ impl BhQueue {
     /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
     /// `run` pointer first (the same value every time, on the line the
     /// push writes anyway): the Release push publishes it to the drain.
+    /// Without `std`, out of line: `queue_work` and the drain's relinks
+    /// share one copy.
+    #[cfg_attr(not(feature = "std"), inline(never))]
     fn push(&self, w: &'static Work) {
         let run: RunFn = BhQueue::run_list;
         self.run.store(run as *mut (), Ordering::Relaxed);
@@ -329,10 +334,15 @@ impl BhQueue {
 
     /// As above, without `std`: the queue records it. Only this CPU's drain
     /// writes it, and only a waiter on this CPU compares it: Relaxed.
+    /// A load and a store, not a swap (an RMW, which masks interrupts on a
+    /// core without CAS): a level's drain never runs nested in itself, so
+    /// nothing else writes it in between.
     #[cfg(not(feature = "std"))]
     fn enter(&self, w: &'static Work) -> *mut Work {
+        let saved = self.running.load(Ordering::Relaxed);
         self.running
-            .swap(ptr::from_ref(w).cast_mut(), Ordering::Relaxed)
+            .store(ptr::from_ref(w).cast_mut(), Ordering::Relaxed);
+        saved
     }
 
     #[cfg(not(feature = "std"))]
@@ -439,7 +449,11 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// assert!(RT.drain().is_complete());
     /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
     /// ```
-    #[inline]
+    // Without `std`, out of line: a firmware that queues from several
+    // places (interrupt handlers, thread mode) has one copy of the queue
+    // path, and each call site is a call.
+    #[cfg_attr(feature = "std", inline)]
+    #[cfg_attr(not(feature = "std"), inline(never))]
     pub fn queue_work(&'static self, work: &'static Work) -> bool {
         let (cpu, st) = self.current_state();
         self.queue_work_at(cpu, st, work).unwrap_or(false)

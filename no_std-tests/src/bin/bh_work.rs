@@ -296,7 +296,10 @@ fn main() -> ! {
         flushes, flushes_checked, cancel_syncs
     );
     check!(flushes_checked > 0, "no flush was checked");
-    check!(SELF_WAITS.load(Ordering::Relaxed) > 0, "no self-flush tried");
+    check!(
+        SELF_WAITS.load(Ordering::Relaxed) > 0,
+        "no self-flush tried"
+    );
     println!(
         "flush and cancel_sync from the item's own run: WouldDeadlock ({} runs tried)",
         SELF_WAITS.load(Ordering::Relaxed)
