@@ -479,7 +479,13 @@ fn flush_under_a_guard_that_holds_its_level_off_is_refused() {
     static RT: Runtime<Host, 1, 2> = Runtime::new(NO_TIME_BUDGET);
     static LOG: Work = Work::new("log", |_| {});
     static STEP: Work = Work::new("step", |_| {}).at_level(Level::new(1));
+    static IDLE: Work = Work::new("idle", |_| {});
+    // An item that ran here and is idle: its word still names this CPU's
+    // queue, but nothing is pending, so a flush under the guard is fine.
+    assert!(RT.queue_work(&IDLE));
+    assert!(RT.drain().is_complete());
     let guard = RT.bh_disable_to(Level::new(0));
+    assert_eq!(IDLE.flush(), Ok(false), "idle: nothing to wait for");
     assert!(RT.queue_work(&LOG));
     assert!(RT.queue_work(&STEP));
     assert_eq!(LOG.flush(), Err(WorkqueueError::WouldDeadlock));
@@ -489,4 +495,34 @@ fn flush_under_a_guard_that_holds_its_level_off_is_refused() {
     drop(guard); // the last guard's drop drains (Host)
     assert_eq!(LOG.runs(), 1);
     assert_eq!(LOG.flush(), Ok(false));
+}
+
+/// The thread that drained an item is not "inside" it afterwards: it may
+/// queue and flush it again (the drain's deadlock mark is cleared when the
+/// run ends), and only a flush from inside the run is refused.
+#[test]
+fn the_draining_thread_may_flush_the_item_after_its_run() {
+    static RT: Runtime<Host, 1> = Runtime::new(NO_TIME_BUDGET);
+    static INSIDE: std::sync::Mutex<Option<Result<bool, WorkqueueError>>> =
+        std::sync::Mutex::new(None);
+    static W: Work = Work::new("w", |w| {
+        let mut inside = INSIDE.lock().unwrap();
+        if inside.is_none() {
+            *inside = Some(w.flush());
+        }
+    });
+    assert!(RT.queue_work(&W));
+    assert!(RT.drain().is_complete());
+    assert_eq!(
+        *INSIDE.lock().unwrap(),
+        Some(Err(WorkqueueError::WouldDeadlock))
+    );
+    assert!(RT.queue_work(&W));
+    assert_eq!(
+        W.flush(),
+        Ok(true),
+        "flushed (drained) from the same thread"
+    );
+    assert_eq!(W.runs(), 2);
+    assert_eq!(W.flush(), Ok(false));
 }
