@@ -307,8 +307,7 @@
 #![cfg_attr(not(feature = "std"), doc = "[`Host`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DrainThreads`]: crate::DrainThreads")]
 #![cfg_attr(not(feature = "std"), doc = "[`DrainThreads`]: #features")]
-#![cfg_attr(feature = "std", doc = "[`DelayedWork`]: crate::DelayedWork")]
-#![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
+//! [`DelayedWork`]: crate::DelayedWork
 #![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
 #![cfg_attr(not(feature = "std"), doc = "[`Workqueue`]: #features")]
 #![cfg_attr(
@@ -445,10 +444,10 @@ pub use softirq::{
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
-pub use work::{Work, WorkqueueError};
+pub use work::{DelayedWork, Work, WorkqueueError};
 #[cfg(feature = "std")]
 pub use workqueue::{
-    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
+    current_cpu, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
     WorkqueueStats,
 };
 
