@@ -146,8 +146,9 @@ impl Request {
         }
         self.lo.store(ns as u32, Ordering::Relaxed);
         self.hi.store((ns >> 32) as u32, Ordering::Relaxed);
-        // Release: publishes the halves to the drain's Acquire load.
-        self.seq.store(
+        // Release: publishes the halves to the drain's Acquire load. A
+        // swap (only the lock holder writes now) for loom, as above.
+        let _ = self.seq.swap(
             ((s & !(LOCK | FRESH)).wrapping_add(STEP)) | FRESH,
             ordering!("timer_req_post_relaxed", Release, Relaxed),
         );
@@ -631,8 +632,11 @@ fn timed<B: Backend, const N: usize, const L: usize>(
     if poke {
         // Release: the request written before is visible to the drain
         // that swaps the flag.
-        t.rearm
-            .store(true, ordering!("timer_rearm_relaxed", Release, Relaxed));
+        // A swap, not a store: loom orders a plain store after a
+        // concurrent RMW only loosely (tokio-rs/loom#254); same cost.
+        let _ = t
+            .rearm
+            .swap(true, ordering!("timer_rearm_relaxed", Release, Relaxed));
         rt.raise_on(cpu, st, lvl, Vector::TASKLET);
         return false;
     }
