@@ -2737,7 +2737,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // workqueues from the tasklet softirq.
         if prio == Priority::Normal {
             let home = core::ptr::from_ref(self).cast::<()>();
-            again |= ls.timers.run(home, cpu, lvl, &ls.bh_work);
+            again |= ls.timers.run(home, cpu, lvl);
+            again |= ls.bh_work.run();
         }
         if again {
             self.pend_in_drain(cpu, lvl, prio.vector());

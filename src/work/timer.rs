@@ -442,15 +442,18 @@ impl Timers {
         }
     }
 
-    /// The drain's part (vector 6, after the tasklets): `q.run()` when no
-    /// delayed work was ever queued here, else the timers first.
+    /// The drain's part (vector 6, after the tasklets, before the level's
+    /// work queue runs): nothing but a load when no delayed work was ever
+    /// queued here; else files, re-sorts and fires the timers (the fired
+    /// ones go to the work queue's intake). Returns `true` if the timer
+    /// intake is left non-empty (another pass is needed).
     #[inline(always)]
-    pub(crate) fn run(&self, home: *const (), cpu: usize, lvl: usize, q: &BhQueue) -> bool {
-        // Acquire: pairs with the Release push of the delayed queue that
-        // stored it (the raise hand-off orders it as well).
+    pub(crate) fn run(&self, home: *const (), cpu: usize, lvl: usize) -> bool {
+        // Acquire: pairs with the Release store in `attach` (the raise
+        // hand-off orders it as well).
         let f = self.timed.load(Ordering::Acquire);
         if f.is_null() {
-            return q.run();
+            return false;
         }
         // SAFETY: a non-null `timed` is a `TimedFn` stored by `attach`
         // (function and data pointers have one size on every target).
@@ -706,8 +709,7 @@ fn timed<B: Backend, const N: usize, const L: usize>(
         #[cfg(feature = "std")]
         st.wake.notify();
     }
-    let again = q.run();
-    again || !t.intake.load(Ordering::Relaxed).is_null()
+    !t.intake.load(Ordering::Relaxed).is_null()
 }
 
 /// `now + delay` in nanoseconds, saturating.
