@@ -447,8 +447,7 @@ pub use wake::WakeWord;
 pub use work::{DelayedWork, Work, WorkqueueError};
 #[cfg(feature = "std")]
 pub use workqueue::{
-    current_cpu, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
-    WorkqueueStats,
+    current_cpu, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder, WorkqueueStats,
 };
 
 /// The README's example, compiled and run as a doctest.

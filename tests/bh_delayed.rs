@@ -117,7 +117,7 @@ fn reschedule_moves_the_deadline_earlier_and_later() {
     assert!(RT.queue_delayed_work(&E, ns(500)));
     assert!(RT.queue_delayed_work(&L, ns(50)));
     assert!(RT.drain().is_complete()); // both on the timer list now
-    // From a "top half": earlier and later.
+                                       // From a "top half": earlier and later.
     assert!(RT.mod_delayed_work(&E, ns(10)));
     assert!(RT.mod_delayed_work(&L, ns(800)));
     at(&RT, 20_020);
@@ -217,7 +217,11 @@ fn the_hook_sees_the_earliest_deadline() {
     assert!(RT.drain().is_complete());
     assert_eq!(ARMED.load(Ordering::SeqCst), 61_000);
     at(&RT, 61_000);
-    assert_eq!(ARMED.load(Ordering::SeqCst), u64::MAX, "nothing left: disarmed");
+    assert_eq!(
+        ARMED.load(Ordering::SeqCst),
+        u64::MAX,
+        "nothing left: disarmed"
+    );
     assert_eq!((H1.runs(), H2.runs()), (1, 1));
 }
 
@@ -255,11 +259,17 @@ fn host_drain_threads_fire_a_timer_without_an_explicit_drain() {
     let t0 = Instant::now();
     assert!(RT.queue_delayed_work(&T, Duration::from_millis(30)));
     while T.runs() == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the timer never fired");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the timer never fired"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let waited = t0.elapsed();
     println!("host drain thread fired a 30 ms timer after {waited:?}");
-    assert!(waited >= Duration::from_millis(30), "fired early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(30),
+        "fired early: {waited:?}"
+    );
     drop(threads);
 }

@@ -45,9 +45,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             // draining it: that drain runs what it finds and kicks us if it
             // runs out of budget. Or bottom halves are off on this CPU
             // (`bh_disable`): the last guard's drop drains, or kicks us.
-            let timeout = (next != u64::MAX).then(|| {
-                core::time::Duration::from_nanos(next.saturating_sub(B::now_ns()).max(1))
-            });
+            let timeout = (next != u64::MAX)
+                .then(|| core::time::Duration::from_nanos(next.saturating_sub(B::now_ns()).max(1)));
             wake.wait(token, timeout);
         }
     }

@@ -155,7 +155,10 @@ impl BhQueue {
 
     /// Records the owning runtime for waiters (see the module docs).
     #[inline]
-    pub(crate) fn set_home<B: Backend, const N: usize, const L: usize>(&self, rt: &'static Runtime<B, N, L>) {
+    pub(crate) fn set_home<B: Backend, const N: usize, const L: usize>(
+        &self,
+        rt: &'static Runtime<B, N, L>,
+    ) {
         // Relaxed: each atomic is only ever null or its one value, and a
         // waiter that reads null spins instead (module docs).
         if self.home.load(Ordering::Relaxed).is_null() {

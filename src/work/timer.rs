@@ -82,10 +82,10 @@ use crate::backend::Backend;
 use crate::level::Level;
 use crate::softirq::{CpuState, Runtime, Vector};
 use crate::stats::Misuse;
-use crate::tasklet::TaskletRuntime;
 use crate::sync::{
     loom_const_fn, ordering, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering,
 };
+use crate::tasklet::TaskletRuntime;
 use crate::WorkqueueError;
 
 /// The request's lock bit (a writer is between its CAS and its store).
@@ -571,8 +571,7 @@ fn file(t: &Timers, q: &BhQueue, w: &'static Work, fire_before: u64) -> Filed {
         let f = flags(s);
         if f & PENDING == 0 {
             // A ghost: hand the link to the next `pend` (its Acquire).
-            if w
-                .state
+            if w.state
                 .compare_exchange(
                     s,
                     tagged(target_of(s), f & !LINKED),
@@ -597,8 +596,7 @@ fn file(t: &Timers, q: &BhQueue, w: &'static Work, fire_before: u64) -> Filed {
                 return Filed::Timer;
             }
             // Due: DELAYED off, the instance stays ours (LINKED).
-            if w
-                .state
+            if w.state
                 .compare_exchange(
                     s,
                     tagged(target_of(s), f & !DELAYED),
@@ -660,9 +658,10 @@ fn timed<B: Backend, const N: usize, const L: usize>(
         }
     }
     // New timers, in queue order.
-    let mut lifo = t
-        .intake
-        .swap(ptr::null_mut(), ordering!("timer_take_relaxed", Acquire, Relaxed));
+    let mut lifo = t.intake.swap(
+        ptr::null_mut(),
+        ordering!("timer_take_relaxed", Acquire, Relaxed),
+    );
     let mut fifo: *mut Work = ptr::null_mut();
     while !lifo.is_null() {
         // SAFETY: pushed by `Timers::push` from `&'static Work`.
@@ -686,7 +685,8 @@ fn timed<B: Backend, const N: usize, const L: usize>(
         }
         // SAFETY: as above.
         let w: &'static Work = unsafe { &*h };
-        t.head.store(w.next.load(Ordering::Relaxed), Ordering::Relaxed);
+        t.head
+            .store(w.next.load(Ordering::Relaxed), Ordering::Relaxed);
         if let Filed::Timer = file(t, q, w, due) {
             // A fresh request moved it later: filed again, look at the
             // new head.

@@ -16,11 +16,11 @@ use super::context;
 use super::pool::Pool;
 use super::WorkqueueError;
 use crate::sync::Ordering;
-pub use crate::work::{DelayedWork, Work};
 use crate::work::{
     flags, kind_of, tagged, target_of, Func, Grab, Target, Word, CANCELING, DELAYED, HELD, PENDING,
     RUNNING, WAITED,
 };
+pub use crate::work::{DelayedWork, Work};
 
 /// The pool part of a state word: null if the item was never queued or
 /// its word names a bottom-half queue.
@@ -315,7 +315,9 @@ impl Link {
             // allocate.
             unsafe {
                 if self.work().in_delayed {
-                    Arc::increment_strong_count(self.node.as_ptr().cast_const().cast::<DelayedWork>());
+                    Arc::increment_strong_count(
+                        self.node.as_ptr().cast_const().cast::<DelayedWork>(),
+                    );
                 } else {
                     Arc::increment_strong_count(self.node.as_ptr().cast_const());
                 }
