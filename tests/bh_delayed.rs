@@ -43,7 +43,7 @@ fn ns(n: u64) -> Duration {
 }
 
 /// Sets the clock to `t` and delivers a timer interrupt, then drains.
-fn at(rt: &'static Runtime<Fake, 1>, t: u64) {
+fn at<const N: usize>(rt: &'static Runtime<Fake, N>, t: u64) {
     NOW.store(t, Ordering::SeqCst);
     rt.timer_fired();
     assert!(rt.drain().is_complete());
@@ -272,4 +272,25 @@ fn host_drain_threads_fire_a_timer_without_an_explicit_drain() {
         "fired early: {waited:?}"
     );
     drop(threads);
+}
+
+#[test]
+fn a_ghost_on_another_cpu_scheduled_with_a_delay_runs_where_it_is_linked() {
+    let _s = serial();
+    static RT: Runtime<Fake, 2> = Runtime::new(Config::DEFAULT);
+    static G: DelayedWork = DelayedWork::new("g", |_| {});
+    NOW.store(80_000, Ordering::SeqCst);
+    // A plain queue on CPU 0 (whose level never had delayed work), then a
+    // cancel: a ghost linked on CPU 0's work queue.
+    assert!(RT.queue_work(G.work()));
+    assert!(G.cancel());
+    // Scheduled on CPU 1 with a delay: covered where the ghost is linked.
+    assert!(RT.queue_delayed_work_on(1, &G, ns(100)));
+    assert!(RT.drain().is_complete()); // CPU 0 (the fake CPU)
+    assert!(G.is_timer_pending(), "the node was lost");
+    at(&RT, 80_050);
+    assert_eq!(G.runs(), 0, "ran before its deadline");
+    at(&RT, 80_100);
+    assert_eq!(G.runs(), 1);
+    assert!(!G.is_pending());
 }

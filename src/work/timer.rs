@@ -901,15 +901,26 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         first
     }
 
-    /// Stores the level's erased drain for `work`'s queue (once).
+    /// Stores the erased drain of level `lvl` on every CPU (once, at the
+    /// first delayed queue at that level): an item of that level may be
+    /// covered where it is linked or running, on any CPU, and that CPU's
+    /// drain must be able to hand it to its timers (`Start::Delayed`).
     #[inline]
-    fn attach(&'static self, cpu: usize, lvl: usize, st: &CpuState<L>) {
-        let t = &st.levels[lvl].timers;
-        if t.timed.load(Ordering::Relaxed).is_null() {
+    fn attach(&'static self, lvl: usize, st: &CpuState<L>) {
+        if !st.levels[lvl].timers.in_use() {
+            self.attach_all(lvl);
+        }
+    }
+
+    #[inline(never)]
+    fn attach_all(&'static self, lvl: usize) {
+        for cpu in 0..N {
+            let ls = &self.cpu_state(cpu).levels[lvl];
+            let t = &ls.timers;
             t.home
                 .store(ptr::from_ref(self).cast_mut().cast(), Ordering::Relaxed);
             t.at.store(cpu << 3 | lvl, Ordering::Relaxed);
-            st.levels[lvl].bh_work.set_timers(t);
+            ls.bh_work.set_timers(t);
             let f: TimedFn = timed::<B, N, L>;
             // Release: `home`, `at` and the queue's pointer are visible to
             // whoever reads `timed`.
@@ -927,7 +938,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     ) -> bool {
         let work = &dw.work;
         let lvl = self.work_level(st, work);
-        self.attach(cpu, lvl, st);
+        self.attach(lvl, st);
         let q = &st.levels[lvl].bh_work;
         q.set_home(self);
         let deadline = deadline_after(B::now_ns(), delay);
