@@ -24,15 +24,20 @@ struct Ctx {
     /// what it saw.
     data: AtomicU32,
     saw: StdAtomicU32,
+    e_saw: StdAtomicU32,
 }
 
 loom::lazy_static! {
     static ref RT: Runtime<LoomCpu, 2> = Runtime::new(Config::DEFAULT.max_restart(2));
     static ref D: DelayedWork = DelayedWork::new("d", body);
+    static ref E: DelayedWork = DelayedWork::new("e", |_| {
+        CTX.e_saw.store(CTX.data.load(Relaxed), SeqCst);
+    });
     static ref CTX: Ctx = Ctx {
         in_flight: InFlight::new(),
         data: AtomicU32::new(0),
         saw: StdAtomicU32::new(0),
+        e_saw: StdAtomicU32::new(0),
     };
 }
 
@@ -44,7 +49,7 @@ fn body(_: &Work) {
 
 fn set_up() {
     bind_cpu(0);
-    let _ = (&*RT, &*D, &*CTX);
+    let _ = (&*RT, &*D, &*E, &*CTX);
 }
 
 fn final_drains() {
@@ -120,10 +125,11 @@ fn two_reschedulers() {
     });
 }
 
-/// (c) A top half on CPU 1 stores its data and queues `D` with no delay on
-/// CPU 0 (`queue_delayed_work_on`) while CPU 0 drains: the timer intake's
-/// push and take and the deadline request publish the node and its
-/// deadline; `D` runs exactly once, on CPU 0, and saw the data.
+/// (c) A top half on CPU 1 stores its data and queues `D` then `E` with
+/// no delay on CPU 0 (`queue_delayed_work_on`) while CPU 0 drains: the
+/// timer intake's push and take and the deadline request publish the
+/// nodes (`E.next` = `D`) and their deadlines; each runs exactly once, on
+/// CPU 0, and saw the data.
 #[test]
 fn queue_delayed_on_another_cpu_races_the_drain() {
     model(|| {
@@ -134,13 +140,14 @@ fn queue_delayed_on_another_cpu_races_the_drain() {
         let b = spawn_on(1, || {
             CTX.data.store(1, Relaxed);
             assert!(RT.queue_delayed_work_on(0, &D, Duration::ZERO));
+            assert!(RT.queue_delayed_work_on(0, &E, Duration::ZERO));
         });
         a.join().unwrap();
         b.join().unwrap();
         assert_eq!(RT.pending(1), 0, "nothing was queued on CPU 1");
         final_drains();
-        assert_eq!(D.runs(), 1);
-        assert_eq!(CTX.saw.load(SeqCst), 1);
-        assert!(!D.is_pending());
+        assert_eq!((D.runs(), E.runs()), (1, 1));
+        assert_eq!((CTX.saw.load(SeqCst), CTX.e_saw.load(SeqCst)), (1, 1));
+        assert!(!D.is_pending() && !E.is_pending());
     });
 }
