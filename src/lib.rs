@@ -96,10 +96,11 @@
 //!   [`contains`](Handlers::contains) and
 //!   [`is_empty`](Handlers::is_empty).
 //! - [`Work`]'s `name`, `is_pending`, `is_running`, `is_canceling`, `runs`,
-//!   `coalesced`.
-//! - Feature `std`: [`Workqueue`]'s `name`, `cpu_ids`, `is_stopped`;
-//!   [`DelayedWork`]'s `from_work`, `work`,
-//!   `is_timer_pending`; the free function `current_cpu` (one thread-local
+//!   `coalesced`; [`DelayedWork`]'s `from_work`, `work`,
+//!   `is_timer_pending`.
+//! - [`Runtime::queue_delayed_work`], [`Runtime::mod_delayed_work`] (and
+//!   their `_on` siblings) and [`Runtime::timer_fired`].
+//! - Feature `std`: [`Workqueue`]'s `name`, `cpu_ids`, `is_stopped`; the free function `current_cpu` (one thread-local
 //!   load; see its docs for `dlopen`); [`DrainThreads`]' `len`,
 //!   `is_empty`, `pinned`.
 //! - Signal backend (feature `std`, Linux): [`SigInfo`]'s `value_isize`,
@@ -111,8 +112,9 @@
 //!
 //! The `const` constructors ([`Runtime::new`], [`Tasklet::new`] and its
 //! siblings, [`Mailbox::new`], [`MpscMailbox::new`], [`PerCpu::new`],
-//! [`WakeWord::new`], [`Work::new`], [`Work::with_context`], and with
-//! `std` `DelayedWork::new` and its `with_context` sibling, `PidSet::new`) are top-half safe too;
+//! [`WakeWord::new`], [`Work::new`], [`Work::with_context`],
+//! `DelayedWork::new` and its `with_context` sibling, and with `std`
+//! `PidSet::new`) are top-half safe too;
 //! they are meant for `static`s.
 //!
 //! # Features
@@ -396,8 +398,7 @@
 #![cfg_attr(not(feature = "std"), doc = "[`Host`]: #features")]
 #![cfg_attr(feature = "std", doc = "[`DrainThreads`]: crate::DrainThreads")]
 #![cfg_attr(not(feature = "std"), doc = "[`DrainThreads`]: #features")]
-#![cfg_attr(feature = "std", doc = "[`DelayedWork`]: crate::DelayedWork")]
-#![cfg_attr(not(feature = "std"), doc = "[`DelayedWork`]: #features")]
+//! [`DelayedWork`]: crate::DelayedWork
 #![cfg_attr(feature = "std", doc = "[`Workqueue`]: crate::Workqueue")]
 #![cfg_attr(not(feature = "std"), doc = "[`Workqueue`]: #features")]
 #![cfg_attr(
@@ -534,11 +535,10 @@ pub use softirq::{
 pub use stats::{Misuse, Stats};
 pub use tasklet::{Priority, Tasklet, TaskletKilled, TaskletRuntime};
 pub use wake::WakeWord;
-pub use work::{Work, WorkqueueError};
+pub use work::{DelayedWork, Work, WorkqueueError};
 #[cfg(feature = "std")]
 pub use workqueue::{
-    current_cpu, DelayedWork, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder,
-    WorkqueueStats,
+    current_cpu, DelayedWorkRef, HighPriority, WorkRef, Workqueue, WorkqueueBuilder, WorkqueueStats,
 };
 
 /// The README's example, compiled and run as a doctest.

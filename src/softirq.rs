@@ -1154,6 +1154,8 @@ pub(crate) struct LevelState {
     /// Bottom-half work items of this level, run by vector 6 after this
     /// level's normal tasklets (`crate::work::bh`).
     pub(crate) bh_work: crate::work::BhQueue,
+    /// Delayed work's timers of this level (`crate::work::timer`).
+    pub(crate) timers: crate::work::timer::Timers,
     /// `fork()` repair stamps of `draining` (`crate::fork`).
     pub(crate) fork: crate::fork::CpuFork,
 }
@@ -1173,6 +1175,7 @@ impl LevelState {
                 bh_disabled: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 bh_work: crate::work::BhQueue::new(),
+                timers: crate::work::timer::Timers::new(),
                 fork: crate::fork::CpuFork::new(),
             }
         }
@@ -2741,6 +2744,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // Work items after the normal tasklets, as Linux runs its BH
         // workqueues from the tasklet softirq.
         if prio == Priority::Normal {
+            let home = core::ptr::from_ref(self).cast::<()>();
+            again |= ls.timers.run(home, cpu, lvl);
             again |= ls.bh_work.run();
         }
         if again {

@@ -41,6 +41,7 @@
 //! `work_wait_relaxed`, which are in this file.
 
 pub(crate) mod bh;
+pub(crate) mod timer;
 
 use core::fmt;
 use core::ptr;
@@ -49,6 +50,7 @@ use crate::sync::{loom_const_fn, ordering, AtomicPtr, AtomicU32, AtomicU8, Order
 use crate::wake::WakeWord;
 
 pub(crate) use bh::BhQueue;
+pub use timer::DelayedWork;
 
 /// A queued instance exists: on (or being pushed onto) a list of the
 /// target in the word, or (bottom half) about to be linked by the drain
@@ -480,6 +482,9 @@ pub(crate) enum Start {
     /// Bottom half: the instance was cancelled while linked; the drain
     /// dropped the node (LINKED cleared) and runs nothing.
     Ghost,
+    /// Bottom half: the instance waits for its timer (DELAYED); the node,
+    /// still LINKED, goes to its level's timer intake.
+    Delayed,
 }
 
 /// Why a workqueue (or bottom-half work) operation was refused.
@@ -1115,7 +1120,7 @@ impl Work {
             // nobody: the finishing drain sees PENDING clear.
             let running = sync && f & RUNNING != 0;
             let canceling = if running { CANCELING } else { 0 };
-            if self.cas(s, (f & !PENDING) | canceling) {
+            if self.cas(s, (f & !(PENDING | DELAYED)) | canceling) {
                 return Grab::Grabbed { running };
             }
         }
@@ -1260,7 +1265,7 @@ impl Work {
             } else if covered {
                 // A linked ghost (runs where it is linked) or a running
                 // item (its drain relinks it when the run ends).
-                tagged(target_of(s), f | PENDING)
+                tagged(target_of(s), f | PENDING | (extra & DELAYED))
             } else {
                 tagged(target, f | PENDING | extra)
             };
@@ -1285,7 +1290,6 @@ impl Work {
     /// while linked is a ghost: LINKED is cleared, nothing runs.
     pub(crate) fn start(&self) -> Start {
         let s = self.state.load(Ordering::Relaxed);
-        debug_assert!(flags(s) & DELAYED == 0);
         if flags(s) & RUNNING != 0 {
             return Start::Collided;
         }
@@ -1318,6 +1322,12 @@ impl Work {
                 // count (see `flush_target`) and drop the ghost.
                 self.started.store(n, Ordering::Release);
                 return self.drop_ghost();
+            }
+            if f & DELAYED != 0 {
+                // A bottom-half instance (re)scheduled while it ran or as a
+                // ghost: its timer list takes it (`timer.rs`).
+                self.started.store(n, Ordering::Release);
+                return Start::Delayed;
             }
             let new = tagged(target_of(s), (f & !(PENDING | HELD | LINKED)) | RUNNING);
             // Acquire: pairs with `pend`'s Release (the caller's writes
@@ -1422,7 +1432,6 @@ impl Work {
     }
 
     /// The timer deadline. Only by the owner of the link (see the field).
-    #[cfg(feature = "std")]
     pub(crate) fn deadline(&self) -> u64 {
         // SAFETY: the caller owns the link (field docs): no concurrent
         // writer.
@@ -1430,7 +1439,6 @@ impl Work {
     }
 
     /// Sets the timer deadline. Only by the owner of the link.
-    #[cfg(feature = "std")]
     pub(crate) fn set_deadline(&self, ns: u64) {
         // SAFETY: the caller owns the link (field docs): no other access.
         self.deadline_ns.with_mut(|p| unsafe { *p = ns });

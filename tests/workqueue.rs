@@ -920,7 +920,8 @@ fn many_timers_fire_in_deadline_order() {
     static ORDER: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     fn item(w: &Work) {
         // SAFETY: every `item` is in ITEMS.
-        let i = unsafe { ptr::from_ref(w).offset_from(ITEMS.as_ptr().cast::<Work>()) } as usize;
+        let d = DelayedWork::from_work(w).unwrap();
+        let i = unsafe { ptr::from_ref(d).offset_from(ITEMS.as_ptr()) } as usize;
         ORDER.lock().unwrap().push(i);
     }
     static ITEMS: [DelayedWork; 8] = [const { DelayedWork::new("t", item) }; 8];

@@ -67,6 +67,21 @@ pub trait Board: 'static {
         let _ = (cpu, level);
     }
 
+    /// Arms a one-shot timer (a SysTick reload, a timer compare) for
+    /// `deadline_ns` ([`now_ns`](Board::now_ns) clock) for level `level` of
+    /// core `cpu`, replacing any earlier arming; `u64::MAX`: disarm. The
+    /// runtime calls it from the drain with the earliest pending deadline
+    /// of delayed work there whenever it changes; the timer's interrupt
+    /// handler calls [`Runtime::timer_fired`](crate::Runtime::timer_fired).
+    /// Default: nothing — due timers fire at the next drain of
+    /// [`Vector::TASKLET`](crate::Vector::TASKLET) at that level.
+    ///
+    /// Top-half safe: must be. Allocates: must not. Blocks: must not.
+    #[inline(always)]
+    fn set_timer(cpu: usize, level: Level, deadline_ns: u64) {
+        let _ = (cpu, level, deadline_ns);
+    }
+
     /// The firmware's softirq handlers known at compile time, in flash
     /// (see [`Handlers`](crate::Handlers) for an example); the
     /// [`Backend::HANDLERS`] of `BareMetal<Self>`. Default: none.
@@ -260,6 +275,11 @@ impl<B: Board> Backend for BareMetal<B> {
     #[inline(always)]
     fn kick(cpu: usize, level: Level, _wake: &WakeWord) {
         B::pend_drain(cpu, level);
+    }
+
+    #[inline(always)]
+    fn arm_timer(cpu: usize, level: Level, deadline_ns: u64) {
+        B::set_timer(cpu, level, deadline_ns);
     }
 
     const HANDLERS: &'static crate::Handlers = B::HANDLERS;

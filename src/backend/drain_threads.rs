@@ -41,6 +41,11 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             if stop.load(Ordering::Acquire) {
                 return;
             }
+            // Delayed work: raise the levels whose earliest timer is due;
+            // sleep at most until the next one. (Every level's thread does
+            // it for all levels of its CPU: a due level is raised by
+            // whichever thread looks first.)
+            let next = self.fire_due_timers(cpu);
             let pending = if L == 1 {
                 self.pending(cpu)
             } else {
@@ -65,7 +70,9 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             // draining it: that drain runs what it finds and kicks us if it
             // runs out of budget. Or bottom halves are off on this CPU
             // (`bh_disable`): the last guard's drop drains, or kicks us.
-            wake.wait(token, None);
+            let timeout = (next != u64::MAX)
+                .then(|| core::time::Duration::from_nanos(next.saturating_sub(B::now_ns()).max(1)));
+            wake.wait(token, timeout);
         }
     }
 }

@@ -96,6 +96,43 @@ pub trait Backend: 'static {
         let _ = (cpu, level, wake);
     }
 
+    /// The one-shot deadline hook of delayed bottom-half work
+    /// ([`Runtime::queue_delayed_work`](crate::Runtime::queue_delayed_work)):
+    /// the drain of level `level` on CPU `cpu` calls it with the earliest
+    /// pending deadline there ([`now_ns`](Backend::now_ns) clock) whenever
+    /// that changes, `u64::MAX` when no timer is left. One-shot, each call
+    /// replaces the previous arming; when it fires, call
+    /// [`Runtime::timer_fired`](crate::Runtime::timer_fired) on that CPU.
+    /// Default: nothing — due timers then fire at the next drain of
+    /// [`Vector::TASKLET`](crate::Vector::TASKLET) at that level. `Host`
+    /// and `Signals` drain threads sleep until the earliest deadline
+    /// instead; `BareMetal` forwards to [`Board::set_timer`].
+    ///
+    /// Top-half safe: must be (called from a drain). Allocates: must not.
+    /// Blocks: must not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Backend, Level, WakeWord};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// struct Sim;
+    /// impl Backend for Sim {
+    ///     fn current_cpu() -> usize { 0 }
+    ///     fn now_ns() -> u64 { 0 }
+    ///     fn arm_timer(_cpu: usize, _level: Level, deadline_ns: u64) {
+    ///         ARMED.store(deadline_ns, Ordering::Relaxed); // a compare register
+    ///     }
+    /// }
+    /// Sim::arm_timer(0, Level::DEFAULT, 5);
+    /// assert_eq!(ARMED.load(Ordering::Relaxed), 5);
+    /// ```
+    #[inline(always)]
+    fn arm_timer(cpu: usize, level: Level, deadline_ns: u64) {
+        let _ = (cpu, level, deadline_ns);
+    }
+
     /// Softirq handlers known at compile time: a constant table that lives
     /// in flash (`.rodata`), in force before the first raise, with no
     /// `register` call (see [`Handlers`]). Default: none, every handler is

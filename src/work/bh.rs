@@ -138,6 +138,9 @@ pub(crate) struct BhQueue {
     /// `BhQueue::run_list` as a [`RunFn`], erased; stored by every push,
     /// null before the first.
     run: AtomicPtr<()>,
+    /// This level's timers (`timer.rs`), stored by the first delayed
+    /// queue here; null until then.
+    timers: AtomicPtr<super::timer::Timers>,
     /// The item this queue's drain runs now (no_std deadlock detection).
     #[cfg(not(feature = "std"))]
     running: AtomicPtr<Work>,
@@ -154,6 +157,7 @@ impl BhQueue {
                 home: AtomicPtr::new(ptr::null_mut()),
                 local: AtomicPtr::new(ptr::null_mut()),
                 run: AtomicPtr::new(ptr::null_mut()),
+                timers: AtomicPtr::new(ptr::null_mut()),
                 #[cfg(not(feature = "std"))]
                 running: AtomicPtr::new(ptr::null_mut()),
             }
@@ -162,13 +166,16 @@ impl BhQueue {
 
     /// The queue as a state word's target, with the whole queue's
     /// provenance (`repr(C)`, the header first).
-    fn as_target(&self) -> *mut Target {
+    pub(crate) fn as_target(&self) -> *mut Target {
         ptr::from_ref(self).cast::<Target>().cast_mut()
     }
 
     /// Records the owning runtime for waiters (see the module docs).
     #[inline]
-    fn set_home<B: Backend, const N: usize, const L: usize>(&self, rt: &'static Runtime<B, N, L>) {
+    pub(crate) fn set_home<B: Backend, const N: usize, const L: usize>(
+        &self,
+        rt: &'static Runtime<B, N, L>,
+    ) {
         // Relaxed: each atomic is only ever null or its one value, and a
         // waiter that reads null spins instead (module docs).
         if self.home.load(Ordering::Relaxed).is_null() {
@@ -199,10 +206,10 @@ impl BhQueue {
     /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
     /// `run` pointer first (the same value every time, on the line the
     /// push writes anyway): the Release push publishes it to the drain.
-    /// Without `std`, out of line: `queue_work` and the drain's relinks
-    /// share one copy.
+    /// Without `std`, out of line: `queue_work`, the drain's relinks and
+    /// the timers share one copy.
     #[cfg_attr(not(feature = "std"), inline(never))]
-    fn push(&self, w: &'static Work) {
+    pub(crate) fn push(&self, w: &'static Work) {
         let run: RunFn = BhQueue::run_list;
         self.run.store(run as *mut (), Ordering::Relaxed);
         let node = ptr::from_ref(w).cast_mut();
@@ -275,6 +282,13 @@ impl BhQueue {
             match w.start() {
                 Start::Run { .. } => {}
                 Start::Ghost => continue,
+                Start::Delayed => {
+                    if let Some(t) = self.timers() {
+                        t.relink(w);
+                    }
+                    relinked = true;
+                    continue;
+                }
                 Start::Collided => {
                     // Not reachable: a running item is never linked (module
                     // docs). Should it happen, the node (still ours, LINKED)
@@ -348,6 +362,21 @@ impl BhQueue {
     #[cfg(not(feature = "std"))]
     fn leave(&self, saved: *mut Work) {
         self.running.store(saved, Ordering::Relaxed);
+    }
+}
+
+impl BhQueue {
+    /// Records this level's timers (once; `Runtime::attach`).
+    pub(crate) fn set_timers(&self, t: &super::timer::Timers) {
+        self.timers
+            .store(ptr::from_ref(t).cast_mut(), Ordering::Relaxed);
+    }
+
+    /// This level's timers, once delayed work was queued here.
+    pub(crate) fn timers(&self) -> Option<&super::timer::Timers> {
+        // SAFETY: only ever null or the `Timers` of the same `'static`
+        // `LevelState`.
+        unsafe { self.timers.load(Ordering::Relaxed).as_ref() }
     }
 }
 
@@ -551,7 +580,13 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
                 Ok(true)
             }
-            Pend::Covered => Ok(true),
+            Pend::Covered => {
+                if work.in_delayed {
+                    // A ghost on a timer list: its drain must look.
+                    super::timer::poke_word(work.state.load(Ordering::Acquire));
+                }
+                Ok(true)
+            }
             Pend::Coalesced => Ok(false),
             Pend::Canceling => Err(WorkqueueError::Canceling),
             Pend::OtherConsumer => Err(WorkqueueError::OtherConsumer),

@@ -94,7 +94,8 @@ mod work;
 
 pub use queue::{Workqueue, WorkqueueBuilder};
 pub use stats::{HighPriority, WorkqueueStats};
-pub use work::{DelayedWork, DelayedWorkRef, Work, WorkRef};
+pub(crate) use work::fire_pooled;
+pub use work::{DelayedWorkRef, Work, WorkRef};
 
 pub(crate) use crate::work::wake_word;
 

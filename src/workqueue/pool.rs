@@ -618,6 +618,8 @@ impl Pool {
                 // A claimed instance cannot be cancelled: `cancel` waits
                 // for a node on no list (`with_pending`).
                 Start::Ghost => unreachable!("a claimed pool item lost PENDING"),
+                // Timers fire (DELAYED cleared) before a node is claimable.
+                Start::Delayed => unreachable!("a claimed pool item waits for its timer"),
             }
         }
     }

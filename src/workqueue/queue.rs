@@ -661,7 +661,7 @@ impl Workqueue {
     ///
     /// # Examples
     ///
-    /// See [`DelayedWork`](super::DelayedWork).
+    /// See [`DelayedWork`](crate::DelayedWork).
     #[inline]
     pub fn queue_delayed(
         &self,

@@ -8,8 +8,6 @@
 //! push, then to the lock of the pool the word names; a worker reads what
 //! it needs (`next`) before the CAS that hands the link back.
 
-use core::fmt;
-use core::ops::Deref;
 use core::ptr::{self, NonNull};
 use std::boxed::Box;
 use std::sync::Arc;
@@ -17,12 +15,12 @@ use std::sync::Arc;
 use super::context;
 use super::pool::Pool;
 use super::WorkqueueError;
-use crate::sync::{loom_const_fn, Ordering};
-pub use crate::work::Work;
+use crate::sync::Ordering;
 use crate::work::{
     flags, kind_of, tagged, target_of, Func, Grab, Target, Word, CANCELING, DELAYED, HELD, PENDING,
     RUNNING, WAITED,
 };
+pub use crate::work::{DelayedWork, Work};
 
 /// The pool part of a state word: null if the item was never queued or
 /// its word names a bottom-half queue.
@@ -201,164 +199,21 @@ impl Work {
 /// # Safety
 ///
 /// `node` came from `Arc::as_ptr` of an `Arc<Work>` (or of an
-/// `Arc<DelayedWork>`, same layout) and the caller owns one count of it.
+/// `Arc<DelayedWork>`, whose `Work` is its first field: same address) and
+/// the caller owns one count of it.
 pub(super) unsafe fn release_count(node: NonNull<Work>) {
-    // SAFETY: per the contract; `DelayedWork` is `repr(transparent)` over
-    // `Work`, so an `Arc<DelayedWork>` pointer is a valid `Arc<Work>` one.
-    drop(unsafe { Arc::from_raw(node.as_ptr().cast_const()) });
-}
-
-/// A [`Work`] whose queueing may be delayed by a timer
-/// ([`Workqueue::queue_delayed`](super::Workqueue::queue_delayed),
-/// [`mod_delayed`](super::Workqueue::mod_delayed)). Derefs to its
-/// [`Work`]: `cancel`, `cancel_sync`, `is_pending` and the counters are the
-/// work's; [`flush`](DelayedWork::flush) fires a pending timer first.
-///
-/// The timer is kept by the pool's workers (a sorted list; a sleeping
-/// worker's wait times out at the earliest deadline), not by a separate
-/// timer thread, so a delayed item becomes runnable when a worker of its
-/// pool is free after the deadline.
-///
-/// # Examples
-///
-/// ```
-/// use bottomhalf::{DelayedWork, Workqueue};
-/// use std::time::{Duration, Instant};
-///
-/// static DEBOUNCE: DelayedWork = DelayedWork::new("debounce", |_| {});
-/// let wq = Workqueue::builder("timers").threads(1).build().unwrap();
-/// let t0 = Instant::now();
-/// assert_eq!(wq.queue_delayed(&DEBOUNCE, Duration::from_millis(20)), Ok(true));
-/// // Another key press: push the deadline back.
-/// assert_eq!(wq.mod_delayed(&DEBOUNCE, Duration::from_millis(30)), Ok(true));
-/// DEBOUNCE.work().flush().unwrap();
-/// assert!(t0.elapsed() >= Duration::from_millis(30));
-/// ```
-#[repr(transparent)]
-pub struct DelayedWork {
-    work: Work,
+    // SAFETY: the node is alive (we own a count).
+    if unsafe { node.as_ref() }.in_delayed {
+        // SAFETY: per the contract, `in_delayed` says the allocation is an
+        // `Arc<DelayedWork>` (`repr(C)`, the `Work` first).
+        drop(unsafe { Arc::from_raw(node.as_ptr().cast_const().cast::<DelayedWork>()) });
+    } else {
+        // SAFETY: per the contract, an `Arc<Work>`.
+        drop(unsafe { Arc::from_raw(node.as_ptr().cast_const()) });
+    }
 }
 
 impl DelayedWork {
-    loom_const_fn! {
-        /// A delayed work item named `name` that runs `func`.
-        ///
-        /// Top-half safe: yes. Allocates: no. Blocks: no.
-        ///
-        /// # Examples
-        ///
-        /// ```
-        /// static D: bottomhalf::DelayedWork = bottomhalf::DelayedWork::new("d", |_| {});
-        /// assert_eq!(D.name(), "d");
-        /// ```
-        pub fn new(name: &'static str, func: fn(&Work)) -> DelayedWork {
-            DelayedWork { work: Work::with_func(name, Func::Static(func), true) }
-        }
-    }
-
-    loom_const_fn! {
-        /// A delayed work item named `name` that runs `func(ctx, work)`
-        /// (see [`Work::with_context`]). From the `&Work` it gets, `func`
-        /// reaches this `DelayedWork` with [`from_work`](DelayedWork::from_work),
-        /// to re-arm it.
-        ///
-        /// Top-half safe: yes. Allocates: no. Blocks: no.
-        ///
-        /// # Examples
-        ///
-        /// A debounced button per instance, one function for all:
-        ///
-        /// ```
-        /// use bottomhalf::{DelayedWork, Work, Workqueue};
-        /// use std::sync::atomic::{AtomicU32, Ordering};
-        /// use std::time::Duration;
-        ///
-        /// struct Button {
-        ///     presses: AtomicU32,
-        ///     debounce: DelayedWork,
-        /// }
-        /// fn settle(button: &'static Button, _: &Work) {
-        ///     button.presses.fetch_add(1, Ordering::Relaxed);
-        /// }
-        /// static POWER: Button = Button {
-        ///     presses: AtomicU32::new(0),
-        ///     debounce: DelayedWork::with_context("power-debounce", &POWER, settle),
-        /// };
-        ///
-        /// let wq = Workqueue::builder("buttons").threads(1).build().unwrap();
-        /// // Three edges of one bouncing press: the timer restarts each time.
-        /// for _ in 0..3 {
-        ///     wq.mod_delayed(&POWER.debounce, Duration::from_millis(5)).unwrap();
-        /// }
-        /// POWER.debounce.work().flush().unwrap();
-        /// assert_eq!(POWER.presses.load(Ordering::Relaxed), 1);
-        /// ```
-        pub fn with_context<C: Sync>(
-            name: &'static str,
-            ctx: &'static C,
-            func: fn(&'static C, &Work),
-        ) -> DelayedWork {
-            DelayedWork { work: Work::with_func(name, Func::erase(ctx, func), true) }
-        }
-    }
-
-    /// The `DelayedWork` that `work` is the inside of, or `None` for a
-    /// plain [`Work`] (Linux's `to_delayed_work`, which trusts the caller;
-    /// this one checks). The result borrows for as long as `work` does: a
-    /// `&'static Work` gives a `&'static DelayedWork`, which
-    /// [`queue_delayed`](super::Workqueue::queue_delayed) accepts.
-    ///
-    /// A work function gets its `&Work` for the call only (the item may be
-    /// an `Arc`), so to re-arm its own `static` item it needs a `'static`
-    /// handle: bind one as its context
-    /// ([`DelayedWork::with_context`], with the item itself or the device
-    /// that holds it as the context). Within the call, `from_work` tells
-    /// the function which kind of item runs it and gives it the
-    /// `DelayedWork` methods ([`is_timer_pending`](DelayedWork::is_timer_pending)).
-    ///
-    /// Top-half safe: yes. Allocates: no. Blocks: no.
-    ///
-    /// # Examples
-    ///
-    /// A table of `&'static Work` items, some of them delayed: "kick all"
-    /// queues the delayed ones with their delay, the others at once.
-    ///
-    /// ```
-    /// use bottomhalf::{DelayedWork, Work, Workqueue};
-    /// use std::time::Duration;
-    ///
-    /// static POLL: DelayedWork = DelayedWork::new("poll", |_| {});
-    /// static LOG: Work = Work::new("log", |_| {});
-    /// static ALL: [&Work; 2] = [POLL.work(), &LOG];
-    ///
-    /// let wq = Workqueue::builder("kick").threads(0).build().unwrap();
-    /// for &work in &ALL {
-    ///     match DelayedWork::from_work(work) {
-    ///         Some(delayed) => wq.queue_delayed(delayed, Duration::from_secs(60)).unwrap(),
-    ///         None => wq.queue(work),
-    ///     };
-    /// }
-    /// assert!(POLL.is_timer_pending());
-    /// assert!(LOG.is_pending() && !POLL.work().is_running());
-    /// assert!(DelayedWork::from_work(&LOG).is_none());
-    /// # assert!(POLL.cancel());
-    /// ```
-    pub fn from_work(work: &Work) -> Option<&DelayedWork> {
-        if work.in_delayed {
-            // `in_delayed` is set only by the `DelayedWork` constructors,
-            // and a `DelayedWork` never gives its `Work` away by value (no
-            // `into_inner`, no `DerefMut`, the field is private), so `work`
-            // points at the `work` field of a live `DelayedWork`.
-            let delayed = ptr::from_ref(work).cast::<DelayedWork>();
-            // SAFETY: as above, `delayed` is a live `DelayedWork`, which is
-            // `repr(transparent)` over `Work`: same address, size and
-            // layout; the reference covers the same bytes for the same life.
-            Some(unsafe { &*delayed })
-        } else {
-            None
-        }
-    }
-
     /// A delayed work item created at run time (see [`Work::new_arc`]).
     ///
     /// Top-half safe: no. Allocates: yes. Blocks: no.
@@ -378,92 +233,13 @@ impl DelayedWork {
         name: &'static str,
         func: impl Fn(&Work) + Send + Sync + 'static,
     ) -> Arc<DelayedWork> {
-        Arc::new(DelayedWork {
-            work: Work::with_func(name, Func::Boxed(Box::new(func)), true),
-        })
-    }
-
-    /// The work item inside.
-    ///
-    /// Top-half safe: yes. Allocates: no. Blocks: no.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// static D: bottomhalf::DelayedWork = bottomhalf::DelayedWork::new("d", |_| {});
-    /// let w: &'static bottomhalf::Work = D.work();
-    /// assert_eq!(w.name(), "d");
-    /// ```
-    pub const fn work(&self) -> &Work {
-        &self.work
-    }
-
-    /// `true` while a pending instance waits for its timer.
-    ///
-    /// Top-half safe: yes. Allocates: no. Blocks: no.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use bottomhalf::{DelayedWork, Workqueue};
-    /// use std::time::Duration;
-    /// static D: DelayedWork = DelayedWork::new("d", |_| {});
-    /// let wq = Workqueue::builder("t").threads(1).build().unwrap();
-    /// wq.queue_delayed(&D, Duration::from_secs(60)).unwrap();
-    /// assert!(D.is_timer_pending());
-    /// assert!(D.cancel());
-    /// assert!(!D.is_timer_pending());
-    /// ```
-    pub fn is_timer_pending(&self) -> bool {
-        flags(self.work.state.load(Ordering::Relaxed)) & (PENDING | DELAYED) == PENDING | DELAYED
-    }
-
-    /// Fires a pending timer now, then waits like [`Work::flush`] (Linux's
-    /// `flush_delayed_work`).
-    ///
-    /// Top-half safe: no. Allocates: no. Blocks: yes.
-    ///
-    /// # Errors
-    ///
-    /// As [`Work::flush`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use bottomhalf::{DelayedWork, Workqueue};
-    /// use std::time::{Duration, Instant};
-    /// static D: DelayedWork = DelayedWork::new("d", |_| {});
-    /// let wq = Workqueue::builder("t").threads(1).build().unwrap();
-    /// let t0 = Instant::now();
-    /// wq.queue_delayed(&D, Duration::from_secs(60)).unwrap();
-    /// assert_eq!(D.flush(), Ok(true));
-    /// assert!(t0.elapsed() < Duration::from_secs(60));
-    /// assert_eq!(D.runs(), 1);
-    /// ```
-    pub fn flush(&self) -> Result<bool, WorkqueueError> {
-        // Refused before the timer is fired: a refused flush changes
-        // nothing.
-        let s = self.work.state.load(Ordering::Acquire);
-        self.work.refuse_flush_from_here(s)?;
-        if flags(s) & DELAYED != 0 {
-            Pool::fire_now(&self.work);
-        }
-        self.work.flush()
+        Arc::new(DelayedWork::with_func(name, Func::Boxed(Box::new(func))))
     }
 }
 
-impl Deref for DelayedWork {
-    type Target = Work;
-
-    fn deref(&self) -> &Work {
-        &self.work
-    }
-}
-
-impl fmt::Debug for DelayedWork {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DelayedWork").field(&self.work).finish()
-    }
+/// Fires the pending timer of `w` at its pool now (`DelayedWork::flush`).
+pub(crate) fn fire_pooled(w: &Work) {
+    Pool::fire_now(w);
 }
 
 /// How the queue holds a work item: a `&'static Work` (nothing to own) or
@@ -537,7 +313,15 @@ impl Link {
             // SAFETY: `node` is `Arc::as_ptr` of an `Arc` the caller still
             // borrows, so the allocation is alive; incrementing does not
             // allocate.
-            unsafe { Arc::increment_strong_count(self.node.as_ptr().cast_const()) };
+            unsafe {
+                if self.work().in_delayed {
+                    Arc::increment_strong_count(
+                        self.node.as_ptr().cast_const().cast::<DelayedWork>(),
+                    );
+                } else {
+                    Arc::increment_strong_count(self.node.as_ptr().cast_const());
+                }
+            }
         }
     }
 }
