@@ -90,6 +90,10 @@
 //!   [`high_water`](MpscMailbox::high_water).
 //! - [`PerCpu`]: [`cpus`](PerCpu::cpus), [`get`](PerCpu::get),
 //!   [`try_get`](PerCpu::try_get), [`iter`](PerCpu::iter).
+//! - Levels: [`Runtime::levels`], [`Runtime::pending_at`],
+//!   [`Runtime::vector_level`], [`Level::new`], [`Level::try_new`],
+//!   [`Level::index`], [`Tasklet::level`], [`Work::level`]; the `const`
+//!   builders [`Tasklet::at_level`] and [`Work::at_level`].
 //! - Values: [`Vector::new`], [`Vector::try_new`], [`Vector::index`],
 //!   [`Priority::vector`], [`DrainOutcome::is_complete`], [`Config`]'s
 //!   builders and getters, [`Handlers`]' builders,
@@ -300,29 +304,42 @@
 //! println!("{}", RT.stats());
 //! ```
 //!
-//! # Example: a firmware with two levels, work items and the guard
+//! # Example: a firmware with two levels, delayed work and the guard
 //!
 //! A motor controller on one Cortex-M core: a motor-step work item at
-//! level 1 must preempt a log flush at level 0 that is already running;
-//! thread mode updates the controller's set-point, which the bottom halves
-//! read, with bottom halves off. Each level's drain interrupt is a spare
-//! NVIC vector (see "Levels" on [`Runtime`] for the priority set-up); here
-//! the board only records the pends, and the interrupt handlers are called
-//! as functions, so the example runs as a test.
+//! level 1 must preempt a log flush at level 0 that is already running; a
+//! delayed work item stops the motor when no command has arrived for
+//! 50 ms (every command moves its deadline); thread mode updates the
+//! controller's set-point, which the bottom halves read, with bottom
+//! halves off. Each level's drain interrupt is a spare NVIC vector (see
+//! "Levels" on [`Runtime`] for the priority set-up), and a timer compare
+//! is the one-shot deadline hook; here the board only records the pends
+//! and the deadline, and the interrupt handlers are called as functions,
+//! so the example runs as a test.
 //!
 //! ```
-//! use bottomhalf::{BareMetal, Board, Config, DrainOutcome, Level, Runtime, Work};
-//! use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+//! use bottomhalf::{BareMetal, Board, Config, DelayedWork, DrainOutcome, Level, Runtime, Work};
+//! use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+//! use core::time::Duration;
 //!
 //! const LOG: Level = Level::new(0);
 //! const MOTOR: Level = Level::new(1);
 //!
 //! /// Pended drain interrupts, one bit per level (`NVIC::pend` on hardware).
 //! static PENDED: AtomicU32 = AtomicU32::new(0);
+//! /// The board's clock (a free-running timer) and its compare register.
+//! static NOW_NS: AtomicU64 = AtomicU64::new(0);
+//! static COMPARE_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 //! struct Mcu;
 //! impl Board for Mcu {
 //!     fn pend_drain(_cpu: usize, level: Level) {
 //!         PENDED.fetch_or(1 << level.index(), Ordering::SeqCst);
+//!     }
+//!     fn now_ns() -> u64 {
+//!         NOW_NS.load(Ordering::SeqCst)
+//!     }
+//!     fn set_timer(_cpu: usize, _level: Level, deadline_ns: u64) {
+//!         COMPARE_NS.store(deadline_ns, Ordering::SeqCst); // u64::MAX: disarm
 //!     }
 //! }
 //! static RT: Runtime<BareMetal<Mcu>, 1, 2> = Runtime::new(Config::DEFAULT);
@@ -341,19 +358,33 @@
 //!
 //! static FLUSH: Work = Work::new("log-flush", |_| {
 //!     // A long flush. The motor timer fires in the middle of it...
+//!     let steps = STEPS.load(Ordering::Relaxed);
 //!     motor_timer_irq();
 //!     // ...and its level-1 drain interrupt preempts us here.
 //!     level_1_drain_irq();
-//!     STEP_INSIDE_FLUSH.store(STEPS.load(Ordering::Relaxed) == 1, Ordering::Relaxed);
+//!     STEP_INSIDE_FLUSH.store(STEPS.load(Ordering::Relaxed) == steps + 1, Ordering::Relaxed);
 //! });
 //!
 //! // #[interrupt] fn TIMER_0A(), priority 0x00: a top half.
 //! fn motor_timer_irq() {
 //!     RT.queue_work(&STEP); // pends level 1's drain interrupt
 //! }
-//! // #[interrupt] fn UART0(), priority 0x40: a top half.
+//! // No command for 50 ms: stop the motor (runs at level 0, in the drain).
+//! static STOPPED: AtomicBool = AtomicBool::new(false);
+//! static IDLE_STOP: DelayedWork = DelayedWork::new("idle-stop", |_| {
+//!     STOPPED.store(true, Ordering::Relaxed);
+//! });
+//!
+//! // #[interrupt] fn UART0(), priority 0x40: a top half (a command byte).
 //! fn uart_irq() {
 //!     RT.queue_work(&FLUSH); // pends level 0's drain interrupt
+//!     RT.mod_delayed_work(&IDLE_STOP, Duration::from_millis(50)); // moves the deadline
+//! }
+//! // #[interrupt] fn TIMER_1A(), the compare match: a top half.
+//! fn timer_compare_irq() {
+//!     if NOW_NS.load(Ordering::SeqCst) >= COMPARE_NS.load(Ordering::SeqCst) {
+//!         RT.timer_fired(); // pends the drain of the level with due timers
+//!     }
 //! }
 //! // #[interrupt] fn GPIOD(), priority 0x80: level 1's drain.
 //! fn level_1_drain_irq() {
@@ -374,6 +405,25 @@
 //! level_0_drain_irq();
 //! assert!(STEP_INSIDE_FLUSH.load(Ordering::Relaxed));
 //! assert_eq!((FLUSH.runs(), STEP.runs()), (1, 1));
+//! // The drain filed the idle timer and armed the compare at +50 ms.
+//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), 50_000_000);
+//!
+//! // 30 ms later another command moves the deadline to 80 ms.
+//! NOW_NS.store(30_000_000, Ordering::SeqCst);
+//! uart_irq();
+//! level_0_drain_irq(); // the second flush, preempted by the second step
+//! assert!(STEP_INSIDE_FLUSH.load(Ordering::Relaxed));
+//! assert_eq!((FLUSH.runs(), STEP.runs()), (2, 2));
+//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), 80_000_000);
+//! NOW_NS.store(50_000_000, Ordering::SeqCst);
+//! timer_compare_irq(); // not yet: the compare moved
+//! assert!(!STOPPED.load(Ordering::Relaxed));
+//! NOW_NS.store(80_000_000, Ordering::SeqCst);
+//! timer_compare_irq();
+//! level_0_drain_irq();
+//! assert!(STOPPED.load(Ordering::Relaxed));
+//! assert_eq!(IDLE_STOP.runs(), 1);
+//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), u64::MAX, "disarmed");
 //!
 //! // Thread mode (`main`): a new set-point, with every bottom half off.
 //! {
@@ -385,7 +435,7 @@
 //!     SET_POINT[1].store(7, Ordering::Relaxed);
 //! } // the last guard's drop pends the drains again
 //! level_1_drain_irq();
-//! assert_eq!(STEPS.load(Ordering::Relaxed), 2);
+//! assert_eq!(STEPS.load(Ordering::Relaxed), 3);
 //! assert_eq!(RT.pending(0), 0);
 //! ```
 

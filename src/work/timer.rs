@@ -421,7 +421,8 @@ pub(crate) struct Timers {
     /// A poke: walk the list, re-read the requests.
     rearm: AtomicBool,
     /// The last armed deadline (drain-written halves; `u64::MAX`: none),
-    /// read by the drain threads.
+    /// read by the drain threads. Stored complemented, so that "none" is
+    /// zero and a new runtime stays all zero bytes (`.bss`).
     next_lo: AtomicU32,
     next_hi: AtomicU32,
 }
@@ -436,8 +437,8 @@ impl Timers {
                 intake: AtomicPtr::new(ptr::null_mut()),
                 head: AtomicPtr::new(ptr::null_mut()),
                 rearm: AtomicBool::new(false),
-                next_lo: AtomicU32::new(u32::MAX),
-                next_hi: AtomicU32::new(u32::MAX),
+                next_lo: AtomicU32::new(0),
+                next_hi: AtomicU32::new(0),
             }
         }
     }
@@ -467,7 +468,7 @@ impl Timers {
             let hi = self.next_hi.load(Ordering::Acquire);
             let lo = self.next_lo.load(Ordering::Acquire);
             if self.next_hi.load(Ordering::Acquire) == hi {
-                return u64::from(lo) | (u64::from(hi) << 32);
+                return !(u64::from(lo) | (u64::from(hi) << 32));
             }
         }
     }
@@ -701,8 +702,8 @@ fn timed<B: Backend, const N: usize, const L: usize>(
         unsafe { &*h }.deadline()
     };
     if first != t.next_deadline() {
-        t.next_lo.store(first as u32, Ordering::Release);
-        t.next_hi.store((first >> 32) as u32, Ordering::Release);
+        t.next_lo.store(!first as u32, Ordering::Release);
+        t.next_hi.store((!first >> 32) as u32, Ordering::Release);
         B::arm_timer(cpu, Level::from_index(lvl), first);
         // The drain threads sleep until the earliest deadline: wake them
         // to look again.
