@@ -436,6 +436,12 @@ pub struct Work {
     /// `DelayedWork` constructors, immutable. `DelayedWork::from_work`
     /// relies on it.
     pub(crate) in_delayed: bool,
+    /// The deadline request of a [`DelayedWork`] in a bottom half
+    /// (`timer.rs`): here, not in the `DelayedWork`, so that a
+    /// `DelayedWork` is exactly its `Work` and a `&Work` of one covers the
+    /// whole item ([`DelayedWork::from_work`](crate::DelayedWork::from_work)
+    /// turns one into the other). All zero and unused in a plain item.
+    pub(crate) req: timer::Request,
     /// The bottom-half level it runs at when queued to a runtime (a
     /// [`Level`](crate::Level) index). Immutable after construction
     /// ([`Work::at_level`]); the workqueue ignores it.
@@ -666,6 +672,7 @@ impl Work {
                 func,
                 name,
                 in_delayed,
+                req: timer::Request::new(),
                 level: 0,
             }
         }

@@ -114,7 +114,7 @@ enum Taken {
 
 impl Request {
     loom_const_fn! {
-        fn new() -> Request {
+        pub(crate) fn new() -> Request {
             Request {
                 seq: AtomicU32::new(0),
                 lo: AtomicU32::new(0),
@@ -207,11 +207,12 @@ impl Request {
 /// DEBOUNCE.flush().unwrap(); // fires it now, runs it here
 /// assert_eq!(DEBOUNCE.runs(), 1);
 /// ```
-#[repr(C)]
+#[repr(transparent)]
 pub struct DelayedWork {
-    /// First (`repr(C)`): a `&Work` of a `DelayedWork` is one to it.
+    /// The whole item (`repr(transparent)`): a `&Work` of a `DelayedWork`
+    /// is one to it, with the same extent. Its deadline request is the
+    /// `Work`'s `req` field.
     pub(crate) work: Work,
-    req: Request,
 }
 
 impl DelayedWork {
@@ -233,7 +234,7 @@ impl DelayedWork {
 
     loom_const_fn! {
         pub(crate) fn with_func(name: &'static str, func: Func) -> DelayedWork {
-            DelayedWork { work: Work::with_func(name, func, true), req: Request::new() }
+            DelayedWork { work: Work::with_func(name, func, true) }
         }
     }
 
@@ -375,7 +376,7 @@ impl DelayedWork {
         self.work.refuse_flush_from_here(s)?;
         if flags(s) & DELAYED != 0 {
             if kind_of(s) == Some(Target::BH) {
-                self.req.post(0);
+                self.work.req.post(0);
                 poke_word(self.work.state.load(Ordering::Acquire));
             } else {
                 #[cfg(feature = "std")]
@@ -587,7 +588,7 @@ fn file(t: &Timers, q: &BhQueue, w: &'static Work, fire_before: u64) -> Filed {
         }
         if f & DELAYED != 0 {
             if let Some(d) = d {
-                match d.req.take() {
+                match d.work.req.take() {
                     Taken::Fresh(ns) => w.set_deadline(ns),
                     Taken::Stale | Taken::Busy => {}
                 }
@@ -948,12 +949,12 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // Schedule keeps a pending deadline: no request then.
         let posted = modify || !was_pending;
         if posted {
-            dw.req.post(deadline);
+            dw.work.req.post(deadline);
         }
         match work.pend(q.as_target(), LINKED | DELAYED) {
             Pend::Queued => {
                 if !posted {
-                    dw.req.post(deadline);
+                    dw.work.req.post(deadline);
                 }
                 st.levels[lvl].timers.push(work);
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
@@ -961,7 +962,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             }
             Pend::Covered => {
                 if !posted {
-                    dw.req.post(deadline);
+                    dw.work.req.post(deadline);
                 }
                 poke_word(work.state.load(Ordering::Acquire));
                 !modify
