@@ -1154,8 +1154,6 @@ pub(crate) struct LevelState {
     /// Bottom-half work items of this level, run by vector 6 after this
     /// level's normal tasklets (`crate::work::bh`).
     pub(crate) bh_work: crate::work::BhQueue,
-    /// Delayed work's timers of this level (`crate::work::timer`).
-    pub(crate) timers: crate::work::timer::Timers,
     /// `fork()` repair stamps of `draining` (`crate::fork`).
     pub(crate) fork: crate::fork::CpuFork,
 }
@@ -1175,7 +1173,6 @@ impl LevelState {
                 bh_disabled: AtomicU32::new(0),
                 tasklets: [TaskletList::new(), TaskletList::new()],
                 bh_work: crate::work::BhQueue::new(),
-                timers: crate::work::timer::Timers::new(),
                 fork: crate::fork::CpuFork::new(),
             }
         }
@@ -1465,8 +1462,10 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
 
     /// Sets `v` pending at level `lvl` on `cpu` (state `st`) and kicks that
     /// level unless it drains: a raise on that CPU, from any CPU
-    /// (`queue_work_on`).
-    #[inline]
+    /// (`queue_work_on`). Without `std`, out of line: the work queue, the
+    /// pokes and the timer interrupt share one copy.
+    #[cfg_attr(feature = "std", inline)]
+    #[cfg_attr(not(feature = "std"), inline(never))]
     pub(crate) fn raise_on(&self, cpu: usize, st: &CpuState<L>, lvl: usize, v: Vector) {
         // SeqCst: as in `raise`.
         let old = st.levels[lvl]
@@ -2744,8 +2743,6 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         // Work items after the normal tasklets, as Linux runs its BH
         // workqueues from the tasklet softirq.
         if prio == Priority::Normal {
-            let home = core::ptr::from_ref(self).cast::<()>();
-            again |= ls.timers.run(home, cpu, lvl);
             again |= ls.bh_work.run();
         }
         if again {

@@ -489,7 +489,7 @@ pub(crate) enum Start {
     /// dropped the node (LINKED cleared) and runs nothing.
     Ghost,
     /// Bottom half: the instance waits for its timer (DELAYED); the node,
-    /// still LINKED, goes to its level's timer intake.
+    /// still LINKED, goes on its queue's timer list.
     Delayed,
 }
 
@@ -1135,7 +1135,7 @@ impl Work {
 
     /// One CAS from `s` to the same target with flags `f` (WAITED cleared,
     /// and its waiters woken). `false` if the word changed.
-    fn cas(&self, s: Word, f: usize) -> bool {
+    pub(crate) fn cas(&self, s: Word, f: usize) -> bool {
         // AcqRel: as in `update`.
         match self.cas_word(s, tagged(target_of(s), f & !WAITED), Ordering::AcqRel) {
             Ok(_) => {

@@ -88,11 +88,11 @@ use core::ptr;
 
 #[cfg(not(feature = "std"))]
 use super::RUNNING;
-use super::{flags, kind_of, target_of, Pend, Start, Target, Word, Work, LINKED};
+use super::{flags, kind_of, target_of, Pend, Start, Target, Word, Work, DELAYED, LINKED};
 use crate::backend::Backend;
 use crate::softirq::{CpuState, DrainOutcome, Runtime, Vector};
 use crate::stats::Misuse;
-use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, OnUnwind, Ordering};
+use crate::sync::{loom_const_fn, ordering, spin_wait, AtomicPtr, AtomicU32, OnUnwind, Ordering};
 use crate::tasklet::TaskletRuntime;
 use crate::WorkqueueError;
 
@@ -114,10 +114,14 @@ enum Ask {
     /// Whether a bottom-half guard holds the queue's level off on the
     /// current CPU: `Some(Disabled)` if so, `Some(Complete)` if not.
     Guarded,
+    /// Raise [`Vector::TASKLET`] at the queue's CPU and level (a *poke*:
+    /// its drain looks at its lists again); `None`.
+    Poke,
 }
 
-/// Runs a list taken off a queue's intake; see `BhQueue::run_list`.
-type RunFn = fn(&BhQueue, *mut Work) -> bool;
+/// The drain's part of a queue: [`BhQueue::run_list`], or with delayed
+/// work `timer::timed` (the list, then the timers).
+pub(crate) type RunFn = fn(&BhQueue) -> bool;
 
 /// One CPU's bottom-half work queue; a field of the runtime's per-CPU
 /// state. All-zero when new. Aligned so that its address leaves the state
@@ -126,21 +130,30 @@ type RunFn = fn(&BhQueue, *mut Work) -> bool;
 pub(crate) struct BhQueue {
     /// First: the state word of a queued item points here.
     target: Target,
+    /// `cpu << 3 | level` of this queue, stored with `home` (in the
+    /// header's padding).
+    pub(crate) at: AtomicU32,
     /// Newly queued items, most recent first. Pushed with a CAS by any
     /// context on any CPU; taken whole with a swap by this CPU's drain.
     intake: AtomicPtr<Work>,
     /// The runtime that owns this queue (`&'static Runtime<B, N>`, erased),
     /// stored by `queue_work`; null until the first one.
-    home: AtomicPtr<()>,
+    pub(crate) home: AtomicPtr<()>,
     /// `local::<B, N>` as a [`LocalFn`], erased; null until the first
     /// `queue_work`.
     local: AtomicPtr<()>,
-    /// `BhQueue::run_list` as a [`RunFn`], erased; stored by every push,
-    /// null before the first.
-    run: AtomicPtr<()>,
-    /// This level's timers (`timer.rs`), stored by the first delayed
-    /// queue here; null until then.
-    timers: AtomicPtr<super::timer::Timers>,
+    /// The [`RunFn`] the drain calls, erased: null until the first
+    /// `queue_work` here, then `BhQueue::run_list`, or `timer::timed`
+    /// once delayed work was queued at this runtime (never back).
+    pub(crate) run: AtomicPtr<()>,
+    /// Delayed nodes waiting for their deadlines (`timer.rs`), newest
+    /// first, through `Work::next`; only this queue's drain touches it.
+    pub(crate) timers: AtomicPtr<Work>,
+    /// The earliest armed deadline, complemented halves (zero: none, so a
+    /// new runtime stays all zero bytes); drain-written, read by the drain
+    /// threads and `timer_fired`.
+    pub(crate) next_lo: AtomicU32,
+    pub(crate) next_hi: AtomicU32,
     /// The item this queue's drain runs now (no_std deadlock detection).
     #[cfg(not(feature = "std"))]
     running: AtomicPtr<Work>,
@@ -153,11 +166,14 @@ impl BhQueue {
         pub(crate) fn new() -> BhQueue {
             BhQueue {
                 target: Target::new(Target::BH),
+                at: AtomicU32::new(0),
                 intake: AtomicPtr::new(ptr::null_mut()),
                 home: AtomicPtr::new(ptr::null_mut()),
                 local: AtomicPtr::new(ptr::null_mut()),
                 run: AtomicPtr::new(ptr::null_mut()),
                 timers: AtomicPtr::new(ptr::null_mut()),
+                next_lo: AtomicU32::new(0),
+                next_hi: AtomicU32::new(0),
                 #[cfg(not(feature = "std"))]
                 running: AtomicPtr::new(ptr::null_mut()),
             }
@@ -170,20 +186,45 @@ impl BhQueue {
         ptr::from_ref(self).cast::<Target>().cast_mut()
     }
 
-    /// Records the owning runtime for waiters (see the module docs).
+    /// Records the owning runtime, this queue's CPU and level (for
+    /// waiters and pokes, see the module docs) and the plain [`RunFn`].
     #[inline]
     pub(crate) fn set_home<B: Backend, const N: usize, const L: usize>(
         &self,
         rt: &'static Runtime<B, N, L>,
+        cpu: usize,
+        lvl: usize,
     ) {
-        // Relaxed: each atomic is only ever null or its one value, and a
-        // waiter that reads null spins instead (module docs).
+        // Relaxed: each atomic is only ever null or its one value (`run`:
+        // null, the plain drain, then for ever the timed one), and a
+        // waiter that reads null spins instead (module docs). The drain
+        // reads `run` after taking vector 6 from the mask, which the
+        // queuer set (SeqCst) after these stores.
         if self.home.load(Ordering::Relaxed).is_null() {
-            let local: LocalFn = local::<B, N, L>;
-            self.local.store(local as *mut (), Ordering::Relaxed);
-            self.home
-                .store(ptr::from_ref(rt).cast_mut().cast(), Ordering::Relaxed);
+            self.bind(rt, cpu, lvl);
+            let run: RunFn = BhQueue::run_list;
+            // Only from null: never over the timed drain.
+            let _ = self.run.compare_exchange(
+                ptr::null_mut(),
+                run as *mut (),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
+    }
+
+    /// Stores the runtime, its [`LocalFn`] and this queue's place.
+    pub(crate) fn bind<B: Backend, const N: usize, const L: usize>(
+        &self,
+        rt: &'static Runtime<B, N, L>,
+        cpu: usize,
+        lvl: usize,
+    ) {
+        let local: LocalFn = local::<B, N, L>;
+        self.local.store(local as *mut (), Ordering::Relaxed);
+        self.at.store((cpu << 3 | lvl) as u32, Ordering::Relaxed);
+        self.home
+            .store(ptr::from_ref(rt).cast_mut().cast(), Ordering::Relaxed);
     }
 
     /// The owning runtime's answer (see [`LocalFn`]); `None` also while the
@@ -203,15 +244,11 @@ impl BhQueue {
         local(home, self, ask)
     }
 
-    /// Pushes `w`, whose link the caller owns (it set LINKED). Stores the
-    /// `run` pointer first (the same value every time, on the line the
-    /// push writes anyway): the Release push publishes it to the drain.
-    /// Without `std`, out of line: `queue_work`, the drain's relinks and
-    /// the timers share one copy.
+    /// Pushes `w`, whose link the caller owns (it set LINKED). Without
+    /// `std`, out of line: `queue_work`, the drain's relinks and the
+    /// timers share one copy.
     #[cfg_attr(not(feature = "std"), inline(never))]
     pub(crate) fn push(&self, w: &'static Work) {
-        let run: RunFn = BhQueue::run_list;
-        self.run.store(run as *mut (), Ordering::Relaxed);
         let node = ptr::from_ref(w).cast_mut();
         let mut head = self.intake.load(Ordering::Relaxed);
         loop {
@@ -229,11 +266,29 @@ impl BhQueue {
         }
     }
 
-    /// The drain's part (from vector 6, after the tasklets): takes the
-    /// intake and runs its items in queue order (`run_list`). Returns `true` if it
-    /// linked items onto the intake again (queued while they ran, or left
-    /// by a collision): the caller re-pends vector 6 for the next pass.
+    /// The drain's part (from vector 6, after the tasklets): the queue's
+    /// [`RunFn`] (nothing before the first `queue_work` here). Returns
+    /// `true` if it linked items onto the intake again (queued while they
+    /// ran, or fired timers): the caller re-pends vector 6 for the next
+    /// pass.
+    #[inline(always)]
     pub(crate) fn run(&self) -> bool {
+        let run = self.run.load(Ordering::Relaxed);
+        if run.is_null() {
+            return false;
+        }
+        // SAFETY: a non-null `run` was stored by `set_home` or
+        // `Runtime::attach` from a `RunFn` (a function pointer, the size
+        // of a data pointer on every target this crate supports).
+        let run = unsafe { core::mem::transmute::<*mut (), RunFn>(run) };
+        run(self)
+    }
+
+    /// Takes the intake and runs its items in queue order. Reached only
+    /// through the `run` pointer that the first `queue_work` stores, so a
+    /// firmware that never queues a work item does not link it (the
+    /// drain's part is a load and a branch).
+    pub(crate) fn run_list(&self) -> bool {
         // Skip the swap (a write to a line producers write) when empty. Not
         // under loom, whose scheduler does not explore a pure load racing
         // with a load-then-CAS (the push): models always swap.
@@ -241,28 +296,10 @@ impl BhQueue {
             return false;
         }
         // Acquire: pairs with the Release CAS in `push`.
-        let lifo = self.intake.swap(
+        let mut lifo = self.intake.swap(
             ptr::null_mut(),
             ordering!("bh_take_relaxed", Acquire, Relaxed),
         );
-        if lifo.is_null() {
-            return false;
-        }
-        // Stored before the push of every node we took (`push`), so the
-        // Acquire swap made it visible.
-        let run = self.run.load(Ordering::Relaxed);
-        // SAFETY: a non-null node was pushed by `push`, which stored `run`
-        // (a `RunFn`, `BhQueue::run_list`, the size of a data pointer on
-        // every target this crate supports) before it; never changed.
-        let run = unsafe { core::mem::transmute::<*mut (), RunFn>(run) };
-        run(self, lifo)
-    }
-
-    /// Runs a list taken off the intake (most recent first). Reached only
-    /// through the `run` pointer that `push` stores, so a firmware that
-    /// never queues a work item does not link it (the drain's part is a
-    /// load and a branch).
-    fn run_list(&self, mut lifo: *mut Work) -> bool {
         let mut fifo: *mut Work = ptr::null_mut();
         while !lifo.is_null() {
             // SAFETY: nodes are pushed only by `queue_work` and the relinks
@@ -283,10 +320,13 @@ impl BhQueue {
                 Start::Run { .. } => {}
                 Start::Ghost => continue,
                 Start::Delayed => {
-                    if let Some(t) = self.timers() {
-                        t.relink(w);
-                    }
-                    relinked = true;
+                    // Waits for its deadline on this queue's timer list
+                    // (ours: only this drain touches it); `timer::timed`
+                    // looks at the list after this.
+                    w.next
+                        .store(self.timers.load(Ordering::Relaxed), Ordering::Relaxed);
+                    self.timers
+                        .store(ptr::from_ref(w).cast_mut(), Ordering::Relaxed);
                     continue;
                 }
                 Start::Collided => {
@@ -365,21 +405,6 @@ impl BhQueue {
     }
 }
 
-impl BhQueue {
-    /// Records this level's timers (once; `Runtime::attach`).
-    pub(crate) fn set_timers(&self, t: &super::timer::Timers) {
-        self.timers
-            .store(ptr::from_ref(t).cast_mut(), Ordering::Relaxed);
-    }
-
-    /// This level's timers, once delayed work was queued here.
-    pub(crate) fn timers(&self) -> Option<&super::timer::Timers> {
-        // SAFETY: only ever null or the `Timers` of the same `'static`
-        // `LevelState`.
-        unsafe { self.timers.load(Ordering::Relaxed).as_ref() }
-    }
-}
-
 /// The [`LocalFn`] of a `Runtime<B, N>`.
 fn local<B: Backend, const N: usize, const L: usize>(
     home: *const (),
@@ -390,14 +415,35 @@ fn local<B: Backend, const N: usize, const L: usize>(
     // N, L>` together with this very function (`local::<B, N, L>`), so it
     // is that runtime, alive for ever.
     let rt = unsafe { &*home.cast::<Runtime<B, N, L>>() };
+    if ask == Ask::Poke {
+        // SAFETY: `queue` is the live queue that stored this function.
+        let at = unsafe { &*queue }.at.load(Ordering::Relaxed) as usize;
+        let (cpu, lvl) = (at >> 3, at & 7);
+        // `lvl < L` always (stored by `bind`); checked so that no panic
+        // path is compiled into a top half.
+        if let (Some(st), true) = (rt.try_cpu_state(cpu), lvl < L) {
+            rt.raise_on(cpu, st, lvl, Vector::TASKLET);
+        }
+        return None;
+    }
     let (_, st) = rt.current_state();
     let ls = st.levels.iter().find(|ls| ptr::eq(&ls.bh_work, queue))?;
     Some(match ask {
         Ask::Here => DrainOutcome::Complete,
         Ask::Drain => rt.drain(),
         Ask::Guarded if ls.is_bh_disabled() => DrainOutcome::Disabled,
-        Ask::Guarded => DrainOutcome::Complete,
+        Ask::Guarded | Ask::Poke => DrainOutcome::Complete,
     })
+}
+
+/// Pokes the queue a state word names (see [`Ask::Poke`]): its drain runs
+/// and looks at its intake and timers again. Top-half safe.
+pub(crate) fn poke(s: Word) {
+    if kind_of(s) == Some(Target::BH) {
+        // SAFETY: as in `wait_step`.
+        let q = unsafe { &*target_of(s).cast::<BhQueue>() };
+        let _ = q.local(Ask::Poke);
+    }
 }
 
 /// `true` if a wait for the instance the word `s` shows would never end
@@ -478,14 +524,10 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// assert!(RT.drain().is_complete());
     /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
     /// ```
-    // Without `std`, out of line: a firmware that queues from several
-    // places (interrupt handlers, thread mode) has one copy of the queue
-    // path, and each call site is a call.
-    #[cfg_attr(feature = "std", inline)]
-    #[cfg_attr(not(feature = "std"), inline(never))]
+    #[inline]
     pub fn queue_work(&'static self, work: &'static Work) -> bool {
         let (cpu, st) = self.current_state();
-        self.queue_work_at(cpu, st, work).unwrap_or(false)
+        self.queue_at(cpu, st, work, None).unwrap_or(false)
     }
 
     /// Queues `work` to run in CPU `cpu`'s bottom half: pushed on that
@@ -557,34 +599,51 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         work: &'static Work,
     ) -> Result<bool, WorkqueueError> {
         match self.try_cpu_state(cpu) {
-            Some(st) => self.queue_work_at(cpu, st, work),
+            Some(st) => self.queue_at(cpu, st, work, None),
             None => Err(WorkqueueError::CpuOutOfRange { cpu, cpus: N }),
         }
     }
 
-    #[inline]
-    fn queue_work_at(
+    /// The queue path of `queue_work` and delayed work (`timer.rs`):
+    /// `delayed` is `Some(deadline)` for a delayed queue (DELAYED, and the
+    /// deadline posted before the node is pushed or poked). Without
+    /// `std`, out of line: a firmware has one copy of it, and each call
+    /// site is a call.
+    #[cfg_attr(feature = "std", inline)]
+    #[cfg_attr(not(feature = "std"), inline(never))]
+    pub(crate) fn queue_at(
         &'static self,
         cpu: usize,
         st: &CpuState<L>,
         work: &'static Work,
+        delayed: Option<u64>,
     ) -> Result<bool, WorkqueueError> {
         let lvl = self.work_level(st, work);
         let q = &st.levels[lvl].bh_work;
-        match work.pend(q.as_target(), LINKED) {
+        let extra = if delayed.is_some() {
+            LINKED | DELAYED
+        } else {
+            LINKED
+        };
+        match work.pend(q.as_target(), extra) {
             Pend::Queued => {
                 // Before the push: a waiter that finds the instance here
                 // (after the pend) and the queue's home still unset spins.
-                q.set_home(self);
+                q.set_home(self, cpu, lvl);
+                if let Some(ns) = delayed {
+                    work.req.post(ns);
+                }
                 q.push(work);
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
                 Ok(true)
             }
             Pend::Covered => {
-                if work.in_delayed {
-                    // A ghost on a timer list: its drain must look.
-                    super::timer::poke_word(work.state.load(Ordering::Acquire));
+                if let Some(ns) = delayed {
+                    work.req.post(ns);
                 }
+                // A ghost still linked (on an intake or a timer list) or a
+                // running item: its drain looks again.
+                poke(work.state.load(Ordering::Acquire));
                 Ok(true)
             }
             Pend::Coalesced => Ok(false),

@@ -6,59 +6,65 @@
 //!
 //! # Design
 //!
-//! Each level of each CPU has a [`Timers`] (a field of its `LevelState`,
-//! next to its [`BhQueue`]): a lock-free intake of delayed nodes, a sorted
-//! timer list that only that level's drain touches, and a *re-arm* flag.
-//! The item's state word names the level's [`BhQueue`] as its target, as
-//! for plain work, with DELAYED set while the instance waits for its timer,
-//! so `cancel`, `cancel_sync`, `flush` and the LINKED/ghost rules of
-//! [`bh`](super::bh) apply unchanged.
+//! A delayed item is queued exactly as a plain one ([`Runtime::queue_work`]'s
+//! path: one CAS on the item, one push on the level's [`BhQueue`] intake,
+//! vector 6 raised), with DELAYED set in its state word. The drain that
+//! takes it off the intake finds DELAYED at `start` and keeps the node on
+//! that queue's *timer list*, which only this drain touches; after running
+//! the intake it walks the list and fires what is due. `cancel`,
+//! `cancel_sync`, `flush` and the LINKED/ghost rules of [`bh`](super::bh)
+//! apply unchanged.
 //!
-//! - **Deadline requests.** The timer list's sort key (`Work::deadline_ns`)
-//!   belongs to the drain. Every caller that sets a deadline writes it into
-//!   the item's *request*, a seqlock in the [`DelayedWork`] (a sequence
-//!   word and two 32-bit halves: thumbv7m has no 64-bit atomics). A writer
-//!   takes the lock with one CAS and never spins: if another context holds
-//!   it, that context's deadline wins (**concurrent schedules or
-//!   reschedules of one item: one of their deadlines is kept**). The drain
-//!   consumes a request (clears its FRESH bit with a CAS that also proves
-//!   no writer came between) when it files a node from the intake, walks
-//!   the list on a re-arm, or is about to fire a node; a request held by a
-//!   writer (the drain preempted it) is left for the writer's own poke.
-//! - **Order of a queue.** `mod_delayed_work` writes the request first,
-//!   then pends the item (one CAS, as [`Runtime::queue_work`]): the idle
-//!   item is pushed on the level's timer intake; a pending one (on the
-//!   timer list, or on the intake) is *poked*: the re-arm flag is set and
-//!   vector 6 raised on the CPU/level where it is linked; that drain walks
-//!   its list, re-reads the requests and re-sorts. `queue_delayed_work`
-//!   does the same, but writes no request when it finds the item already
+//! - **Deadline requests.** The deadline the list goes by
+//!   (`Work::deadline_ns`) belongs to the drain. Every caller that sets a
+//!   deadline writes it into the item's *request*, a seqlock in the
+//!   [`Work`] (a sequence word and two 32-bit halves: thumbv7m has no
+//!   64-bit atomics). A writer takes the lock with one CAS and never
+//!   spins: if another context holds it, that context's deadline wins
+//!   (**concurrent schedules or reschedules of one item: one of their
+//!   deadlines is kept**). The drain consumes a fresh request (clears its
+//!   FRESH bit with a CAS that also proves no writer came between) each
+//!   time it walks the list; a node whose request a writer holds (the
+//!   drain preempted it) is skipped until the writer's poke.
+//! - **Order of a queue.** `mod_delayed_work` writes the request, then
+//!   pends the item: an idle item is pushed on the intake; a pending one
+//!   (on a timer list, or on an intake) is *poked*: vector 6 is raised on
+//!   the CPU and level whose queue the state word names, and that drain
+//!   walks its list again and reads the request. `queue_delayed_work` does
+//!   the same, but writes no request when it finds the item already
 //!   pending (it keeps the existing deadline).
-//! - **Firing.** A due node's request is checked first (a fresh one
-//!   re-sorts it instead); then one CAS clears DELAYED and the node moves,
-//!   still LINKED, to the level's [`BhQueue`] intake, which the same drain
-//!   runs right after, in deadline order (ties: queue order; the insertion
-//!   is stable). A node cancelled while on the list is a ghost: dropped
-//!   when it fires or at the next re-arm walk. A cancelled item queued
-//!   again while its ghost is still on a timer list is covered where it is
-//!   (as for plain work) and poked.
+//! - **Firing.** A walk drops the ghosts (cancelled nodes), reads the
+//!   requests and picks the earliest node; a due one (deadline at or
+//!   before now) leaves the list with one CAS that clears DELAYED and goes,
+//!   still LINKED, onto the intake, and the walk starts again. The intake
+//!   runs at the next pass of the same drain (re-pended), so due items run
+//!   in deadline order; ties in queue order (the list is newest first, and
+//!   the walk keeps the last of equal deadlines).
+//! - **An unsorted list, walked.** Each walk is O(timers on that CPU and
+//!   level), once per fired timer and once per pass of vector 6 at that
+//!   level. A firmware keeps a handful of timers per CPU and level, and a
+//!   walk is less code than a sorted insert plus a re-sort on every
+//!   reschedule (issue 10's 1 KiB budget); Linux's timer wheel and
+//!   Zephyr's sorted list are built for thousands.
 //! - **Running items.** An item (re)scheduled while it runs is made
 //!   PENDING|DELAYED without being linked; the drain running it relinks it
 //!   on its work queue when the run ends, whose `start` sees DELAYED and
-//!   hands the node to the timer intake (`Start::Delayed`): it runs again
-//!   after its deadline, never concurrently.
+//!   puts it on the timer list: it runs again after its deadline, never
+//!   concurrently.
 //! - **An instance that has already fired** (moved to run) is not moved
 //!   back by `mod_delayed_work`: it runs now, once.
-//! - **The hook.** After each pass the drain calls
-//!   [`Backend::arm_timer`] with the earliest deadline of that CPU/level
-//!   when it changed (`u64::MAX`: none left). The board's timer interrupt
-//!   calls [`Runtime::timer_fired`], which raises vector 6 at the levels
-//!   of the current CPU that have delayed work. `Host`/`Signals` drain
+//! - **The hook.** After each walk the drain calls [`Backend::arm_timer`]
+//!   with the earliest deadline of that CPU/level when it changed
+//!   (`u64::MAX`: none left). The board's timer interrupt calls
+//!   [`Runtime::timer_fired`], which raises vector 6 at the levels of the
+//!   current CPU that have an armed deadline. `Host`/`Signals` drain
 //!   threads sleep at most until the earliest deadline of their CPU. A
 //!   backend without a hook fires due timers at the next drain of vector 6
 //!   at that level.
 //! - **Cost.** A firmware that never queues delayed work does not link any
-//!   of this: the drain reaches it through a function pointer stored by
-//!   the first delayed queue on that level.
+//!   of this: the drain reaches it through the queue's run function
+//!   pointer, which the first delayed queue switches (on every queue of
+//!   the runtime) from the plain run to `timed`.
 //!
 //! # Atomic orderings
 //!
@@ -67,24 +73,22 @@
 //! | `timer_req_lock_relaxed` | request lock CAS, Acquire | pairs with the drain's AcqRel consume CAS: a writer that locks after the drain consumed does not overwrite the halves the drain read |
 //! | `timer_req_post_relaxed` | request unlock store, Release | with `timer_req_take_relaxed`: the halves are visible to the drain that sees FRESH |
 //! | `timer_req_take_relaxed` | drain's load of the sequence, Acquire | the Acquire half of the above |
-//! | `timer_push_relaxed` | timer intake push CAS, Release | with `timer_take_relaxed`: the node's `next` and word are visible to the drain |
-//! | `timer_take_relaxed` | timer intake swap, Acquire | the Acquire half |
-//! | `timer_rearm_relaxed` | re-arm flag store, Release / swap, Acquire | a poked drain sees the request the poker wrote (the raise that follows is SeqCst as well) |
+//! | `bh_push_relaxed`, `bh_take_relaxed` | the work queue's intake (shared with plain work) | a delayed node's `next`, word and request are visible to the drain that files it |
+//!
+//! A poke is a raise (SeqCst `fetch_or`, `raise_relaxed`): the drain that
+//! takes the bit walks the list after it and reads the request the poker
+//! wrote before.
 
 use core::ptr;
 use core::time::Duration;
 
-use super::bh::BhQueue;
-use super::{
-    flags, kind_of, tagged, target_of, Func, Pend, Target, Word, Work, DELAYED, LINKED, PENDING,
-};
+use super::bh::{poke, BhQueue, RunFn};
+use super::{flags, kind_of, Func, Target, Word, Work, DELAYED, LINKED, PENDING};
 use crate::backend::Backend;
 use crate::level::Level;
 use crate::softirq::{CpuState, Runtime, Vector};
 use crate::stats::Misuse;
-use crate::sync::{
-    loom_const_fn, ordering, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering,
-};
+use crate::sync::{loom_const_fn, ordering, AtomicPtr, AtomicU32, Ordering};
 use crate::tasklet::TaskletRuntime;
 use crate::WorkqueueError;
 
@@ -125,8 +129,10 @@ impl Request {
 
     /// Writes `ns` unless another writer holds the lock (then its deadline
     /// wins). Never spins: a CAS lost to the drain clearing FRESH is
-    /// retried, at most once per drain consume.
-    fn post(&self, ns: u64) {
+    /// retried, at most once per drain consume. Without `std`, out of
+    /// line: one copy for every caller.
+    #[cfg_attr(not(feature = "std"), inline(never))]
+    pub(crate) fn post(&self, ns: u64) {
         let mut s = self.seq.load(Ordering::Relaxed);
         loop {
             if s & LOCK != 0 {
@@ -377,7 +383,7 @@ impl DelayedWork {
         if flags(s) & DELAYED != 0 {
             if kind_of(s) == Some(Target::BH) {
                 self.work.req.post(0);
-                poke_word(self.work.state.load(Ordering::Acquire));
+                poke(self.work.state.load(Ordering::Acquire));
             } else {
                 #[cfg(feature = "std")]
                 crate::workqueue::fire_pooled(&self.work);
@@ -401,68 +407,7 @@ impl core::fmt::Debug for DelayedWork {
     }
 }
 
-/// The erased drain and poke of a level's timers: `fn(home, cpu, lvl,
-/// poke)`; see `timed`.
-type TimedFn = fn(*const (), usize, usize, bool) -> bool;
-
-/// One level's timers on one CPU (module docs).
-pub(crate) struct Timers {
-    /// `timed::<B, N, L>` erased; null until the first delayed queue here.
-    timed: AtomicPtr<()>,
-    /// The runtime, erased; with `timed`.
-    home: AtomicPtr<()>,
-    /// `cpu << 3 | level` of this level; with `timed`.
-    at: AtomicUsize,
-    /// Delayed nodes to file, most recent first (any context pushes, the
-    /// drain swaps).
-    intake: AtomicPtr<Work>,
-    /// The sorted timer list (through `Work::next`); only this level's
-    /// drain touches it.
-    head: AtomicPtr<Work>,
-    /// A poke: walk the list, re-read the requests.
-    rearm: AtomicBool,
-    /// The last armed deadline (drain-written halves; `u64::MAX`: none),
-    /// read by the drain threads. Stored complemented, so that "none" is
-    /// zero and a new runtime stays all zero bytes (`.bss`).
-    next_lo: AtomicU32,
-    next_hi: AtomicU32,
-}
-
-impl Timers {
-    loom_const_fn! {
-        pub(crate) fn new() -> Timers {
-            Timers {
-                timed: AtomicPtr::new(ptr::null_mut()),
-                home: AtomicPtr::new(ptr::null_mut()),
-                at: AtomicUsize::new(0),
-                intake: AtomicPtr::new(ptr::null_mut()),
-                head: AtomicPtr::new(ptr::null_mut()),
-                rearm: AtomicBool::new(false),
-                next_lo: AtomicU32::new(0),
-                next_hi: AtomicU32::new(0),
-            }
-        }
-    }
-
-    /// The drain's part (vector 6, after the tasklets, before the level's
-    /// work queue runs): nothing but a load when no delayed work was ever
-    /// queued here; else files, re-sorts and fires the timers (the fired
-    /// ones go to the work queue's intake). Returns `true` if the timer
-    /// intake is left non-empty (another pass is needed).
-    #[inline(always)]
-    pub(crate) fn run(&self, home: *const (), cpu: usize, lvl: usize) -> bool {
-        // Acquire: pairs with the Release store in `attach` (the raise
-        // hand-off orders it as well).
-        let f = self.timed.load(Ordering::Acquire);
-        if f.is_null() {
-            return false;
-        }
-        // SAFETY: a non-null `timed` is a `TimedFn` stored by `attach`
-        // (function and data pointers have one size on every target).
-        let f = unsafe { core::mem::transmute::<*mut (), TimedFn>(f) };
-        f(home, cpu, lvl, false)
-    }
-
+impl BhQueue {
     /// The earliest armed deadline, `u64::MAX` if none.
     pub(crate) fn next_deadline(&self) -> u64 {
         loop {
@@ -473,245 +418,123 @@ impl Timers {
             }
         }
     }
+}
 
-    /// `true` once delayed work was queued at this level.
-    pub(crate) fn in_use(&self) -> bool {
-        !self.timed.load(Ordering::Relaxed).is_null()
-    }
-
-    /// Rearm request and vector 6 on this level's CPU (top-half safe).
-    fn poke(&self) {
-        let f = self.timed.load(Ordering::Acquire);
-        let home = self.home.load(Ordering::Relaxed);
-        if f.is_null() || home.is_null() {
-            return;
-        }
-        let at = self.at.load(Ordering::Relaxed);
-        // SAFETY: as in `run`.
-        let f = unsafe { core::mem::transmute::<*mut (), TimedFn>(f) };
-        f(home, at >> 3, at & 7, true);
-    }
-
-    /// Pushes `w` (whose link the caller owns) on the intake.
-    fn push(&self, w: &'static Work) {
-        let node = ptr::from_ref(w).cast_mut();
-        let mut head = self.intake.load(Ordering::Relaxed);
-        loop {
-            w.next.store(head, Ordering::Relaxed);
-            // Release: publishes `next` to the drain's Acquire swap.
-            match self.intake.compare_exchange_weak(
-                head,
-                node,
-                ordering!("timer_push_relaxed", Release, Relaxed),
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => head = now,
+impl Request {
+    /// The deadline the drain goes by for `w` (whose request this is):
+    /// a fresh request's (consumed, and kept in `w`), else the last one;
+    /// `None` while a writer holds the request (its poke comes back).
+    fn deadline_of(&self, w: &Work) -> Option<u64> {
+        match self.take() {
+            Taken::Fresh(ns) => {
+                w.set_deadline(ns);
+                Some(ns)
             }
-        }
-    }
-
-    /// A DELAYED node met by the work queue's drain (relinked after a
-    /// run): to the intake, filed in the next pass.
-    pub(crate) fn relink(&self, w: &'static Work) {
-        self.push(w);
-    }
-
-    /// Inserts `w` by its deadline, after equal ones (drain only).
-    fn insert(&self, w: &'static Work) {
-        let d = w.deadline();
-        let node = ptr::from_ref(w).cast_mut();
-        let mut prev: *mut Work = ptr::null_mut();
-        let mut cur = self.head.load(Ordering::Relaxed);
-        // SAFETY (both blocks): list nodes are `&'static Work` this drain
-        // owns the links of.
-        while !cur.is_null() && unsafe { &*cur }.deadline() <= d {
-            prev = cur;
-            cur = unsafe { &*cur }.next.load(Ordering::Relaxed);
-        }
-        w.next.store(cur, Ordering::Relaxed);
-        if prev.is_null() {
-            self.head.store(node, Ordering::Relaxed);
-        } else {
-            // SAFETY: as above.
-            unsafe { &*prev }.next.store(node, Ordering::Relaxed);
+            Taken::Stale => Some(w.deadline()),
+            Taken::Busy => None,
         }
     }
 }
 
-/// Pokes the timers of the queue a state word names, if it has any.
-pub(crate) fn poke_word(s: Word) {
-    if kind_of(s) != Some(Target::BH) {
-        return;
-    }
-    // SAFETY: a BH target is the header of a `BhQueue` in a `'static`
-    // runtime.
-    let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-    if let Some(t) = q.timers() {
-        t.poke();
-    }
-}
-
-/// What the drain does with a node it owns the link of.
-enum Filed {
-    /// On the timer list.
-    Timer,
-    /// Moved to the work queue's intake: runs in this pass.
-    Run,
-    /// A ghost, dropped.
-    Dropped,
-}
-
-/// Files a node taken off the intake or the list: a ghost is dropped, a
-/// pending instance without a timer goes to `q`, a delayed one to the list
-/// (its fresh request read first; `due`: fired if its deadline is past
-/// `now`).
-fn file(t: &Timers, q: &BhQueue, w: &'static Work, fire_before: u64) -> Filed {
-    let d = DelayedWork::from_work(w);
-    loop {
-        let s = w.state.load(Ordering::Acquire);
-        let f = flags(s);
-        if f & PENDING == 0 {
-            // A ghost: hand the link to the next `pend` (its Acquire).
-            if w.state
-                .compare_exchange(
-                    s,
-                    tagged(target_of(s), f & !LINKED),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
-                return Filed::Dropped;
-            }
-            continue;
-        }
-        if f & DELAYED != 0 {
-            if let Some(d) = d {
-                match d.work.req.take() {
-                    Taken::Fresh(ns) => w.set_deadline(ns),
-                    Taken::Stale | Taken::Busy => {}
-                }
-            }
-            if w.deadline() >= fire_before {
-                t.insert(w);
-                return Filed::Timer;
-            }
-            // Due: DELAYED off, the instance stays ours (LINKED).
-            if w.state
-                .compare_exchange(
-                    s,
-                    tagged(target_of(s), f & !DELAYED),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                continue;
-            }
-        }
-        q.push(w);
-        return Filed::Run;
-    }
-}
-
-/// The drain of one level's timers (`poke`: the top-half poke instead).
-fn timed<B: Backend, const N: usize, const L: usize>(
-    home: *const (),
-    cpu: usize,
-    lvl: usize,
-    poke: bool,
-) -> bool {
-    // SAFETY: `home` was stored by `attach` from a `&'static Runtime<B, N,
-    // L>` together with this very function.
-    let rt = unsafe { &*home.cast::<Runtime<B, N, L>>() };
-    let Some(st) = rt.try_cpu_state(cpu) else {
-        return false;
-    };
-    let Some(ls) = st.levels.get(lvl) else {
-        return false;
-    };
-    let t = &ls.timers;
-    if poke {
-        // Release: the request written before is visible to the drain
-        // that swaps the flag.
-        // A swap, not a store: loom orders a plain store after a
-        // concurrent RMW only loosely (tokio-rs/loom#254); same cost.
-        let _ = t
-            .rearm
-            .swap(true, ordering!("timer_rearm_relaxed", Release, Relaxed));
-        rt.raise_on(cpu, st, lvl, Vector::TASKLET);
-        return false;
-    }
-    let q = &ls.bh_work;
-    let now = B::now_ns();
-    // The due bound: a deadline before it fires in this pass.
-    let due = now.saturating_add(1);
-    // A poke: take the whole list back and file it again (requests re-read).
-    if t.rearm
-        .swap(false, ordering!("timer_rearm_relaxed", Acquire, Relaxed))
-    {
-        let mut node = t.head.swap(ptr::null_mut(), Ordering::Relaxed);
-        while !node.is_null() {
-            // SAFETY: list nodes are `&'static Work` whose links we own.
-            let w: &'static Work = unsafe { &*node };
-            node = w.next.load(Ordering::Relaxed);
-            file(t, q, w, 0);
-        }
-    }
-    // New timers, in queue order.
-    let mut lifo = t.intake.swap(
-        ptr::null_mut(),
-        ordering!("timer_take_relaxed", Acquire, Relaxed),
-    );
-    let mut fifo: *mut Work = ptr::null_mut();
-    while !lifo.is_null() {
-        // SAFETY: pushed by `Timers::push` from `&'static Work`.
-        let w = unsafe { &*lifo };
-        lifo = w.next.load(Ordering::Relaxed);
-        w.next.store(fifo, Ordering::Relaxed);
-        fifo = ptr::from_ref(w).cast_mut();
-    }
-    while !fifo.is_null() {
-        // SAFETY: as above.
-        let w: &'static Work = unsafe { &*fifo };
-        fifo = w.next.load(Ordering::Relaxed);
-        file(t, q, w, 0);
-    }
-    // Fire the due ones, in deadline order.
-    loop {
-        let h = t.head.load(Ordering::Relaxed);
-        // SAFETY: as above.
-        if h.is_null() || unsafe { &*h }.deadline() >= due {
-            break;
-        }
-        // SAFETY: as above.
-        let w: &'static Work = unsafe { &*h };
-        t.head
-            .store(w.next.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let Filed::Timer = file(t, q, w, due) {
-            // A fresh request moved it later: filed again, look at the
-            // new head.
-            continue;
-        }
-    }
-    let h = t.head.load(Ordering::Relaxed);
-    let first = if h.is_null() {
-        u64::MAX
-    } else {
-        // SAFETY: as above.
-        unsafe { &*h }.deadline()
-    };
-    if first != t.next_deadline() {
-        t.next_lo.store(!first as u32, Ordering::Release);
-        t.next_hi.store((!first >> 32) as u32, Ordering::Release);
-        B::arm_timer(cpu, Level::from_index(lvl), first);
+/// The drain of a queue once delayed work exists at its runtime (its
+/// [`RunFn`](super::bh::RunFn)): runs the intake (whose DELAYED nodes go
+/// on the timer list), then fires the due timers (`fire`) and arms the
+/// hook with the earliest deadline left when it changed.
+pub(crate) fn timed<B: Backend, const N: usize, const L: usize>(q: &BhQueue) -> bool {
+    let again = q.run_list();
+    let at = q.at.load(Ordering::Relaxed) as usize;
+    let (moved, first) = fire(q, B::now_ns());
+    if first != q.next_deadline() {
+        q.next_lo.store(!first as u32, Ordering::Release);
+        q.next_hi.store((!first >> 32) as u32, Ordering::Release);
+        B::arm_timer(at >> 3, Level::from_index(at & 7), first);
         // The drain threads sleep until the earliest deadline: wake them
         // to look again.
         #[cfg(feature = "std")]
+        wake_drain_thread::<B, N, L>(q, at >> 3);
+    }
+    again | moved
+}
+
+#[cfg(feature = "std")]
+fn wake_drain_thread<B: Backend, const N: usize, const L: usize>(q: &BhQueue, cpu: usize) {
+    let home = q.home.load(Ordering::Relaxed);
+    if home.is_null() {
+        return;
+    }
+    // SAFETY: `home` was stored by `BhQueue::bind` from a `&'static
+    // Runtime<B, N, L>`, the one whose `attach` stored `timed::<B, N, L>`.
+    let rt = unsafe { &*home.cast::<Runtime<B, N, L>>() };
+    if let Some(st) = rt.try_cpu_state(cpu) {
         st.wake.notify();
     }
-    !t.intake.load(Ordering::Relaxed).is_null()
+}
+
+/// Fires the due timers of `q` (drain only): each pass walks the list,
+/// drops the ghosts, reads the requests and picks the earliest node (ties:
+/// the one filed first); a due one leaves the list, DELAYED cleared, for
+/// the intake (so the due ones run in deadline order at the next pass).
+/// Returns whether it moved any, and the earliest deadline left
+/// (`u64::MAX`: none).
+///
+/// The list is unsorted and walked once per fired timer: a firmware keeps
+/// a handful of timers per CPU and level, and one walk is less code than
+/// a sorted insert plus a re-sort on every reschedule.
+fn fire(q: &BhQueue, now: u64) -> (bool, u64) {
+    let mut moved = false;
+    loop {
+        let mut link = &q.timers;
+        let mut best: Option<(&AtomicPtr<Work>, &'static Work, Word)> = None;
+        let mut first = u64::MAX;
+        loop {
+            let node = link.load(Ordering::Relaxed);
+            if node.is_null() {
+                break;
+            }
+            // SAFETY: timer-list nodes are `&'static Work` whose links this
+            // drain owns (LINKED).
+            let w: &'static Work = unsafe { &*node };
+            let s = w.state.load(Ordering::Acquire);
+            let f = flags(s);
+            if f & PENDING == 0 {
+                // A ghost: unlink it and hand the link to the next `pend`
+                // (read `next` first). A failed CAS (queued again since, or
+                // a spurious failure) looks at it again.
+                let next = w.next.load(Ordering::Relaxed);
+                if w.cas(s, f & !LINKED) {
+                    link.store(next, Ordering::Relaxed);
+                }
+                continue;
+            }
+            // Queued again without a delay (a ghost covered by
+            // `queue_work`): due now.
+            let d = if f & DELAYED == 0 {
+                Some(0)
+            } else {
+                w.req.deadline_of(w)
+            };
+            if let Some(d) = d {
+                // `<=`: among equal deadlines the last one, filed first.
+                if d <= first {
+                    first = d;
+                    best = Some((link, w, s));
+                }
+            }
+            link = &w.next;
+        }
+        match best {
+            Some((link, w, s)) if first <= now => {
+                // DELAYED off, the node stays ours (LINKED). Failed: the
+                // word changed (cancelled): walk again.
+                if w.cas(s, flags(s) & !DELAYED) {
+                    link.store(w.next.load(Ordering::Relaxed), Ordering::Relaxed);
+                    q.push(w);
+                    moved = true;
+                }
+            }
+            _ => return (moved, first),
+        }
+    }
 }
 
 /// `now + delay` in nanoseconds, saturating.
@@ -878,7 +701,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     pub fn timer_fired(&'static self) {
         let (cpu, st) = self.current_state();
         for (lvl, ls) in st.levels.iter().enumerate() {
-            if ls.timers.in_use() {
+            if ls.bh_work.next_deadline() != u64::MAX {
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
             }
         }
@@ -893,7 +716,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         let now = B::now_ns();
         let mut first = u64::MAX;
         for (lvl, ls) in st.levels.iter().enumerate() {
-            let next = ls.timers.next_deadline();
+            let next = ls.bh_work.next_deadline();
             if next <= now {
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
             } else {
@@ -903,30 +726,29 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         first
     }
 
-    /// Stores the erased drain of level `lvl` on every CPU (once, at the
-    /// first delayed queue at that level): an item of that level may be
-    /// covered where it is linked or running, on any CPU, and that CPU's
-    /// drain must be able to hand it to its timers (`Start::Delayed`).
+    /// Makes every queue of this runtime (all CPUs, all levels) drain
+    /// with its timers (`timed`), once, at the first delayed queue: an
+    /// item may be covered where it is linked or running, on any CPU, and
+    /// that drain must be able to keep it on its timer list.
     #[inline]
-    fn attach(&'static self, lvl: usize, st: &CpuState<L>) {
-        if !st.levels[lvl].timers.in_use() {
-            self.attach_all(lvl);
+    fn attach(&'static self, st: &CpuState<L>) {
+        let timed: RunFn = timed::<B, N, L>;
+        if st.levels[0].bh_work.run.load(Ordering::Relaxed) != timed as *mut () {
+            self.attach_all(timed);
         }
     }
 
     #[inline(never)]
-    fn attach_all(&'static self, lvl: usize) {
+    fn attach_all(&'static self, timed: RunFn) {
         for cpu in 0..N {
-            let ls = &self.cpu_state(cpu).levels[lvl];
-            let t = &ls.timers;
-            t.home
-                .store(ptr::from_ref(self).cast_mut().cast(), Ordering::Relaxed);
-            t.at.store(cpu << 3 | lvl, Ordering::Relaxed);
-            ls.bh_work.set_timers(t);
-            let f: TimedFn = timed::<B, N, L>;
-            // Release: `home`, `at` and the queue's pointer are visible to
-            // whoever reads `timed`.
-            t.timed.store(f as *mut (), Ordering::Release);
+            for (lvl, ls) in self.cpu_state(cpu).levels.iter().enumerate() {
+                let q = &ls.bh_work;
+                q.bind(self, cpu, lvl);
+                // Relaxed: the drain reads it after taking vector 6 from
+                // the mask, which the queue that needs it sets (SeqCst)
+                // after this store.
+                q.run.store(timed as *mut (), Ordering::Relaxed);
+            }
         }
     }
 
@@ -939,41 +761,24 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         modify: bool,
     ) -> bool {
         let work = &dw.work;
-        let lvl = self.work_level(st, work);
-        self.attach(lvl, st);
-        let q = &st.levels[lvl].bh_work;
-        q.set_home(self);
+        self.attach(st);
         let deadline = deadline_after(B::now_ns(), delay);
-        let before = work.state.load(Ordering::Acquire);
-        let was_pending = flags(before) & PENDING != 0;
-        // Schedule keeps a pending deadline: no request then.
-        let posted = modify || !was_pending;
-        if posted {
-            dw.work.req.post(deadline);
+        // Before the pend: the drain that finds the instance DELAYED reads
+        // the request. Schedule keeps a pending deadline: no request then
+        // (and `queue_at` posts one if the instance turns out idle).
+        if modify || flags(work.state.load(Ordering::Acquire)) & PENDING == 0 {
+            work.req.post(deadline);
         }
-        match work.pend(q.as_target(), LINKED | DELAYED) {
-            Pend::Queued => {
-                if !posted {
-                    dw.work.req.post(deadline);
-                }
-                st.levels[lvl].timers.push(work);
-                self.raise_on(cpu, st, lvl, Vector::TASKLET);
-                !modify
-            }
-            Pend::Covered => {
-                if !posted {
-                    dw.work.req.post(deadline);
-                }
-                poke_word(work.state.load(Ordering::Acquire));
-                !modify
-            }
-            Pend::Coalesced => {
-                if posted {
-                    poke_word(work.state.load(Ordering::Acquire));
+        match self.queue_at(cpu, st, work, Some(deadline)) {
+            Ok(true) => !modify,
+            Ok(false) => {
+                if modify {
+                    // Pending: its drain takes the new deadline.
+                    poke(work.state.load(Ordering::Acquire));
                 }
                 modify
             }
-            Pend::Canceling | Pend::OtherConsumer => false,
+            Err(_) => false,
         }
     }
 }
