@@ -169,8 +169,10 @@ if [ $# -eq 0 ]; then
     echo "==> footprint (release profile: opt-level \"s\", lto, codegen-units 1, panic abort)"
     echo "    footprint = one vector, one tasklet, one MpscMailbox<u16, 8>, drain in PendSV;"
     echo "    baseline  = the same firmware without bottomhalf; runtime = footprint - baseline"
-    echo "    work      = footprint + one Work queued from the interrupt, one flush, one cancel"
-    echo "                (delayed work joins it with the no_std timers); +work = work - footprint"
+    echo "    work      = footprint + one Work queued from the interrupt, one flush, one cancel;"
+    echo "                +work = work - footprint"
+    echo "    delayed   = work + a board clock and deadline hook, one DelayedWork rescheduled"
+    echo "                from the interrupt and fired by timer_fired (footprint_delayed)"
     fp_ok=1
     if ! tool=$(size_tool); then
         echo "footprint: no size tool (llvm-size or binutils' size) found"
@@ -200,12 +202,14 @@ if [ $# -eq 0 ]; then
         # Limits on thumbv7m (Cortex-M3) .text, as "with without max why":
         # - the minimal firmware's runtime at most 2 KiB (issue 10's limit);
         # - work items, and work items with delayed work, over the minimal
-        #   firmware: regression bounds at today's figures plus about 5 %.
+        #   firmware, and delayed work over work items: regression bounds
+        #   at today's figures plus about 5 %.
         #   Issue 10 asks for at most 1 KiB for both together; that is not
         #   met yet, and the line after each says by how much.
         for limit in "footprint footprint_baseline 2048 limit" \
-            "footprint_work footprint 1344 bound" \
-            "footprint_delayed footprint 2800 bound"; do
+            "footprint_work footprint 1450 bound" \
+            "footprint_delayed footprint 2570 bound" \
+            "footprint_delayed footprint_work 1140 bound"; do
             read -r with without max why <<<"$limit"
             t=thumbv7m-none-eabi
             a=$TARGET_DIR/$t/release/$with
@@ -222,7 +226,7 @@ if [ $# -eq 0 ]; then
                 echo "    $why: $with - $without .text on $t = $d B > $max B: FAIL"
                 fp_ok=0
             fi
-            if [ "$why" = bound ]; then
+            if [ "$why" = bound ] && [ "$without" = footprint ]; then
                 echo "      (issue 10's budget for work items and delayed work is 1024 B: $((d - 1024)) B over)"
             fi
         done

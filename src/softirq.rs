@@ -1467,8 +1467,13 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     #[cfg_attr(feature = "std", inline)]
     #[cfg_attr(not(feature = "std"), inline(never))]
     pub(crate) fn raise_on(&self, cpu: usize, st: &CpuState<L>, lvl: usize, v: Vector) {
+        // Callers pass a level below `L`; checked without a panic path
+        // (out of line, the compiler cannot see it).
+        let Some(ls) = st.levels.get(lvl) else {
+            return;
+        };
         // SeqCst: as in `raise`.
-        let old = st.levels[lvl]
+        let old = ls
             .pending
             .fetch_or(v.bit(), ordering!("raise_relaxed", SeqCst, Relaxed));
         if old == 0 {

@@ -444,7 +444,10 @@ pub(crate) fn timed<B: Backend, const N: usize, const L: usize>(q: &BhQueue) -> 
     let again = q.run_list();
     let at = q.at.load(Ordering::Relaxed) as usize;
     let (moved, first) = fire(q, B::now_ns());
-    if first != q.next_deadline() {
+    // This drain is the only writer of the halves: no retry needed.
+    let armed = !(u64::from(q.next_lo.load(Ordering::Relaxed))
+        | u64::from(q.next_hi.load(Ordering::Relaxed)) << 32);
+    if first != armed {
         q.next_lo.store(!first as u32, Ordering::Release);
         q.next_hi.store((!first >> 32) as u32, Ordering::Release);
         B::arm_timer(at >> 3, Level::from_index(at & 7), first);
@@ -680,8 +683,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
 
     /// For the board's timer interrupt ([`Board::set_timer`](crate::Board::set_timer)):
     /// raises [`Vector::TASKLET`] at every level of the current CPU that
-    /// has delayed work, so its drain fires the due timers and re-arms the
-    /// hook. A spurious call costs one drain pass.
+    /// has an armed deadline, so its drain fires the due timers and re-arms
+    /// the hook. A spurious call costs one drain pass.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -692,11 +695,13 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// use std::time::Duration;
     /// static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
     /// static D: DelayedWork = DelayedWork::new("d", |_| {});
-    /// RT.queue_delayed_work(&D, Duration::ZERO);
-    /// let _ = RT.drain();
+    /// RT.queue_delayed_work(&D, Duration::from_secs(60));
+    /// let _ = RT.drain(); // files the timer, arms the hook
     /// RT.timer_fired(); // a timer interrupt
-    /// assert_eq!(RT.pending(0), 1 << 6);
-    /// let _ = RT.drain();
+    /// assert_eq!(RT.pending(0), 1 << 6); // the level with a deadline
+    /// let _ = RT.drain(); // not due yet: nothing runs
+    /// assert_eq!(D.runs(), 0);
+    /// assert!(D.cancel());
     /// ```
     pub fn timer_fired(&'static self) {
         let (cpu, st) = self.current_state();
