@@ -462,6 +462,7 @@ unsafe impl Sync for Work {}
 unsafe impl Send for Work {}
 
 /// Result of `pend` (transition 1).
+#[derive(Clone, Copy)]
 pub(crate) enum Pend {
     /// This call set PENDING (and LINKED if asked): it owns the link and
     /// must push the node.
@@ -981,13 +982,10 @@ impl Work {
         }
         #[cfg(feature = "std")]
         self.refuse_flush_from_thread(s)?;
-        #[cfg(not(feature = "std"))]
-        if bh::runs_here(self, s) {
-            return Err(WorkqueueError::WouldDeadlock);
-        }
-        // Pending on this CPU's queue at a level the caller's own
-        // bottom-half guard holds off: nothing could run it.
-        if bh::guarded_here(s) {
+        // Running below us on this CPU (no_std), or pending on this CPU's
+        // queue at a level the caller's own bottom-half guard holds off:
+        // nothing could finish it.
+        if bh::refuse_here(self, s, true) {
             return Err(WorkqueueError::WouldDeadlock);
         }
         Ok(())
@@ -1062,7 +1060,7 @@ impl Work {
         #[cfg(feature = "std")]
         self.refuse_cancel_from_thread()?;
         #[cfg(not(feature = "std"))]
-        if bh::runs_here(self, self.state.load(Ordering::Relaxed)) {
+        if bh::refuse_here(self, self.state.load(Ordering::Relaxed), false) {
             return Err(WorkqueueError::WouldDeadlock);
         }
         loop {

@@ -105,10 +105,6 @@ type LocalFn = fn(home: *const (), queue: *const BhQueue, ask: Ask) -> Option<Dr
 /// What a waiter asks the runtime that owns a queue (see [`LocalFn`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ask {
-    /// Only whether the queue is the current CPU's: `Some(Complete)`
-    /// (no_std deadlock detection; with std the thread context answers).
-    #[cfg_attr(feature = "std", allow(dead_code))]
-    Here,
     /// Drain the current CPU if the queue is its: `Some(outcome)`.
     Drain,
     /// Whether a bottom-half guard holds the queue's level off on the
@@ -429,7 +425,6 @@ fn local<B: Backend, const N: usize, const L: usize>(
     let (_, st) = rt.current_state();
     let ls = st.levels.iter().find(|ls| ptr::eq(&ls.bh_work, queue))?;
     Some(match ask {
-        Ask::Here => DrainOutcome::Complete,
         Ask::Drain => rt.drain(),
         Ask::Guarded if ls.is_bh_disabled() => DrainOutcome::Disabled,
         Ask::Guarded | Ask::Poke => DrainOutcome::Complete,
@@ -446,19 +441,38 @@ pub(crate) fn poke(s: Word) {
     }
 }
 
-/// `true` if a wait for the instance the word `s` shows would never end
-/// because a bottom-half guard ([`Runtime::bh_disable`]) holds its level
-/// off on this CPU: it is pending on the current CPU's queue at a level
-/// the caller's guard covers, so no drain may run it until the guard is
-/// dropped — by the waiter itself. (Running there under the guard it
-/// cannot be: taking the guard waits for the CPU's drains.)
-pub(crate) fn guarded_here(s: Word) -> bool {
-    if flags(s) & super::PENDING == 0 || kind_of(s) != Some(Target::BH) {
+/// `true` if a wait for `w`, whose word is `s`, could never end on this
+/// CPU: without `std`, `w` runs in a drain below the caller (this CPU's
+/// queue records the item it runs; with `std` the workqueue context
+/// answers instead); or (`guard`) the instance is pending on the current
+/// CPU's queue at a level a bottom-half guard ([`Runtime::bh_disable`])
+/// holds off, so no drain may run it until the guard is dropped — by the
+/// waiter itself. (Running there under the guard it cannot be: taking the
+/// guard waits for the CPU's drains.) One question to the runtime for
+/// both.
+pub(crate) fn refuse_here(w: &Work, s: Word, guard: bool) -> bool {
+    if kind_of(s) != Some(Target::BH) {
         return false;
     }
     // SAFETY: as in `wait_step`.
     let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-    q.local(Ask::Guarded) == Some(DrainOutcome::Disabled)
+    #[cfg(not(feature = "std"))]
+    let mine = flags(s) & RUNNING != 0 && ptr::eq(q.running.load(Ordering::Relaxed), w);
+    #[cfg(feature = "std")]
+    let mine = {
+        let _ = w;
+        false
+    };
+    let held = guard && flags(s) & super::PENDING != 0;
+    if !mine && !held {
+        return false;
+    }
+    // `None`: not this CPU's queue.
+    match q.local(Ask::Guarded) {
+        None => false,
+        Some(DrainOutcome::Disabled) => true,
+        Some(_) => mine,
+    }
 }
 
 /// One step of a wait for a bottom-half instance (word `s`): drain the
@@ -473,18 +487,6 @@ pub(crate) fn wait_step(s: Word) {
         }
     }
     spin_wait();
-}
-
-/// `true` if `w` runs in a drain below the caller: on this CPU's queue,
-/// which records it. (With `std` the workqueue context answers instead.)
-#[cfg(not(feature = "std"))]
-pub(crate) fn runs_here(w: &Work, s: Word) -> bool {
-    if flags(s) & RUNNING == 0 || kind_of(s) != Some(Target::BH) {
-        return false;
-    }
-    // SAFETY: as in `wait_step`.
-    let q = unsafe { &*target_of(s).cast::<BhQueue>() };
-    ptr::eq(q.running.load(Ordering::Relaxed), w) && q.local(Ask::Here).is_some()
 }
 
 impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
@@ -527,7 +529,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     #[inline]
     pub fn queue_work(&'static self, work: &'static Work) -> bool {
         let (cpu, st) = self.current_state();
-        self.queue_at(cpu, st, work, None).unwrap_or(false)
+        matches!(self.queue_at(cpu, st, work, None), Pend::Queued | Pend::Covered)
     }
 
     /// Queues `work` to run in CPU `cpu`'s bottom half: pushed on that
@@ -599,16 +601,22 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         work: &'static Work,
     ) -> Result<bool, WorkqueueError> {
         match self.try_cpu_state(cpu) {
-            Some(st) => self.queue_at(cpu, st, work, None),
+            Some(st) => match self.queue_at(cpu, st, work, None) {
+                Pend::Queued | Pend::Covered => Ok(true),
+                Pend::Coalesced => Ok(false),
+                Pend::Canceling => Err(WorkqueueError::Canceling),
+                Pend::OtherConsumer => Err(WorkqueueError::OtherConsumer),
+            },
             None => Err(WorkqueueError::CpuOutOfRange { cpu, cpus: N }),
         }
     }
 
     /// The queue path of `queue_work` and delayed work (`timer.rs`):
     /// `delayed` is `Some(deadline)` for a delayed queue (DELAYED, and the
-    /// deadline posted before the node is pushed or poked). Without
-    /// `std`, out of line: a firmware has one copy of it, and each call
-    /// site is a call.
+    /// deadline posted before the node is pushed or poked). Returns what
+    /// the pend found (one byte: a `Result` with the error's payload would
+    /// go through memory at every call site). Without `std`, out of line:
+    /// a firmware has one copy of it, and each call site is a call.
     #[cfg_attr(feature = "std", inline)]
     #[cfg_attr(not(feature = "std"), inline(never))]
     pub(crate) fn queue_at(
@@ -617,7 +625,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         st: &CpuState<L>,
         work: &'static Work,
         delayed: Option<u64>,
-    ) -> Result<bool, WorkqueueError> {
+    ) -> Pend {
         let lvl = self.work_level(st, work);
         let q = &st.levels[lvl].bh_work;
         let extra = if delayed.is_some() {
@@ -625,7 +633,8 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         } else {
             LINKED
         };
-        match work.pend(q.as_target(), extra) {
+        let pend = work.pend(q.as_target(), extra);
+        match pend {
             Pend::Queued => {
                 // Before the push: a waiter that finds the instance here
                 // (after the pend) and the queue's home still unset spins.
@@ -635,7 +644,6 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 }
                 q.push(work);
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
-                Ok(true)
             }
             Pend::Covered => {
                 if let Some(ns) = delayed {
@@ -644,11 +652,9 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 // A ghost still linked (on an intake or a timer list) or a
                 // running item: its drain looks again.
                 poke(work.state.load(Ordering::Acquire));
-                Ok(true)
             }
-            Pend::Coalesced => Ok(false),
-            Pend::Canceling => Err(WorkqueueError::Canceling),
-            Pend::OtherConsumer => Err(WorkqueueError::OtherConsumer),
+            Pend::Coalesced | Pend::Canceling | Pend::OtherConsumer => {}
         }
+        pend
     }
 }

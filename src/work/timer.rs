@@ -83,7 +83,7 @@ use core::ptr;
 use core::time::Duration;
 
 use super::bh::{poke, BhQueue, RunFn};
-use super::{flags, kind_of, Func, Target, Word, Work, DELAYED, LINKED, PENDING};
+use super::{flags, kind_of, Func, Pend, Target, Word, Work, DELAYED, LINKED, PENDING};
 use crate::backend::Backend;
 use crate::level::Level;
 use crate::softirq::{CpuState, Runtime, Vector};
@@ -775,15 +775,15 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
             work.req.post(deadline);
         }
         match self.queue_at(cpu, st, work, Some(deadline)) {
-            Ok(true) => !modify,
-            Ok(false) => {
+            Pend::Queued | Pend::Covered => !modify,
+            Pend::Coalesced => {
                 if modify {
                     // Pending: its drain takes the new deadline.
                     poke(work.state.load(Ordering::Acquire));
                 }
                 modify
             }
-            Err(_) => false,
+            Pend::Canceling | Pend::OtherConsumer => false,
         }
     }
 }
