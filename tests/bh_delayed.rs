@@ -294,3 +294,83 @@ fn a_ghost_on_another_cpu_scheduled_with_a_delay_runs_where_it_is_linked() {
     assert_eq!(G.runs(), 1);
     assert!(!G.is_pending());
 }
+
+/// A cancelled timer's ghost stays on the drain's list until a walk: the
+/// hook still fires at its deadline, the walk drops the ghost (nothing
+/// runs) and disarms the hook; the item is idle again (a new queue pushes
+/// it afresh).
+#[test]
+fn the_walk_drops_a_cancelled_timer_and_disarms_the_hook() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1> = Runtime::new(Config::DEFAULT);
+    static G: DelayedWork = DelayedWork::new("g", |_| {});
+    NOW.store(80_000, Ordering::SeqCst);
+    assert!(RT.queue_delayed_work(&G, ns(500)));
+    assert!(RT.drain().is_complete());
+    assert_eq!(ARMED.load(Ordering::SeqCst), 80_500);
+    assert!(G.cancel());
+    at(&RT, 80_500);
+    assert_eq!(G.runs(), 0, "a cancelled timer ran");
+    assert_eq!(
+        ARMED.load(Ordering::SeqCst),
+        u64::MAX,
+        "still armed for a ghost"
+    );
+    assert_eq!(RT.pending(0), 0);
+    // Idle: queued again, it is pushed and filed anew and runs once.
+    assert!(RT.queue_delayed_work(&G, ns(10)));
+    at(&RT, 80_510);
+    assert_eq!(G.runs(), 1);
+    assert!(!G.is_pending());
+}
+
+/// A delayed item cancelled on the timer list and then queued with
+/// `queue_work` (no delay) runs at the next drain, where its ghost is
+/// linked: the queue pokes that drain, whose walk finds it pending without
+/// a timer (due at once). The other timer keeps its deadline.
+#[test]
+fn a_cancelled_timer_queued_without_a_delay_runs_at_the_next_drain() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1> = Runtime::new(Config::DEFAULT);
+    static IDS: [u32; 2] = [1, 2];
+    static P: DelayedWork = DelayedWork::with_context("p", &IDS[0], log);
+    static Q: DelayedWork = DelayedWork::with_context("q", &IDS[1], log);
+    let _ = take_log();
+    NOW.store(90_000, Ordering::SeqCst);
+    assert!(RT.queue_delayed_work(&P, ns(1_000)));
+    assert!(RT.queue_delayed_work(&Q, ns(2_000)));
+    assert!(RT.drain().is_complete());
+    assert!(P.cancel());
+    assert!(RT.queue_work(P.work()), "a ghost's queue covers it");
+    assert_ne!(RT.pending(0), 0, "the queue did not poke the drain");
+    assert!(RT.drain().is_complete());
+    assert_eq!(
+        take_log(),
+        vec![1],
+        "the ghost queued without a delay did not run at once"
+    );
+    assert!(!P.is_pending());
+    assert_eq!(ARMED.load(Ordering::SeqCst), 92_000);
+    at(&RT, 92_000);
+    assert_eq!(take_log(), vec![2]);
+}
+
+/// `timer_fired` raises vector 6 only at the levels of this CPU that have
+/// an armed deadline.
+#[test]
+fn timer_fired_raises_the_levels_with_a_deadline() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1, 2> = Runtime::new(Config::DEFAULT);
+    static U: DelayedWork = DelayedWork::new("u", |_| {}).at_level(Level::new(1));
+    NOW.store(100_000, Ordering::SeqCst);
+    RT.timer_fired();
+    assert_eq!(RT.pending(0), 0, "no deadline anywhere: nothing raised");
+    assert!(RT.queue_delayed_work(&U, ns(100)));
+    assert!(RT.drain().is_complete());
+    RT.timer_fired();
+    assert_eq!(RT.pending_at(0, Level::new(0)), 0);
+    assert_eq!(RT.pending_at(0, Level::new(1)), 1 << 6);
+    NOW.store(100_100, Ordering::SeqCst);
+    assert!(RT.drain().is_complete());
+    assert_eq!(U.runs(), 1);
+}

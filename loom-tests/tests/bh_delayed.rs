@@ -1,8 +1,9 @@
 //! loom models: delayed work in a runtime's bottom half
 //! (`Runtime::queue_delayed_work`, `mod_delayed_work`;
-//! `src/work/timer.rs`): a reschedule from a top half races the drain that
-//! files, sorts and fires the timers (the deadline request seqlock, the
-//! re-arm flag, the drain-owned timer list and `deadline_ns`).
+//! `src/work/timer.rs`): a reschedule, a cancel and a queue from a top
+//! half race the drain that keeps, walks and fires the timers (the
+//! deadline request seqlock, the poke, the drain-owned timer list and
+//! `deadline_ns`).
 //!
 //! `LoomCpu`'s clock is 0: a delay of 100 ns is never due, a delay of 0
 //! is due at once.
@@ -127,7 +128,7 @@ fn two_reschedulers() {
 
 /// (c) A top half on CPU 1 stores its data and queues `D` then `E` with
 /// no delay on CPU 0 (`queue_delayed_work_on`) while CPU 0 drains: the
-/// timer intake's push and take and the deadline request publish the
+/// work queue intake's push and take and the deadline request publish the
 /// nodes (`E.next` = `D`) and their deadlines; each runs exactly once, on
 /// CPU 0, and saw the data.
 #[test]
@@ -149,5 +150,37 @@ fn queue_delayed_on_another_cpu_races_the_drain() {
         assert_eq!((D.runs(), E.runs()), (1, 1));
         assert_eq!((CTX.saw.load(SeqCst), CTX.e_saw.load(SeqCst)), (1, 1));
         assert!(!D.is_pending() && !E.is_pending());
+    });
+}
+
+/// (d) `D` waits on CPU 0's timer list (deadline 100). CPU 0 drains
+/// (walks the list) while a top half on CPU 1 stores its data, cancels
+/// `D` and queues it again with no delay: the ghost on the list is either
+/// dropped by the walk before the queue (which then pushes it afresh) or
+/// covered where it is linked (the queue pokes CPU 0). Either way `D` runs
+/// exactly once after the drains, saw the data, and ends idle: the walk's
+/// ghost drop and the covering queue hand the link over without losing or
+/// doubling the node.
+#[test]
+fn cancel_and_requeue_race_the_timer_walk() {
+    model(|| {
+        set_up();
+        assert!(RT.queue_delayed_work(&D, Duration::from_nanos(100)));
+        let _ = RT.drain();
+        assert!(D.is_timer_pending());
+        let a = spawn_on(0, || {
+            let _ = RT.drain();
+        });
+        let b = spawn_on(1, || {
+            CTX.data.store(1, Relaxed);
+            assert!(D.cancel());
+            assert!(RT.queue_delayed_work_on(0, &D, Duration::ZERO));
+        });
+        a.join().unwrap();
+        b.join().unwrap();
+        final_drains();
+        assert_eq!(D.runs(), 1, "the re-queued instance was lost or ran twice");
+        assert_eq!(CTX.saw.load(SeqCst), 1);
+        assert!(!D.is_pending() && !D.is_running());
     });
 }

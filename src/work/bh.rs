@@ -529,7 +529,10 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     #[inline]
     pub fn queue_work(&'static self, work: &'static Work) -> bool {
         let (cpu, st) = self.current_state();
-        matches!(self.queue_at(cpu, st, work, None), Pend::Queued | Pend::Covered)
+        matches!(
+            self.queue_at(cpu, st, work, None),
+            Pend::Queued | Pend::Covered
+        )
     }
 
     /// Queues `work` to run in CPU `cpu`'s bottom half: pushed on that

@@ -335,6 +335,41 @@ impl DelayedWork {
         &self.work
     }
 
+    /// The delayed item, run at bottom-half level `level` instead of level
+    /// 0, as [`Work::at_level`] (its timer is kept by that level's drain,
+    /// and the hook is armed for that level). A builder for the `static`.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Config, DelayedWork, Host, Level, Runtime};
+    /// use std::time::Duration;
+    ///
+    /// static RT: Runtime<Host, 1, 2> = Runtime::new(Config::DEFAULT);
+    /// static STEP: DelayedWork = DelayedWork::new("motor-step", |_| {}).at_level(Level::new(1));
+    ///
+    /// assert_eq!(STEP.level(), Level::new(1));
+    /// assert!(RT.queue_delayed_work(&STEP, Duration::ZERO));
+    /// assert_eq!(RT.pending_at(0, Level::new(1)), 1 << 6);
+    /// assert!(RT.drain_level(Level::new(1)).is_complete());
+    /// assert_eq!(STEP.runs(), 1);
+    /// ```
+    #[cfg(not(bottomhalf_loom))]
+    pub const fn at_level(self, level: Level) -> DelayedWork {
+        let mut d = self;
+        d.work.level = level.index() as u8;
+        d
+    }
+
+    /// See the non-loom `at_level`.
+    #[cfg(bottomhalf_loom)]
+    pub fn at_level(mut self, level: Level) -> DelayedWork {
+        self.work.level = level.index() as u8;
+        self
+    }
+
     /// `true` while a pending instance waits for its timer.
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
