@@ -822,3 +822,52 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         }
     }
 }
+
+#[cfg(all(test, not(bottomhalf_loom)))]
+mod tests {
+    use super::{Request, Taken, FRESH, LOCK, STEP};
+    use core::sync::atomic::Ordering::Relaxed;
+
+    fn seq(r: &Request) -> u32 {
+        r.seq.load(Relaxed)
+    }
+
+    /// The request's states, one context at a time: a post makes it fresh
+    /// (one step further, unlocked), the drain's take consumes it once, a
+    /// request a writer holds is busy for the drain and a second writer
+    /// backs off without writing (the holder's deadline wins).
+    #[test]
+    fn a_request_is_fresh_once_busy_while_held_and_never_overwritten_by_a_second_writer() {
+        let r = Request::new();
+        assert!(matches!(r.take(), Taken::Stale), "a new request is stale");
+        r.post(5);
+        assert_eq!(seq(&r), STEP | FRESH);
+        assert!(matches!(r.take(), Taken::Fresh(5)));
+        assert_eq!(seq(&r), STEP, "the take clears FRESH only");
+        assert!(matches!(r.take(), Taken::Stale), "consumed twice");
+        r.post(7);
+        assert_eq!(seq(&r), 2 * STEP | FRESH, "one step per write");
+
+        // A writer between its lock and its unlock.
+        r.seq.store(3 * STEP | LOCK, Relaxed);
+        assert!(matches!(r.take(), Taken::Busy));
+        r.post(9);
+        assert_eq!(seq(&r), 3 * STEP | LOCK, "a second writer took the lock");
+        assert_eq!(
+            (r.lo.load(Relaxed), r.hi.load(Relaxed)),
+            (7, 0),
+            "and wrote"
+        );
+
+        // Unlocked again: a 64-bit deadline goes through the halves.
+        r.seq.store(3 * STEP, Relaxed);
+        r.post(0x1234_5678_9abc_def0);
+        assert!(matches!(r.take(), Taken::Fresh(0x1234_5678_9abc_def0)));
+
+        // The sequence wraps; the low bits stay the flags.
+        r.seq.store(u32::MAX & !(LOCK | FRESH), Relaxed);
+        r.post(1);
+        assert_eq!(seq(&r), FRESH);
+        assert!(matches!(r.take(), Taken::Fresh(1)));
+    }
+}
