@@ -846,13 +846,13 @@ mod tests {
         assert_eq!(seq(&r), STEP, "the take clears FRESH only");
         assert!(matches!(r.take(), Taken::Stale), "consumed twice");
         r.post(7);
-        assert_eq!(seq(&r), 2 * STEP | FRESH, "one step per write");
+        assert_eq!(seq(&r), (2 * STEP) | FRESH, "one step per write");
 
         // A writer between its lock and its unlock.
-        r.seq.store(3 * STEP | LOCK, Relaxed);
+        r.seq.store((3 * STEP) | LOCK, Relaxed);
         assert!(matches!(r.take(), Taken::Busy));
         r.post(9);
-        assert_eq!(seq(&r), 3 * STEP | LOCK, "a second writer took the lock");
+        assert_eq!(seq(&r), (3 * STEP) | LOCK, "a second writer took the lock");
         assert_eq!(
             (r.lo.load(Relaxed), r.hi.load(Relaxed)),
             (7, 0),
