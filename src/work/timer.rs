@@ -865,7 +865,7 @@ mod tests {
         assert!(matches!(r.take(), Taken::Fresh(0x1234_5678_9abc_def0)));
 
         // The sequence wraps; the low bits stay the flags.
-        r.seq.store(u32::MAX & !(LOCK | FRESH), Relaxed);
+        r.seq.store(!(LOCK | FRESH), Relaxed);
         r.post(1);
         assert_eq!(seq(&r), FRESH);
         assert!(matches!(r.take(), Taken::Fresh(1)));
