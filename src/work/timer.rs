@@ -44,8 +44,9 @@
 //!   level), once per fired timer and once per pass of vector 6 at that
 //!   level. A firmware keeps a handful of timers per CPU and level, and a
 //!   walk is less code than a sorted insert plus a re-sort on every
-//!   reschedule (issue 10's 1 KiB budget); Linux's timer wheel and
-//!   Zephyr's sorted list are built for thousands.
+//!   reschedule (issue 10's 1 KiB budget). Linux's timer wheel is built
+//!   for many thousands of timers; Zephyr keeps one sorted delta list of
+//!   timeouts per system.
 //! - **Running items.** An item (re)scheduled while it runs is made
 //!   PENDING|DELAYED without being linked; the drain running it relinks it
 //!   on its work queue when the run ends, whose `start` sees DELAYED and
