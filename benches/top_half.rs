@@ -19,7 +19,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 use std::time::Instant;
 
-use bottomhalf::{Config, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work};
+use bottomhalf::{
+    Config, DelayedWork, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work,
+};
 use criterion::Criterion;
 use crossbeam_utils::CachePadded;
 
@@ -473,6 +475,72 @@ fn bench_mpsc(c: &mut Criterion) {
     g.finish();
 }
 
+// --------------------------------------------------------- delayed work ---
+
+/// A debounce: an item waiting on its timer list, its deadline moved by
+/// every top half (`mod_delayed_work` finds it pending: a request write
+/// and a poke, which coalesces on the raised mask).
+static RT_DPEND: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static D_PEND: DelayedWork = DelayedWork::new("debounce", nothing_work);
+static RT_DPEND_T: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static T_DPEND: Tasklet = Tasklet::new(&RT_DPEND_T, nothing);
+
+/// Timers the drain walks on every pass of vector 6 (`src/work/timer.rs`:
+/// an unsorted list), none due; and the same runtime shape with none.
+const WALKED: usize = 8;
+static RT_WALK: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static D_WALK: [DelayedWork; WALKED] =
+    [const { DelayedWork::new("far", nothing_work) }; WALKED];
+static RT_NOWALK: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
+static D_NOWALK: DelayedWork = DelayedWork::new("gone", nothing_work);
+
+/// `mod_delayed_work` on a pending item (a debounce restart) beside the
+/// cheapest top half, a coalesced `Tasklet::schedule`; and what the timer
+/// list costs a drain of vector 6: a pass with 8 timers on the list
+/// beside a pass with none.
+fn bench_delayed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("delayed_work");
+    let far = Duration::from_secs(3600);
+
+    assert!(!RT_DPEND.mod_delayed_work(&D_PEND, far));
+    assert!(RT_DPEND.drain().is_complete());
+    assert!(T_DPEND.schedule());
+    g.bench_function("pending/bottomhalf_mod_delayed_work", |b| {
+        b.iter(|| RT_DPEND.mod_delayed_work(black_box(&D_PEND), far))
+    });
+    g.bench_function("pending/tasklet_schedule", |b| {
+        b.iter(|| black_box(&T_DPEND).schedule())
+    });
+
+    for d in &D_WALK {
+        assert!(RT_WALK.queue_delayed_work(d, far));
+    }
+    assert!(RT_WALK.drain().is_complete());
+    // Attached (the timer drain) with an empty list.
+    assert!(RT_NOWALK.queue_delayed_work(&D_NOWALK, far));
+    assert!(D_NOWALK.cancel());
+    assert!(RT_NOWALK.drain().is_complete());
+    g.bench_function("drain_pass/8_timers", |b| {
+        b.iter(|| {
+            RT_WALK.raise(Vector::TASKLET);
+            RT_WALK.drain()
+        })
+    });
+    g.bench_function("drain_pass/no_timers", |b| {
+        b.iter(|| {
+            RT_NOWALK.raise(Vector::TASKLET);
+            RT_NOWALK.drain()
+        })
+    });
+    g.finish();
+
+    for d in &D_WALK {
+        assert!(d.cancel());
+    }
+    assert!(D_PEND.cancel());
+    T_DPEND.kill();
+}
+
 fn main() {
     // `criterion_main!` without the undocumented `pub fn` that
     // `criterion_group!` generates (the crate warns on missing docs).
@@ -480,6 +548,7 @@ fn main() {
     bench_raise(&mut c);
     bench_schedule(&mut c);
     bench_queue_work(&mut c);
+    bench_delayed(&mut c);
     bench_spsc(&mut c);
     bench_mpsc(&mut c);
     c.final_summary();
