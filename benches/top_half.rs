@@ -19,9 +19,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 use std::time::Instant;
 
-use bottomhalf::{
-    Config, DelayedWork, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work,
-};
+use bottomhalf::{Config, DelayedWork, Host, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work};
 use criterion::Criterion;
 use crossbeam_utils::CachePadded;
 
@@ -489,8 +487,7 @@ static T_DPEND: Tasklet = Tasklet::new(&RT_DPEND_T, nothing);
 /// an unsorted list), none due; and the same runtime shape with none.
 const WALKED: usize = 8;
 static RT_WALK: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
-static D_WALK: [DelayedWork; WALKED] =
-    [const { DelayedWork::new("far", nothing_work) }; WALKED];
+static D_WALK: [DelayedWork; WALKED] = [const { DelayedWork::new("far", nothing_work) }; WALKED];
 static RT_NOWALK: Runtime<Host, 1> = Runtime::new(Config::DEFAULT);
 static D_NOWALK: DelayedWork = DelayedWork::new("gone", nothing_work);
 

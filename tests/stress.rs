@@ -744,3 +744,115 @@ fn kick_driven_softirq_sees_the_last_raise() {
         assert_eq!(s.raised(cpu, V) as usize, RAISES, "CPU {cpu}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Delayed work items churned across CPUs, run by the drain threads.
+
+mod delayed {
+    use super::*;
+    use bottomhalf::{DelayedWork, Work};
+
+    pub const OPS: usize = if cfg!(miri) { 24 } else { 40_000 };
+    pub const ITEMS: usize = 4;
+    pub static RT: Runtime<Host, CPUS> = Runtime::new(Config::DEFAULT);
+    pub static IDS: [usize; ITEMS] = [0, 1, 2, 3];
+    pub static D: [DelayedWork; ITEMS] = [
+        DelayedWork::with_context("d0", &IDS[0], run),
+        DelayedWork::with_context("d1", &IDS[1], run),
+        DelayedWork::with_context("d2", &IDS[2], run),
+        DelayedWork::with_context("d3", &IDS[3], run),
+    ];
+    pub static IN_FLIGHT: [AtomicU32; ITEMS] = [const { AtomicU32::new(0) }; ITEMS];
+    pub static OVERLAPS: AtomicU32 = AtomicU32::new(0);
+    pub static RUNS: [AtomicU64; ITEMS] = [const { AtomicU64::new(0) }; ITEMS];
+
+    fn run(id: &'static usize, _: &Work) {
+        if IN_FLIGHT[*id].fetch_add(1, Ordering::SeqCst) != 0 {
+            OVERLAPS.fetch_add(1, Ordering::SeqCst);
+        }
+        RUNS[*id].fetch_add(1, Ordering::SeqCst);
+        IN_FLIGHT[*id].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Producers on both CPUs (and extra ones sharing them) churn four delayed
+/// items across the CPUs: `mod_delayed_work_on` and `queue_delayed_work_on`
+/// to either CPU with delays of 0, 1 us and 30 us, `cancel`, and
+/// `queue_work` of the item itself (which covers a cancelled timer where it
+/// is linked). The drain threads fire the timers (they sleep until the
+/// earliest deadline). Every call says whether it made a new instance or
+/// removed one; after the producers stop and each item is flushed, every
+/// instance ran or was cancelled (runs + cancels == instances, per item),
+/// no item ever ran on two CPUs at once, and all are idle.
+#[test]
+fn delayed_work_churned_across_cpus_runs_or_cancels_every_instance() {
+    use delayed::*;
+    let start = Instant::now();
+    let drains = RT.spawn_drain_threads().unwrap();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            thread::spawn(move || {
+                let _bound = RT.bind_current_thread(p % CPUS).unwrap();
+                let mut made = [0u64; ITEMS];
+                let mut cancelled = [0u64; ITEMS];
+                let mut x = 0x9e37_79b9_u32.wrapping_mul(p as u32 + 1);
+                for n in 0..OPS {
+                    // xorshift
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let i = (x % ITEMS as u32) as usize;
+                    let cpu = ((x >> 8) % CPUS as u32) as usize;
+                    let delay = Duration::from_nanos([0, 1_000, 30_000][((x >> 12) % 3) as usize]);
+                    match (x >> 16) % 5 {
+                        // `false`: this call queued a new instance.
+                        0 => made[i] += u64::from(!RT.mod_delayed_work_on(cpu, &D[i], delay)),
+                        1 => made[i] += u64::from(RT.queue_delayed_work_on(cpu, &D[i], delay)),
+                        2 => cancelled[i] += u64::from(D[i].cancel()),
+                        3 => made[i] += u64::from(RT.queue_work(D[i].work())),
+                        _ => made[i] += u64::from(!RT.mod_delayed_work(&D[i], delay)),
+                    }
+                    if n % 64 == 63 {
+                        thread::yield_now();
+                    }
+                }
+                (made, cancelled)
+            })
+        })
+        .collect();
+    let mut made = [0u64; ITEMS];
+    let mut cancelled = [0u64; ITEMS];
+    for t in producers {
+        let (m, c) = t.join().unwrap();
+        for i in 0..ITEMS {
+            made[i] += m[i];
+            cancelled[i] += c[i];
+        }
+    }
+    // Fire what still waits and wait for the runs (the drain threads run
+    // them; this thread spins).
+    for d in &D {
+        d.flush().unwrap();
+    }
+    for (i, d) in D.iter().enumerate() {
+        wait_until("the last run to finish", start, || {
+            !d.is_pending() && !d.is_running()
+        });
+        assert_eq!(
+            RUNS[i].load(Ordering::SeqCst) + cancelled[i],
+            made[i],
+            "item {i}: runs + cancels != instances"
+        );
+        assert_eq!(u64::from(d.runs()), RUNS[i].load(Ordering::SeqCst));
+    }
+    drop(drains);
+    assert_eq!(
+        OVERLAPS.load(Ordering::SeqCst),
+        0,
+        "an item ran on two CPUs at once"
+    );
+    assert!(
+        made.iter().sum::<u64>() > cancelled.iter().sum::<u64>(),
+        "nothing ran: {made:?} {cancelled:?}"
+    );
+}
