@@ -72,6 +72,32 @@ macro_rules! check {
     };
 }
 
+/// The RAM lines the footprint firmwares share: a `Runtime` of one and of
+/// two CPUs on the board type `$board`, and the two mailboxes of
+/// `footprint` (`run.sh` collects the lines that start with `RAM:`).
+#[macro_export]
+macro_rules! ram_lines {
+    ($board:ty) => {{
+        use ::core::mem::size_of;
+        $crate::println!(
+            "RAM: size_of::<Runtime<BareMetal<_>, 1>>() = {} bytes (per CPU, with 32 vectors)",
+            size_of::<::bottomhalf::Runtime<::bottomhalf::BareMetal<$board>, 1>>()
+        );
+        $crate::println!(
+            "RAM: size_of::<Runtime<BareMetal<_>, 2>>() = {} bytes",
+            size_of::<::bottomhalf::Runtime<::bottomhalf::BareMetal<$board>, 2>>()
+        );
+        $crate::println!(
+            "RAM: size_of::<MpscMailbox<u16, 8>>() = {} bytes",
+            size_of::<::bottomhalf::MpscMailbox<u16, 8>>()
+        );
+        $crate::println!(
+            "RAM: size_of::<Mailbox<u16, 8>>() = {} bytes",
+            size_of::<::bottomhalf::Mailbox<u16, 8>>()
+        );
+    }};
+}
+
 /// Fails the test unless `a == b`, printing both.
 #[macro_export]
 macro_rules! check_eq {

@@ -209,7 +209,11 @@ fn main() -> ! {
     let t0 = TICKS.load(Ordering::SeqCst);
     run_ticks(40);
     for (k, d) in DELAYS.iter().enumerate() {
-        check!(RT.queue_delayed_work(&ORDERED[k], delay(*d)), "ordered {}", k);
+        check!(
+            RT.queue_delayed_work(&ORDERED[k], delay(*d)),
+            "ordered {}",
+            k
+        );
     }
     h::wait_for("the ordered timers", 50_000_000, || {
         ORDER_N.load(Ordering::SeqCst) as usize == NO
@@ -218,7 +222,13 @@ fn main() -> ! {
     for n in 0..NO {
         let i = ORDER_LOG[n].load(Ordering::SeqCst) as usize;
         let key = (DELAYS[i], i);
-        check!(key >= last, "run {}: item {} (delay {}) out of order", n, i, DELAYS[i]);
+        check!(
+            key >= last,
+            "run {}: item {} (delay {}) out of order",
+            n,
+            i,
+            DELAYS[i]
+        );
         last = key;
         let at = ORDER_AT[i].load(Ordering::SeqCst);
         check!(
@@ -229,8 +239,13 @@ fn main() -> ! {
             DELAYS[i]
         );
     }
-    println!("phase 1: {} timers fired in deadline order (ties in queue order), none early", NO);
-    h::wait_for("phase 1's ticks", 50_000_000, || BATCH_DONE.load(Ordering::SeqCst));
+    println!(
+        "phase 1: {} timers fired in deadline order (ties in queue order), none early",
+        NO
+    );
+    h::wait_for("phase 1's ticks", 50_000_000, || {
+        BATCH_DONE.load(Ordering::SeqCst)
+    });
     STORM_R.store(false, Ordering::SeqCst);
     h::wait_for("phase 1's timers", 50_000_000, || {
         !R.is_pending() && RT.pending(0) == 0 && !SCB::is_pendsv_pending()
@@ -294,8 +309,14 @@ fn main() -> ! {
     );
     check_eq!(R_INFLIGHT.max(), 1);
     println!("no run nested in another: max in-flight 1");
-    println!("thread mode: {} flushes, {} cancel_syncs", flushes, cancel_syncs);
-    check!(R_MOVED.load(Ordering::Relaxed) > 0, "no reschedule hit a pending timer");
+    println!(
+        "thread mode: {} flushes, {} cancel_syncs",
+        flushes, cancel_syncs
+    );
+    check!(
+        R_MOVED.load(Ordering::Relaxed) > 0,
+        "no reschedule hit a pending timer"
+    );
     check!(R_CANCELLED.load(Ordering::Relaxed) > 0, "nothing cancelled");
     println!(
         "deadline hook: armed {} times, fired {} times",

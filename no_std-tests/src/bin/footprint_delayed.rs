@@ -11,12 +11,12 @@
 #![no_main]
 
 use bottomhalf::{
-    BareMetal, Board, Config, DelayedWork, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work,
+    BareMetal, Board, Config, DelayedWork, MpscMailbox, Runtime, Tasklet, Vector, Work,
 };
-use core::time::Duration;
 use bottomhalf_firmware_tests::{self as h, check, check_eq, interrupt, println, Interrupt};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
 use cortex_m::peripheral::{NVIC, SCB};
 use cortex_m_rt::{entry, exception};
 use h::{cortex_m, cortex_m_rt};
@@ -34,7 +34,10 @@ impl Board for Mcu {
         u64::from(CLOCK.load(Ordering::Relaxed))
     }
     fn set_timer(_cpu: usize, _level: bottomhalf::Level, deadline_ns: u64) {
-        ARMED.store(deadline_ns.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+        ARMED.store(
+            deadline_ns.min(u64::from(u32::MAX)) as u32,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -143,22 +146,7 @@ fn main() -> ! {
         size_of::<Work>(),
         size_of::<DelayedWork>()
     );
-    println!(
-        "RAM: size_of::<Runtime<BareMetal<_>, 1>>() = {} bytes (per CPU, with 32 vectors)",
-        size_of::<Runtime<BareMetal<Mcu>, 1>>()
-    );
-    println!(
-        "RAM: size_of::<Runtime<BareMetal<_>, 2>>() = {} bytes",
-        size_of::<Runtime<BareMetal<Mcu>, 2>>()
-    );
-    println!(
-        "RAM: size_of::<MpscMailbox<u16, 8>>() = {} bytes",
-        size_of::<MpscMailbox<u16, 8>>()
-    );
-    println!(
-        "RAM: size_of::<Mailbox<u16, 8>>() = {} bytes",
-        size_of::<Mailbox<u16, 8>>()
-    );
+    h::ram_lines!(Mcu);
     println!("footprint_delayed: ok");
     h::exit_ok()
 }

@@ -7,7 +7,7 @@
 #![no_std]
 #![no_main]
 
-use bottomhalf::{BareMetal, Board, Config, Mailbox, MpscMailbox, Runtime, Tasklet, Vector, Work};
+use bottomhalf::{BareMetal, Board, Config, MpscMailbox, Runtime, Tasklet, Vector, Work};
 use bottomhalf_firmware_tests::{self as h, check, check_eq, interrupt, println, Interrupt};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -107,22 +107,7 @@ fn main() -> ! {
     // cancel.
     check!(ok && REFILLS.load(Ordering::Relaxed) == 4);
     println!("RAM: size_of::<Tasklet>() = {} bytes", size_of::<Tasklet>());
-    println!(
-        "RAM: size_of::<Runtime<BareMetal<_>, 1>>() = {} bytes (per CPU, with 32 vectors)",
-        size_of::<Runtime<BareMetal<Mcu>, 1>>()
-    );
-    println!(
-        "RAM: size_of::<Runtime<BareMetal<_>, 2>>() = {} bytes",
-        size_of::<Runtime<BareMetal<Mcu>, 2>>()
-    );
-    println!(
-        "RAM: size_of::<MpscMailbox<u16, 8>>() = {} bytes",
-        size_of::<MpscMailbox<u16, 8>>()
-    );
-    println!(
-        "RAM: size_of::<Mailbox<u16, 8>>() = {} bytes",
-        size_of::<Mailbox<u16, 8>>()
-    );
+    h::ram_lines!(Mcu);
     println!("footprint_work: ok");
     h::exit_ok()
 }
