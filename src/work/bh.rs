@@ -38,12 +38,20 @@
 //! - **Waiting.** `flush` and `cancel_sync` (thread context) wait by
 //!   draining the current CPU when the instance is on the current CPU's
 //!   queue, and by spinning ([`spin_wait`]: a yield under `std`) otherwise.
-//!   To drain, they need the runtime that owns the queue: every
-//!   `queue_work` stores it in the queue, type-erased (a pointer to the
-//!   runtime and a pointer to a function generic over its backend, two
-//!   relaxed atomics, each only ever null or its one value), because a
-//!   runtime built in a `const` cannot know its own address and must stay
-//!   all-zero (`.bss`). A waiter that finds either still null spins.
+//!   To drain, they need the runtime that owns the queue: the first
+//!   `queue_work` there stores it in the queue, type-erased (a pointer to
+//!   the runtime, a pointer to a function generic over its backend, and
+//!   the queue's CPU and level: relaxed atomics, each only ever zero or
+//!   its one value), because a runtime built in a `const` cannot know its
+//!   own address and must stay all-zero (`.bss`). A waiter that finds
+//!   them still null spins. The same function raises vector 6 at the
+//!   queue's CPU and level for a *poke* (a queue that covers a linked
+//!   ghost or a running item, a reschedule of a timer): the drain there
+//!   looks at its lists again.
+//! - **The drain's part** is a function pointer in the queue, too: null
+//!   until the first `queue_work` (the drain of a firmware that never
+//!   queues a work item links none of this), then [`BhQueue::run_list`],
+//!   or the timer drain once delayed work exists (`timer.rs`).
 //! - **Deadlock.** Waiting for an item from its own function never ends:
 //!   `flush`/`cancel_sync` return [`WouldDeadlock`]. With `std` the drain
 //!   marks the running item in the thread's workqueue context (as a worker
