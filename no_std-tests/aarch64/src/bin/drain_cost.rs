@@ -60,8 +60,11 @@
 #![no_std]
 #![no_main]
 
-use bottomhalf::{BareMetal, Config, DrainOutcome, Level, Runtime, Tasklet, Vector};
+use bottomhalf::{
+    BareMetal, Config, DelayedWork, DrainOutcome, Level, Runtime, Tasklet, Vector, Work,
+};
 use bottomhalf_aarch64_tests::{self as t, check, check_eq, println, Virt, VirtGic, VirtGicLevels};
+use core::time::Duration;
 
 t::entry!(
     scenario,
@@ -98,6 +101,16 @@ const VP: Vector = Vector::new(7);
 fn level_drain(level: Level) {
     let _ = RT_LVL.drain_level(level);
 }
+
+/// Work items and delayed work, on a runtime of their own (polled board):
+/// the "work item" and "delayed work" rows.
+static RT_W: Runtime<BareMetal<Virt>, 1> = Runtime::new(Config::DEFAULT);
+static W: Work = Work::new("w", |_| {});
+/// A debounce: kept waiting on its timer list, its deadline moved.
+static D: DelayedWork = DelayedWork::new("d", |_| {});
+/// Timers far in the future, on the list the drain walks.
+static FAR: [DelayedWork; 4] = [const { DelayedWork::new("far", |_| {}) }; 4];
+const A_SECOND: Duration = Duration::from_secs(1);
 
 const VA: Vector = Vector::new(3);
 const VB: Vector = Vector::new(4);
@@ -235,6 +248,52 @@ fn raise_preempting_then_sgi() {
 
 fn lvl_settled() {
     check_eq!(RT_LVL.pending(0), 0, "the level SGIs drained");
+}
+
+/// Drains whatever a row left on the work runtime.
+fn settle_w() {
+    let _ = t::take_pend(0);
+    check_eq!(RT_W.drain(), DrainOutcome::Complete, "settle: work drain");
+    let _ = t::take_pend(0);
+    check_eq!(RT_W.pending(0), 0, "settle: work pending");
+}
+
+fn queue_w() {
+    let _ = RT_W.queue_work(&W);
+}
+
+fn drain_w() {
+    let _ = RT_W.drain();
+}
+
+fn reschedule_d() {
+    let _ = RT_W.mod_delayed_work(&D, A_SECOND);
+}
+
+fn raise_tasklet_vector() {
+    RT_W.raise(Vector::TASKLET);
+}
+
+/// Files the four far timers (once) and checks `D` waits too.
+fn file_far_timers() {
+    for f in &FAR {
+        let _ = RT_W.queue_delayed_work(f, A_SECOND);
+    }
+    settle_w();
+    check!(
+        FAR.iter().all(|f| f.is_timer_pending()) && D.is_timer_pending(),
+        "five timers pending"
+    );
+    raise_tasklet_vector();
+}
+
+/// Cancels the far timers again; the next drain drops their ghosts.
+fn cancel_far_timers() {
+    for f in &FAR {
+        let _ = f.cancel();
+    }
+    raise_tasklet_vector();
+    settle_w();
 }
 
 /// The measurements, in the order printed.
@@ -416,6 +475,48 @@ const COSTS: &[Cost] = &[
         max: 360,
     },
     Cost {
+        name: "work item: queue_work, idle (kicks)",
+        setup: nothing,
+        op: queue_w,
+        after: settle_w,
+        max: 200,
+    },
+    Cost {
+        name: "work item: queue_work, coalesced",
+        setup: queue_w,
+        op: queue_w,
+        after: settle_w,
+        max: 80,
+    },
+    Cost {
+        name: "drain, one work item, empty function",
+        setup: queue_w,
+        op: drain_w,
+        after: settle_w,
+        max: 700,
+    },
+    Cost {
+        name: "delayed work: mod_delayed_work of a waiting timer (a debounce)",
+        setup: nothing,
+        op: reschedule_d,
+        after: settle_w,
+        max: 300,
+    },
+    Cost {
+        name: "delayed work: drain of vector 6, one timer on the list, not due",
+        setup: raise_tasklet_vector,
+        op: drain_w,
+        after: settle_w,
+        max: 700,
+    },
+    Cost {
+        name: "delayed work: drain of vector 6, five timers on the list, not due",
+        setup: file_far_timers,
+        op: drain_w,
+        after: cancel_far_timers,
+        max: 1100,
+    },
+    Cost {
         name: "bh_disable + drop, nothing pending",
         setup: nothing,
         op: bh_off_on,
@@ -435,6 +536,18 @@ const COSTS: &[Cost] = &[
 /// factor, why): `factor` × cheaper < dearer, checked on the figures. A
 /// fast path that stops being fast fails here even within its bound.
 const CHEAPER: &[(&str, &str, u64, &str)] = &[
+    (
+        "work item: queue_work, coalesced",
+        "work item: queue_work, idle (kicks)",
+        1,
+        "a coalesced queue_work skips the push and the kick",
+    ),
+    (
+        "delayed work: drain of vector 6, one timer on the list, not due",
+        "delayed work: drain of vector 6, five timers on the list, not due",
+        1,
+        "each timer on the list costs the walk",
+    ),
     (
         "raise, another vector pending (no kick)",
         "raise, onto an empty mask (kicks: pend_drain)",
