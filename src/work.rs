@@ -897,10 +897,19 @@ impl Work {
     /// assert_eq!(W.flush(), Ok(false)); // idle now: nothing to wait for
     /// ```
     pub fn flush(&self) -> Result<bool, WorkqueueError> {
+        self.flush_with(|_| {})
+    }
+
+    /// `flush`, calling `fire(word)` after the instance to wait for is
+    /// known and the flush is allowed, before the wait
+    /// ([`DelayedWork::flush`] fires its timer there: the instance it
+    /// fires is the one it waits for, and the return says it was pending).
+    pub(crate) fn flush_with(&self, fire: impl FnOnce(Word)) -> Result<bool, WorkqueueError> {
         let Some((s, target)) = self.flush_target() else {
             return Ok(false);
         };
         self.refuse_flush_from_here(s)?;
+        fire(s);
         self.wait_until(|s| {
             flags(s) & (PENDING | RUNNING) == 0
                 || run_reached(

@@ -374,3 +374,30 @@ fn timer_fired_raises_the_levels_with_a_deadline() {
     assert!(RT.drain().is_complete());
     assert_eq!(U.runs(), 1);
 }
+
+/// `DelayedWork::flush` of a pending instance returns `Ok(true)` even when
+/// a drain thread runs the fired timer before the flush starts waiting
+/// (new-user review: it returned `Ok(false)`, "idle", in up to 98 % of
+/// rounds when the item waited on another CPU). Both the flushing
+/// thread's CPU and another one, with the drain threads running.
+#[test]
+fn delayed_flush_of_a_pending_timer_reports_it_while_drain_threads_race() {
+    static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    static F: DelayedWork = DelayedWork::new("f", |_| {});
+    let rounds = if cfg!(miri) { 6 } else { 2_000 };
+    let threads = RT.spawn_drain_threads().unwrap();
+    let _cpu0 = RT.bind_current_thread(0).unwrap();
+    for round in 0..rounds {
+        let cpu = round % 2;
+        let before = F.runs();
+        assert!(RT.queue_delayed_work_on(cpu, &F, Duration::from_secs(3600)));
+        assert!(F.is_pending());
+        assert_eq!(
+            F.flush(),
+            Ok(true),
+            "round {round}: a pending timer flushed as idle"
+        );
+        assert_eq!(F.runs(), before + 1, "round {round}");
+    }
+    drop(threads);
+}
