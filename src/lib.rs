@@ -313,13 +313,16 @@
 //! controller's set-point, which the bottom halves read, with bottom
 //! halves off. Each level's drain interrupt is a spare NVIC vector (see
 //! "Levels" on [`Runtime`] for the priority set-up), and a timer compare
-//! is the one-shot deadline hook; here the board only records the pends
-//! and the deadline, and the interrupt handlers are called as functions,
-//! so the example runs as a test.
+//! is the one-shot deadline hook. The hook is per level (each level's
+//! drain keeps its own timers), and this board has one compare register
+//! for both: it keeps each level's deadline and programs the earliest.
+//! Here the board only records the pends and the deadlines, and the
+//! interrupt handlers are called as functions, so the example runs as a
+//! test.
 //!
 //! ```
 //! use bottomhalf::{BareMetal, Board, Config, DelayedWork, DrainOutcome, Level, Runtime, Work};
-//! use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+//! use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 //! use core::time::Duration;
 //!
 //! const LOG: Level = Level::new(0);
@@ -327,19 +330,27 @@
 //!
 //! /// Pended drain interrupts, one bit per level (`NVIC::pend` on hardware).
 //! static PENDED: AtomicU32 = AtomicU32::new(0);
-//! /// The board's clock (a free-running timer) and its compare register.
-//! static NOW_NS: AtomicU64 = AtomicU64::new(0);
-//! static COMPARE_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+//! /// The board's clock (a free-running 32-bit microsecond timer: no
+//! /// 64-bit atomics on a Cortex-M3), each level's deadline, and the one
+//! /// compare register, which holds the earliest (`u32::MAX`: disarmed).
+//! static NOW_US: AtomicU32 = AtomicU32::new(0);
+//! static DEADLINE_US: [AtomicU32; 2] = [AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX)];
+//! static COMPARE_US: AtomicU32 = AtomicU32::new(u32::MAX);
 //! struct Mcu;
 //! impl Board for Mcu {
 //!     fn pend_drain(_cpu: usize, level: Level) {
 //!         PENDED.fetch_or(1 << level.index(), Ordering::SeqCst);
 //!     }
 //!     fn now_ns() -> u64 {
-//!         NOW_NS.load(Ordering::SeqCst)
+//!         u64::from(NOW_US.load(Ordering::SeqCst)) * 1_000
 //!     }
-//!     fn set_timer(_cpu: usize, _level: Level, deadline_ns: u64) {
-//!         COMPARE_NS.store(deadline_ns, Ordering::SeqCst); // u64::MAX: disarm
+//!     fn set_timer(_cpu: usize, level: Level, deadline_ns: u64) {
+//!         // On hardware, in a critical section: the two levels' drains
+//!         // call this, one preempting the other.
+//!         let us = u32::try_from(deadline_ns / 1_000).unwrap_or(u32::MAX); // u64::MAX: disarm
+//!         DEADLINE_US[level.index()].store(us, Ordering::SeqCst);
+//!         let earliest = DEADLINE_US[0].load(Ordering::SeqCst).min(DEADLINE_US[1].load(Ordering::SeqCst));
+//!         COMPARE_US.store(earliest, Ordering::SeqCst);
 //!     }
 //! }
 //! static RT: Runtime<BareMetal<Mcu>, 1, 2> = Runtime::new(Config::DEFAULT);
@@ -382,7 +393,7 @@
 //! }
 //! // #[interrupt] fn TIMER_1A(), the compare match: a top half.
 //! fn timer_compare_irq() {
-//!     if NOW_NS.load(Ordering::SeqCst) >= COMPARE_NS.load(Ordering::SeqCst) {
+//!     if NOW_US.load(Ordering::SeqCst) >= COMPARE_US.load(Ordering::SeqCst) {
 //!         RT.timer_fired(); // pends the drain of the level with due timers
 //!     }
 //! }
@@ -406,24 +417,24 @@
 //! assert!(STEP_INSIDE_FLUSH.load(Ordering::Relaxed));
 //! assert_eq!((FLUSH.runs(), STEP.runs()), (1, 1));
 //! // The drain filed the idle timer and armed the compare at +50 ms.
-//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), 50_000_000);
+//! assert_eq!(COMPARE_US.load(Ordering::SeqCst), 50_000);
 //!
 //! // 30 ms later another command moves the deadline to 80 ms.
-//! NOW_NS.store(30_000_000, Ordering::SeqCst);
+//! NOW_US.store(30_000, Ordering::SeqCst);
 //! uart_irq();
 //! level_0_drain_irq(); // the second flush, preempted by the second step
 //! assert!(STEP_INSIDE_FLUSH.load(Ordering::Relaxed));
 //! assert_eq!((FLUSH.runs(), STEP.runs()), (2, 2));
-//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), 80_000_000);
-//! NOW_NS.store(50_000_000, Ordering::SeqCst);
+//! assert_eq!(COMPARE_US.load(Ordering::SeqCst), 80_000);
+//! NOW_US.store(50_000, Ordering::SeqCst);
 //! timer_compare_irq(); // not yet: the compare moved
 //! assert!(!STOPPED.load(Ordering::Relaxed));
-//! NOW_NS.store(80_000_000, Ordering::SeqCst);
+//! NOW_US.store(80_000, Ordering::SeqCst);
 //! timer_compare_irq();
 //! level_0_drain_irq();
 //! assert!(STOPPED.load(Ordering::Relaxed));
 //! assert_eq!(IDLE_STOP.runs(), 1);
-//! assert_eq!(COMPARE_NS.load(Ordering::SeqCst), u64::MAX, "disarmed");
+//! assert_eq!(COMPARE_US.load(Ordering::SeqCst), u32::MAX, "disarmed");
 //!
 //! // Thread mode (`main`): a new set-point, with every bottom half off.
 //! {

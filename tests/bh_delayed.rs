@@ -401,3 +401,46 @@ fn delayed_flush_of_a_pending_timer_reports_it_while_drain_threads_race() {
     }
     drop(threads);
 }
+
+/// Without the hook (`timer_fired` never called): a drain at or after the
+/// deadline fires the timer (new-user review: a program that drains in
+/// its own loop never ran its delayed work). The drain sees the armed
+/// deadline, not only a raised vector 6.
+#[test]
+fn a_drain_after_the_deadline_fires_the_timer_without_the_hook() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1, 2> = Runtime::new(Config::DEFAULT);
+    static P: DelayedWork = DelayedWork::new("p", |_| {});
+    static Q: DelayedWork = DelayedWork::new("q", |_| {}).at_level(Level::new(1));
+    NOW.store(110_000, Ordering::SeqCst);
+    assert!(RT.queue_delayed_work(&P, ns(100)));
+    assert!(RT.queue_delayed_work(&Q, ns(200)));
+    assert!(RT.drain().is_complete());
+    NOW.store(110_099, Ordering::SeqCst);
+    assert!(RT.drain().is_complete());
+    assert_eq!((P.runs(), Q.runs()), (0, 0), "fired early");
+    NOW.store(110_100, Ordering::SeqCst);
+    assert!(RT.drain().is_complete());
+    assert_eq!((P.runs(), Q.runs()), (1, 0));
+    // One level's own drain fires that level's timer.
+    NOW.store(110_200, Ordering::SeqCst);
+    assert!(RT.drain_level(Level::new(0)).is_complete());
+    assert_eq!(Q.runs(), 0, "a level-0 drain ran a level-1 timer");
+    assert!(RT.drain_level(Level::new(1)).is_complete());
+    assert_eq!(Q.runs(), 1);
+    assert_eq!(RT.pending(0), 0);
+}
+
+/// `Work::flush` of a delayed item on a `Host` runtime without drain
+/// threads waits for the timer (it drains this CPU, and a drain after the
+/// deadline fires it) instead of spinning for ever (new-user review).
+#[test]
+fn flush_waits_out_a_timer_on_a_host_without_drain_threads() {
+    static RT: Runtime<Host, 1> = Runtime::new(Config::DEFAULT.time_budget_ns(0));
+    static D: DelayedWork = DelayedWork::new("d", |_| {});
+    let t0 = Instant::now();
+    assert!(RT.queue_delayed_work(&D, Duration::from_millis(20)));
+    assert_eq!(D.work().flush(), Ok(true));
+    assert_eq!(D.runs(), 1);
+    assert!(t0.elapsed() >= Duration::from_millis(20), "ran early");
+}

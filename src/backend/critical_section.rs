@@ -73,8 +73,11 @@ pub trait Board: 'static {
     /// runtime calls it from the drain with the earliest pending deadline
     /// of delayed work there whenever it changes; the timer's interrupt
     /// handler calls [`Runtime::timer_fired`](crate::Runtime::timer_fired).
-    /// Default: nothing — due timers fire at the next drain of
-    /// [`Vector::TASKLET`](crate::Vector::TASKLET) at that level.
+    /// A board with one timer for several levels (or cores) keeps each
+    /// `(cpu, level)`'s deadline and programs the earliest; see the crate
+    /// docs' firmware example. Default: nothing — due timers then fire at
+    /// the first drain of that level (`drain`, `drain_level`) at or after
+    /// their deadline, which nothing pends by itself.
     ///
     /// Top-half safe: must be. Allocates: must not. Blocks: must not.
     #[inline(always)]

@@ -103,10 +103,12 @@ pub trait Backend: 'static {
     /// that changes, `u64::MAX` when no timer is left. One-shot, each call
     /// replaces the previous arming; when it fires, call
     /// [`Runtime::timer_fired`](crate::Runtime::timer_fired) on that CPU.
-    /// Default: nothing — due timers then fire at the next drain of
-    /// [`Vector::TASKLET`](crate::Vector::TASKLET) at that level. `Host`
-    /// and `Signals` drain threads sleep until the earliest deadline
-    /// instead; `BareMetal` forwards to [`Board::set_timer`].
+    /// Default: nothing — due timers then fire at the first drain of that
+    /// level ([`Runtime::drain`](crate::Runtime::drain),
+    /// [`drain_level`](crate::Runtime::drain_level)) at or after their
+    /// deadline: a drain looks at the armed deadline of each level it
+    /// drains. `Host` and `Signals` drain threads sleep until the earliest
+    /// deadline; `BareMetal` forwards to [`Board::set_timer`].
     ///
     /// Top-half safe: must be (called from a drain). Allocates: must not.
     /// Blocks: must not.

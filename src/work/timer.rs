@@ -59,9 +59,12 @@
 //!   (`u64::MAX`: none left). The board's timer interrupt calls
 //!   [`Runtime::timer_fired`], which raises vector 6 at the levels of the
 //!   current CPU that have an armed deadline. `Host`/`Signals` drain
-//!   threads sleep at most until the earliest deadline of their CPU. A
-//!   backend without a hook fires due timers at the next drain of vector 6
-//!   at that level.
+//!   threads sleep at most until the earliest deadline of their CPU. And
+//!   every drain of a level (`drain`, `drain_level`, not `irq_exit`,
+//!   which drains only what was raised) compares that level's armed
+//!   deadline with the clock and raises vector 6 when it has passed (a
+//!   load and a branch while nothing is armed): with or without a hook,
+//!   a timer fires at the first such drain at or after its deadline.
 //! - **Cost.** A firmware that never queues delayed work does not link any
 //!   of this: the drain reaches it through the queue's run function
 //!   pointer, which the first delayed queue switches (on every queue of
@@ -446,6 +449,28 @@ impl core::fmt::Debug for DelayedWork {
 }
 
 impl BhQueue {
+    /// A deadline is armed at this queue (one load of each half).
+    #[inline(always)]
+    pub(crate) fn timer_armed(&self) -> bool {
+        self.next_lo.load(Ordering::Relaxed) | self.next_hi.load(Ordering::Relaxed) != 0
+    }
+
+    /// The armed deadline has passed on clock `now` (read only when a
+    /// deadline is armed): every drain of the level asks, so due timers
+    /// fire at the first drain at or after their deadline even without
+    /// the backend's hook.
+    ///
+    /// The two halves without the retry of `next_deadline`: only a drain
+    /// of this level writes them, and a torn read (a drain of the level
+    /// running on another thread, `std`) costs a spurious pass or leaves
+    /// the timer to the next drain or the hook.
+    #[inline(always)]
+    pub(crate) fn timer_due(&self, now: fn() -> u64) -> bool {
+        let armed = u64::from(self.next_lo.load(Ordering::Relaxed))
+            | u64::from(self.next_hi.load(Ordering::Relaxed)) << 32;
+        armed != 0 && !armed <= now()
+    }
+
     /// The earliest armed deadline, `u64::MAX` if none.
     pub(crate) fn next_deadline(&self) -> u64 {
         loop {
@@ -599,12 +624,15 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// (as [`queue_work`](Runtime::queue_work)). A zero delay runs at the
     /// next drain.
     ///
-    /// Needs a clock ([`Backend::now_ns`]); the timer fires through the
-    /// backend's hook ([`Backend::arm_timer`], `Board::set_timer` then
-    /// [`timer_fired`](Runtime::timer_fired)), the drain threads, or the
-    /// next drain of [`Vector::TASKLET`] at that level. Design and races
-    /// in the module docs of `work/timer.rs`: concurrent (re)schedules of
-    /// one item keep one of their deadlines.
+    /// Needs a clock ([`Backend::now_ns`]; without one, a delay never
+    /// passes). The timer fires at the first drain of its level on that
+    /// CPU at or after the deadline ([`drain`](Runtime::drain),
+    /// [`drain_level`](Runtime::drain_level), the drain threads); what
+    /// starts that drain is the backend's hook ([`Backend::arm_timer`],
+    /// `Board::set_timer`, whose interrupt calls
+    /// [`timer_fired`](Runtime::timer_fired)), the `Host`/`Signals` drain
+    /// threads, or a program that drains by itself. The rules (deadline
+    /// order, concurrent reschedules) are on [`DelayedWork`].
     ///
     /// Top-half safe: yes (a few CASes, a push, a raise). Allocates: no.
     /// Blocks: no.
