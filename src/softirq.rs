@@ -2150,20 +2150,26 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     }
 
     /// The drain of level `lvl` (`< L`) of `cpu`, the current CPU.
+    #[inline(always)]
     fn drain_level_on(&self, cpu: usize, st: &CpuState<L>, lvl: usize) -> DrainOutcome {
         let ls = &st.levels[lvl];
-        // A timer of this level is due: its vector-6 pass fires it, with or
-        // without the backend's hook (`work/timer.rs`). A load and a branch
-        // while no timer is armed. No kick: this drain takes the level
-        // next, or the drain that holds it sees the bit when it releases.
-        if ls.bh_work.timer_due(B::now_ns) {
-            ls.pending.fetch_or(Vector::TASKLET.bit(), Ordering::SeqCst);
-        }
         // Nothing raised at this level: no RMW on its shared line. A raise
         // that this load misses is its raiser's to drain or kick for.
-        if ls.pending.load(Ordering::Relaxed) == 0 {
+        // Unless a timer of this level is due: then its vector-6 pass
+        // fires it, with or without the backend's hook (`work/timer.rs`).
+        // Inline, in front of the call: the drain's frame is set up only
+        // for work.
+        if ls.pending.load(Ordering::Relaxed) == 0 && !Self::pend_due_timer(ls) {
             return DrainOutcome::Complete;
         }
+        self.drain_level_work(cpu, st, lvl)
+    }
+
+    /// [`drain_level_on`](Runtime::drain_level_on) past its empty check
+    /// (`irq_exit` calls it directly: it drains only what was raised).
+    #[inline(never)]
+    fn drain_level_work(&self, cpu: usize, st: &CpuState<L>, lvl: usize) -> DrainOutcome {
+        let ls = &st.levels[lvl];
         // Bottom halves off here: leave the work to the last guard's drop.
         // SeqCst: a raiser that drains (an interrupt exit) raised, then
         // reads the count here; the drop decrements, then reads the mask
@@ -2408,7 +2414,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         }
         if L == 1 {
             return if st.levels[0].pending.load(Ordering::Relaxed) != 0 {
-                Some(self.drain_level_on(cpu, st, 0))
+                Some(self.drain_level_work(cpu, st, 0))
             } else {
                 None
             };
@@ -2425,7 +2431,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 return Some(DrainOutcome::Busy.worst_of(outcome));
             }
             if ls.pending.load(Ordering::Relaxed) != 0 {
-                let o = self.drain_level_on(cpu, st, lvl);
+                let o = self.drain_level_work(cpu, st, lvl);
                 outcome = Some(o.worst_of(outcome));
                 if o == DrainOutcome::Busy {
                     return outcome;
@@ -2671,6 +2677,28 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 B::kick(cpu, Level::from_index(lvl), &st.wake);
             }
         }
+    }
+
+    /// Raises vector 6 at level `ls` if a timer deadline is armed there
+    /// and has passed (`true`): every drain of a level asks before it
+    /// gives up on an empty mask, so due timers fire at the first drain at
+    /// or after their deadline, with or without the backend's hook
+    /// (`work/timer.rs`). One more load and a branch while no timer is
+    /// armed; the rest is out of line. No kick: the calling drain takes
+    /// the level next, or the drain that holds it sees the bit when it
+    /// releases it.
+    #[inline(always)]
+    fn pend_due_timer(ls: &LevelState) -> bool {
+        #[cold]
+        #[inline(never)]
+        fn armed<B: Backend>(ls: &LevelState) -> bool {
+            let due = ls.bh_work.timer_due(B::now_ns);
+            if due {
+                ls.pending.fetch_or(Vector::TASKLET.bit(), Ordering::SeqCst);
+            }
+            due
+        }
+        ls.bh_work.timer_armed() && armed::<B>(ls)
     }
 
     fn out_of_time(&self, start: u64) -> bool {
