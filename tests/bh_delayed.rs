@@ -444,3 +444,61 @@ fn flush_waits_out_a_timer_on_a_host_without_drain_threads() {
     assert_eq!(D.runs(), 1);
     assert!(t0.elapsed() >= Duration::from_millis(20), "ran early");
 }
+
+/// The hook is called only when the earliest deadline changes: a pass of
+/// vector 6 that changes nothing does not call it, with deadlines past
+/// 2^32 ns (the halves the drain keeps) as well as small ones.
+#[test]
+fn a_pass_that_changes_no_deadline_does_not_call_the_hook() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1> = Runtime::new(Config::DEFAULT);
+    static LONG: DelayedWork = DelayedWork::new("long", |_| {});
+    NOW.store(120_000, Ordering::SeqCst);
+    assert!(RT.queue_delayed_work(&LONG, Duration::from_secs(3600)));
+    assert!(RT.drain().is_complete());
+    let deadline = 120_000 + 3_600_000_000_000;
+    assert!(deadline > u64::from(u32::MAX));
+    assert_eq!(ARMED.load(Ordering::SeqCst), deadline);
+    let arms = ARMS.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        RT.raise(bottomhalf::Vector::TASKLET);
+        assert!(RT.drain().is_complete());
+    }
+    assert_eq!(ARMS.load(Ordering::SeqCst), arms, "re-armed with no change");
+    // `timer_fired` before the deadline: a pass, no run, no new arming.
+    RT.timer_fired();
+    assert!(RT.drain().is_complete());
+    assert_eq!((LONG.runs(), ARMS.load(Ordering::SeqCst)), (0, arms));
+    assert!(LONG.cancel());
+}
+
+/// A delayed item's function reaches its `DelayedWork` with `from_work`
+/// and reads its state there (here: its timer is no longer pending while
+/// it runs); a plain item's gets `None`. The `Debug` form names it.
+#[test]
+fn from_work_gives_the_function_its_delayed_item() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1> = Runtime::new(Config::DEFAULT);
+    static SAW: AtomicU32 = AtomicU32::new(0);
+    static ME: DelayedWork = DelayedWork::new("me", |w| {
+        let d = DelayedWork::from_work(w).expect("a delayed item's work");
+        assert!(core::ptr::eq(d, &ME));
+        assert!(!d.is_timer_pending());
+        SAW.fetch_add(1, Ordering::SeqCst);
+    });
+    static PLAIN: Work = Work::new("plain", |w| {
+        assert!(DelayedWork::from_work(w).is_none());
+        SAW.fetch_add(10, Ordering::SeqCst);
+    });
+    NOW.store(130_000, Ordering::SeqCst);
+    assert!(RT.queue_delayed_work(&ME, ns(5)));
+    assert!(RT.queue_work(&PLAIN));
+    assert!(RT.drain().is_complete());
+    at(&RT, 130_005);
+    assert_eq!(SAW.load(Ordering::SeqCst), 11);
+    let shown = format!("{ME:?}");
+    assert!(
+        shown.starts_with("DelayedWork(") && shown.contains("me"),
+        "{shown}"
+    );
+}

@@ -184,3 +184,28 @@ fn cancel_and_requeue_race_the_timer_walk() {
         assert!(!D.is_pending() && !D.is_running());
     });
 }
+
+/// (e) Two top halves (CPUs 0 and 1) reschedule `D`, waiting on CPU 0's
+/// list, at once, to deadlines that differ in both 32-bit halves
+/// (2^32 ns and 5 ns; the clock is 0, so neither is due). The request's
+/// lock lets one writer through; a deadline torn from both writes
+/// (high half of one, low half of the other) could be 0, due at once.
+/// After the drains `D` has not run and still waits.
+#[test]
+fn two_reschedulers_never_tear_the_deadline() {
+    model(|| {
+        set_up();
+        assert!(RT.queue_delayed_work(&D, Duration::from_nanos(0x2_0000_0000)));
+        let _ = RT.drain();
+        let a = spawn_on(0, || {
+            RT.mod_delayed_work(&D, Duration::from_nanos(0x1_0000_0000))
+        });
+        let b = spawn_on(1, || RT.mod_delayed_work(&D, Duration::from_nanos(5)));
+        assert!(a.join().unwrap() && b.join().unwrap());
+        final_drains();
+        assert_eq!(D.runs(), 0, "a torn deadline fired");
+        assert!(D.is_timer_pending());
+        assert!(D.cancel());
+        final_drains();
+    });
+}
