@@ -502,3 +502,54 @@ fn from_work_gives_the_function_its_delayed_item() {
         "{shown}"
     );
 }
+
+/// `mod_delayed_work` moves any pending instance to the new deadline, as
+/// Linux's does: one queued with `queue_work` (new-user review: it ran at
+/// once and the call said its timer moved), and one whose timer fired and
+/// waits to run (the drain stopped after the pass that fired it). Each
+/// runs once, at the new deadline.
+#[test]
+fn mod_delayed_work_moves_an_instance_queued_to_run_back_to_a_timer() {
+    let _s = serial();
+    static RT: Runtime<Fake, 1> = Runtime::new(Config::DEFAULT.max_restart(1));
+    static X: DelayedWork = DelayedWork::new("x", |_| {});
+    NOW.store(140_000, Ordering::SeqCst);
+    // Queued to run, without a delay.
+    assert!(RT.queue_work(X.work()));
+    assert!(RT.mod_delayed_work(&X, ns(50)), "it was pending");
+    assert!(X.is_timer_pending());
+    while RT.pending(0) != 0 {
+        let _ = RT.drain();
+    }
+    assert_eq!(X.runs(), 0, "ran before its new deadline");
+    NOW.store(140_050, Ordering::SeqCst);
+    while X.runs() == 0 {
+        let _ = RT.drain();
+        assert!(X.runs() <= 1);
+        assert!(RT.pending(0) != 0 || X.runs() == 1, "stranded");
+    }
+    assert!(!X.is_pending());
+    // Its timer fired, it waits to run: the one-pass drain stops there.
+    assert!(RT.queue_delayed_work(&X, ns(10)));
+    while RT.pending(0) != 0 {
+        let _ = RT.drain();
+    }
+    NOW.store(140_060, Ordering::SeqCst);
+    assert_eq!(
+        RT.drain(),
+        bottomhalf::DrainOutcome::Remaining,
+        "fired, not run yet"
+    );
+    assert!(X.is_pending() && !X.is_timer_pending());
+    assert!(RT.mod_delayed_work(&X, ns(100)));
+    while RT.pending(0) != 0 {
+        let _ = RT.drain();
+    }
+    assert_eq!(X.runs(), 1, "the fired instance was not moved back");
+    NOW.store(140_160, Ordering::SeqCst);
+    for _ in 0..4 {
+        let _ = RT.drain();
+    }
+    assert_eq!(X.runs(), 2);
+    assert!(!X.is_pending());
+}

@@ -209,3 +209,30 @@ fn two_reschedulers_never_tear_the_deadline() {
         final_drains();
     });
 }
+
+/// (f) `D` queued to run without a delay on CPU 0 (`queue_work`); CPU 0
+/// drains (starts it) while a top half on CPU 1 calls
+/// `mod_delayed_work(D, 100)`, which moves a pending instance back to a
+/// timer (DELAYED set with a CAS that races the drain's start). Either
+/// the instance was moved (`true`: it has not run) or it had started
+/// (`false`: it ran once and the call queued a new one); in both cases
+/// exactly one instance waits for its timer afterwards, none ran twice.
+#[test]
+fn mod_delayed_work_races_the_start_of_a_queued_instance() {
+    model(|| {
+        set_up();
+        assert!(RT.queue_work(D.work()));
+        let a = spawn_on(0, || {
+            let _ = RT.drain();
+        });
+        let b = spawn_on(1, || RT.mod_delayed_work(&D, Duration::from_nanos(100)));
+        a.join().unwrap();
+        let moved = b.join().unwrap();
+        final_drains();
+        assert_eq!(D.runs(), u32::from(!moved), "moved: {moved}");
+        assert!(D.is_timer_pending(), "no instance waits for the timer");
+        assert!(D.cancel());
+        final_drains();
+        assert!(!D.is_pending());
+    });
+}

@@ -52,8 +52,14 @@
 //!   on its work queue when the run ends, whose `start` sees DELAYED and
 //!   puts it on the timer list: it runs again after its deadline, never
 //!   concurrently.
-//! - **An instance that has already fired** (moved to run) is not moved
-//!   back by `mod_delayed_work`: it runs now, once.
+//! - **`mod_delayed_work` moves any pending instance**, as Linux's
+//!   does (its `try_to_grab_pending` takes a queued work back too): one
+//!   waiting for its timer, one queued to run (its timer fired, or it was
+//!   queued with `queue_work`), one covering a run. It sets DELAYED on the
+//!   instance with one CAS (`start` then hands it to the timer list) and
+//!   pokes. An instance that started meanwhile runs; the call then queues
+//!   another after the delay and returns `false`, as for an idle item.
+//!   (Zephyr's `k_work_reschedule` leaves a submitted item submitted.)
 //! - **The hook.** After each walk the drain calls [`Backend::arm_timer`]
 //!   with the earliest deadline of that CPU/level when it changed
 //!   (`u64::MAX`: none left). The board's timer interrupt calls
@@ -603,6 +609,27 @@ fn fire(q: &BhQueue, now: u64) -> (bool, u64) {
     }
 }
 
+/// Makes the pending bottom-half instance of `work` wait for its timer:
+/// sets DELAYED if it is pending without it (queued to run, fired, or
+/// covering a run), with one CAS (`start` then hands the node to the
+/// timer list; the walk of a list it is linked on reads its request).
+/// `false` if no instance is pending any more.
+fn delay_pending(work: &Work) -> bool {
+    loop {
+        let s = work.state.load(Ordering::Acquire);
+        let f = flags(s);
+        if f & PENDING == 0 {
+            return false;
+        }
+        if f & DELAYED != 0 || kind_of(s) != Some(Target::BH) {
+            return true;
+        }
+        if work.cas(s, f | DELAYED) {
+            return true;
+        }
+    }
+}
+
 /// `now + delay` in nanoseconds, saturating.
 #[inline]
 fn deadline_after(now: u64, delay: Duration) -> u64 {
@@ -689,9 +716,12 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
     /// Moves the deadline of `work` to `now_ns() + delay`, earlier or
     /// later, queueing it on this CPU if it is idle (Linux's
     /// `mod_delayed_work`, Zephyr's `k_work_reschedule`). Returns `true`
-    /// if an instance was pending (its timer moved; an instance whose
-    /// timer already fired runs now and is not moved back), `false` if
-    /// this call queued it or the queue was refused.
+    /// if an instance was pending: it now runs at the new deadline,
+    /// whether it waited for its timer or was already queued to run (its
+    /// timer fired, or it was queued with [`queue_work`](Runtime::queue_work)),
+    /// as Linux moves it; `false` if this call queued a new instance (the
+    /// item was idle, or its instance had started running) or the queue
+    /// was refused.
     ///
     /// A pending instance stays on the CPU where it is linked; the new
     /// deadline is taken by that CPU's drain, which this call raises.
@@ -843,11 +873,23 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         match self.queue_at(cpu, st, work, Some(deadline)) {
             Pend::Queued | Pend::Covered => !modify,
             Pend::Coalesced => {
-                if modify {
-                    // Pending: its drain takes the new deadline.
-                    poke(work.state.load(Ordering::Acquire));
+                if !modify {
+                    return false;
                 }
-                modify
+                if !delay_pending(work) {
+                    // It started since: a new instance after the delay.
+                    return match self.queue_at(cpu, st, work, Some(deadline)) {
+                        Pend::Queued | Pend::Covered => false,
+                        Pend::Coalesced => {
+                            poke(work.state.load(Ordering::Acquire));
+                            true
+                        }
+                        Pend::Canceling | Pend::OtherConsumer => false,
+                    };
+                }
+                // Pending: its drain takes the new deadline.
+                poke(work.state.load(Ordering::Acquire));
+                true
             }
             Pend::Canceling | Pend::OtherConsumer => false,
         }
