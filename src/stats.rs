@@ -115,10 +115,13 @@ pub enum Misuse {
     /// the extra guard holds nothing (bottom halves stay off under the
     /// outer ones).
     BhDisableOverflow = 4,
-    /// A bottom-half level not below the runtime's `L`: a tasklet built
-    /// with [`at_level`](crate::Tasklet::at_level) of a level the runtime
-    /// does not have (scheduled at level `L - 1` instead, the highest it
-    /// has), [`Runtime::drain_level`](crate::Runtime::drain_level) (drains
+    /// A bottom-half level not below the runtime's `L`: a tasklet, work
+    /// item or delayed work item built with `at_level` of a level the
+    /// runtime does not have ([`Tasklet::at_level`](crate::Tasklet::at_level),
+    /// [`Work::at_level`](crate::Work::at_level),
+    /// [`DelayedWork::at_level`](crate::DelayedWork::at_level): run at
+    /// level `L - 1` instead, the highest it has),
+    /// [`Runtime::drain_level`](crate::Runtime::drain_level) (drains
     /// nothing) or [`Runtime::bh_disable_to`](crate::Runtime::bh_disable_to)
     /// (covers every level).
     LevelOutOfRange = 5,

@@ -390,8 +390,8 @@ impl Func {
 ///
 /// # Size
 ///
-/// 104 bytes on x86_64 Linux with `std` (88 without: no boxed closure),
-/// 64 on thumbv7m. The workqueue's list fields
+/// 112 bytes on x86_64 Linux with `std` (104 without: no boxed closure),
+/// 72 on thumbv7m (`tests/context.rs` pins them). The workqueue's list fields
 /// (`prev`, the list place and flush color, the timer deadline) are part
 /// of every item, bottom-half ones included: one type, one layout.
 // Without `std` the workqueue's fields are not read (the deadline is kept
@@ -826,7 +826,10 @@ impl Work {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Queues that found the item already pending (returned `false`).
+    /// Queues that found the item already pending: a `queue_work` or
+    /// `queue_delayed_work` that returned `false`, and a
+    /// `mod_delayed_work` that moved a pending instance (it returns
+    /// `true`).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -1135,6 +1138,12 @@ impl Work {
             let running = sync && f & RUNNING != 0;
             let canceling = if running { CANCELING } else { 0 };
             if self.cas(s, (f & !(PENDING | DELAYED)) | canceling) {
+                if f & DELAYED != 0 {
+                    // A timer: its drain drops the ghost from the list and
+                    // disarms (or re-arms) the hook now, not at the old
+                    // deadline (Linux's `del_timer`).
+                    bh::poke(s);
+                }
                 return Grab::Grabbed { running };
             }
         }

@@ -295,10 +295,10 @@ fn a_ghost_on_another_cpu_scheduled_with_a_delay_runs_where_it_is_linked() {
     assert!(!G.is_pending());
 }
 
-/// A cancelled timer's ghost stays on the drain's list until a walk: the
-/// hook still fires at its deadline, the walk drops the ghost (nothing
-/// runs) and disarms the hook; the item is idle again (a new queue pushes
-/// it afresh).
+/// A cancel of a waiting timer pokes its drain (Linux's `del_timer`): the
+/// next drain's walk drops the ghost (nothing runs) and disarms the hook,
+/// before the old deadline; the item is idle again (a new queue pushes it
+/// afresh).
 #[test]
 fn the_walk_drops_a_cancelled_timer_and_disarms_the_hook() {
     let _s = serial();
@@ -309,6 +309,10 @@ fn the_walk_drops_a_cancelled_timer_and_disarms_the_hook() {
     assert!(RT.drain().is_complete());
     assert_eq!(ARMED.load(Ordering::SeqCst), 80_500);
     assert!(G.cancel());
+    assert_eq!(RT.pending(0), 1 << 6, "the cancel did not poke the drain");
+    assert!(RT.drain().is_complete());
+    assert_eq!(ARMED.load(Ordering::SeqCst), u64::MAX, "armed for a ghost");
+    assert_eq!(RT.next_timer_deadline(), None);
     at(&RT, 80_500);
     assert_eq!(G.runs(), 0, "a cancelled timer ran");
     assert_eq!(

@@ -107,9 +107,9 @@ impl Backend for Host {
     }
 
     /// Wakes the CPU's drain thread, if [`Runtime::spawn_drain_threads`]
-    /// started one: async-signal-safe ([`WakeWord::notify`]). One thread
-    /// per CPU drains every level, highest first, so the level does not
-    /// choose the thread.
+    /// started one: async-signal-safe ([`WakeWord::notify`]). The drain
+    /// threads of a CPU (one per level) share its wake word: each wakes,
+    /// and drains its level if that level has work.
     #[inline]
     fn kick(_cpu: usize, _level: Level, wake: &WakeWord) {
         wake.notify();

@@ -207,6 +207,33 @@ impl Request {
 /// bottom half it is kept by the drain of the item's level on the CPU it
 /// was queued to (see [`Runtime::queue_delayed_work`]).
 ///
+/// # Rules in a bottom half
+///
+/// - **Two policies.** [`Runtime::queue_delayed_work`] (Zephyr's
+///   `k_work_schedule`): an instance already pending keeps its deadline
+///   and the call returns `false`. [`Runtime::mod_delayed_work`] (Linux's
+///   `mod_delayed_work`, Zephyr's `k_work_reschedule`): the pending
+///   instance, whether it waits for its timer, is already queued to run or
+///   covers a run, now runs at the new deadline (`true`).
+/// - **Where.** An instance waits on the timer list of the CPU and level
+///   it was queued to ([`at_level`](DelayedWork::at_level)); a reschedule
+///   from another CPU moves its deadline there and raises that CPU.
+/// - **When.** At the first drain of its level on that CPU at or after
+///   the deadline ([`Runtime::drain`], [`Runtime::drain_level`], the drain
+///   threads). The backend's one-shot hook ([`Backend::arm_timer`],
+///   `Board::set_timer`, one per CPU and level) tells the board when to
+///   start that drain: its timer interrupt calls
+///   [`Runtime::timer_fired`]. Without a clock (`now_ns` is 0 unless the
+///   backend has one) a delay never passes.
+/// - **Order.** Timers fire in deadline order, ties in queue order; a
+///   deadline in the past runs at the next drain.
+/// - **Races.** Two contexts that (re)schedule one item at the same time:
+///   one of their deadlines is kept. A `cancel` removes an instance whose
+///   timer has not fired, from any context.
+/// - **Cost.** Each drain pass of vector 6 at a level walks that CPU and
+///   level's timer list (unsorted: a handful of timers per CPU and level
+///   is the design point, as in firmware).
+///
 /// # Examples
 ///
 /// ```
@@ -301,7 +328,10 @@ impl DelayedWork {
 
     /// The `DelayedWork` that `work` is the inside of, or `None` for a
     /// plain [`Work`] (Linux's `to_delayed_work`, which trusts the caller;
-    /// this one checks). The result borrows for as long as `work` does.
+    /// this one checks). The result borrows for as long as `work` does: to
+    /// queue the item again from its own function, name its `static` (or
+    /// keep a `&'static DelayedWork` in the context of
+    /// [`with_context`](DelayedWork::with_context)).
     ///
     /// Top-half safe: yes. Allocates: no. Blocks: no.
     ///
@@ -806,6 +836,44 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 self.raise_on(cpu, st, lvl, Vector::TASKLET);
             }
         }
+    }
+
+    /// The earliest armed timer deadline of this runtime (every CPU and
+    /// level), on the backend's clock ([`Backend::now_ns`]); `None` if no
+    /// delayed work waits. For a program that drains by itself (an event
+    /// loop, a main loop): sleep at most until then, then drain. A deadline
+    /// is armed once a drain has filed its timer.
+    ///
+    /// Top-half safe: yes. Allocates: no. Blocks: no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bottomhalf::{Backend, Config, DelayedWork, Host, Runtime};
+    /// use std::time::Duration;
+    /// static RT: Runtime<Host, 2> = Runtime::new(Config::DEFAULT);
+    /// static D: DelayedWork = DelayedWork::new("d", |_| {});
+    /// assert_eq!(RT.next_timer_deadline(), None);
+    /// RT.queue_delayed_work(&D, Duration::from_secs(60));
+    /// let _ = RT.drain(); // files the timer
+    /// let deadline = RT.next_timer_deadline().unwrap();
+    /// let now = Host::now_ns();
+    /// assert!(deadline > now && deadline <= now + 60_000_000_000);
+    /// // An event loop would wait `deadline - now` at most, then drain.
+    /// assert!(D.cancel());
+    /// let _ = RT.drain(); // drops the cancelled timer
+    /// assert_eq!(RT.next_timer_deadline(), None);
+    /// ```
+    pub fn next_timer_deadline(&self) -> Option<u64> {
+        let mut first = u64::MAX;
+        for cpu in 0..N {
+            if let Some(st) = self.try_cpu_state(cpu) {
+                for ls in &st.levels {
+                    first = first.min(ls.bh_work.next_deadline());
+                }
+            }
+        }
+        (first != u64::MAX).then_some(first)
     }
 
     /// The earliest armed timer deadline of CPU `cpu` (all levels), and

@@ -379,6 +379,16 @@ impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// to the parent's eventfd: in the child, build a new tokio runtime and
     /// register the fd again there.
     ///
+    /// **Work items and delayed work in such an event loop.** The eventfd
+    /// is written when a slot's drain is kicked (a raise, a queue), not
+    /// when a timer's deadline passes: give the wait a timeout until
+    /// [`Runtime::next_timer_deadline`], and `drain_all` fires the due
+    /// timers of every slot. `Work::flush` and `cancel_sync` wait by
+    /// draining the *current* CPU slot only: on the event-loop thread, a
+    /// wait for an item pending on another slot ends only through this
+    /// same thread's `drain_all`, so it never ends. Flush from another
+    /// thread, or run drain threads ([`Runtime::spawn_drain_threads`]).
+    ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
     ///
     /// # Errors
