@@ -639,22 +639,23 @@ fn fire(q: &BhQueue, now: u64) -> (bool, u64) {
     }
 }
 
-/// Makes the pending bottom-half instance of `work` wait for its timer:
-/// sets DELAYED if it is pending without it (queued to run, fired, or
-/// covering a run), with one CAS (`start` then hands the node to the
-/// timer list; the walk of a list it is linked on reads its request).
-/// `false` if no instance is pending any more.
+/// Makes the pending bottom-half instance of `work` wait for its timer
+/// (its request was posted): sets DELAYED if it is pending without it
+/// (queued to run, fired, or covering a run), with one CAS (`start` then
+/// hands the node to the timer list; the walk of a list it is linked on
+/// reads its request), and pokes its drain. `false` if no bottom-half
+/// instance is pending any more.
 fn delay_pending(work: &Work) -> bool {
     loop {
         let s = work.state.load(Ordering::Acquire);
         let f = flags(s);
-        if f & PENDING == 0 {
+        // Idle (started, cancelled), or pending at a workqueue since: the
+        // caller's next queue says which.
+        if f & PENDING == 0 || kind_of(s) != Some(Target::BH) {
             return false;
         }
-        if f & DELAYED != 0 || kind_of(s) != Some(Target::BH) {
-            return true;
-        }
-        if work.cas(s, f | DELAYED) {
+        if f & DELAYED != 0 || work.cas(s, f | DELAYED) {
+            poke(s);
             return true;
         }
     }
@@ -938,28 +939,20 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         if modify || flags(work.state.load(Ordering::Acquire)) & PENDING == 0 {
             work.req.post(deadline);
         }
-        match self.queue_at(cpu, st, work, Some(deadline)) {
-            Pend::Queued | Pend::Covered => !modify,
-            Pend::Coalesced => {
-                if !modify {
-                    return false;
+        loop {
+            match self.queue_at(cpu, st, work, Some(deadline)) {
+                Pend::Queued | Pend::Covered => return !modify,
+                Pend::Coalesced if !modify => return false,
+                // Pending: moved to the new deadline, its drain poked. Or
+                // it started since: queue again, a new instance after the
+                // delay (each retry follows a run that started).
+                Pend::Coalesced => {
+                    if delay_pending(work) {
+                        return true;
+                    }
                 }
-                if !delay_pending(work) {
-                    // It started since: a new instance after the delay.
-                    return match self.queue_at(cpu, st, work, Some(deadline)) {
-                        Pend::Queued | Pend::Covered => false,
-                        Pend::Coalesced => {
-                            poke(work.state.load(Ordering::Acquire));
-                            true
-                        }
-                        Pend::Canceling | Pend::OtherConsumer => false,
-                    };
-                }
-                // Pending: its drain takes the new deadline.
-                poke(work.state.load(Ordering::Acquire));
-                true
+                Pend::Canceling | Pend::OtherConsumer => return false,
             }
-            Pend::Canceling | Pend::OtherConsumer => false,
         }
     }
 }
