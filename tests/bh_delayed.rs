@@ -557,3 +557,21 @@ fn mod_delayed_work_moves_an_instance_queued_to_run_back_to_a_timer() {
     assert_eq!(X.runs(), 2);
     assert!(!X.is_pending());
 }
+
+/// `mod_delayed_work_on` queues an idle item on the named CPU (`false`),
+/// then moves the pending one (`true`); a CPU out of range is refused and
+/// counted. The timer runs on that CPU.
+#[test]
+fn mod_delayed_work_on_queues_on_the_named_cpu() {
+    let _s = serial();
+    static RT: Runtime<Fake, 2> = Runtime::new(Config::DEFAULT);
+    static M: DelayedWork = DelayedWork::new("m", |_| {});
+    NOW.store(150_000, Ordering::SeqCst);
+    assert!(!RT.mod_delayed_work_on(1, &M, ns(100)), "idle: queued");
+    assert_eq!((RT.pending(0), RT.pending(1)), (0, 1 << 6));
+    assert!(RT.mod_delayed_work_on(1, &M, ns(200)), "pending: moved");
+    assert!(!RT.mod_delayed_work_on(2, &M, ns(5)), "no CPU 2");
+    assert_eq!(RT.stats().misuse(0, bottomhalf::Misuse::CpuOutOfRange), 1);
+    assert!(M.is_timer_pending());
+    assert!(M.cancel());
+}
