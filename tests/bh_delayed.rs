@@ -421,8 +421,14 @@ fn a_drain_after_the_deadline_fires_the_timer_without_the_hook() {
     assert!(RT.queue_delayed_work(&Q, ns(200)));
     assert!(RT.drain().is_complete());
     NOW.store(110_099, Ordering::SeqCst);
+    let passes = RT.stats().runs(0, bottomhalf::Vector::TASKLET);
     assert!(RT.drain().is_complete());
     assert_eq!((P.runs(), Q.runs()), (0, 0), "fired early");
+    assert_eq!(
+        RT.stats().runs(0, bottomhalf::Vector::TASKLET),
+        passes,
+        "a drain before the deadline ran a pass of vector 6"
+    );
     NOW.store(110_100, Ordering::SeqCst);
     assert!(RT.drain().is_complete());
     assert_eq!((P.runs(), Q.runs()), (1, 0));
