@@ -558,3 +558,57 @@ fn forged_sender_codes_are_rejected_by_filters_and_counted() {
     assert_eq!(listed.handled(), 1);
     drop((same, listed, lenient));
 }
+
+/// An event-loop thread (the `event_fd` pattern: no drain threads, its own
+/// `drain_all`) flushes work items pending on *another* CPU slot: the
+/// wait drains that slot itself (`Backend::run_as_cpu`) instead of
+/// spinning for ever (new-user review: `flush_hang`). Plain and delayed
+/// items, and `cancel_sync` of one running nowhere.
+#[test]
+fn an_event_loop_thread_flushes_work_pending_on_another_slot() {
+    use bottomhalf::{DelayedWork, Work};
+    let _s = serial(&SERIAL);
+    watchdog(WATCHDOG);
+    static RT: Runtime<Signals, 256> = Runtime::new(Config::DEFAULT);
+    static W: Work = Work::new("w", |_| {});
+    static D: DelayedWork = DelayedWork::new("d", |_| {});
+    // SAFETY: sysconf reads a constant; not in a handler.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if cpus < 2 {
+        println!("one configured CPU: no other slot to test");
+        return;
+    }
+    let _fd = RT.event_fd().unwrap(); // set-up: CPU routing on
+    std::thread::spawn(move || {
+        // Pin to the first allowed CPU; the item goes to another slot.
+        // SAFETY: an all-zero cpu_set_t is the empty set;
+        // sched_getaffinity and sched_setaffinity(0, ..) read or write
+        // `set` only and apply to this thread; CPU_ISSET/CPU_SET
+        // bounds-check against the set's size.
+        let cpu = unsafe {
+            let mut set: libc::cpu_set_t = core::mem::zeroed();
+            let size = core::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+            let cpu = (0..libc::CPU_SETSIZE as usize)
+                .find(|&c| libc::CPU_ISSET(c, &set))
+                .unwrap();
+            let mut one: libc::cpu_set_t = core::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
+            cpu
+        };
+        let other = (cpu + 1) % cpus as usize;
+        assert!(RT.queue_work_on(other, &W));
+        assert_eq!(W.flush(), Ok(true), "a plain item on slot {other}");
+        assert_eq!(W.runs(), 1);
+        assert!(RT.queue_delayed_work_on(other, &D, Duration::from_secs(3600)));
+        assert_eq!(D.flush(), Ok(true), "a delayed item on slot {other}");
+        assert_eq!(D.runs(), 1);
+        assert!(RT.queue_work_on(other, &W));
+        assert_eq!(W.cancel_sync(), Ok(true));
+        assert_eq!(W.runs(), 1);
+        assert_eq!(RT.drain_all(), bottomhalf::DrainOutcome::Complete);
+    })
+    .join()
+    .unwrap();
+}

@@ -178,4 +178,22 @@ pub trait Backend: 'static {
     /// backend instead ([`BareMetal`] pends its drain interrupt, so the
     /// work runs at that interrupt's priority, not in thread mode).
     const DRAIN_ON_BH_ENABLE: bool = true;
+
+    /// Runs `f` with the calling thread taken for CPU `cpu` (what
+    /// [`current_cpu`](Backend::current_cpu) returns during the call), if
+    /// this backend lets a thread serve another CPU's slot: `Some(f())`;
+    /// `None` (the default) if it does not. A bottom-half work item's
+    /// `flush` or `cancel_sync` waiting for an instance pending on another
+    /// CPU drains that CPU this way instead of only spinning: `Signals`
+    /// does (its slots are logical; `drain_all` serves them all from one
+    /// thread), `Host` and `BareMetal` do not (a thread or a core is one
+    /// CPU).
+    ///
+    /// Top-half safe: need not be (thread context). Allocates: must not.
+    /// Blocks: as `f`.
+    #[inline]
+    fn run_as_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
+        let _ = (cpu, f);
+        None
+    }
 }

@@ -431,7 +431,16 @@ fn local<B: Backend, const N: usize, const L: usize>(
         return None;
     }
     let (_, st) = rt.current_state();
-    let ls = st.levels.iter().find(|ls| ptr::eq(&ls.bh_work, queue))?;
+    let Some(ls) = st.levels.iter().find(|ls| ptr::eq(&ls.bh_work, queue)) else {
+        // Another CPU's queue. A backend whose threads may serve another
+        // CPU's slot (`Signals`) drains it here for the waiter.
+        if ask == Ask::Drain {
+            // SAFETY: as above.
+            let at = unsafe { &*queue }.at.load(Ordering::Relaxed) as usize;
+            return B::run_as_cpu(at >> 3, || rt.drain());
+        }
+        return None;
+    };
     Some(match ask {
         Ask::Drain => rt.drain(),
         Ask::Guarded if ls.is_bh_disabled() => DrainOutcome::Disabled,

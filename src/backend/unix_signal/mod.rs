@@ -238,6 +238,16 @@ impl Backend for Signals {
         wake.notify();
         signal_event_fd(wake.event_slot());
     }
+
+    /// Claims CPU slot `cpu` for the calling thread during `f`, as
+    /// [`Runtime::drain_all`] does for each slot: an event-loop thread
+    /// that flushes a work item pending on another slot drains that slot
+    /// itself (it would otherwise wait for ever for its own `drain_all`).
+    #[inline]
+    fn run_as_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
+        let _cpu = bind_thread(BindingKind::Signals, cpu);
+        Some(f())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -383,11 +393,9 @@ impl<const N: usize, const L: usize> Runtime<Signals, N, L> {
     /// is written when a slot's drain is kicked (a raise, a queue), not
     /// when a timer's deadline passes: give the wait a timeout until
     /// [`Runtime::next_timer_deadline`], and `drain_all` fires the due
-    /// timers of every slot. `Work::flush` and `cancel_sync` wait by
-    /// draining the *current* CPU slot only: on the event-loop thread, a
-    /// wait for an item pending on another slot ends only through this
-    /// same thread's `drain_all`, so it never ends. Flush from another
-    /// thread, or run drain threads ([`Runtime::spawn_drain_threads`]).
+    /// timers of every slot. `Work::flush` and `cancel_sync` on this
+    /// thread wait for an item pending on another slot by draining that
+    /// slot themselves (`Backend::run_as_cpu`), as `drain_all` would.
     ///
     /// Top-half safe: no (set-up). Allocates: no. Blocks: no.
     ///
