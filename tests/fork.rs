@@ -577,27 +577,6 @@ const EV_BLOCK: Vector = Vector::new(5);
 #[cfg(target_os = "linux")]
 const EV_WORK: Vector = Vector::new(8);
 
-/// Pins the calling thread to the first CPU it may run on and returns it
-/// (the `Signals` backend's current CPU is the one the thread runs on).
-#[cfg(target_os = "linux")]
-fn pin_to_first_allowed_cpu() -> usize {
-    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity
-    // and sched_setaffinity(0, ..) read or write `set` only and apply to
-    // this thread; CPU_ISSET/CPU_SET bounds-check against the set's size.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        let size = core::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .unwrap();
-        let mut one: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
-        cpu
-    }
-}
-
 #[cfg(target_os = "linux")]
 fn event_loop_scenario() {
     use std::os::fd::AsRawFd;
@@ -611,7 +590,7 @@ fn event_loop_scenario() {
         })
         .unwrap();
     let drains = EV_RT.spawn_drain_threads().unwrap();
-    let cpu = pin_to_first_allowed_cpu();
+    let cpu = process::pin_to_first_allowed_cpu();
     assert!(cpu < drains.len(), "no drain thread for CPU {cpu}");
     // This CPU's drain thread takes BLOCK and stays in its handler.
     EV_RT.raise(EV_BLOCK);

@@ -580,23 +580,8 @@ fn an_event_loop_thread_flushes_work_pending_on_another_slot() {
     }
     let _fd = RT.event_fd().unwrap(); // set-up: CPU routing on
     std::thread::spawn(move || {
-        // Pin to the first allowed CPU; the item goes to another slot.
-        // SAFETY: an all-zero cpu_set_t is the empty set;
-        // sched_getaffinity and sched_setaffinity(0, ..) read or write
-        // `set` only and apply to this thread; CPU_ISSET/CPU_SET
-        // bounds-check against the set's size.
-        let cpu = unsafe {
-            let mut set: libc::cpu_set_t = core::mem::zeroed();
-            let size = core::mem::size_of::<libc::cpu_set_t>();
-            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-            let cpu = (0..libc::CPU_SETSIZE as usize)
-                .find(|&c| libc::CPU_ISSET(c, &set))
-                .unwrap();
-            let mut one: libc::cpu_set_t = core::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
-            cpu
-        };
+        // Pinned to the first allowed CPU; the item goes to another slot.
+        let cpu = support::process::pin_to_first_allowed_cpu();
         let other = (cpu + 1) % cpus as usize;
         assert!(RT.queue_work_on(other, &W));
         assert_eq!(W.flush(), Ok(true), "a plain item on slot {other}");

@@ -735,13 +735,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         work: &'static DelayedWork,
         delay: Duration,
     ) -> bool {
-        match self.try_cpu_state(cpu) {
-            Some(st) => self.delayed_at(cpu, st, work, delay, false),
-            None => {
-                self.count_misuse(Misuse::CpuOutOfRange);
-                false
-            }
-        }
+        self.delayed_on(cpu, work, delay, false)
     }
 
     /// Moves the deadline of `work` to `now_ns() + delay`, earlier or
@@ -799,13 +793,7 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
         work: &'static DelayedWork,
         delay: Duration,
     ) -> bool {
-        match self.try_cpu_state(cpu) {
-            Some(st) => self.delayed_at(cpu, st, work, delay, true),
-            None => {
-                self.count_misuse(Misuse::CpuOutOfRange);
-                false
-            }
-        }
+        self.delayed_on(cpu, work, delay, true)
     }
 
     /// For the board's timer interrupt ([`Board::set_timer`](crate::Board::set_timer)):
@@ -918,6 +906,24 @@ impl<B: Backend, const N: usize, const L: usize> Runtime<B, N, L> {
                 // the mask, which the queue that needs it sets (SeqCst)
                 // after this store.
                 q.run.store(timed as *mut (), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The `_on` variants: CPU `cpu`'s state, or `false` and a counted
+    /// misuse for `cpu >= N`.
+    fn delayed_on(
+        &'static self,
+        cpu: usize,
+        work: &'static DelayedWork,
+        delay: Duration,
+        modify: bool,
+    ) -> bool {
+        match self.try_cpu_state(cpu) {
+            Some(st) => self.delayed_at(cpu, st, work, delay, modify),
+            None => {
+                self.count_misuse(Misuse::CpuOutOfRange);
+                false
             }
         }
     }

@@ -176,3 +176,24 @@ pub fn watchdog(secs: u32) {
 pub fn serial(lock: &'static Mutex<()>) -> MutexGuard<'static, ()> {
     lock.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Pins the calling thread to the first CPU it may run on and returns it
+/// (the `Signals` backend's current CPU is the one the thread runs on).
+#[cfg(target_os = "linux")]
+pub fn pin_to_first_allowed_cpu() -> usize {
+    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity
+    // and sched_setaffinity(0, ..) read or write `set` only and apply to
+    // this thread; CPU_ISSET/CPU_SET bounds-check against the set's size.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        let size = core::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap();
+        let mut one: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
+        cpu
+    }
+}
